@@ -1,0 +1,144 @@
+"""journal-loader's own exception hierarchy.
+
+Driver errors (sqlite3, psycopg, SQLAlchemy) never escape the storage layer raw: they are
+classified into the three kinds the runner acts on (see ``journal_loader.storage.errors``):
+
+* ``TransientError``: retry with backoff; never puts a record in the dead-letter queue.
+* ``RecordError`` subclasses: about one record; the record goes to the DLQ, the run goes on.
+* ``FatalError`` and the other ``JournalLoaderError`` subclasses: stop the run with a message.
+
+Every ``JournalLoaderError`` carries the process exit code the CLI uses for it, so the CLI
+never needs to know which error means what.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class JournalLoaderError(Exception):
+    """Base of every error journal-loader raises on purpose."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(JournalLoaderError):
+    """A bad config file, option or loader definition (exit code 2)."""
+
+    exit_code = 2
+
+
+class UsageError(ConfigError):
+    """A bad command-line call (exit code 2)."""
+
+
+class SourceFileError(JournalLoaderError):
+    """The input file as a whole cannot be read (missing, a directory, empty, bad header...).
+
+    The message names the file and, when known, the line and byte offset.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        reason: str,
+        *,
+        line: int | None = None,
+        byte_offset: int | None = None,
+    ) -> None:
+        where = path
+        if line is not None:
+            where += f", line {line}"
+        if byte_offset is not None:
+            where += f", byte {byte_offset}"
+        super().__init__(f"{where}: {reason}")
+        self.path = path
+        self.reason = reason
+        self.line = line
+        self.byte_offset = byte_offset
+
+
+class SourceChangedError(SourceFileError):
+    """The file changed (grew, shrank, was rewritten) while it was being loaded."""
+
+
+class SourceLockedError(JournalLoaderError):
+    """Another run holds this source's lock (exit code 75, EX_TEMPFAIL: try again later)."""
+
+    exit_code = 75
+
+
+class FencedOutError(JournalLoaderError):
+    """This run lost its lease on the source (another run took over); it must not write."""
+
+
+class StorageError(JournalLoaderError):
+    """A database failure, already classified (see storage.errors.classify)."""
+
+
+class TransientError(StorageError):
+    """Worth retrying: connection lost, timeout, serialization failure, deadlock, busy."""
+
+
+class FatalError(StorageError):
+    """Retrying cannot help: authentication, permission, missing table or function."""
+
+
+class IntegrityConflictError(TransientError):
+    """A unique key another writer committed first; the batch is retried and re-resolves."""
+
+
+class SchemaError(FatalError):
+    """The database schema is missing, too old, or from a newer journal-loader."""
+
+
+class RecordError(Exception):
+    """A failure that belongs to one record: it goes to the DLQ and the run goes on.
+
+    ``stage`` is where it happened: read, parse, validate or propose.
+    """
+
+    stage: str = "propose"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ParseError(RecordError):
+    stage = "parse"
+
+
+class ValidationError(RecordError):
+    """The record breaks a rule (required field, date format, unknown node type...)."""
+
+    stage = "validate"
+
+
+class ProposeError(RecordError):
+    """The graph refused the fact (an ``error`` answer, a constraint the record breaks)."""
+
+    stage = "propose"
+
+
+class AmbiguousMatchError(ProposeError):
+    """Two or more existing entities match: never merged silently."""
+
+
+class SkipRecord(Exception):
+    """Raised (or returned through ``Loader.skip``) to skip a record with a reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

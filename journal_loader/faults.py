@@ -1,0 +1,51 @@
+"""Fault injection for crash tests: SIGKILL this process at the Nth boundary of a kind.
+
+    JOURNAL_LOADER_CRASH_AT=after_commit:3 journal-loader run ...
+
+kills the run right after its third batch commit. Boundaries (``BOUNDARIES``):
+
+* ``before_propose``: a record is about to be proposed (mid-batch, nothing of the batch
+  committed);
+* ``after_propose``: a record was proposed, its batch not yet committed;
+* ``before_commit``: the batch's events, projections and graph rows are written, COMMIT not
+  yet sent;
+* ``after_commit``: the batch is durable, the next one not started.
+
+Costs one global lookup per boundary when unset. Used by tests/test_crash.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+BOUNDARIES = ("before_propose", "after_propose", "before_commit", "after_commit")
+ENV = "JOURNAL_LOADER_CRASH_AT"
+
+
+def _parse(spec: str | None) -> tuple[str, int] | None:
+    if not spec:
+        return None
+    kind, _, n = spec.partition(":")
+    if kind not in BOUNDARIES or not n.isdigit() or int(n) < 1:
+        raise ValueError(f"{ENV}={spec!r}: expected one of {BOUNDARIES} followed by :N (N >= 1)")
+    return kind, int(n)
+
+
+_target = _parse(os.environ.get(ENV))
+_seen = 0
+
+
+def reset(spec: str | None) -> None:
+    global _target, _seen
+    _target = _parse(spec)
+    _seen = 0
+
+
+def point(kind: str) -> None:
+    global _seen
+    if _target is None or _target[0] != kind:
+        return
+    _seen += 1
+    if _seen == _target[1]:
+        os.kill(os.getpid(), signal.SIGKILL)

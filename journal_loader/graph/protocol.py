@@ -1,0 +1,115 @@
+"""What a loader talks to: the Propose API, as a protocol.
+
+A loader's ``propose(record, graph)`` calls ``graph.propose_fact(...)`` once per fact. The
+embedded graph (``journal_loader.graph.embedded``) implements it in the journal's own database;
+``journal_loader.graph.postgres_client`` calls an existing deployment's SQL function. Results
+have the Propose API's shape (status, overall_confidence, actions, conflicts, provenance_ids)
+and are msgspec Structs so they are journaled as they are, inside ``ProposeSucceeded``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Protocol, runtime_checkable
+
+import msgspec
+
+STATUS_SUCCESS = "success"
+STATUS_CONFLICTS = "conflicts"
+STATUS_ERROR = "error"
+
+
+class Entity(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One end of a fact: an entity of a type, by name, optionally with an external key.
+
+    ``key`` is the registry's own identifier (a corp number): two entities with the same name
+    and different keys stay two.
+    """
+
+    type: str
+    name: str
+    key: str | None = None
+    attributes: dict[str, Any] = {}
+
+
+EntityLike = Entity | tuple[str, str] | tuple[str, str, str | None]
+
+
+def as_entity(value: EntityLike, attributes: dict[str, Any] | None = None) -> Entity:
+    if isinstance(value, Entity):
+        if attributes:
+            return msgspec.structs.replace(value, attributes={**value.attributes, **attributes})
+        return value
+    if not isinstance(value, tuple) or len(value) not in (2, 3):
+        raise TypeError(f"an entity is Entity(...) or (type, name[, key]), got {value!r}")
+    key = value[2] if len(value) == 3 else None  # type: ignore[misc]
+    return Entity(type=value[0], name=value[1], key=key, attributes=attributes or {})
+
+
+class Action(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One thing the graph did for a fact (the Propose API's ``actions`` entries)."""
+
+    action: str  # entity_created | entity_matched | relationship_created | relationship_duplicate
+    #              | relationship_updated | relationship_conflicted | error
+    role: str | None = None  # 'source' | 'target' for entity actions
+    entity_id: int | None = None
+    relationship_id: int | None = None
+    confidence: float | None = None
+    match_reason: str | None = None
+    message: str | None = None
+
+
+class Conflict(msgspec.Struct, kw_only=True, omit_defaults=True):
+    relationship_id: int
+    relationship_type: str
+    source_entity_id: int
+    target_entity_id: int
+
+
+class ProposeResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The answer to one ``propose_fact`` call, shaped like the Propose API's response."""
+
+    status: str
+    overall_confidence: float = 0.0
+    actions: list[Action] = []
+    conflicts: list[Conflict] = []
+    provenance_ids: list[int] = []
+    attribute_ids: list[int] = []
+    source_entity_id: int | None = None
+    target_entity_id: int | None = None
+    relationship_id: int | None = None
+    idempotency_key: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status != STATUS_ERROR
+
+    @property
+    def error_message(self) -> str | None:
+        for a in self.actions:
+            if a.action == "error":
+                return a.message
+        return None
+
+    def count(self, action: str) -> int:
+        return sum(1 for a in self.actions if a.action == action)
+
+
+@runtime_checkable
+class ProposeClient(Protocol):
+    """The loader-facing side of a graph: one call per fact."""
+
+    def propose_fact(
+        self,
+        source_entity: EntityLike,
+        target_entity: EntityLike,
+        relationship: str,
+        *,
+        source_attributes: dict[str, Any] | None = None,
+        target_attributes: dict[str, Any] | None = None,
+        strength: float = 1.0,
+        valid_from: dt.date | None = None,
+        valid_to: dt.date | None = None,
+        metadata: dict[str, Any] | None = None,
+        confidence: float = 0.9,
+    ) -> ProposeResult: ...

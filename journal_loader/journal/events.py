@@ -1,0 +1,225 @@
+"""The journal's events: immutable facts about what happened to a source and its records.
+
+Every event is a msgspec Struct in one tagged union (``Event``), encoded by one codec
+(``encode`` / ``decode``) to compact JSON. The envelope (position, source_id, record_offset,
+event_type, schema_version, run_id, recorded_at, hashes) lives in the journal's columns; the
+Struct is the payload. ``event_type`` is the class name and the union's tag.
+
+Changing an event: add fields with defaults only (old payloads still decode). A change that
+cannot be expressed that way gets a new ``SCHEMA_VERSION`` and an upcaster in ``decode``.
+
+Per record, a run journals ``RecordParsed`` (what was read and what the loader made of it)
+and exactly one terminal event: ``ProposeSucceeded``, ``RecordFailed`` or ``RecordSkipped``
+(``TERMINAL_EVENTS``). A record the reader could not decode has only ``RecordFailed``
+(stage ``read``) carrying its raw bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import msgspec
+
+from journal_loader.graph.protocol import ProposeResult
+
+
+class Event(msgspec.Struct, tag=True, kw_only=True, omit_defaults=True, frozen=True):
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    @property
+    def event_type(self) -> str:
+        return type(self).__name__
+
+
+# --- source and run level (record_offset is NULL) -----------------------------------------
+
+
+class SourceRegistered(Event):
+    """A new source: (source_type, file_hash) seen for the first time."""
+
+    source_type: str
+    source_name: str
+    file_name: str
+    file_path: str
+    file_hash: str
+    file_size: int
+    file_mtime: str
+    version_label: str
+    update_frequency: str
+    format: str
+    gzipped: bool = False
+    loader: str = ""
+
+
+class LoadStarted(Event):
+    """The start of one complete pass over a source: the first one, or a ``--force`` reload.
+
+    Projections count the records of the current load: the events after the last LoadStarted.
+    """
+
+    reason: str  # 'first' | 'force'
+
+
+class RunStarted(Event):
+    loader: str
+    mode: str  # 'new' | 'resume'
+    resume_offset: int = 0
+    resume_line: int = 0
+    resume_byte: int = 0
+    start_from: int | None = None
+    limit: int | None = None
+    batch_size: int = 1000
+    hostname: str = ""
+    pid: int = 0
+    version: str = ""
+    header: list[str] | None = None
+    header_raw: bytes | None = None
+    reader: dict[str, Any] = {}
+
+
+class RunAbandoned(Event):
+    """An earlier run of this source died without finishing; this run took over from it."""
+
+    abandoned_run_id: str
+    last_position: int | None = None
+    reason: str = ""
+
+
+class BatchCommitted(Event):
+    """The checkpoint: every record before ``next_offset`` is done. Resume seeks ``next_byte``.
+
+    It is written in the same transaction as the batch's record events, so it can never
+    point past (or short of) what was committed.
+    """
+
+    next_offset: int
+    next_line: int
+    next_byte: int
+    succeeded: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+
+class Statistics(msgspec.Struct, kw_only=True):
+    total_processed: int = 0
+    successful: int = 0
+    failed: int = 0
+    skipped: int = 0
+    entities_created: int = 0
+    entities_matched: int = 0
+    relationships_created: int = 0
+    relationships_duplicate: int = 0
+    relationships_updated: int = 0
+    conflicts_detected: int = 0
+
+    def add(self, other: Statistics) -> None:
+        for f in self.__struct_fields__:
+            setattr(self, f, getattr(self, f) + getattr(other, f))
+
+
+class RunFinished(Event):
+    status: str  # 'completed' | 'partial' | 'failed'
+    reason: str = ""
+    statistics: Statistics = msgspec.field(default_factory=Statistics)
+    records_in_file: int | None = None
+
+
+# --- record level (record_offset is the record's 0-based index) --------------------------
+
+
+class RecordParsed(Event):
+    line: int
+    byte_start: int
+    byte_end: int
+    raw: bytes
+    record: dict[str, Any]
+
+
+class ProposeSucceeded(Event):
+    """What the graph did for every fact of the record (ids created or matched, conflicts)."""
+
+    results: list[ProposeResult]
+    retry_of: int | None = None  # position of the RecordFailed this retry answers
+
+
+class RecordFailed(Event):
+    stage: str  # 'read' | 'parse' | 'validate' | 'propose'
+    error_type: str
+    message: str
+    line: int = 0
+    byte_start: int = 0
+    byte_end: int = 0
+    raw: bytes | None = None
+    record: dict[str, Any] | None = None
+    details: dict[str, Any] = {}
+    retry_of: int | None = None
+
+
+class RecordSkipped(Event):
+    reason: str
+    line: int = 0
+    byte_start: int = 0
+    byte_end: int = 0
+    raw: bytes | None = None
+
+
+class RecordResolved(Event):
+    """A person decided a failed record is not to be loaded (``dlq resolve``): it leaves the
+    DLQ; the source's counts keep it as failed."""
+
+    note: str
+    resolved_by: str
+    failure_position: int | None = None
+
+
+EventType = (
+    SourceRegistered
+    | LoadStarted
+    | RunStarted
+    | RunAbandoned
+    | BatchCommitted
+    | RunFinished
+    | RecordParsed
+    | ProposeSucceeded
+    | RecordFailed
+    | RecordSkipped
+    | RecordResolved
+)
+
+EVENT_CLASSES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (
+        SourceRegistered,
+        LoadStarted,
+        RunStarted,
+        RunAbandoned,
+        BatchCommitted,
+        RunFinished,
+        RecordParsed,
+        ProposeSucceeded,
+        RecordFailed,
+        RecordSkipped,
+        RecordResolved,
+    )
+}
+
+TERMINAL_EVENTS = ("ProposeSucceeded", "RecordFailed", "RecordSkipped")
+
+_encoder = msgspec.json.Encoder()
+_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(EventType)
+
+
+def encode(event: Event) -> bytes:
+    """The one codec: compact JSON, the tag first (``{"type":"RecordParsed",...}``)."""
+    return _encoder.encode(event)
+
+
+def decode(payload: bytes | str) -> Event:
+    result: Event = _decoder.decode(payload)
+    return result
+
+
+def to_builtins(event: Event) -> dict[str, Any]:
+    """A plain dict for JSON output (bytes become base64, like in the payload)."""
+    out: dict[str, Any] = msgspec.to_builtins(event)
+    return out

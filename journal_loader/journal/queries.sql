@@ -1,0 +1,46 @@
+-- Reads of the journal (journal_loader/journal/queries.py).
+
+-- name: checkpoint
+-- Where the current load stands: the last checkpoint, or the start of the load if it has
+-- none yet. Walks the (source_id, record_offset IS NULL, position) index backwards.
+SELECT position, event_type, payload
+FROM journal
+WHERE source_id = :source_id AND record_offset IS NULL
+  AND event_type IN ('BatchCommitted', 'LoadStarted')
+ORDER BY position DESC
+LIMIT 1
+
+-- name: event_at
+SELECT position, source_id, record_offset, event_type, schema_version, payload, run_id,
+       recorded_at, prev_hash, hash
+FROM journal WHERE position = :position
+
+-- name: record_events
+SELECT position, source_id, record_offset, event_type, schema_version, payload, run_id,
+       recorded_at, prev_hash, hash
+FROM journal
+WHERE source_id = :source_id AND record_offset = :record_offset
+ORDER BY position
+
+-- name: source_by_identity
+SELECT source_id, status, current_run_id, last_position
+FROM sources WHERE source_type = :source_type AND file_hash = :file_hash
+
+-- name: next_source_id
+SELECT COALESCE(MAX(source_id), 0) + 1 FROM sources
+
+-- name: acquire_lease
+-- The fencing token: every run that takes over a source bumps the generation; every batch
+-- checks it (check_lease) inside its own transaction, so a run that lost its lock can
+-- never append after its successor started.
+INSERT INTO source_leases (source_id, generation, run_id, hostname, pid, acquired_at, heartbeat_at)
+VALUES (:source_id, 1, :run_id, :hostname, :pid, :now, :now)
+ON CONFLICT (source_id) DO UPDATE SET
+    generation = source_leases.generation + 1, run_id = excluded.run_id,
+    hostname = excluded.hostname, pid = excluded.pid,
+    acquired_at = excluded.acquired_at, heartbeat_at = excluded.heartbeat_at
+RETURNING generation
+
+-- name: check_lease
+UPDATE source_leases SET heartbeat_at = :now
+WHERE source_id = :source_id AND generation = :generation

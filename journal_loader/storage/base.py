@@ -1,0 +1,248 @@
+"""The storage interface: what the runner, the projections and the graph need from a database.
+
+One module per backend implements it (``sqlite.py``, ``postgres.py``); everything above this
+layer is backend-neutral and is tested by one contract suite against both
+(``tests/test_storage_contract.py``).
+
+Two kinds of access, on purpose:
+
+* SQLAlchemy Core for the schema, migrations, reads and per-batch statements (cold paths);
+* the driver connection underneath the same transaction (``Tx.raw``) for per-record lookups
+  and bulk writes, where SQLAlchemy's per-statement overhead would halve the throughput
+  (measured: SQLAlchemy Core executemany is about half of raw sqlite3 and 55-63k rows/s on
+  PostgreSQL against 130-150k for psycopg executemany and more for COPY).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, CursorResult, Engine, TextClause, inspect, text
+
+from journal_loader.errors import JournalLoaderError, SchemaError
+from journal_loader.secrets import mask_url
+from journal_loader.storage.errors import classify
+from journal_loader.storage.sql import to_pyformat
+
+SCHEMA_HEAD = "0001"  # tests/test_schema.py checks this is the migrations' head
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit key for a lock name (PostgreSQL advisory locks take bigint)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+class SourceLock(ABC):
+    """Held for the whole run of one source; released (also by the OS/server) when the holder
+    dies, so a killed run never blocks the next one."""
+
+    name: str
+
+    @abstractmethod
+    def release(self) -> None: ...
+
+    @abstractmethod
+    def is_held(self) -> bool:
+        """Still ours? (False when the lock's connection was killed.)"""
+
+    def __enter__(self) -> SourceLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class Tx(ABC):
+    """One open transaction. Statements run on the same connection, in the same transaction,
+    whether they go through SQLAlchemy (``execute``) or the driver (``fetchall``, ...)."""
+
+    def __init__(self, store: Store, conn: Connection) -> None:
+        self.store = store
+        self.conn = conn
+        self.raw: Any = conn.connection.driver_connection
+        self.cursor: Any = self.raw.cursor()
+        self._savepoint_seq = 0
+
+    # --- SQLAlchemy (cold paths) ---
+    def execute(self, sql: str | TextClause, params: Any = None) -> CursorResult[Any]:
+        clause = _text(sql) if isinstance(sql, str) else sql
+        return (
+            self.conn.execute(clause, params) if params is not None else self.conn.execute(clause)
+        )
+
+    # --- the driver (hot paths); SQL with :name placeholders ---
+    def driver_sql(self, sql: str) -> str:
+        return sql
+
+    def fetchall(self, sql: str, params: dict[str, Any] | Sequence[Any] = ()) -> list[Any]:
+        self.cursor.execute(self.driver_sql(sql), params)
+        rows: list[Any] = self.cursor.fetchall()
+        return rows
+
+    def fetchone(self, sql: str, params: dict[str, Any] | Sequence[Any] = ()) -> Any:
+        self.cursor.execute(self.driver_sql(sql), params)
+        return self.cursor.fetchone()
+
+    def run(self, sql: str, params: dict[str, Any] | Sequence[Any] = ()) -> int:
+        self.cursor.execute(self.driver_sql(sql), params)
+        rowcount: int = self.cursor.rowcount
+        return rowcount
+
+    def executemany(self, sql: str, rows: Sequence[Any]) -> None:
+        if rows:
+            self.cursor.executemany(self.driver_sql(sql), rows)
+
+    @abstractmethod
+    def insert_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Bulk insert: executemany on SQLite, COPY on PostgreSQL."""
+
+    @abstractmethod
+    def reserve_ids(self, table: str, n: int) -> list[int]:
+        """n new primary keys for ``table`` (rows inserted later with explicit ids)."""
+
+    @abstractmethod
+    def reserve_positions(self, n: int) -> list[int]:
+        """n journal positions, increasing, in commit order with other writers'."""
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A savepoint on the driver connection: an error inside rolls back only what ran
+        inside, and the transaction goes on."""
+        self._savepoint_seq += 1
+        name = f"jl_sp_{self._savepoint_seq}"
+        self.cursor.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self.cursor.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            self.cursor.execute(f"RELEASE SAVEPOINT {name}")
+            raise
+        else:
+            self.cursor.execute(f"RELEASE SAVEPOINT {name}")
+
+    def timestamp(self, value: dt.datetime) -> Any:
+        """A timestamp as this driver wants it for a raw insert."""
+        return value
+
+
+class Store(ABC):
+    """A journal-loader database: the journal, its projections and the embedded graph."""
+
+    dialect: str
+
+    def __init__(self, url: str, engine: Engine) -> None:
+        self.url = url
+        self.engine = engine
+
+    @property
+    def display_url(self) -> str:
+        return mask_url(self.url)
+
+    # --- schema ---
+    def current_revision(self) -> str | None:
+        try:
+            with self.engine.connect() as conn:
+                if not inspect(conn).has_table("alembic_version"):
+                    return None
+                row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
+                return None if row is None else str(row[0])
+        except JournalLoaderError:
+            raise
+        except Exception as e:
+            raise classify(e) from e
+
+    def ensure_schema(self, *, upgrade: bool = True) -> None:
+        """Migrate on first use; refuse a schema from a newer journal-loader."""
+        revision = self.current_revision()
+        if revision == SCHEMA_HEAD:
+            return
+        if revision is not None and not _known_revision(revision):
+            raise SchemaError(
+                f"{self.display_url} has schema revision {revision}, unknown to this "
+                f"journal-loader (head {SCHEMA_HEAD}): upgrade journal-loader"
+            )
+        if not upgrade:
+            raise SchemaError(
+                f"{self.display_url} is at schema revision {revision or 'none'}, "
+                f"expected {SCHEMA_HEAD}: run `journal-loader db upgrade`"
+            )
+        self.upgrade()
+
+    def upgrade(self) -> None:
+        from journal_loader.storage.migrate import upgrade
+
+        with self.migration_lock():
+            upgrade(self.engine)
+
+    @abstractmethod
+    def migration_lock(self) -> contextlib.AbstractContextManager[None]: ...
+
+    # --- transactions ---
+    @abstractmethod
+    def _make_tx(self, conn: Connection) -> Tx: ...
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        """BEGIN ... COMMIT on a pooled connection; any error rolls back and is classified."""
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                yield self._make_tx(conn)
+        except JournalLoaderError:
+            raise
+        except Exception as e:
+            raise classify(e) from e
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        try:
+            with self._read_connection() as conn:
+                yield conn
+        except JournalLoaderError:
+            raise
+        except Exception as e:
+            raise classify(e) from e
+
+    def _read_connection(self) -> contextlib.AbstractContextManager[Connection]:
+        return self.engine.connect()
+
+    # --- locks ---
+    @abstractmethod
+    def lock_source(self, name: str, holder: dict[str, Any]) -> SourceLock:
+        """Take the source's lock or raise SourceLockedError naming the holder."""
+
+    @abstractmethod
+    def lock_is_free(self, name: str) -> bool:
+        """True when nobody holds the lock (used to tell a dead run from a live one)."""
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+_TEXT_CACHE: dict[str, TextClause] = {}
+
+
+def _text(sql: str) -> TextClause:
+    clause = _TEXT_CACHE.get(sql)
+    if clause is None:
+        clause = _TEXT_CACHE[sql] = text(sql)
+    return clause
+
+
+def _known_revision(revision: str) -> bool:
+    from journal_loader.storage.migrate import known_revisions
+
+    return revision in known_revisions()
+
+
+__all__ = ["SCHEMA_HEAD", "SourceLock", "Store", "Tx", "lock_key", "to_pyformat", "utcnow"]

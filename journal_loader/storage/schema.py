@@ -1,0 +1,211 @@
+"""The declared schema: every table journal-loader owns, as SQLAlchemy Core metadata.
+
+The database is built by the migrations in ``migrations/`` (never by ``create_all``);
+``tests/test_schema.py`` checks that what the migrations build equals this declaration, so a
+migration that forgets a column, or a column added here without a migration, fails CI.
+
+Three groups of tables:
+
+* the journal: the only source of truth, append-only (triggers refuse UPDATE/DELETE/TRUNCATE);
+* projections (``sources``, ``failed_records``, view ``loader_status``): derived from the
+  journal, updated in each batch's transaction, rebuildable by ``projections rebuild``;
+* the embedded knowledge graph (``nodes``, ``attributes``, ``relationships``, ``provenance``).
+
+Plus ``source_leases`` (the fencing token of the run that owns a source; operational state,
+not a projection) and ``loader_settings``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+# SQLite only makes INTEGER PRIMARY KEY an alias of the rowid (fast, auto-assigned).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+Timestamp = DateTime(timezone=True)
+
+metadata = MetaData()
+
+journal = Table(
+    "journal",
+    metadata,
+    Column("position", BigId, primary_key=True, autoincrement=True),
+    Column("source_id", BigInteger, nullable=False),
+    Column("record_offset", BigInteger, nullable=True),
+    Column("event_type", String(64), nullable=False),
+    Column("schema_version", SmallInteger, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("run_id", String(36), nullable=False),
+    Column("recorded_at", Timestamp, nullable=False),
+    Column("prev_hash", LargeBinary(32), nullable=True),
+    Column("hash", LargeBinary(32), nullable=False),
+)
+# One index serves history (source, offset), the resume point (source, offset IS NULL, last
+# position) and the per-record projections' rebuild; every extra index costs every append.
+Index("ix_journal_source_offset", journal.c.source_id, journal.c.record_offset, journal.c.position)
+
+sources = Table(
+    "sources",
+    metadata,
+    Column("source_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("source_type", String(100), nullable=False),
+    Column("source_name", String(200), nullable=False),
+    Column("source_version", String(100), nullable=False),
+    Column("file_name", String(500), nullable=False),
+    Column("file_path", Text, nullable=False),
+    Column("file_hash", String(64), nullable=False),
+    Column("file_size_bytes", BigInteger, nullable=False),
+    Column("import_started_at", Timestamp, nullable=True),
+    Column("import_completed_at", Timestamp, nullable=True),
+    Column("records_in_file", BigInteger, nullable=True),
+    Column("records_processed", BigInteger, nullable=False),
+    Column("records_imported", BigInteger, nullable=False),
+    Column("records_failed", BigInteger, nullable=False),
+    Column("records_skipped", BigInteger, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("error_message", Text, nullable=True),
+    Column("current_run_id", String(36), nullable=True),
+    Column("last_position", BigInteger, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    UniqueConstraint("source_type", "file_hash", name="uq_sources_type_hash"),
+)
+
+failed_records = Table(
+    "failed_records",
+    metadata,
+    # id = journal position of the RecordFailed that put the record in the DLQ: stable, and
+    # derivable from the journal, so a rebuild gives every row the same id.
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("source_id", BigInteger, nullable=False),
+    Column("record_offset", BigInteger, nullable=False),
+    Column("line_number", BigInteger, nullable=False),
+    Column("byte_start", BigInteger, nullable=False),
+    Column("byte_end", BigInteger, nullable=False),
+    Column("stage", String(20), nullable=False),
+    Column("error_type", String(200), nullable=False),
+    Column("error_message", Text, nullable=False),
+    Column("raw_input", LargeBinary, nullable=True),
+    Column("parsed_record", Text, nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Column("first_failed_at", Timestamp, nullable=False),
+    Column("last_failed_at", Timestamp, nullable=False),
+    Column("last_position", BigInteger, nullable=False),
+    Column("run_id", String(36), nullable=False),
+    UniqueConstraint("source_id", "record_offset", name="uq_failed_records_source_offset"),
+)
+
+source_leases = Table(
+    "source_leases",
+    metadata,
+    Column("source_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("generation", BigInteger, nullable=False),
+    Column("run_id", String(36), nullable=False),
+    Column("hostname", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("acquired_at", Timestamp, nullable=False),
+    Column("heartbeat_at", Timestamp, nullable=False),
+)
+
+loader_settings = Table(
+    "loader_settings",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("node_type", String(100), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("norm_name", Text, nullable=False),
+    Column("external_key", Text, nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+)
+Index(
+    "uq_nodes_type_key",
+    nodes.c.node_type,
+    nodes.c.external_key,
+    unique=True,
+    sqlite_where=text("external_key IS NOT NULL"),
+    postgresql_where=text("external_key IS NOT NULL"),
+)
+# A name-only entity exists once per type, even when two runners create it concurrently.
+Index(
+    "uq_nodes_type_name_unkeyed",
+    nodes.c.node_type,
+    nodes.c.norm_name,
+    unique=True,
+    sqlite_where=text("external_key IS NULL"),
+    postgresql_where=text("external_key IS NULL"),
+)
+Index("ix_nodes_type_name", nodes.c.node_type, nodes.c.norm_name)
+
+attributes = Table(
+    "attributes",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("node_id", BigInteger, ForeignKey("nodes.id"), nullable=False),
+    Column("attr_type", String(100), nullable=False),
+    Column("value", Text, nullable=False),
+    Column("norm_value", Text, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    UniqueConstraint("node_id", "attr_type", "value", name="uq_attributes_node_type_value"),
+)
+Index("ix_attributes_type_norm", attributes.c.attr_type, attributes.c.norm_value)
+
+relationships = Table(
+    "relationships",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("source_node_id", BigInteger, ForeignKey("nodes.id"), nullable=False),
+    Column("rel_type", String(100), nullable=False),
+    Column("target_node_id", BigInteger, ForeignKey("nodes.id"), nullable=False),
+    Column("strength", Float, nullable=False),
+    Column("valid_from", Date, nullable=True),
+    Column("valid_to", Date, nullable=True),
+    Column("metadata", Text, nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    UniqueConstraint(
+        "source_node_id", "rel_type", "target_node_id", name="uq_relationships_endpoints"
+    ),
+)
+Index("ix_relationships_target", relationships.c.target_node_id)
+
+provenance = Table(
+    "provenance",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("subject_kind", String(16), nullable=False),  # node | attribute | relationship
+    Column("subject_id", BigInteger, nullable=False),
+    Column("source_id", BigInteger, nullable=False),
+    Column("record_offset", BigInteger, nullable=False),
+    Column("fact_index", SmallInteger, nullable=False),
+    Column("run_id", String(36), nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+)
+Index("ix_provenance_subject", provenance.c.subject_kind, provenance.c.subject_id)
+
+GRAPH_TABLES = ("nodes", "attributes", "relationships", "provenance")
+PROJECTION_TABLES = ("sources", "failed_records")

@@ -1,0 +1,68 @@
+"""Named SQL: queries kept as reviewed text in ``.sql`` files, not built in Python strings.
+
+A file holds blocks that start with ``-- name: some_query``; everything up to the next
+``-- name:`` is that query. ``load_queries(path, dialect)`` reads ``NAME.sql`` and, when it
+exists, ``NAME.<dialect>.sql`` whose blocks override the portable ones.
+
+Queries are written with ``:param`` placeholders (SQLAlchemy's and sqlite3's style).
+``to_pyformat`` turns them into psycopg's ``%(param)s`` for the hot paths that talk to the
+driver directly; it leaves ``::type`` casts and quoted strings alone.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+
+_NAME = re.compile(r"^--\s*name:\s*([A-Za-z_][A-Za-z0-9_]*)\s*$", re.MULTILINE)
+# a quoted string | a :: cast | a :param
+_TOKEN = re.compile(r"'(?:[^']|'')*'|::|(?<![\w:]):([A-Za-z_]\w*)")
+
+
+def parse_named(text: str) -> dict[str, str]:
+    queries: dict[str, str] = {}
+    matches = list(_NAME.finditer(text))
+    for i, m in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+        body = text[m.end() : end].strip()
+        if m.group(1) in queries:
+            raise ValueError(f"query {m.group(1)!r} defined twice")
+        queries[m.group(1)] = body
+    return queries
+
+
+@cache
+def load_queries(path: Path, dialect: str) -> dict[str, str]:
+    queries: dict[str, str] = {}
+    if path.exists():
+        queries.update(parse_named(path.read_text(encoding="utf-8")))
+    specific = path.with_name(f"{path.stem}.{dialect}.sql")
+    if specific.exists():
+        queries.update(parse_named(specific.read_text(encoding="utf-8")))
+    if not queries:
+        raise FileNotFoundError(f"no queries in {path} (nor {specific.name})")
+    return queries
+
+
+@cache
+def to_pyformat(sql: str) -> str:
+    """``:name`` -> ``%(name)s``, with literal ``%`` doubled, for psycopg."""
+
+    def repl(m: re.Match[str]) -> str:
+        token = m.group(0)
+        if m.group(1):
+            return f"%({m.group(1)})s"
+        if token.startswith("'"):
+            return token.replace("%", "%%")
+        return token
+
+    # Double the % outside strings first; strings are handled (once) in repl.
+    out = []
+    last = 0
+    for m in _TOKEN.finditer(sql):
+        out.append(sql[last : m.start()].replace("%", "%%"))
+        out.append(repl(m))
+        last = m.end()
+    out.append(sql[last:].replace("%", "%%"))
+    return "".join(out)

@@ -1,0 +1,52 @@
+-- Set-based rebuild of the DLQ `failed_records` from the journal ({target}: table to fill).
+
+-- name: rebuild
+WITH
+failed_offsets AS (
+    SELECT DISTINCT source_id, record_offset
+    FROM journal WHERE event_type = 'RecordFailed'
+),
+outcomes AS (
+    -- every terminal event of those records (the index on (source_id, record_offset) finds them)
+    SELECT j.position, j.source_id, j.record_offset, j.event_type
+    FROM failed_offsets f
+    JOIN journal j ON j.source_id = f.source_id AND j.record_offset = f.record_offset
+    WHERE j.event_type IN ('ProposeSucceeded', 'RecordFailed', 'RecordSkipped', 'RecordResolved')
+),
+cleared AS (
+    SELECT source_id, record_offset, MAX(position) AS p
+    FROM outcomes WHERE event_type <> 'RecordFailed'
+    GROUP BY source_id, record_offset
+),
+open_failures AS (
+    SELECT o.source_id, o.record_offset,
+           MIN(o.position) AS first_p, MAX(o.position) AS last_p, COUNT(*) AS attempts
+    FROM outcomes o
+    LEFT JOIN cleared c ON c.source_id = o.source_id AND c.record_offset = o.record_offset
+    WHERE o.event_type = 'RecordFailed' AND (c.p IS NULL OR o.position > c.p)
+    GROUP BY o.source_id, o.record_offset
+)
+INSERT INTO {target} (
+    id, source_id, record_offset, line_number, byte_start, byte_end, stage, error_type,
+    error_message, raw_input, parsed_record, attempts, first_failed_at, last_failed_at,
+    last_position, run_id)
+SELECT
+    o.first_p,
+    o.source_id,
+    o.record_offset,
+    COALESCE(CAST((l.payload::json ->> 'line') AS BIGINT), 0),
+    COALESCE(CAST((l.payload::json ->> 'byte_start') AS BIGINT), 0),
+    COALESCE(CAST((l.payload::json ->> 'byte_end') AS BIGINT), 0),
+    (l.payload::json ->> 'stage'),
+    (l.payload::json ->> 'error_type'),
+    (l.payload::json ->> 'message'),
+    decode(l.payload::json ->> 'raw', 'base64'),
+    (l.payload::json -> 'record')::text,
+    o.attempts,
+    f.recorded_at,
+    l.recorded_at,
+    o.last_p,
+    l.run_id
+FROM open_failures o
+JOIN journal f ON f.position = o.first_p
+JOIN journal l ON l.position = o.last_p
