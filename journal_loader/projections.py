@@ -226,6 +226,14 @@ def _columns(tx: Tx, table: str) -> list[str]:
     return [c.name for c in schema.metadata.tables[table].columns]
 
 
+def rebuild_sql(name: str, dialect: str, target: str, journal: str = "journal") -> str:
+    """The set-based rebuild of projection ``name`` into table ``target``, reading the events
+    from ``journal`` (the table, or a subquery such as one cut at a position)."""
+    return (
+        queries(name, dialect)["rebuild"].replace("{target}", target).replace("{journal}", journal)
+    )
+
+
 def rebuild(store: Store, *, check: bool = False) -> RebuildReport:
     """Rebuild the projections from the journal. With ``check``, rebuild into scratch tables,
     compare with the live ones row for row, change nothing."""
@@ -240,7 +248,6 @@ def rebuild(store: Store, *, check: bool = False) -> RebuildReport:
                 # their deltas to the rebuilt rows.
                 tx.execute("LOCK TABLE sources, failed_records IN SHARE ROW EXCLUSIVE MODE")
         for name in PROJECTIONS:
-            sql = queries(name, store.dialect)["rebuild"]
             if check:
                 target = f"jl_rebuilt_{name}"
                 tx.execute(f"DROP TABLE IF EXISTS {target}")
@@ -248,7 +255,7 @@ def rebuild(store: Store, *, check: bool = False) -> RebuildReport:
             else:
                 target = name
                 tx.execute(f"DELETE FROM {name}")  # noqa: S608 - fixed names
-            tx.execute(sql.replace("{target}", target))
+            tx.execute(rebuild_sql(name, store.dialect, target))
             counts[name] = int(tx.execute(f"SELECT COUNT(*) FROM {target}").scalar_one())  # noqa: S608
             if check:
                 diffs.extend(_compare(tx, name, target))

@@ -1,16 +1,17 @@
 -- Set-based rebuild of the DLQ `failed_records` from the journal ({target}: table to fill).
+-- {journal} is `journal`, or a subquery cutting it at a position (as-of views).
 
 -- name: rebuild
 WITH
 failed_offsets AS (
     SELECT DISTINCT source_id, record_offset
-    FROM journal WHERE event_type = 'RecordFailed'
+    FROM {journal} WHERE event_type = 'RecordFailed'
 ),
 outcomes AS (
     -- every terminal event of those records (the index on (source_id, record_offset) finds them)
     SELECT j.position, j.source_id, j.record_offset, j.event_type
     FROM failed_offsets f
-    JOIN journal j ON j.source_id = f.source_id AND j.record_offset = f.record_offset
+    JOIN {journal} j ON j.source_id = f.source_id AND j.record_offset = f.record_offset
     WHERE j.event_type IN ('ProposeSucceeded', 'RecordFailed', 'RecordSkipped', 'RecordResolved')
 ),
 cleared AS (
@@ -48,5 +49,5 @@ SELECT
     o.last_p,
     l.run_id
 FROM open_failures o
-JOIN journal f ON f.position = o.first_p
-JOIN journal l ON l.position = o.last_p
+JOIN {journal} f ON f.position = o.first_p
+JOIN {journal} l ON l.position = o.last_p

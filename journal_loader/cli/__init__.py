@@ -1,0 +1,84 @@
+"""The ``journal-loader`` command line.
+
+One module per command group; each registers its commands on ``main``. Every error that
+journal-loader raises on purpose becomes one line on stderr and its exit code
+(``JournalLoaderError.exit_code``): 1 failed, 2 usage or config, 75 source locked. Anything
+else is a bug: one line, exit 1, and the traceback only with ``JOURNAL_LOADER_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from journal_loader import __version__
+from journal_loader.errors import JournalLoaderError
+from journal_loader.secrets import scrub
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except JournalLoaderError as e:
+            click.echo(f"error: {scrub(str(e))}", err=True)
+            ctx.exit(e.exit_code)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+        except Exception as e:
+            if os.environ.get("JOURNAL_LOADER_DEBUG"):
+                raise
+            click.echo(
+                f"internal error: {type(e).__name__}: {scrub(str(e))} "
+                "(set JOURNAL_LOADER_DEBUG=1 for the traceback)",
+                err=True,
+            )
+            ctx.exit(1)
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="journal-loader")
+def main() -> None:
+    """Rerunnable, resumable, event-sourced data loaders.
+
+    \b
+    Load the example, look at it, check the projections:
+      journal-loader run examples/business_registry/loader.yaml
+      journal-loader status
+      journal-loader history 1 4711
+      journal-loader projections rebuild --check
+    """
+
+
+def _register() -> None:
+    from journal_loader.cli import admin, inspect, run_cmd
+
+    for module in (run_cmd, inspect, admin):
+        module.register(main)
+    for optional in ("dlq", "audit", "ops"):  # command groups added by later modules
+        try:
+            module = __import__(f"journal_loader.cli.{optional}", fromlist=["register"])
+        except ModuleNotFoundError as e:
+            if e.name != f"journal_loader.cli.{optional}":
+                raise
+            continue
+        module.register(main)
+
+
+_register()
+
+
+def run_main() -> None:  # pragma: no cover - console entry point
+    main(prog_name="journal-loader")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""``projections rebuild`` and ``db upgrade``."""
+
+from __future__ import annotations
+
+import click
+
+from journal_loader.cli.common import db_options, fmt, open_db
+
+
+@click.group("projections")
+def projections_group() -> None:
+    """The projections (sources, failed_records) derived from the journal."""
+
+
+@projections_group.command(
+    "rebuild",
+    epilog="""\b
+Examples:
+  journal-loader projections rebuild --check    # exit 1 if rebuilt != live
+  journal-loader projections rebuild            # replace them from the journal""",
+)
+@db_options
+@click.option(
+    "--check", is_flag=True, help="Rebuild into scratch tables and compare; change nothing."
+)
+@click.pass_context
+def rebuild_command(
+    ctx: click.Context, db: str | None, config_path: str | None, check: bool
+) -> None:
+    """Rebuild the projections from the journal with set-based SQL."""
+    import time
+
+    from journal_loader.projections import rebuild
+
+    store = open_db(db, config_path)
+    started = time.monotonic()
+    report = rebuild(store, check=check)
+    took = time.monotonic() - started
+    counts = ", ".join(f"{name} {fmt(n)} rows" for name, n in report.rows.items())
+    if not check:
+        click.echo(f"rebuilt from the journal in {took:.2f} s: {counts}")
+        return
+    if report.ok:
+        click.echo(f"projections match the journal ({counts}; checked in {took:.2f} s)")
+        return
+    click.echo(
+        f"projections differ from the journal ({len(report.differences)} rows shown):", err=True
+    )
+    for d in report.differences:
+        click.echo(f"  {d.projection} [{d.side}]: {d.row}", err=True)
+    ctx.exit(1)
+
+
+@click.group("db")
+def db_group() -> None:
+    """The database schema."""
+
+
+@db_group.command(
+    "upgrade",
+    epilog="Example:\n\n  journal-loader db upgrade --db postgresql+psycopg://loader@db/graph",
+)
+@db_options
+def upgrade_command(db: str | None, config_path: str | None) -> None:
+    """Apply the migrations (also done automatically on first use)."""
+    store = open_db(db, config_path, upgrade=False)
+    before = store.current_revision()
+    store.upgrade()
+    after = store.current_revision()
+    click.echo(
+        f"{store.display_url}: schema {before or 'empty'} -> {after}"
+        if before != after
+        else f"{store.display_url}: schema up to date ({after})"
+    )
+
+
+def register(main: click.Group) -> None:
+    main.add_command(projections_group)
+    main.add_command(db_group)

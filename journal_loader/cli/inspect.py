@@ -1,0 +1,188 @@
+"""``status`` and ``history``: what the projections and the journal say."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import click
+import msgspec
+from sqlalchemy import select
+
+from journal_loader.cli.common import db_options, echo_json, open_db, table
+from journal_loader.errors import JournalLoaderError
+
+
+@click.command(
+    "status",
+    epilog="""\b
+Examples:
+  journal-loader status
+  journal-loader status --json --db postgresql+psycopg://loader@db/graph
+  journal-loader status --stalled || page-someone     # exit 1 when a source is stalled""",
+)
+@db_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--stalled", is_flag=True, help="Exit 1 if any source is STALLED or its run DEAD.")
+@click.pass_context
+def status_command(
+    ctx: click.Context, db: str | None, config_path: str | None, as_json: bool, stalled: bool
+) -> None:
+    """One row per source, from the loader_status view.
+
+    health: RUNNING, STALLED (processing, no event for an hour), DEAD (processing, but no
+    process holds its lock: the run died; the next run resumes it), FAILED, PARTIAL, OK.
+    """
+    store = open_db(db, config_path)
+    rows = source_status(store)
+    if as_json:
+        echo_json(rows)
+    elif not rows:
+        click.echo(f"no sources in {store.display_url}")
+    else:
+        click.echo(
+            table(
+                [
+                    "source",
+                    "type",
+                    "version",
+                    "file",
+                    "status",
+                    "health",
+                    "processed",
+                    "imported",
+                    "failed",
+                    "skipped",
+                    "dlq",
+                    "last event",
+                ],
+                [
+                    [
+                        r["source_id"],
+                        r["source_type"],
+                        r["source_version"],
+                        r["file_name"],
+                        r["status"],
+                        r["health"],
+                        r["records_processed"],
+                        r["records_imported"],
+                        r["records_failed"],
+                        r["records_skipped"],
+                        r["dlq_depth"],
+                        _age(r["last_event_age_seconds"]),
+                    ]
+                    for r in rows
+                ],
+            )
+        )
+    if stalled and any(r["health"] in ("STALLED", "DEAD") for r in rows):
+        ctx.exit(1)
+
+
+def source_status(store: Any) -> list[dict[str, Any]]:
+    from sqlalchemy import text
+
+    with store.read() as conn:
+        rows = [
+            dict(r)
+            for r in conn.execute(
+                text(
+                    "SELECT s.*, src.file_hash FROM loader_status s "
+                    "JOIN sources src ON src.source_id = s.source_id ORDER BY s.source_id"
+                )
+            ).mappings()
+        ]
+    for r in rows:
+        if r["status"] == "processing" and store.lock_is_free(
+            f"{r['source_type']}:{r['file_hash']}"
+        ):
+            r["health"] = "DEAD"
+    return rows
+
+
+def _age(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+@click.command(
+    "history",
+    epilog="""\b
+Example: what happened to line 4712 (record offset 4711) of source 1?
+  journal-loader history 1 4711""",
+)
+@click.argument("source_id", type=int)
+@click.argument("offset", type=int)
+@db_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def history_command(
+    source_id: int, offset: int, db: str | None, config_path: str | None, as_json: bool
+) -> None:
+    """Every event of one record (SOURCE_ID, OFFSET: 0-based record index), in order:
+    what was read (raw bytes), what the loader made of it, what the graph answered."""
+    from journal_loader.journal.queries import record_events
+    from journal_loader.storage.schema import sources
+
+    store = open_db(db, config_path)
+    with store.transaction() as tx:
+        src = (
+            tx.conn.execute(select(sources).where(sources.c.source_id == source_id))
+            .mappings()
+            .first()
+        )
+        if src is None:
+            raise JournalLoaderError(f"no source {source_id} in {store.display_url}")
+        events = record_events(tx, source_id, offset)
+    if not events:
+        raise JournalLoaderError(
+            f"source {source_id} ({src['file_name']}) has no events for record {offset}"
+        )
+    if as_json:
+        echo_json(
+            {
+                "source": dict(src),
+                "record_offset": offset,
+                "events": [
+                    {
+                        "position": e.position,
+                        "event_type": e.event_type,
+                        "run_id": e.run_id,
+                        "recorded_at": e.recorded_at,
+                        "hash": e.hash.hex(),
+                        "event": msgspec.to_builtins(e.event),
+                    }
+                    for e in events
+                ],
+            }
+        )
+        return
+    click.echo(
+        f"source {source_id}: {src['file_name']} ({src['source_type']}, version "
+        f"{src['source_version']}, sha256 {src['file_hash'][:12]}), record {offset}"
+    )
+    for e in events:
+        ev = msgspec.to_builtins(e.event)
+        ev.pop("type", None)
+        click.echo(
+            f"\n#{e.position}  {e.recorded_at:%Y-%m-%d %H:%M:%S}  run {e.run_id[:8]}  "
+            f"{e.event_type}"
+        )
+        for key, value in ev.items():
+            if key == "raw" and isinstance(value, str):
+                value = base64.b64decode(value).decode("utf-8", "backslashreplace").rstrip("\r\n")
+            click.echo(f"    {key}: {_short(value)}")
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else msgspec.json.encode(value).decode()
+    return text if len(text) <= 2000 else text[:2000] + " ..."
+
+
+def register(main: click.Group) -> None:
+    main.add_command(status_command)
+    main.add_command(history_command)

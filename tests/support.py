@@ -1,0 +1,155 @@
+"""Helpers for tests: the example's loader and generator, graph snapshots, tiny loaders."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from sqlalchemy import text
+
+from journal_loader import Loader, ProposeClient, ProposeResult
+from journal_loader.storage import Store
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def import_path(name: str, path: Path) -> ModuleType:
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def generator() -> ModuleType:
+    return import_path("generate_registry", REPO / "bench" / "generate_registry.py")
+
+
+def example_loader_class() -> type[Loader]:
+    module = import_path(
+        "example_business_registry", REPO / "examples" / "business_registry" / "loader.py"
+    )
+    cls: type[Loader] = module.BusinessRegistryLoader
+    return cls
+
+
+def graph_snapshot(store: Store) -> dict[str, list[tuple[Any, ...]]]:
+    """The graph without generated ids and times: what two equal loads must share."""
+    queries = {
+        "nodes": "SELECT node_type, name, norm_name, external_key FROM nodes",
+        "attributes": """SELECT n.node_type, n.norm_name, n.external_key, a.attr_type, a.value
+                         FROM attributes a JOIN nodes n ON n.id = a.node_id""",
+        "relationships": """SELECT s.node_type, s.norm_name, s.external_key, r.rel_type,
+                                   t.node_type, t.norm_name, t.external_key, r.strength
+                            FROM relationships r JOIN nodes s ON s.id = r.source_node_id
+                            JOIN nodes t ON t.id = r.target_node_id""",
+        "provenance": """SELECT p.subject_kind,
+                                COALESCE(n.node_type, an.node_type, rs.node_type),
+                                COALESCE(n.norm_name, an.norm_name, rs.norm_name),
+                                COALESCE(a.attr_type, r.rel_type), COALESCE(a.value, rt.norm_name),
+                                p.record_offset, p.fact_index, p.confidence
+                         FROM provenance p
+                         LEFT JOIN nodes n ON p.subject_kind = 'node' AND n.id = p.subject_id
+                         LEFT JOIN attributes a ON p.subject_kind = 'attribute' AND a.id = p.subject_id
+                         LEFT JOIN nodes an ON an.id = a.node_id
+                         LEFT JOIN relationships r ON p.subject_kind = 'relationship' AND r.id = p.subject_id
+                         LEFT JOIN nodes rs ON rs.id = r.source_node_id
+                         LEFT JOIN nodes rt ON rt.id = r.target_node_id""",
+    }
+    out = {}
+    with store.read() as conn:
+        for name, sql in queries.items():
+            out[name] = sorted(
+                (tuple("" if v is None else v for v in row) for row in conn.execute(text(sql))),
+                key=repr,
+            )
+    return out
+
+
+def sources_snapshot(store: Store) -> list[tuple[Any, ...]]:
+    with store.read() as conn:
+        return [
+            tuple(r)
+            for r in conn.execute(
+                text(
+                    "SELECT source_type, file_hash, status, records_in_file, records_processed, "
+                    "records_imported, records_failed, records_skipped FROM sources ORDER BY source_id"
+                )
+            )
+        ]
+
+
+def dlq_snapshot(store: Store) -> list[tuple[Any, ...]]:
+    with store.read() as conn:
+        return [
+            tuple(r)
+            for r in conn.execute(
+                text(
+                    "SELECT source_id, record_offset, line_number, stage, error_type, error_message, "
+                    "raw_input FROM failed_records ORDER BY source_id, record_offset"
+                )
+            )
+        ]
+
+
+def terminal_counts(store: Store) -> dict[int, int]:
+    """offset -> number of terminal events (must be exactly 1 per offset for one load)."""
+    with store.read() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT record_offset, COUNT(*) FROM journal WHERE event_type IN "
+                "('ProposeSucceeded', 'RecordFailed', 'RecordSkipped') GROUP BY record_offset"
+            )
+        )
+        return {int(r[0]): int(r[1]) for r in rows}
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    path.write_bytes(buf.getvalue().encode())
+    return path
+
+
+class PairLoader(Loader):
+    """A tiny loader: columns name, city -> (Company name) LOCATED_IN (City city)."""
+
+    name = "pairs"
+    source_type = "pairs"
+
+    def parse(self, raw: Mapping[str, Any]) -> dict[str, Any] | None:
+        if raw.get("name", "").startswith("#"):
+            return self.skip("comment row")
+        return dict(raw)
+
+    def validate(self, record: Mapping[str, Any]) -> list[str]:
+        problems = super().validate(record)
+        if record.get("city") == "BAD":
+            problems.append("city BAD is not a city")
+        return problems
+
+    def propose(self, record: Mapping[str, Any], graph: ProposeClient) -> list[ProposeResult]:
+        return [
+            graph.propose_fact(("Company", record["name"]), ("City", record["city"]), "LOCATED_IN")
+        ]
+
+
+class NullLoader(Loader):
+    """Journals every record, proposes nothing: the journal's own overhead."""
+
+    name = "null"
+    source_type = "null"
+
+    def propose(self, record: Mapping[str, Any], graph: ProposeClient) -> list[ProposeResult]:
+        return []
