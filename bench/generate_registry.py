@@ -374,8 +374,8 @@ P_AGENT_IS_OWNER = 0.45  # of individual-agent rows: the agent sits at the head 
 P_HO_BUILDING = 0.30  # head office in a shared office building
 P_HO_TWIN = 0.10  # head office on a street line that exists in several cities
 P_ADDR2 = 0.25
-P_NO_LOCATION = 0.12
-P_ZIP4 = 0.20
+P_NO_LOCATION = 0.12  # addresses without a location (HO Location empty)
+P_ZIP4 = 0.20  # fresh addresses written with a ZIP+4
 P_TITLE_CASE = 0.08  # names written "Acme Widgets, Inc." instead of upper case
 P_SPECIAL_NAME = 0.04
 P_ADDRESS_NAME = 0.06  # LLCs and LPs named after a street address ("1425 N HALSTED ST LLC")
@@ -547,12 +547,17 @@ _AGENT_TABLE: tuple[int, ...] = tuple(
 TWIN_STREETS: tuple[str, ...] = (
     "100 MAIN ST",
     "1 MARKET ST",
-    "200 E BROADWAY",
+    "200 E WASHINGTON ST",
     "500 WASHINGTON AVE",
     "10 CHURCH ST",
     "123 ELM ST",
-    "2 CENTER PLZ",
+    "2 CENTER ST",
     "400 N STATE ST",
+)
+# The same lines as (house number, index in _STREETS), so that they get their zip and
+# location from the same formula as any other address.
+_TWIN_NK: tuple[tuple[int, int], ...] = tuple(
+    (int(line.split(" ", 1)[0]), _STREETS.index(line.split(" ", 1)[1])) for line in TWIN_STREETS
 )
 
 _DATES: tuple[str, ...] = tuple(
@@ -604,7 +609,8 @@ def _scale(n: int, p: float) -> float:
     return (n - 1e-6) / p
 
 
-_K_PLUS4 = _scale(_N_PLUS4, P_ZIP4)
+_ZIP4_EVERY = round(1 / P_ZIP4)
+_NO_LOCATION_PCT = round(100 * P_NO_LOCATION)
 _K_UNIT2 = _scale(_N_UNIT_STRINGS, P_ADDR2)
 _K_INITIAL = _scale(26, P_INITIAL)
 _K_SPECIAL = _scale(_N_SPECIAL_NAMES, P_SPECIAL_NAME)
@@ -619,10 +625,10 @@ class _Rows:
     """Row factory; all randomness comes from one ``random.Random(seed)``.
 
     Built for speed (the benchmarks generate millions of rows): weighted choices are
-    lookup tables built once, one draw often serves both a branch and a pick, and names
-    come from a pool once it holds enough of them. Within one address (street line + city
-    + state) the zip and the location are fixed; some rows write the zip as ZIP+4, some
-    leave the location empty.
+    lookup tables built once, and one draw often serves both a branch and a pick. Within
+    one address (street line + city + state) the zip (ZIP+4 or not) and the location (or
+    its absence) are the same on every row: they derive from the address, not from a draw
+    per row.
     """
 
     def __init__(self, rng: random.Random, rows: int) -> None:
@@ -637,16 +643,14 @@ class _Rows:
         ]
         # Office buildings, ~60% in the home state: (line 1, city index, zip, location).
         buildings: list[tuple[str, int, str, str]] = []
-        seen: set[tuple[str, int]] = set()
+        seen: set[tuple[int, int, int]] = set()
         while len(buildings) < _N_BUILDINGS:
             city = _HOME[int(r() * _N_HOME)] if r() < 0.6 else _US_OTHER[int(r() * _N_US_OTHER)]
             n = 100 + int(r() * 2400)
             k = int(r() * _N_STREETS)
-            line = f"{n} {_STREETS[k]}"
-            if (line, city) not in seen:
-                seen.add((line, city))
-                point = self.points[city][(n * 31 + k) % _POINTS_PER_CITY]
-                buildings.append((line, city, _ZIPS[city][n % _ZIP_SPREAD], point))
+            if (n, k, city) not in seen:
+                seen.add((n, k, city))
+                buildings.append((f"{n} {_STREETS[k]}", city, *self._zip_point(n, k, city)))
         # Head offices in those buildings (a suite, or none): (address, city index, point).
         self.offices: list[tuple[_Address, int, str]] = []
         for _ in range(_N_OFFICES):
@@ -663,10 +667,21 @@ class _Rows:
             for _k in range(1 + int(r() * 3)):
                 city = _HOME[int(r() * 4)]
                 n = 100 + int(r() * 2400)
-                line = f"{n} {_STREETS[int(r() * _N_STREETS)]}"
+                k = int(r() * _N_STREETS)
+                z = self._zip_point(n, k, city)[0]
                 c = CITIES[city]
-                places.append((line, self._unit(), c[0], c[1], _ZIPS[city][n % _ZIP_SPREAD]))
+                places.append((f"{n} {_STREETS[k]}", self._unit(), c[0], c[1], z))
             agent_offices.append(places)
+        # Head offices on the street lines found in many cities: [twin][city] -> (address,
+        # location).
+        self.twins: list[list[tuple[_Address, str]]] = []
+        for t, (n, k) in enumerate(_TWIN_NK):
+            per_city: list[tuple[_Address, str]] = []
+            for city, c in enumerate(CITIES):
+                z, point = self._zip_point(n, k, city)
+                per_city.append(((TWIN_STREETS[t], "", c[0], c[1], z), point))
+            self.twins.append(per_city)
+
         self.commercial: list[tuple[str, _Address]] = []
         for _ in range(_N_COMMERCIAL):
             k = _AGENT_TABLE[int(r() * _N_AGENT_TABLE)]
@@ -687,6 +702,19 @@ class _Rows:
 
     # -- pieces ------------------------------------------------------------------------
 
+    def _zip_point(self, n: int, k: int, city: int) -> tuple[str, str]:
+        """Zip (maybe ZIP+4) and location ("" for none) of house ``n`` on street ``k``.
+
+        Functions of the address, so an address looks the same on every row. ``row`` and
+        ``_address`` inline the same formula (keep them in step).
+        """
+        h = n * 31 + k
+        z = _ZIPS[city][n % _ZIP_SPREAD]
+        if h % _ZIP4_EVERY == 0:
+            z += _PLUS4[(h // _ZIP4_EVERY) % _N_PLUS4]
+        point = "" if h % 100 < _NO_LOCATION_PCT else self.points[city][h % _POINTS_PER_CITY]
+        return z, point
+
     def _unit(self) -> str:
         return _UNIT_STRINGS[int(self.r() * _N_UNIT_STRINGS)]
 
@@ -696,10 +724,12 @@ class _Rows:
         v = int(r() * _N_STREET_LINES)  # one draw for house number and street
         n = 1 + v // _N_STREETS
         k = v % _N_STREETS
+        # Zip, ZIP+4 and location are functions of the address (see the class docstring).
+        h = n * 31 + k
         z = _ZIPS[city][n % _ZIP_SPREAD]
-        x = r()
-        if x < P_ZIP4:
-            z += _PLUS4[int(x * _K_PLUS4)]
+        if h % _ZIP4_EVERY == 0:
+            z += _PLUS4[(h // _ZIP4_EVERY) % _N_PLUS4]
+        point = "" if h % 100 < _NO_LOCATION_PCT else self.points[city][h % _POINTS_PER_CITY]
         x = r()
         c = CITIES[city]
         return (
@@ -708,7 +738,7 @@ class _Rows:
             c[0],
             c[1],
             z,
-        ), self.points[city][(n * 31 + k) % _POINTS_PER_CITY]
+        ), point
 
     def _person(self) -> str:
         r = self.r
@@ -797,9 +827,7 @@ class _Rows:
         elif x < P_HO_BUILDING + P_HO_TWIN:
             t = int(r() * _N_TWIN_STREETS)
             city = _SAME_NAME[int(r() * _N_SAME_NAME)] if r() < 0.8 else self._city(domestic)
-            c = CITIES[city]
-            ho = (TWIN_STREETS[t], "", c[0], c[1], _ZIPS[city][(t * 7) % _ZIP_SPREAD])
-            point = self.points[city][(t * 37 + 5) % _POINTS_PER_CITY]
+            ho, point = self.twins[t][city]
         else:  # a fresh street address (the code of _address, inlined for speed)
             if ho_city >= 0 and r() < 0.5:
                 city = ho_city
@@ -809,10 +837,11 @@ class _Rows:
             v = int(r() * _N_STREET_LINES)
             n = 1 + v // _N_STREETS
             k = v % _N_STREETS
+            h = n * 31 + k
             z = _ZIPS[city][n % _ZIP_SPREAD]
-            x = r()
-            if x < P_ZIP4:
-                z += _PLUS4[int(x * _K_PLUS4)]
+            if h % _ZIP4_EVERY == 0:
+                z += _PLUS4[(h // _ZIP4_EVERY) % _N_PLUS4]
+            point = "" if h % 100 < _NO_LOCATION_PCT else self.points[city][h % _POINTS_PER_CITY]
             x = r()
             c = CITIES[city]
             ho = (
@@ -822,9 +851,8 @@ class _Rows:
                 c[1],
                 z,
             )
-            point = self.points[city][(n * 31 + k) % _POINTS_PER_CITY]
         country = CITIES[city][2]
-        location = "" if r() < P_NO_LOCATION else point
+        location = point
 
         # Registered agent and the agent's address.
         ra: _Address
@@ -865,7 +893,9 @@ class _Rows:
         elif kind == "missing_type":
             row[COL["Corporation Type"]] = ""
         elif kind == "bad_zip":
-            column = "RA Zip" if r() < 0.5 else "HO Zip"
+            # A loader checks HO Zip against US rules only when HO Country is US.
+            us = row[COL["HO Country"]] == "US"
+            column = "HO Zip" if r() < 0.5 and us else "RA Zip"
             row[COL[column]] = BAD_ZIPS[int(r() * _N_BAD_ZIPS)]
         elif kind == "bad_date":
             row[COL["Effective Date"]] = BAD_DATES[int(r() * _N_BAD_DATES)]

@@ -249,6 +249,31 @@ def test_addresses_are_shared_and_streets_repeat_across_states(
     assert {"IL", "MA"} <= states_of_city["SPRINGFIELD"]
 
 
+def test_an_address_has_one_zip_and_one_location(sample: Sample) -> None:
+    """Zip and location belong to the address (street + city + state), not to the row."""
+    _path, s, rows = sample
+    failed = set(s.failed)
+    zips: dict[tuple[str, str, str], str] = {}
+    locations: dict[tuple[str, str, str], str] = {}
+    for i, row in enumerate(rows):
+        if i in failed:
+            continue
+        ra, ho = (row[5], row[7], row[8]), (row[10], row[12], row[13])
+        assert zips.setdefault(ra, row[9]) == row[9], (ra, row[9], zips[ra])
+        assert zips.setdefault(ho, row[14]) == row[14], (ho, row[14], zips[ho])
+        assert locations.setdefault(ho, row[16]) == row[16], (ho, row[16], locations[ho])
+
+
+def test_company_names_rarely_repeat_across_corp_numbers(sample: Sample) -> None:
+    _path, _s, rows = sample
+    numbers: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        if row[1]:
+            numbers[row[1]].add(row[0])
+    shared = sum(1 for n in numbers.values() if len(n) > 1)
+    assert shared <= 0.02 * len(numbers), shared
+
+
 def test_names_have_csv_and_unicode_traps(sample: Sample) -> None:
     path, _s, rows = sample
     names = [row[1] for row in rows]
