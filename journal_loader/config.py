@@ -181,9 +181,58 @@ class GraphSection(_Section):
 class LoggingSection(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
-    file: str | None = None
-    max_size: str = "10MB"
-    retention: int = Field(default=5, ge=0)
+    file: str | None = None  # relative to the config file's directory
+    max_size: str = "10MB"  # rotate at this size: 512KB, 10MB, 1GB (x1024), or bytes; 0: never
+    retention: int = Field(default=5, ge=0)  # rotated files kept; 0: never rotate
+    progress_interval: float = Field(default=30.0, gt=0)  # seconds between progress lines
+
+    @field_validator("max_size")
+    @classmethod
+    def _size(cls, v: str) -> str:
+        cls.size_in_bytes(v)
+        return v
+
+    @staticmethod
+    def size_in_bytes(value: str) -> int:
+        m = _SIZE.match(str(value))
+        if not m:
+            raise ValueError("must be a size like 512KB, 10MB or 1GB (or a number of bytes)")
+        return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).upper().replace("I", "")])
+
+    @property
+    def max_bytes(self) -> int:
+        return self.size_in_bytes(self.max_size)
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGkmg]?[Ii]?[Bb]?)\s*$")
+_SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "M": 1024**2, "MB": 1024**2}
+_SIZE_UNITS.update({"G": 1024**3, "GB": 1024**3})
+
+
+class MetricsSection(_Section):
+    """Prometheus output of ``run`` (the --metrics-* options override it)."""
+
+    port: int | None = Field(default=None, ge=0, le=65535)  # serve /metrics during the run
+    address: str = "0.0.0.0"  # noqa: S104 - an exporter is scraped from another host
+    textfile: str | None = None  # node_exporter textfile; relative to the config file
+    pushgateway: str | None = None  # URL; pushed at the end of the run
+    job: str = "journal_loader"  # the pushgateway job name
+    dlq_every: int = Field(default=10, ge=1)  # query the DLQ depth every N batches
+
+    @field_validator("pushgateway")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+
+class HooksSection(_Section):
+    """Commands run at the end of ``run``, the run's summary JSON on their stdin."""
+
+    on_success: str | None = None
+    on_failure: str | None = None
+    timeout: float = Field(default=60.0, gt=0)
 
 
 class Config(_Section):
@@ -199,6 +248,9 @@ class Config(_Section):
     # where the config file lives: relative paths are resolved against it
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
     config_path: Path | None = Field(default=None, exclude=True)
+    # operations (issue 6)
+    metrics: MetricsSection = MetricsSection()
+    hooks: HooksSection = HooksSection()
 
     def source_path(self, override: str | None = None) -> str | None:
         if override:

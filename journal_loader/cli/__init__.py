@@ -61,8 +61,7 @@ def main() -> None:
 def _register() -> None:
     from journal_loader.cli import admin, inspect, run_cmd
 
-    for module in (run_cmd, inspect, admin):
-        module.register(main)
+    optional_modules = []
     for optional in ("dlq", "audit", "ops"):  # command groups added by later modules
         try:
             module = __import__(f"journal_loader.cli.{optional}", fromlist=["register"])
@@ -70,6 +69,10 @@ def _register() -> None:
             if e.name != f"journal_loader.cli.{optional}":
                 raise
             continue
+        optional_modules.append(module)
+    # Imported first, registered after: an optional module may add options to `run`
+    # (run_cmd.RUN_OPTIONS) at import time, and `run` takes them when it registers.
+    for module in (run_cmd, inspect, admin, *optional_modules):
         module.register(main)
 
 

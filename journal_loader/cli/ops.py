@@ -1,0 +1,168 @@
+"""``journal-loader config check`` and ``journal-loader jobs run``; the operations options of
+``run`` (--quiet, --log-*, --metrics-*, --pushgateway, --on-*) come from
+``journal_loader.ops.cli_hooks``, imported here so they are in place before ``run``
+registers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from journal_loader.ops import cli_hooks  # noqa: F401 - adds the run options on import
+
+EXAMPLES_CONFIG = """\b
+Examples:
+  journal-loader config check examples/business_registry/loader.yaml
+  DB_PASSWORD=secret journal-loader config check /etc/journal-loader/registry.yaml
+\b
+Exit codes: 0 the config is valid; 2 it is not (each problem names its key)."""
+
+EXAMPLES_JOBS = """\b
+Examples:
+  journal-loader jobs run /etc/journal-loader/daily.d
+  journal-loader jobs run jobs.d --quiet --metrics-textfile-dir /var/lib/node_exporter/tc
+\b
+Exit codes: 0 every job ok (a job whose source another run holds counts as skipped, not
+failed); 1 one or more jobs failed; 2 no config in the folder."""
+
+
+@click.group("config")
+def config_group() -> None:
+    """Validate config files."""
+
+
+@config_group.command("check", epilog=EXAMPLES_CONFIG)
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--no-loader", is_flag=True, help="Do not import the loader class to check it.")
+def config_check(config: str, no_loader: bool) -> None:
+    """Validate CONFIG and print it resolved (variables expanded, secrets masked as ***).
+
+    Unknown keys, wrong types, a missing environment variable and a loader class that cannot
+    be imported are errors; each names the key.
+    """
+    from journal_loader.config import load_config
+    from journal_loader.errors import ConfigError
+    from journal_loader.ops.configcheck import masked, unexpanded
+
+    cfg = load_config(config)
+    problems = unexpanded(cfg, config)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    loader_note = "(not imported: --no-loader)"
+    if not no_loader:
+        loader_note = _check_loader(cfg, config)
+    from journal_loader.config import resolve_database_url
+    from journal_loader.secrets import mask_url, scrub
+
+    path = cfg.source_path()
+    file_note = (
+        "-" if path is None else f"{path} ({'found' if Path(path).is_file() else 'missing'})"
+    )
+    click.echo(f"# {config}: valid")
+    click.echo(f"# database: {scrub(mask_url(resolve_database_url(None, cfg)))}")
+    click.echo(f"# source file: {scrub(file_note)}")
+    click.echo(f"# loader: {scrub(loader_note)}")
+    # masked() scrubbed each value already (scrubbing the YAML would mask "password: null")
+    click.echo(yaml.safe_dump(masked(cfg), sort_keys=False, allow_unicode=True).rstrip())
+
+
+def _check_loader(cfg: Any, config: str) -> str:
+    from journal_loader.errors import ConfigError
+    from journal_loader.loader import loader_from_config
+
+    try:
+        loader = loader_from_config(cfg)
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(
+            f"{config}: loader.class: cannot load the loader: {type(e).__name__}: {e}"
+        ) from None
+    spec = cfg.loader.class_ or "facts:"
+    return f"{spec}: {type(loader).__name__} imported (name {loader.name})"
+
+
+@click.group("jobs")
+def jobs_group() -> None:
+    """Run a folder of configs (for cron and systemd timers)."""
+
+
+@jobs_group.command("run", epilog=EXAMPLES_JOBS)
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--db", metavar="URL", help="Database URL for every job (default: each config's).")
+@click.option("--quiet", "-q", is_flag=True, help="Pass --quiet to every job.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), help="Every job's log format.")
+@click.option(
+    "--metrics-textfile-dir",
+    type=click.Path(file_okay=False),
+    help="Each job writes DIR/journal_loader_<config name>.prom (node_exporter textfiles).",
+)
+@click.option("--pushgateway", metavar="URL", help="Every job pushes its metrics here.")
+@click.option("--on-success", metavar="CMD", help="Passed to every job (see `run --help`).")
+@click.option("--on-failure", metavar="CMD", help="Passed to every job (see `run --help`).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    help="Stop a job after this many seconds (SIGTERM, then SIGKILL); it counts as failed.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.pass_context
+def jobs_run(
+    ctx: click.Context,
+    folder: str,
+    db: str | None,
+    quiet: bool,
+    log_format: str | None,
+    metrics_textfile_dir: str | None,
+    pushgateway: str | None,
+    on_success: str | None,
+    on_failure: str | None,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Run every *.yaml / *.yml config in FOLDER, in name order, each in its own process.
+
+    A failing job does not stop the others. Ends with a table of what each job did.
+    """
+    from journal_loader.ops import jobs
+    from journal_loader.secrets import password_from_url, register_secret
+
+    args: list[str] = []
+    if db:
+        register_secret(password_from_url(db))
+        args += ["--db", db]
+    if quiet:
+        args.append("--quiet")
+    if log_format:
+        args += ["--log-format", log_format]
+    if pushgateway:
+        args += ["--pushgateway", pushgateway]
+    if on_success:
+        args += ["--on-success", on_success]
+    if on_failure:
+        args += ["--on-failure", on_failure]
+
+    def per_job(config: Path) -> list[str]:
+        if not metrics_textfile_dir:
+            return []
+        return [
+            "--metrics-textfile",
+            str(Path(metrics_textfile_dir) / f"journal_loader_{config.stem}.prom"),
+        ]
+
+    results = jobs.run_all(folder, args, timeout=timeout, per_job_args=per_job)
+    if as_json:
+        from journal_loader.cli.common import echo_json
+
+        echo_json([r.as_dict() for r in results])
+    else:
+        click.echo(jobs.summary_table(results))
+    ctx.exit(jobs.exit_code(results))
+
+
+def register(main: click.Group) -> None:
+    main.add_command(config_group)
+    main.add_command(jobs_group)

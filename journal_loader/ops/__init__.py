@@ -1,0 +1,15 @@
+"""Operations: metrics, progress, logs, end-of-run hooks and job folders.
+
+Everything here plugs into a run as a ``RunObserver`` (see ``journal_loader.runner``), so the
+runner knows nothing of Prometheus, terminals or log formats:
+
+* ``metrics.MetricsObserver``: Prometheus metrics in a registry of its own, served over HTTP
+  during the run, written as a node_exporter textfile, or pushed to a pushgateway;
+* ``progress.ProgressObserver``: a bar on a terminal, a log line every N seconds elsewhere;
+* ``logs.LogSetup``: text or JSON lines carrying loader, source_id and run_id, size-based
+  rotation, every line scrubbed of secrets;
+* ``hooks.HooksObserver``: ``--on-success`` / ``--on-failure`` commands fed the summary JSON;
+* ``jobs``: ``journal-loader jobs run DIR``.
+
+``cli_hooks`` adds the matching options to ``journal-loader run``.
+"""

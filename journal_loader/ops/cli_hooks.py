@@ -1,0 +1,157 @@
+"""The operations options of ``journal-loader run``, added through ``run_cmd.RUN_OPTIONS``.
+
+Importing this module appends one (decorator, factory) pair; ``journal_loader.cli`` imports
+it (through ``cli/ops.py``) before it registers ``run``. The factory builds one
+``ObserverGroup``: logs first (so every later line carries the run's ids), then progress,
+metrics and hooks. Options override the config (``logging``, ``metrics``, ``hooks``
+sections); relative paths in the config are relative to the config file, on the command
+line to the current directory. Everything is released when the command's context closes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from journal_loader.config import Config, resolve_database_url
+from journal_loader.ops.hooks import HooksObserver
+from journal_loader.ops.logs import LogSetup
+from journal_loader.ops.metrics import MetricsObserver, StoreDlqProbe
+from journal_loader.ops.observers import ObserverGroup
+from journal_loader.ops.progress import ProgressObserver
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def options(fn: F) -> F:
+    decorators = [
+        click.option(
+            "--quiet",
+            "-q",
+            is_flag=True,
+            help="No progress and no log below ERROR: only the summary.",
+        ),
+        click.option(
+            "--log-format",
+            type=click.Choice(["text", "json"]),
+            help="Log lines as text or JSON lines (default: the config's logging.format).",
+        ),
+        click.option(
+            "--log-file",
+            type=click.Path(dir_okay=False),
+            help="Also log to this file, rotated at logging.max_size, keeping logging.retention.",
+        ),
+        click.option(
+            "--metrics-port",
+            type=click.IntRange(0, 65535),
+            help="Serve Prometheus /metrics on this port while the run lasts (0: any free port).",
+        ),
+        click.option(
+            "--metrics-textfile",
+            type=click.Path(dir_okay=False),
+            help="Write metrics to this node_exporter textfile (atomically, every batch).",
+        ),
+        click.option(
+            "--pushgateway",
+            metavar="URL",
+            help="Push metrics to this Prometheus pushgateway at the end of the run.",
+        ),
+        click.option(
+            "--on-success",
+            metavar="CMD",
+            help="Run CMD when the run exits 0, with the summary JSON on its stdin.",
+        ),
+        click.option(
+            "--on-failure",
+            metavar="CMD",
+            help="Run CMD when the run fails (exit 1), with the summary JSON on its stdin.",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        fn = decorator(fn)
+    return fn
+
+
+def _config_path(config: Config, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value)
+    return path if path.is_absolute() else config.base_dir / path
+
+
+def build_observers(config: Config, extra: dict[str, Any]) -> ObserverGroup:
+    ctx = click.get_current_context(silent=True)
+    quiet = bool(extra.get("quiet"))
+    loader = config.loader.name
+    lc = config.logging
+    log_file = Path(extra["log_file"]) if extra.get("log_file") else _config_path(config, lc.file)
+    logs = LogSetup(
+        loader=loader,
+        level=lc.level,
+        fmt=extra.get("log_format") or lc.format,
+        file=log_file,
+        max_bytes=lc.max_bytes,
+        retention=lc.retention,
+        console_level="ERROR" if quiet else None,
+    )
+    group = ObserverGroup([logs])
+    try:
+        if not quiet:
+            progress = ProgressObserver(loader=loader, interval=lc.progress_interval)
+            if progress.tty:
+                logs.console.around_emit = progress.around_emit
+            group.members.append(progress)
+        mc = config.metrics
+        port = extra.get("metrics_port")
+        port = mc.port if port is None else port
+        textfile = (
+            Path(extra["metrics_textfile"])
+            if extra.get("metrics_textfile")
+            else _config_path(config, mc.textfile)
+        )
+        pushgateway = extra.get("pushgateway") or mc.pushgateway
+        if port is not None or textfile is not None or pushgateway:
+            db = ctx.params.get("db") if ctx is not None else None
+            group.members.append(
+                MetricsObserver(
+                    loader,
+                    port=port,
+                    address=mc.address,
+                    textfile=textfile,
+                    pushgateway=pushgateway,
+                    job=mc.job,
+                    dlq_probe=StoreDlqProbe(resolve_database_url(db, config)),
+                    dlq_every=mc.dlq_every,
+                )
+            )
+        hc = config.hooks
+        on_success = extra.get("on_success") or hc.on_success
+        on_failure = extra.get("on_failure") or hc.on_failure
+        if on_success or on_failure:
+            group.members.append(
+                HooksObserver(
+                    loader=loader,
+                    on_success=on_success,
+                    on_failure=on_failure,
+                    timeout=hc.timeout,
+                )
+            )
+    except BaseException:
+        group.close()
+        raise
+    if ctx is not None:
+        ctx.call_on_close(group.close)
+    return group
+
+
+def _install() -> None:
+    from journal_loader.cli import run_cmd
+
+    if not any(factory is build_observers for _d, factory in run_cmd.RUN_OPTIONS):
+        run_cmd.RUN_OPTIONS.append((options, build_observers))
+
+
+_install()
