@@ -2,11 +2,17 @@
 -- Inserts are bulk (Tx.insert_rows); these run per cache miss or per change.
 
 -- name: find_nodes
--- Candidates for an entity: the node with its external key, and every node with its name.
+-- Candidates for an entity: every node with its name, and the node with its external key.
+-- Two indexed branches, not one OR: neither SQLite nor a generic PostgreSQL plan can serve
+-- `norm_name = x OR external_key = y` from the two indexes (the key index is partial), and
+-- the OR form scanned every node per lookup (measured: a 50k-row load took minutes).
 SELECT id, external_key, norm_name
 FROM nodes
-WHERE node_type = :node_type
-  AND (norm_name = :norm_name OR external_key = :external_key)
+WHERE node_type = :node_type AND norm_name = :norm_name
+UNION
+SELECT id, external_key, norm_name
+FROM nodes
+WHERE node_type = :node_type AND external_key = :external_key
 
 -- name: find_attributes
 SELECT id, attr_type, value FROM attributes WHERE node_id = :node_id
