@@ -1,0 +1,1 @@
+"""Input sources: identifying a source file and reading its records (see ``readers``)."""
