@@ -10,11 +10,13 @@ line to the current directory. Everything is released when the command's context
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.exceptions import Exit
 
 from journal_loader.config import Config, resolve_database_url
 from journal_loader.ops.hooks import HooksObserver
@@ -22,6 +24,7 @@ from journal_loader.ops.logs import LogSetup
 from journal_loader.ops.metrics import MetricsObserver, StoreDlqProbe
 from journal_loader.ops.observers import ObserverGroup
 from journal_loader.ops.progress import ProgressObserver
+from journal_loader.secrets import scrub
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -143,8 +146,29 @@ def build_observers(config: Config, extra: dict[str, Any]) -> ObserverGroup:
         group.close()
         raise
     if ctx is not None:
-        ctx.call_on_close(group.close)
+        ctx.call_on_close(lambda: _close(group, config))
     return group
+
+
+def _close(group: ObserverGroup, config: Config) -> None:
+    """At the command's end. A run that failed before the runner started (database down,
+    file missing, schema too new) never reached ``on_finish``: give the observers a failed
+    report now, so the failure hook still runs and the metrics still say so. The error is
+    still on its way out here (the context closes in its ``__exit__``), so observers see its
+    exit code."""
+    error = sys.exc_info()[1]
+    if not group.finished and isinstance(error, Exception) and not isinstance(error, Exit):
+        from journal_loader.runner import RunReport
+
+        group.on_finish(
+            RunReport(
+                status="failed",
+                message=scrub(str(error) or type(error).__name__),
+                source_type=config.source.type,
+                file=config.source_path() or "",
+            )
+        )
+    group.close()
 
 
 def _install() -> None:

@@ -65,8 +65,8 @@ class ScrubFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except Exception:  # a bad %-format in someone's log call: keep its parts, scrubbed
-            message = f"{record.msg!r} % {record.args!r}"
+        except Exception:  # a bad %-format in someone's log call: its arguments are not shown
+            message = f"{record.msg} (log arguments not shown: they do not match the format)"
         record.msg, record.args = scrub(message), None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)

@@ -41,6 +41,7 @@ class ObserverGroup:
 
     def __init__(self, members: Iterable[Any] = ()) -> None:
         self.members = list(members)
+        self.finished = False
 
     def _each(self, method: str, *args: Any) -> None:
         for member in self.members:
@@ -65,6 +66,7 @@ class ObserverGroup:
         self._each("on_propose_durations", durations)
 
     def on_finish(self, report: Any) -> None:
+        self.finished = True
         self._each("on_finish", report)
 
     def close(self) -> None:

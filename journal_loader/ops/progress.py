@@ -101,6 +101,8 @@ class ProgressObserver:
         self._started = now
         f.file_size = int(info.get("file_size") or 0)
         f.position = int(info.get("resumed_from") or 0)
+        if f.file_size > 0:
+            f.percent = 0.0
         if info.get("loader"):
             self.loader = str(info["loader"])
         if info.get("resumed_byte") is not None:
@@ -133,9 +135,16 @@ class ProgressObserver:
                 self.log_line()
 
     def on_finish(self, report: Any) -> None:
+        """On a terminal the bar is drawn once more with the final figures and left there."""
         with self._lock:
-            if self.tty:
-                self.clear()
+            if self.tty and self._shown:
+                self.draw(force=True)
+                try:
+                    self.stream.write("\n")
+                    self.stream.flush()
+                except (OSError, ValueError):
+                    pass
+                self._shown = ""
 
     # --- figures ----------------------------------------------------------------------------
     def _update(self, now: float, stats: Any, position: Any, bytes_read: int) -> None:
