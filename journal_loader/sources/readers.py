@@ -265,17 +265,16 @@ def _looks_wide(sample: bytes) -> str | None:
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
-def _byte_lines(stream: BinaryIO) -> Iterator[bytes]:
+def _byte_lines(read: Callable[[int], bytes]) -> Iterator[bytes]:
     """Physical lines of an ASCII-compatible byte stream, terminators (LF, CRLF, CR) included.
 
     The stream is read in blocks and split with ``bytes.splitlines`` (which splits on exactly
     LF, CRLF and CR), so there is no per-line Python code here.
     """
-    return chain.from_iterable(_byte_line_blocks(stream))
+    return chain.from_iterable(_byte_line_blocks(read))
 
 
-def _byte_line_blocks(stream: BinaryIO) -> Iterator[list[bytes]]:
-    read = stream.read
+def _byte_line_blocks(read: Callable[[int], bytes]) -> Iterator[list[bytes]]:
     parts: list[bytes] = []  # an unfinished line: no line end, except maybe a final CR
     size = 1 << 14  # small first blocks: reading just a header must not read much more
     while True:
@@ -309,7 +308,7 @@ def _byte_line_blocks(stream: BinaryIO) -> Iterator[list[bytes]]:
         yield lines
 
 
-def _wide_lines(stream: BinaryIO, codec: _Codec) -> Iterator[bytes]:
+def _wide_lines(read: Callable[[int], bytes], codec: _Codec) -> Iterator[bytes]:
     """Physical lines of a UTF-16/UTF-32 byte stream (terminators matched on code units)."""
     cr, lf = re.escape(codec.cr), re.escape(codec.lf)
     unit = b"." * codec.unit
@@ -330,7 +329,6 @@ def _wide_lines(stream: BinaryIO, codec: _Codec) -> Iterator[bytes]:
         + b")",
         re.DOTALL,
     )
-    read = stream.read
     buf = b""
     pos = 0
     eof = False
@@ -386,8 +384,8 @@ _new_point = tuple.__new__  # ResumePoint from a tuple, without NamedTuple.__new
 def _read_error(path: str, gzipped: bool, exc: BaseException, line: int, byte: int) -> Exception:
     if gzipped:
         reason = (
-            f"the gzip data is truncated or corrupt: could not decompress past byte {byte} "
-            f"of the decompressed data ({exc}); the records before it were read"
+            f"the gzip data is truncated or corrupt ({exc}): the record starting at byte {byte} "
+            "of the decompressed data cannot be read; the records before it were read"
         )
     else:
         reason = f"read error after byte {byte}: {exc}"
@@ -1058,8 +1056,12 @@ class RecordReader:
                     byte_offset=0,
                 )
 
+        # gzip: read1, so that the data decompressed before a damaged spot comes out (and its
+        # records are yielded) before the error; read() would drop the block it was filling.
+        read = cast(gzip.GzipFile, stream).read1 if gzipped else stream.read
+
         def lines() -> Iterator[bytes]:
-            return _byte_lines(stream) if codec.unit == 1 else _wide_lines(stream, codec)
+            return _byte_lines(read) if codec.unit == 1 else _wide_lines(read, codec)
 
         if fmt == "csv":
             delim = delimiter if delimiter is not None else ("\t" if tsv else ",")
@@ -1157,7 +1159,8 @@ class RecordReader:
         at = at if at is not None else ResumePoint(0, 1, 0)
         stream = cast(BinaryIO, io.BytesIO(raw))
         codec = self._codec
-        lines = _byte_lines(stream) if codec.unit == 1 else _wide_lines(stream, codec)
+        read = stream.read
+        lines = _byte_lines(read) if codec.unit == 1 else _wide_lines(read, codec)
         found = list(self._decoder.records(lines, *at, _Progress(at)))
         end = at.byte + len(raw)
         if len(found) == 1:
