@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from functools import lru_cache
 from collections.abc import Mapping
 from typing import Any
 
@@ -130,5 +131,6 @@ class BusinessRegistryLoader(Loader):
         return results
 
 
+@lru_cache(maxsize=1 << 16)
 def _iso_date(value: str) -> str:
     return dt.datetime.strptime(value, "%m/%d/%Y").date().isoformat() if value else ""

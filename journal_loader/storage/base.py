@@ -111,6 +111,10 @@ class Tx(ABC):
     def reserve_ids(self, table: str, n: int) -> list[int]:
         """n new primary keys for ``table`` (rows inserted later with explicit ids)."""
 
+    def next_id(self, table: str) -> int:
+        """One new primary key for ``table`` (the per-row hot path of reserve_ids)."""
+        return self.reserve_ids(table, 1)[0]
+
     @abstractmethod
     def reserve_positions(self, n: int) -> list[int]:
         """n journal positions, increasing, in commit order with other writers'."""

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -59,16 +60,20 @@ class PostgresTx(Tx):
                 copy.write_row(row)
 
     def reserve_ids(self, table: str, n: int) -> list[int]:
-        pool = self.store._id_pools.setdefault(table, [])
+        pool = self.store._id_pools.setdefault(table, deque())
         if len(pool) < n:
             self.cursor.execute(
                 "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
                 (table, max(n - len(pool), _ID_BLOCK)),
             )
             pool.extend(r[0] for r in self.cursor.fetchall())
-        taken = pool[:n]
-        del pool[:n]
-        return taken
+        return [pool.popleft() for _ in range(n)]
+
+    def next_id(self, table: str) -> int:
+        pool = self.store._id_pools.get(table)
+        if pool:
+            return pool.popleft()
+        return self.reserve_ids(table, 1)[0]
 
     def reserve_positions(self, n: int) -> list[int]:
         self.cursor.execute("SELECT pg_advisory_xact_lock(%s)", (self.store.journal_append_key,))
@@ -124,7 +129,7 @@ class PostgresStore(Store):
             connect_args={"application_name": "journal-loader", "connect_timeout": 10},
         )
         super().__init__(url, engine)
-        self._id_pools: dict[str, list[int]] = {}
+        self._id_pools: dict[str, deque[int]] = {}
         self._namespace: str | None = None
 
     def _make_tx(self, conn: Connection) -> Tx:

@@ -68,6 +68,13 @@ class SQLiteTx(Tx):
     def reserve_ids(self, table: str, n: int) -> list[int]:
         return self._reserve(table, "id", n)
 
+    def next_id(self, table: str) -> int:
+        next_id = self._next_id.get(table)
+        if next_id is None:
+            return self._reserve(table, "id", 1)[0]
+        self._next_id[table] = next_id + 1
+        return next_id
+
     def reserve_positions(self, n: int) -> list[int]:
         return self._reserve("journal", "position", n)
 
@@ -115,6 +122,10 @@ class SQLiteStore(Store):
             cur.execute("PRAGMA journal_mode = WAL")
             cur.execute("PRAGMA synchronous = FULL")
             cur.execute("PRAGMA foreign_keys = ON")
+            # The graph's indexes take random inserts; with SQLite's default 8 MB page cache
+            # they miss it once the database outgrows it (measured: inserts 2x slower).
+            cur.execute("PRAGMA cache_size = -262144")  # 256 MiB, allocated as used
+            cur.execute("PRAGMA temp_store = MEMORY")
             cur.close()
             dbapi_conn.create_function("jl_b64decode", 1, _b64decode, deterministic=True)
 
