@@ -26,7 +26,7 @@ from sqlalchemy import Connection, CursorResult, Engine, TextClause, inspect, te
 
 from journal_loader.errors import JournalLoaderError, SchemaError
 from journal_loader.secrets import mask_url
-from journal_loader.storage.errors import classify
+from journal_loader.storage.errors import DB_ERRORS, classify
 from journal_loader.storage.sql import to_pyformat
 
 SCHEMA_HEAD = "0001"  # tests/test_schema.py checks this is the migrations' head
@@ -83,29 +83,52 @@ class Tx(ABC):
     def driver_sql(self, sql: str) -> str:
         return sql
 
+    # Driver calls classify their own errors, so code inside a transaction (a savepoint, the
+    # graph's safe mode) sees journal-loader's kinds, not sqlite3's or psycopg's.
     def fetchall(self, sql: str, params: dict[str, Any] | Sequence[Any] = ()) -> list[Any]:
-        self.cursor.execute(self.driver_sql(sql), params)
-        rows: list[Any] = self.cursor.fetchall()
+        try:
+            self.cursor.execute(self.driver_sql(sql), params)
+            rows: list[Any] = self.cursor.fetchall()
+        except DB_ERRORS as e:
+            raise classify(e) from e
         return rows
 
     def fetchone(self, sql: str, params: dict[str, Any] | Sequence[Any] = ()) -> Any:
-        self.cursor.execute(self.driver_sql(sql), params)
-        return self.cursor.fetchone()
+        try:
+            self.cursor.execute(self.driver_sql(sql), params)
+            return self.cursor.fetchone()
+        except DB_ERRORS as e:
+            raise classify(e) from e
 
     def run(self, sql: str, params: dict[str, Any] | Sequence[Any] = ()) -> int:
-        self.cursor.execute(self.driver_sql(sql), params)
+        try:
+            self.cursor.execute(self.driver_sql(sql), params)
+        except DB_ERRORS as e:
+            raise classify(e) from e
         rowcount: int = self.cursor.rowcount
         return rowcount
 
     def executemany(self, sql: str, rows: Sequence[Any]) -> None:
         if rows:
-            self.cursor.executemany(self.driver_sql(sql), rows)
+            try:
+                self.cursor.executemany(self.driver_sql(sql), rows)
+            except DB_ERRORS as e:
+                raise classify(e) from e
 
-    @abstractmethod
     def insert_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     ) -> None:
         """Bulk insert: executemany on SQLite, COPY on PostgreSQL."""
+        if rows:
+            try:
+                self._insert_rows(table, columns, rows)
+            except DB_ERRORS as e:
+                raise classify(e) from e
+
+    @abstractmethod
+    def _insert_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None: ...
 
     @abstractmethod
     def reserve_ids(self, table: str, n: int) -> list[int]:
@@ -202,9 +225,7 @@ class Store(ABC):
         try:
             with self.engine.connect() as conn, conn.begin():
                 yield self._make_tx(conn)
-        except JournalLoaderError:
-            raise
-        except Exception as e:
+        except DB_ERRORS as e:  # a loader's or our own exception passes through as it is
             raise classify(e) from e
 
     @contextlib.contextmanager
@@ -212,9 +233,7 @@ class Store(ABC):
         try:
             with self._read_connection() as conn:
                 yield conn
-        except JournalLoaderError:
-            raise
-        except Exception as e:
+        except DB_ERRORS as e:
             raise classify(e) from e
 
     def _read_connection(self) -> contextlib.AbstractContextManager[Connection]:

@@ -74,6 +74,16 @@ _SQLITE_FATAL = (
 )
 
 
+DB_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, sa_exc.SQLAlchemyError)
+if psycopg is not None:
+    DB_ERRORS += (psycopg.Error,)
+
+
+def is_db_error(error: BaseException) -> bool:
+    """Raised by a database driver or SQLAlchemy (not by a loader's or our own code)."""
+    return isinstance(error, DB_ERRORS)
+
+
 def _root(error: BaseException) -> BaseException:
     if isinstance(error, sa_exc.DBAPIError) and error.orig is not None:
         return error.orig

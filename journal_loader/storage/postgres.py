@@ -50,11 +50,9 @@ class PostgresTx(Tx):
 
         return to_pyformat(sql)
 
-    def insert_rows(
+    def _insert_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     ) -> None:
-        if not rows:
-            return
         with self.cursor.copy(f"COPY {table} ({','.join(columns)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)

@@ -46,11 +46,9 @@ class SQLiteTx(Tx):
         super().__init__(store, conn)
         self._next_id: dict[str, int] = {}
 
-    def insert_rows(
+    def _insert_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     ) -> None:
-        if not rows:
-            return
         marks = ",".join("?" * len(columns))
         self.cursor.executemany(
             f"INSERT INTO {table} ({','.join(columns)}) VALUES ({marks})",  # noqa: S608 - our names

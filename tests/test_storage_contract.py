@@ -1,0 +1,188 @@
+"""One contract, two backends: what the runner relies on from a Store."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+from sqlalchemy import select, text
+
+from journal_loader.errors import (
+    FatalError,
+    IntegrityConflictError,
+    SourceLockedError,
+    StorageError,
+)
+from journal_loader.journal.events import LoadStarted
+from journal_loader.journal.writer import JournalWriter, PendingEvent
+from journal_loader.storage import Store, open_store, schema
+
+
+def _append(store: Store, n: int = 1, source_id: int = 1) -> list[int]:
+    with store.transaction() as tx:
+        rows = JournalWriter(source_id, "run-1", None).append(
+            tx, [PendingEvent.of(None, LoadStarted(reason="first")) for _ in range(n)]
+        )
+    return [r.position for r in rows]
+
+
+@pytest.mark.parametrize("statement", ["UPDATE journal SET payload = '{}'", "DELETE FROM journal"])
+def test_journal_refuses_update_and_delete(store: Store, statement: str) -> None:
+    _append(store, 3)
+    with pytest.raises(StorageError, match="append-only"), store.transaction() as tx:
+        tx.execute(statement)
+    with store.read() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM journal")).scalar_one() == 3
+
+
+def test_journal_refuses_truncate_on_postgresql(pg_url: str) -> None:
+    store = open_store(pg_url)
+    _append(store, 2)
+    with pytest.raises(StorageError, match="append-only: TRUNCATE"), store.transaction() as tx:
+        tx.execute("TRUNCATE journal")
+    with store.read() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM journal")).scalar_one() == 2
+    store.dispose()
+
+
+def test_positions_increase_and_rows_round_trip(store: Store) -> None:
+    first = _append(store, 3)
+    second = _append(store, 2)
+    assert first == sorted(first) and second == sorted(second) and first[-1] < second[0]
+    with store.read() as conn:
+        j = schema.journal
+        row = conn.execute(
+            select(j.c.event_type, j.c.payload, j.c.prev_hash, j.c.hash, j.c.recorded_at)
+            .order_by(j.c.position)
+            .limit(1)
+        ).one()
+    assert row[0] == "LoadStarted" and row[1] == '{"type":"LoadStarted","reason":"first"}'
+    assert row[2] is None and len(bytes(row[3])) == 32
+    recorded = row[4] if row[4].tzinfo else row[4].replace(tzinfo=dt.UTC)
+    assert abs((dt.datetime.now(dt.UTC) - recorded).total_seconds()) < 60
+
+
+def test_positions_follow_commit_order(pg_url: str) -> None:
+    """A later transaction cannot take a position while an earlier one holds unreleased
+    positions: it waits for that commit (PostgreSQL; SQLite serialises writers anyway)."""
+    store = open_store(pg_url)
+    got: list[int] = []
+    reserved = threading.Event()
+
+    def second() -> None:
+        with store.transaction() as tx:
+            got.extend(tx.reserve_positions(1))
+            reserved.set()
+
+    with store.transaction() as tx:
+        mine = tx.reserve_positions(1)
+        thread = threading.Thread(target=second)
+        thread.start()
+        assert not reserved.wait(0.5), "the second writer got a position before our commit"
+    thread.join(10)
+    assert reserved.is_set() and got[0] > mine[0]
+    store.dispose()
+
+
+def test_rollback_leaves_nothing(store: Store) -> None:
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom), store.transaction() as tx:
+        JournalWriter(1, "r", None).append(tx, [PendingEvent.of(None, LoadStarted(reason="x"))])
+        tx.insert_rows("loader_settings", ("name", "value"), [("a", "b")])
+        raise Boom
+    with store.read() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM journal")).scalar_one() == 0
+        assert conn.execute(text("SELECT COUNT(*) FROM loader_settings")).scalar_one() == 0
+
+
+def test_savepoint_undoes_only_its_own_writes(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.insert_rows("loader_settings", ("name", "value"), [("kept", "1")])
+        with pytest.raises(StorageError), tx.savepoint():
+            tx.insert_rows("loader_settings", ("name", "value"), [("gone", "1")])
+            tx.run("INSERT INTO loader_settings (name, value) VALUES ('kept', 'dup')")
+    with store.read() as conn:
+        names = conn.execute(text("SELECT name FROM loader_settings")).scalars().all()
+    assert names == ["kept"]
+
+
+def test_unique_violation_is_an_integrity_conflict(store: Store) -> None:
+    with pytest.raises(IntegrityConflictError), store.transaction() as tx:
+        tx.insert_rows("loader_settings", ("name", "value"), [("a", "1"), ("a", "2")])
+
+
+def test_missing_table_is_fatal(store: Store) -> None:
+    with pytest.raises(FatalError), store.transaction() as tx:
+        tx.execute("SELECT * FROM no_such_table")
+
+
+def test_reserved_ids_are_unique_across_transactions(store: Store) -> None:
+    seen: set[int] = set()
+    for _ in range(3):
+        with store.transaction() as tx:
+            ids = tx.reserve_ids("nodes", 5) + [tx.next_id("nodes") for _ in range(5)]
+            now = tx.timestamp(dt.datetime.now(dt.UTC))
+            tx.insert_rows(
+                "nodes",
+                (
+                    "id",
+                    "node_type",
+                    "name",
+                    "norm_name",
+                    "external_key",
+                    "created_at",
+                    "updated_at",
+                ),
+                [(i, "T", f"n{i}", f"n{i}", None, now, now) for i in ids],
+            )
+        assert not seen & set(ids)
+        seen |= set(ids)
+    assert len(seen) == 30
+
+
+def test_source_lock_is_exclusive_and_names_the_holder(store: Store) -> None:
+    lock = store.lock_source("t:abc", {"run_id": "run-first", "pid": 123, "hostname": "h"})
+    assert lock.is_held() and not store.lock_is_free("t:abc")
+    with pytest.raises(SourceLockedError, match="run-first") as info:
+        store.lock_source("t:abc", {"run_id": "run-second"})
+    assert info.value.exit_code == 75
+    other = store.lock_source("t:other", {"run_id": "x"})  # other sources are independent
+    other.release()
+    lock.release()
+    assert store.lock_is_free("t:abc")
+    store.lock_source("t:abc", {"run_id": "run-third"}).release()
+
+
+def test_lock_vanishes_when_its_holder_is_killed(db_url: str) -> None:
+    store = open_store(db_url)
+    script = textwrap.dedent(f"""
+        import sys, time
+        from journal_loader.storage import open_store
+        s = open_store({db_url!r})
+        lock = s.lock_source("t:held", {{"run_id": "child"}})
+        print("locked", flush=True)
+        time.sleep(60)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "locked"
+        with pytest.raises(SourceLockedError, match="child"):
+            store.lock_source("t:held", {"run_id": "parent"})
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+        deadline = time.monotonic() + 10  # the server notices the dead connection quickly
+        while not store.lock_is_free("t:held") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        store.lock_source("t:held", {"run_id": "parent"}).release()
+    finally:
+        child.kill()
+        store.dispose()
