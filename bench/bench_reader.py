@@ -6,7 +6,8 @@ Generates (seeded, so byte-identical every time) a CSV of ``--records`` records 
 and a JSONL twin, then prints:
 
 * full read: records/s (wall clock and CPU time: the CPU figure is steadier on a busy machine),
-  and for plain CSV also with ``reader.position`` read after every record (as the runner does);
+  and for plain CSV also with ``reader.position`` read after every record (as the runner does)
+  and, for scale, the bare csv module with no byte accounting;
 * resume: time from ``open_reader(start=...)`` to the first record when resuming at 10%, 50%
   and 90% of the records, and its ratio to the full read. For plain files this is a seek,
   so near-constant; for gzip the seek decompresses up to the point (without parsing).
@@ -161,6 +162,19 @@ def read_with_positions(path: Path) -> tuple[float, float, int]:
     return time.perf_counter() - wall0, time.process_time() - cpu0, n
 
 
+def baseline(path: Path) -> tuple[float, float, int]:
+    """For scale: the bare csv module (text mode, no byte offsets, no checks) + dict(zip)."""
+    n = 0
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = csv.reader(f)
+        header = next(rows)
+        for row in rows:
+            dict(zip(header, row, strict=False))
+            n += 1
+    return time.perf_counter() - wall0, time.process_time() - cpu0, n
+
+
 def resume_first(path: Path, point: ResumePoint) -> tuple[float, float]:
     wall0, cpu0 = time.perf_counter(), time.process_time()
     with open_reader(str(path), start=point) as reader:
@@ -189,6 +203,11 @@ def report(label: str, path: Path, records: int, with_positions: bool = False) -
         print(
             f"  + .position   {wall:7.2f} s wall  {n / wall:>9,.0f} rec/s   "
             f"{cpu:7.2f} s CPU  {n / cpu:>9,.0f} rec/s   (read after every record)"
+        )
+        wall, cpu, n = min(baseline(path) for _ in range(2))
+        print(
+            f"  bare csv      {wall:7.2f} s wall  {n / wall:>9,.0f} rec/s   "
+            f"{cpu:7.2f} s CPU  {n / cpu:>9,.0f} rec/s   (csv.reader + dict(zip), for scale)"
         )
     for pct in PERCENTS:
         point = best.points[pct]
