@@ -149,6 +149,7 @@ def apply(tx: Tx, rows: Sequence[JournalRow]) -> None:
                 {
                     **envelope,
                     "status": ev.status,
+                    "completed": ev.status == "completed",
                     "error_message": ev.reason if ev.status == "failed" else None,
                     "records_in_file": ev.records_in_file,
                 },

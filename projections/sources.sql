@@ -28,9 +28,9 @@ WHERE source_id = :source_id
 UPDATE sources
 SET status = :status,
     error_message = :error_message,
-    import_completed_at = CASE WHEN :status = 'completed' THEN :recorded_at
+    import_completed_at = CASE WHEN :completed THEN :recorded_at
                                ELSE import_completed_at END,
-    records_in_file = CASE WHEN :status = 'completed' THEN :records_in_file
+    records_in_file = CASE WHEN :completed THEN :records_in_file
                            ELSE records_in_file END,
     last_position = :position, updated_at = :recorded_at
 WHERE source_id = :source_id

@@ -102,13 +102,13 @@ def open_source(path: str | os.PathLike[str], *, update_frequency: str = "hash")
         raise SourceFileError(text_path, "permission denied (the file is not readable)") from None
     except OSError as e:
         raise SourceFileError(text_path, f"cannot open: {e.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):  # Linux opens a directory read-only without complaint
+        os.close(fd)
+        what = "is a directory, not a file" if stat.S_ISDIR(st.st_mode) else "is not a regular file"
+        raise SourceFileError(text_path, what)
     fileobj = os.fdopen(fd, "rb", buffering=_CHUNK)
     try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise SourceFileError(text_path, "is a directory, not a file")
-        if not stat.S_ISREG(st.st_mode):
-            raise SourceFileError(text_path, "is not a regular file")
         digest = hashlib.sha256()
         size = 0
         try:
