@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_ops_support import REPO, pairs_config, run_cli
 
 from journal_loader.config import LoggingSection, config_from_dict
 from journal_loader.errors import ConfigError
+from tests.test_ops_support import REPO, pairs_config, run_cli
 
 FULL = """\
 loader:

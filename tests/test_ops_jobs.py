@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
-from test_ops_support import pairs_config, run_cli
 
 from journal_loader.storage import open_store
+from tests.test_ops_support import pairs_config, run_cli
 
 
 def folder_of_jobs(root: Path) -> Path:

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-from test_ops_support import CLI, expected_counts, pairs_config, run_cli
 
 from journal_loader.ops.logs import LogSetup
 from journal_loader.ops.progress import Figures, ProgressObserver, fmt_duration
+from tests.test_ops_support import CLI, expected_counts, pairs_config, run_cli
 
 
 def run_on_pty(

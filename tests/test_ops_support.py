@@ -13,10 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from support import PairLoader, write_csv
-
 from journal_loader import ProposeClient, ProposeResult
 from journal_loader.errors import FatalError
+from tests.support import PairLoader, write_csv
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-c", "from journal_loader.cli import run_main; run_main()"]
