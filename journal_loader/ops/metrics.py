@@ -122,36 +122,15 @@ class MetricsObserver:
         if pushgateway:
             register_secret(password_from_url(pushgateway))
         reg = self.registry
+        by_loader, by_source = ["loader"], ["loader", "source_type"]
+
+        def gauge(name: str, doc: str, labels: list[str]) -> Gauge:
+            return Gauge(name, doc, labels, registry=reg)
+
         self.records = Counter(
             "journal_loader_records",
             "Records processed by outcome (this run).",
-            ["loader", "source_type", "outcome"],
-            registry=reg,
-        )
-        self.batch_duration = Histogram(
-            "journal_loader_batch_duration_seconds",
-            "Seconds per batch (read, process, commit).",
-            ["loader"],
-            buckets=BATCH_BUCKETS,
-            registry=reg,
-        )
-        self.propose_duration = Histogram(
-            "journal_loader_propose_duration_seconds",
-            "Seconds per record's propose step.",
-            ["loader"],
-            buckets=PROPOSE_BUCKETS,
-            registry=reg,
-        )
-        self.position = Gauge(
-            "journal_loader_position",
-            "Records done in the current source.",
-            ["loader", "source_type"],
-            registry=reg,
-        )
-        self.dlq_depth = Gauge(
-            "journal_loader_dlq_depth",
-            "Records of the source type in the dead-letter queue.",
-            ["source_type"],
+            [*by_source, "outcome"],
             registry=reg,
         )
         self.retries = Counter(
@@ -160,47 +139,58 @@ class MetricsObserver:
             ["loader", "kind"],
             registry=reg,
         )
-        self.last_event_age = Gauge(
+        self.batch_duration = Histogram(
+            "journal_loader_batch_duration_seconds",
+            "Seconds per batch (read, process, commit).",
+            by_loader,
+            buckets=BATCH_BUCKETS,
+            registry=reg,
+        )
+        self.propose_duration = Histogram(
+            "journal_loader_propose_duration_seconds",
+            "Seconds per record's propose step.",
+            by_loader,
+            buckets=PROPOSE_BUCKETS,
+            registry=reg,
+        )
+        self.position = gauge(
+            "journal_loader_position", "Records done in the current source.", by_source
+        )
+        self.dlq_depth = gauge(
+            "journal_loader_dlq_depth",
+            "Records of the source type in the dead-letter queue.",
+            ["source_type"],
+        )
+        self.last_event_age = gauge(
             "journal_loader_last_event_age_seconds",
             "Seconds since the run's last committed batch (or its start).",
-            ["loader"],
-            registry=reg,
+            by_loader,
         )
-        self.last_event_ts = Gauge(
+        self.last_event_ts = gauge(
             "journal_loader_last_event_timestamp_seconds",
             "Unix time of the run's last committed batch (or its start).",
-            ["loader"],
-            registry=reg,
+            by_loader,
         )
-        self.run_start = Gauge(
-            "journal_loader_run_start_timestamp_seconds",
-            "Unix time the run started.",
-            ["loader"],
-            registry=reg,
+        self.run_start = gauge(
+            "journal_loader_run_start_timestamp_seconds", "Unix time the run started.", by_loader
         )
-        self.run_end = Gauge(
+        self.run_end = gauge(
             "journal_loader_run_end_timestamp_seconds",
             "Unix time the run ended; 0 while it runs.",
-            ["loader"],
-            registry=reg,
+            by_loader,
         )
-        self.exit_code = Gauge(
+        self.exit_code = gauge(
             "journal_loader_run_exit_code",
-            "The run's exit code (0 ok, 1 failed, 75 locked); -1 while it runs.",
-            ["loader"],
-            registry=reg,
+            "The run's exit code (0 ok, 1 failed, 2 config, 75 locked); -1 while it runs.",
+            by_loader,
         )
-        self.bytes_read = Gauge(
+        self.bytes_read = gauge(
             "journal_loader_bytes_read",
             "Bytes of the source file consumed (compressed bytes for gzip).",
-            ["loader", "source_type"],
-            registry=reg,
+            by_source,
         )
-        self.source_size = Gauge(
-            "journal_loader_source_size_bytes",
-            "Size of the source file in bytes.",
-            ["loader", "source_type"],
-            registry=reg,
+        self.source_size = gauge(
+            "journal_loader_source_size_bytes", "Size of the source file in bytes.", by_source
         )
         # Registered only once there is a value: an empty family would wipe the pushgateway's.
         self.last_success: Gauge | None = None
