@@ -9,7 +9,10 @@ Shape (every section optional except what a run needs; unknown keys are errors):
     processing:  {batch_size, checkpoint_interval, max_retries, retry_delay,
                   retry_max_delay, limit}
     validation:  {required_fields: [...], date_fields: {field: format}}
-    graph:       {node_types: [...], relationship_types: [...]}
+    graph:       {node_types: [...], relationship_types: [...], fuzzy_matching: {type: ...},
+                  opposing_relationships: [[a, b]], conflict_penalty, alias_attribute,
+                  propose_api: {url, function, source_name, source_type, connect_timeout}}
+    facts:       the no-code loader's mapping (journal_loader/facts.py)
     logging:     {level, format, file, max_size, retention}
 
 ``${VAR}`` and ``${VAR:-default}`` are expanded in string values *after* YAML parsing (so an
@@ -70,7 +73,7 @@ class SourceSection(_Section):
     file: str | None = None
     format: Literal["csv", "jsonl"] | None = None
     encoding: str = "utf-8"
-    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    delimiter: str | None = Field(default=None, min_length=1, max_length=1)  # None: by format
     quotechar: str = Field(default='"', min_length=1, max_length=1)
     field_size_limit: int = Field(default=1_048_576, gt=0)
     max_record_bytes: int = Field(default=8_388_608, gt=0)
@@ -165,9 +168,57 @@ class ValidationSection(_Section):
     date_fields: dict[str, str] = {}
 
 
+class FuzzyMatching(_Section):
+    """Fuzzy matching of one node type's names (pg_trgm's trigram similarity, 0..1)."""
+
+    enabled: bool = True
+    threshold: float = Field(default=0.8, gt=0, le=1)
+
+
+class ProposeApiSection(_Section):
+    """An existing Propose API deployment (a PostgreSQL function) to load into, instead of
+    the embedded graph. ``url`` omitted: the function lives in the journal's own database and
+    its calls run in the batch's transaction (exactly once); given: another database, reached
+    through one connection for the whole run (effectively once, see docs/propose_api.md)."""
+
+    url: str | None = None
+    function: str = "propose_fact"
+    source_name: str | None = None  # p_source_name; default: source.name, then source.type
+    source_type: str | None = None  # p_source_type; default: source.type
+    connect_timeout: int = Field(default=10, gt=0)
+
+    @field_validator("function")
+    @classmethod
+    def _function(cls, v: str) -> str:
+        parts = v.split(".")
+        if len(parts) > 2 or not all(_IDENTIFIER.match(p) for p in parts):
+            raise ValueError("must be a function name, optionally schema-qualified (schema.name)")
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None:
+            from journal_loader.secrets import password_from_url
+
+            if not v.split(":", 1)[0].lower().startswith("postgres"):
+                raise ValueError("the Propose API is a PostgreSQL function: use postgresql://...")
+            register_secret(password_from_url(v))
+        return v
+
+
 class GraphSection(_Section):
     node_types: list[str] | None = None
     relationship_types: list[str] | None = None
+    # Per node type: `Company: true`, `Company: 0.85` (a threshold) or
+    # `Company: {enabled: true, threshold: 0.85}`. Off for every type not named.
+    fuzzy_matching: dict[str, FuzzyMatching] = {}
+    # Pairs of relationship types that contradict each other between the same two entities.
+    opposing_relationships: list[tuple[str, str]] = []
+    # A relationship proposed against an opposing one is stored with strength * penalty.
+    conflict_penalty: float = Field(default=0.7, gt=0, le=1)
+    alias_attribute: str = "nameAlias"
+    propose_api: ProposeApiSection | None = None
 
     @field_validator("node_types", "relationship_types")
     @classmethod
@@ -176,6 +227,55 @@ class GraphSection(_Section):
             if not _TYPE_NAME.match(name):
                 raise ValueError(f"{name!r} is not a valid type name")
         return v
+
+    @field_validator("fuzzy_matching", mode="before")
+    @classmethod
+    def _fuzzy_shorthand(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        out: dict[Any, Any] = {}
+        for type_name, setting in v.items():
+            if isinstance(setting, bool):
+                out[type_name] = {"enabled": setting}
+            elif isinstance(setting, int | float):
+                out[type_name] = {"threshold": setting}
+            else:
+                out[type_name] = setting
+        return out
+
+    @field_validator("alias_attribute")
+    @classmethod
+    def _alias(cls, v: str) -> str:
+        if not _TYPE_NAME.match(v):
+            raise ValueError(f"{v!r} is not a valid attribute type name")
+        return v
+
+    @model_validator(mode="after")
+    def _known_types(self) -> GraphSection:
+        for type_name in self.fuzzy_matching:
+            if not _TYPE_NAME.match(type_name):
+                raise ValueError(f"fuzzy_matching: {type_name!r} is not a valid type name")
+            if self.node_types is not None and type_name not in self.node_types:
+                raise ValueError(
+                    f"fuzzy_matching: {type_name!r} is not one of node_types "
+                    f"({', '.join(self.node_types)})"
+                )
+        for a, b in self.opposing_relationships:
+            if a == b:
+                raise ValueError(f"opposing_relationships: {a!r} cannot oppose itself")
+            for name in (a, b):
+                if not _TYPE_NAME.match(name):
+                    raise ValueError(f"opposing_relationships: {name!r} is not a valid type name")
+                if self.relationship_types is not None and name not in self.relationship_types:
+                    raise ValueError(
+                        f"opposing_relationships: {name!r} is not one of relationship_types "
+                        f"({', '.join(self.relationship_types)})"
+                    )
+        return self
+
+    def fuzzy_thresholds(self) -> dict[str, float]:
+        """Node type -> threshold, for the types with fuzzy matching on."""
+        return {t: f.threshold for t, f in self.fuzzy_matching.items() if f.enabled}
 
 
 class LoggingSection(_Section):
@@ -243,7 +343,9 @@ class Config(_Section):
     validation: ValidationSection = ValidationSection()
     graph: GraphSection = GraphSection()
     logging: LoggingSection = LoggingSection()
-    facts: list[dict[str, Any]] | None = None
+    # The no-code loader's mapping (journal_loader/facts.py validates it): a list of facts, or
+    # a mapping with fields/skip/checks/entities/facts.
+    facts: list[dict[str, Any]] | dict[str, Any] | None = None
 
     # where the config file lives: relative paths are resolved against it
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)

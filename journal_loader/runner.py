@@ -91,7 +91,7 @@ class RunOptions:
     update_frequency: str = "hash"
     format: str | None = None
     encoding: str = "utf-8"
-    delimiter: str = ","
+    delimiter: str | None = None
     quotechar: str = '"'
     field_size_limit: int = 1_048_576
     max_record_bytes: int = 8_388_608
