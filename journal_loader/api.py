@@ -48,38 +48,54 @@ def run(
     path = cfg.source_path(os.fspath(file) if file is not None else None)
     if path is None:
         raise ConfigError("no input file: pass one, or set source.file in the config")
-    processing = cfg.processing
-    options = RunOptions(
-        batch_size=batch_size or processing.batch_size,
-        limit=limit if limit is not None else processing.limit,
-        start_from=start_from,
-        force=force,
-        max_retries=processing.max_retries,
-        retry_delay=processing.retry_delay,
-        retry_max_delay=processing.retry_max_delay,
-        source_type=loader.source_type or cfg.source.type,
-        source_name=cfg.source.name,
-        update_frequency=cfg.source.update_frequency,
-        format=cfg.source.format,
-        encoding=cfg.source.encoding,
-        delimiter=cfg.source.delimiter,
-        quotechar=cfg.source.quotechar,
-        field_size_limit=cfg.source.field_size_limit,
-        max_record_bytes=cfg.source.max_record_bytes,
-    )
+    options = run_options(cfg, loader)
+    options.batch_size = batch_size or options.batch_size
+    options.limit = limit if limit is not None else options.limit
+    options.start_from = start_from
+    options.force = force
     own_store = store is None
     if store is None:
         store = open_store(resolve_database_url(db, cfg))
     try:
-        target = graph or EmbeddedGraph(
-            store,
-            node_types=cfg.graph.node_types,
-            relationship_types=cfg.graph.relationship_types,
-        )
+        target = graph or make_target(store, cfg)
         return Runner(loader, store, target, path, options, observers).run()
     finally:
         if own_store:
             store.dispose()
+
+
+def run_options(cfg: Config, loader: Loader) -> RunOptions:
+    """The run's options from the config (the CLI and the API then apply their arguments)."""
+    processing, source = cfg.processing, cfg.source
+    return RunOptions(
+        batch_size=processing.batch_size,
+        limit=processing.limit,
+        max_retries=processing.max_retries,
+        retry_delay=processing.retry_delay,
+        retry_max_delay=processing.retry_max_delay,
+        source_type=loader.source_type or source.type,
+        source_name=source.name,
+        update_frequency=source.update_frequency,
+        format=source.format,
+        encoding=source.encoding,
+        delimiter=source.delimiter,
+        quotechar=source.quotechar,
+        field_size_limit=source.field_size_limit,
+        max_record_bytes=source.max_record_bytes,
+        max_failed_records=processing.max_failed_records,
+        max_failure_rate=processing.max_failure_rate,
+        failure_rate_min_records=processing.failure_rate_min_records,
+        circuit_breaker=processing.circuit_breaker,
+    )
+
+
+def make_target(store: Store, cfg: Config) -> GraphTarget:
+    """The graph a config loads into: the embedded graph in the journal's database."""
+    return EmbeddedGraph(
+        store,
+        node_types=cfg.graph.node_types,
+        relationship_types=cfg.graph.relationship_types,
+    )
 
 
 def _config(config: Config | str | os.PathLike[str] | dict[str, Any] | None) -> Config:

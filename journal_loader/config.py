@@ -152,6 +152,12 @@ class ProcessingSection(_Section):
     retry_delay: float = Field(default=0.5, ge=0)
     retry_max_delay: float = Field(default=30.0, ge=0)
     limit: int | None = Field(default=None, ge=0)
+    # Stop a run whose input is plainly wrong (failures counted in this run):
+    max_failed_records: int | None = Field(default=None, ge=0)
+    max_failure_rate: float | None = Field(default=None, ge=0, le=1)
+    failure_rate_min_records: int = Field(default=100, ge=1)
+    # Stop after this many transient failures in a row (across batches) instead of grinding.
+    circuit_breaker: int = Field(default=10, ge=1)
 
     @model_validator(mode="after")
     def _interval(self) -> ProcessingSection:

@@ -84,7 +84,22 @@ class StorageError(JournalLoaderError):
 
 
 class TransientError(StorageError):
-    """Worth retrying: connection lost, timeout, serialization failure, deadlock, busy."""
+    """Worth retrying: connection lost, timeout, serialization failure, deadlock, busy.
+
+    ``retry_after``: seconds the target asked us to wait (a 429/503's Retry-After).
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class CircuitOpenError(JournalLoaderError):
+    """Too many transient failures in a row: the run stops (resumable) instead of grinding."""
+
+
+class FailureLimitError(JournalLoaderError):
+    """max_failed_records / max_failure_rate exceeded: the input looks plainly wrong."""
 
 
 class FatalError(StorageError):

@@ -105,7 +105,12 @@ def apply(tx: Tx, rows: Sequence[JournalRow]) -> None:
         if isinstance(ev, ProposeSucceeded | RecordSkipped | RecordFailed):
             c = counts.setdefault(row.source_id, _Counts())
             c.last = row
-            c.processed += 1
+            if ev.retry_of is None:
+                c.processed += 1
+            else:
+                # A DLQ retry: the record's outcome in the current load was a failure and is
+                # replaced (dlq.retry only retries failures of the current load).
+                c.failed -= 1
             if isinstance(ev, RecordFailed):
                 c.failed += 1
                 _upsert_failure(tx, q_dlq, row, ev)

@@ -39,6 +39,8 @@ import msgspec
 
 from journal_loader import __version__, faults, projections
 from journal_loader.errors import (
+    CircuitOpenError,
+    FailureLimitError,
     FencedOutError,
     IntegrityConflictError,
     JournalLoaderError,
@@ -68,7 +70,7 @@ from journal_loader.journal.writer import JournalWriter, PendingEvent
 from journal_loader.loader import Loader
 from journal_loader.secrets import scrub
 from journal_loader.sources.identity import SourceFile, open_source
-from journal_loader.sources.readers import RawRecord, ResumePoint, open_reader
+from journal_loader.sources.readers import RawRecord, RecordReader, ResumePoint, open_reader
 from journal_loader.storage.base import SourceLock, Store, Tx, utcnow
 from journal_loader.storage.errors import is_record_error
 
@@ -95,6 +97,10 @@ class RunOptions:
     quotechar: str = '"'
     field_size_limit: int = 1_048_576
     max_record_bytes: int = 8_388_608
+    max_failed_records: int | None = None
+    max_failure_rate: float | None = None
+    failure_rate_min_records: int = 100
+    circuit_breaker: int = 10
 
 
 class RunReport(msgspec.Struct, kw_only=True):
@@ -160,6 +166,9 @@ class Runner:
         self.source_type = self.opt.source_type or loader.source_type_name
         self.stats = Statistics()
         self._stop_reason: str | None = None
+        # offset -> journal position of the failure a DLQ retry answers (journal_loader/dlq.py)
+        self.retry_of: dict[int, int] = {}
+        self._consecutive_transient = 0
 
     # --- the whole run ---------------------------------------------------------------------
     def run(self) -> RunReport:
@@ -196,9 +205,11 @@ class Runner:
         return report
 
     def _run_locked(self, src: SourceFile, lock: SourceLock, report: RunReport) -> None:
-        start = self._register(src, report)
-        if start is None:
+        self.lock = lock
+        registered = self._register(src, report)
+        if registered is None:
             return
+        start, reader = registered
         report.source_id = self.source_id
         report.resumed_from = start.offset
         for o in self.observers:
@@ -215,9 +226,9 @@ class Runner:
                 },
             )
         status, reason, in_file = FAILED, "", None
-        with self._signals():
+        with self._signals(), reader:
             try:
-                status, reason, in_file = self._load(src, lock, start)
+                status, reason, in_file = self._load(src, reader)
             except FencedOutError as e:
                 # Another run owns the source now: it must not see a single write from us.
                 report.status, report.message = FAILED, str(e)
@@ -234,8 +245,15 @@ class Runner:
         self._finish(status, reason, in_file, report)
 
     # --- registration: SourceRegistered / LoadStarted / RunAbandoned / RunStarted --------------
-    def _register(self, src: SourceFile, report: RunReport) -> queries.Checkpoint | None:
-        def attempt() -> queries.Checkpoint | None:
+    def _register(
+        self, src: SourceFile, report: RunReport
+    ) -> tuple[queries.Checkpoint, RecordReader] | None:
+        opened: list[RecordReader] = []
+
+        def attempt() -> tuple[queries.Checkpoint, RecordReader] | None:
+            for old in opened:  # a retried attempt opens the file again
+                old.close()
+            opened.clear()
             with self.store.transaction() as tx:
                 q = queries.queries(tx.store.dialect)
                 row = tx.fetchone(
@@ -293,6 +311,10 @@ class Runner:
                     if mode == "new"
                     else queries.checkpoint(tx, self.source_id)
                 )
+                # The header (and dialect) go to the journal: `dlq retry` re-parses raw
+                # records with them, without the file.
+                reader = self._open_reader(src, start)
+                opened.append(reader)
                 events.append(
                     PendingEvent.of(
                         None,
@@ -308,29 +330,95 @@ class Runner:
                             hostname=socket.gethostname(),
                             pid=os.getpid(),
                             version=__version__,
+                            header=reader.header,
+                            header_raw=reader.header_raw,
+                            reader=self._reader_options(reader),
                         ),
                     )
                 )
                 now = utcnow()
-                self.generation = int(
-                    tx.fetchone(
-                        q["acquire_lease"],
-                        {
-                            "source_id": self.source_id,
-                            "run_id": self.run_id,
-                            "hostname": socket.gethostname()[:255],
-                            "pid": os.getpid(),
-                            "now": tx.timestamp(now),
-                        },
-                    )[0]
-                )
+                self.generation = self._acquire_lease(tx, now)
                 self.writer = JournalWriter(self.source_id, self.run_id, head)
                 rows = self.writer.append(tx, events, now)
                 projections.apply(tx, rows)
             self.writer.confirm()
-            return start
+            return start, reader
 
-        return self._retrying(attempt, "registering the source")
+        try:
+            result: tuple[queries.Checkpoint, RecordReader] | None = self._retrying(
+                attempt, "registering the source"
+            )
+        except BaseException:
+            for r in opened:
+                r.close()
+            raise
+        return result
+
+    def _acquire_lease(self, tx: Tx, now: Any) -> int:
+        """Bump the source's fencing generation; this run now owns it (see check_lease)."""
+        row = tx.fetchone(
+            queries.queries(tx.store.dialect)["acquire_lease"],
+            {
+                "source_id": self.source_id,
+                "run_id": self.run_id,
+                "hostname": socket.gethostname()[:255],
+                "pid": os.getpid(),
+                "now": tx.timestamp(now),
+            },
+        )
+        return int(row[0])
+
+    def attach(self, source_id: int, lock: SourceLock) -> None:
+        """Write to an already registered source outside a file run (``dlq retry``): take the
+        lease and pick up the source's hash chain. The caller holds the source's lock."""
+        self.source_id, self.lock = source_id, lock
+
+        def attempt() -> None:
+            with self.store.transaction() as tx:
+                row = tx.fetchone(
+                    "SELECT last_position FROM sources WHERE source_id = :source_id",
+                    {"source_id": source_id},
+                )
+                if row is None:
+                    raise JournalLoaderError(f"no source {source_id}")
+                head = tx.fetchone(
+                    queries.queries(tx.store.dialect)["event_at"], {"position": int(row[0])}
+                )
+                self.generation = self._acquire_lease(tx, utcnow())
+                self.writer = JournalWriter(source_id, self.run_id, bytes(head[9]))
+
+        self._retrying(attempt, f"attaching to source {source_id}")
+
+    def commit_records(self, records: list[RawRecord]) -> None:
+        """Process and commit records outside the file loop, without a checkpoint: the
+        records of a DLQ retry (``retry_of`` set by the caller)."""
+        self._commit_batch(records, None)
+
+    def _open_reader(self, src: SourceFile, start: queries.Checkpoint) -> RecordReader:
+        opt = self.opt
+        return open_reader(
+            src.path,
+            format=opt.format,
+            encoding=opt.encoding,
+            delimiter=opt.delimiter,
+            quotechar=opt.quotechar,
+            field_size_limit=opt.field_size_limit,
+            max_record_bytes=opt.max_record_bytes,
+            start=None if start.at_start else ResumePoint(start.offset, start.line, start.byte),
+            fileobj=src.fileobj,
+        )
+
+    def _reader_options(self, reader: RecordReader) -> dict[str, Any]:
+        opt = self.opt
+        return {
+            "format": reader.format,
+            "gzipped": reader.gzipped,
+            "encoding": opt.encoding,
+            "delimiter": opt.delimiter,
+            "quotechar": opt.quotechar,
+            "field_size_limit": opt.field_size_limit,
+            "max_record_bytes": opt.max_record_bytes,
+        }
 
     def _source_registered(self, src: SourceFile) -> SourceRegistered:
         from journal_loader.sources.readers import detect_format
@@ -352,55 +440,63 @@ class Runner:
         )
 
     # --- the batch loop -------------------------------------------------------------------
-    def _load(
-        self, src: SourceFile, lock: SourceLock, start: queries.Checkpoint
-    ) -> tuple[str, str, int | None]:
+    def _load(self, src: SourceFile, reader: RecordReader) -> tuple[str, str, int | None]:
         opt = self.opt
-        reader = open_reader(
-            src.path,
-            format=opt.format,
-            encoding=opt.encoding,
-            delimiter=opt.delimiter,
-            quotechar=opt.quotechar,
-            field_size_limit=opt.field_size_limit,
-            max_record_bytes=opt.max_record_bytes,
-            start=None if start.at_start else ResumePoint(start.offset, start.line, start.byte),
-            fileobj=src.fileobj,
-        )
-        self.lock = lock
-        with reader:
-            records = _Peekable(reader)
-            remaining = opt.limit
-            while True:
-                if self._stop_reason:
-                    raise _Stop(self._stop_reason)
-                size = opt.batch_size if remaining is None else min(opt.batch_size, remaining)
-                batch: list[RawRecord] = []
-                position: ResumePoint | None = None
-                file_error: SourceFileError | None = None
-                try:
-                    while len(batch) < size and records.has_next():
-                        record, position = records.next()
-                        batch.append(record)
-                except SourceFileError as e:  # e.g. truncated gzip: keep what came before it
-                    file_error = e
-                if batch:
-                    assert position is not None
-                    src.check_unchanged()
-                    self._commit_batch(batch, position)
-                    if remaining is not None:
-                        remaining -= len(batch)
-                    for o in self.observers:
-                        _call(o, "on_batch", self.stats, position, reader.bytes_read())
-                if file_error is not None:
-                    raise file_error
-                if not records.has_next():
-                    src.check_unchanged()
-                    return COMPLETED, "", reader.position.offset
-                if remaining is not None and remaining <= 0:
-                    return PARTIAL, f"stopped by --limit {opt.limit}; rerun to continue", None
+        records = _Peekable(reader)
+        remaining = opt.limit
+        while True:
+            if self._stop_reason:
+                raise _Stop(self._stop_reason)
+            size = opt.batch_size if remaining is None else min(opt.batch_size, remaining)
+            batch: list[RawRecord] = []
+            position: ResumePoint | None = None
+            file_error: SourceFileError | None = None
+            try:
+                while len(batch) < size and records.has_next():
+                    record, position = records.next()
+                    batch.append(record)
+            except SourceFileError as e:  # e.g. truncated gzip: keep what came before it
+                file_error = e
+            if batch:
+                assert position is not None
+                src.check_unchanged()
+                self._commit_batch(batch, position)
+                if remaining is not None:
+                    remaining -= len(batch)
+                for o in self.observers:
+                    _call(o, "on_batch", self.stats, position, reader.bytes_read())
+                self._check_failure_limits()
+            if file_error is not None:
+                raise file_error
+            if not records.has_next():
+                src.check_unchanged()
+                return COMPLETED, "", reader.position.offset
+            if remaining is not None and remaining <= 0:
+                return PARTIAL, f"stopped by --limit {opt.limit}; rerun to continue", None
 
-    def _commit_batch(self, batch: list[RawRecord], position: ResumePoint) -> None:
+    def _check_failure_limits(self) -> None:
+        """Stop a run whose input is plainly wrong (``max_failed_records``, ``max_failure_rate``)
+        instead of filling the DLQ with the whole file."""
+        s, opt = self.stats, self.opt
+        if opt.max_failed_records is not None and s.failed > opt.max_failed_records:
+            raise FailureLimitError(
+                f"{s.failed} records failed in this run, more than max_failed_records "
+                f"({opt.max_failed_records}); the input looks wrong: see `journal-loader dlq "
+                f"list --source {self.source_id}`; fix it and rerun to continue"
+            )
+        if (
+            opt.max_failure_rate is not None
+            and s.total_processed >= opt.failure_rate_min_records
+            and s.failed / s.total_processed > opt.max_failure_rate
+        ):
+            raise FailureLimitError(
+                f"{s.failed} of {s.total_processed} records failed in this run "
+                f"({s.failed / s.total_processed:.1%}), above max_failure_rate "
+                f"({opt.max_failure_rate:.1%}); see `journal-loader dlq list --source "
+                f"{self.source_id}`; fix the input or the loader and rerun to continue"
+            )
+
+    def _commit_batch(self, batch: list[RawRecord], position: ResumePoint | None) -> None:
         safe = False
         while True:
             try:
@@ -419,7 +515,7 @@ class Runner:
                 safe = True
 
     def _batch_transaction(
-        self, batch: list[RawRecord], position: ResumePoint, safe: bool
+        self, batch: list[RawRecord], position: ResumePoint | None, safe: bool
     ) -> Statistics:
         try:
             with self.store.transaction() as tx:
@@ -428,19 +524,20 @@ class Runner:
                 result = _BatchResult()
                 for rec in batch:
                     self._process(rec, result)
-                result.events.append(
-                    PendingEvent.of(
-                        None,
-                        BatchCommitted(
-                            next_offset=position.offset,
-                            next_line=position.line,
-                            next_byte=position.byte,
-                            succeeded=result.stats.successful,
-                            failed=result.stats.failed,
-                            skipped=result.stats.skipped,
-                        ),
+                if position is not None:  # None: a DLQ retry, which must not move the checkpoint
+                    result.events.append(
+                        PendingEvent.of(
+                            None,
+                            BatchCommitted(
+                                next_offset=position.offset,
+                                next_line=position.line,
+                                next_byte=position.byte,
+                                succeeded=result.stats.successful,
+                                failed=result.stats.failed,
+                                skipped=result.stats.skipped,
+                            ),
+                        )
                     )
-                )
                 self.target.flush(tx)
                 rows = self.writer.append(tx, result.events)
                 projections.apply(tx, rows)
@@ -482,21 +579,7 @@ class Runner:
         offset = rec.offset
         stats.total_processed += 1
         if rec.error is not None:
-            events.append(
-                PendingEvent.of(
-                    offset,
-                    RecordFailed(
-                        stage="read",
-                        error_type=rec.error_type or "read_error",
-                        message=rec.error,
-                        line=rec.line,
-                        byte_start=rec.byte_start,
-                        byte_end=rec.byte_end,
-                        raw=rec.raw,
-                    ),
-                )
-            )
-            stats.failed += 1
+            self._fail(rec, "read", rec.error_type or "read_error", rec.error, None, out)
             return
         if self.opt.start_from is not None and offset < self.opt.start_from:
             self._skip(rec, f"before --start-from {self.opt.start_from}", out)
@@ -548,7 +631,11 @@ class Runner:
             # a loader that fails every record is stopped by the failure limits.
             self._fail(rec, stage, type(e).__name__, str(e) or repr(e), parsed, out)
             return
-        events.append(PendingEvent.of(offset, ProposeSucceeded(results=results)))
+        events.append(
+            PendingEvent.of(
+                offset, ProposeSucceeded(results=results, retry_of=self.retry_of.get(offset))
+            )
+        )
         stats.successful += 1
         for r in results:
             for a in r.actions:
@@ -591,6 +678,7 @@ class Runner:
                     byte_start=rec.byte_start,
                     byte_end=rec.byte_end,
                     raw=rec.raw,
+                    retry_of=self.retry_of.get(rec.offset),
                 ),
             )
         )
@@ -619,6 +707,7 @@ class Runner:
                     raw=rec.raw,
                     record=parsed,
                     details=details or {},
+                    retry_of=self.retry_of.get(rec.offset),
                 ),
             )
         except (TypeError, msgspec.EncodeError):  # the parsed record itself cannot be encoded
@@ -632,6 +721,7 @@ class Runner:
                     byte_start=rec.byte_start,
                     byte_end=rec.byte_end,
                     raw=rec.raw,
+                    retry_of=self.retry_of.get(rec.offset),
                 ),
             )
         # A RecordParsed for this offset may be in the batch already; it stays: it is what
@@ -676,23 +766,46 @@ class Runner:
 
     # --- helpers ---------------------------------------------------------------------------
     def _retrying(self, fn: Callable[[], Any], what: str, retries: int | None = None) -> Any:
-        """Transient errors: exponential backoff with jitter, on the monotonic clock."""
+        """Transient errors: exponential backoff with jitter, on the monotonic clock (sleep),
+        honouring a target's Retry-After. Nothing of a failed attempt was kept (its
+        transaction rolled back), so a retry never counts a record twice.
+
+        The circuit breaker counts transient failures in a row across the whole run (any
+        success resets it): past ``circuit_breaker`` the run stops instead of grinding on.
+        """
         limit = self.opt.max_retries if retries is None else retries
         attempt = 0
         while True:
             try:
-                return fn()
+                result = fn()
             except TransientError as e:
                 attempt += 1
+                self._consecutive_transient += 1
+                for o in self.observers:
+                    _call(o, "on_retry", what, e)
+                if self._consecutive_transient >= self.opt.circuit_breaker:
+                    raise CircuitOpenError(
+                        f"{what}: {self._consecutive_transient} transient failures in a row "
+                        f"(circuit_breaker {self.opt.circuit_breaker}); stopping. Last: {e}. "
+                        "Rerun when the database or target is back; nothing is lost"
+                    ) from e
                 if attempt > limit:
-                    raise TransientError(f"{what}: giving up after {limit} retries: {e}") from e
+                    raise TransientError(
+                        f"{what}: giving up after {limit} retries: {e}. Rerun when the "
+                        "database or target is back; nothing is lost"
+                    ) from e
                 if isinstance(e, IntegrityConflictError):
                     delay = random.uniform(0, self.opt.retry_delay)  # another writer won
                 else:
                     delay = min(self.opt.retry_max_delay, self.opt.retry_delay * 2 ** (attempt - 1))
                     delay *= random.uniform(0.5, 1.0)
+                if e.retry_after is not None:
+                    delay = max(delay, min(e.retry_after, self.opt.retry_max_delay))
                 log.warning("%s: %s; retry %d/%d in %.2fs", what, e, attempt, limit, delay)
                 self.sleep(delay)
+            else:
+                self._consecutive_transient = 0
+                return result
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:

@@ -61,10 +61,20 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+IDENTIFIERS = frozenset({"id", "source", "offset", "line", "position"})
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """A plain text table; numbers right-aligned."""
+    """A plain text table; numbers right-aligned; identifiers without thousands separators
+    (they are copied into other commands)."""
     raw = [list(r) for r in rows]
-    cells = [[fmt(v) for v in row] for row in raw]
+    cells = [
+        [
+            str(v) if h in IDENTIFIERS and isinstance(v, int) else fmt(v)
+            for h, v in zip(headers, row, strict=True)
+        ]
+        for row in raw
+    ]
     widths = [len(h) for h in headers]
     for row in cells:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]

@@ -161,6 +161,7 @@ class RecordSkipped(Event):
     byte_start: int = 0
     byte_end: int = 0
     raw: bytes | None = None
+    retry_of: int | None = None
 
 
 class RecordResolved(Event):
