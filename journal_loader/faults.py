@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 
 BOUNDARIES = ("before_propose", "after_propose", "before_commit", "after_commit")
 ENV = "JOURNAL_LOADER_CRASH_AT"
@@ -34,16 +35,34 @@ def _parse(spec: str | None) -> tuple[str, int] | None:
 
 _target = _parse(os.environ.get(ENV))
 _seen = 0
+# In-process tests act at a boundary instead of dying there (terminate a backend, take the
+# lease away...): kind -> callback(n) called with the boundary's count in this process.
+_callbacks: dict[str, Callable[[int], None]] = {}
+_counts: dict[str, int] = {}
 
 
 def reset(spec: str | None) -> None:
     global _target, _seen
     _target = _parse(spec)
     _seen = 0
+    _callbacks.clear()
+    _counts.clear()
+
+
+def on(kind: str, callback: Callable[[int], None]) -> None:
+    if kind not in BOUNDARIES:
+        raise ValueError(f"unknown boundary {kind!r}")
+    _callbacks[kind] = callback
+    _counts[kind] = 0
 
 
 def point(kind: str) -> None:
     global _seen
+    if _callbacks:
+        callback = _callbacks.get(kind)
+        if callback is not None:
+            _counts[kind] += 1
+            callback(_counts[kind])
     if _target is None or _target[0] != kind:
         return
     _seen += 1

@@ -22,7 +22,7 @@ Exit codes: 0 completed, partial (--limit) or already processed; 1 failed (rerun
 2 usage or config error; 75 another run holds this source.""",
 )
 @click.argument("config", type=click.Path(dir_okay=False))
-@click.argument("file", required=False, type=click.Path())
+@click.argument("file", required=False, type=click.Path(readable=False))
 @click.option(
     "--db",
     metavar="URL",

@@ -29,7 +29,7 @@ from journal_loader.secrets import mask_url
 from journal_loader.storage.errors import DB_ERRORS, classify
 from journal_loader.storage.sql import to_pyformat
 
-SCHEMA_HEAD = "0001"  # tests/test_schema.py checks this is the migrations' head
+SCHEMA_HEAD = "0002"  # tests/test_schema.py checks this is the migrations' head
 
 
 def utcnow() -> dt.datetime:
@@ -90,7 +90,7 @@ class Tx(ABC):
             self.cursor.execute(self.driver_sql(sql), params)
             rows: list[Any] = self.cursor.fetchall()
         except DB_ERRORS as e:
-            raise classify(e) from e
+            raise classify(e, where=self.store.display_url) from e
         return rows
 
     def fetchone(self, sql: str, params: dict[str, Any] | Sequence[Any] = ()) -> Any:
@@ -98,13 +98,13 @@ class Tx(ABC):
             self.cursor.execute(self.driver_sql(sql), params)
             return self.cursor.fetchone()
         except DB_ERRORS as e:
-            raise classify(e) from e
+            raise classify(e, where=self.store.display_url) from e
 
     def run(self, sql: str, params: dict[str, Any] | Sequence[Any] = ()) -> int:
         try:
             self.cursor.execute(self.driver_sql(sql), params)
         except DB_ERRORS as e:
-            raise classify(e) from e
+            raise classify(e, where=self.store.display_url) from e
         rowcount: int = self.cursor.rowcount
         return rowcount
 
@@ -113,7 +113,7 @@ class Tx(ABC):
             try:
                 self.cursor.executemany(self.driver_sql(sql), rows)
             except DB_ERRORS as e:
-                raise classify(e) from e
+                raise classify(e, where=self.store.display_url) from e
 
     def insert_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
@@ -123,7 +123,7 @@ class Tx(ABC):
             try:
                 self._insert_rows(table, columns, rows)
             except DB_ERRORS as e:
-                raise classify(e) from e
+                raise classify(e, where=self.store.display_url) from e
 
     @abstractmethod
     def _insert_rows(
@@ -187,7 +187,7 @@ class Store(ABC):
         except JournalLoaderError:
             raise
         except Exception as e:
-            raise classify(e) from e
+            raise classify(e, where=self.display_url) from e
 
     def ensure_schema(self, *, upgrade: bool = True) -> None:
         """Migrate on first use; refuse a schema from a newer journal-loader."""
@@ -226,7 +226,7 @@ class Store(ABC):
             with self.engine.connect() as conn, conn.begin():
                 yield self._make_tx(conn)
         except DB_ERRORS as e:  # a loader's or our own exception passes through as it is
-            raise classify(e) from e
+            raise classify(e, where=self.display_url) from e
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
@@ -234,7 +234,7 @@ class Store(ABC):
             with self._read_connection() as conn:
                 yield conn
         except DB_ERRORS as e:
-            raise classify(e) from e
+            raise classify(e, where=self.display_url) from e
 
     def _read_connection(self) -> contextlib.AbstractContextManager[Connection]:
         return self.engine.connect()

@@ -108,12 +108,15 @@ def describe(error: BaseException) -> str:
     return scrub(f"{prefix}: {text}")
 
 
-def classify(error: BaseException) -> JournalLoaderError:
-    """Map any exception raised by a database call to a JournalLoaderError subclass."""
+def classify(error: BaseException, where: str | None = None) -> JournalLoaderError:
+    """Map any exception raised by a database call to a JournalLoaderError subclass.
+    ``where`` (the database's masked URL) prefixes the message."""
     if isinstance(error, JournalLoaderError):
         return error
     root = _root(error)
     message = describe(error)
+    if where:
+        message = f"{scrub(where)}: {message}"
     state = sqlstate(error)
     if state is not None:
         if state == "23505":

@@ -119,12 +119,13 @@ class PostgresStore(Store):
         sa_url = make_url(url)
         if sa_url.drivername in ("postgresql", "postgres"):
             sa_url = sa_url.set(drivername="postgresql+psycopg")
+        app = sa_url.query.get("application_name") or "journal-loader"
         engine = create_engine(
             sa_url,
             pool_pre_ping=True,
             pool_size=2,
             max_overflow=4,
-            connect_args={"application_name": "journal-loader", "connect_timeout": 10},
+            connect_args={"application_name": app, "connect_timeout": 10},
         )
         super().__init__(url, engine)
         self._id_pools: dict[str, deque[int]] = {}
@@ -160,7 +161,7 @@ class PostgresStore(Store):
         except JournalLoaderError:
             raise
         except Exception as e:
-            raise classify(e) from e
+            raise classify(e, where=self.display_url) from e
 
     def lock_source(self, name: str, holder: dict[str, Any]) -> SourceLock:
         key = lock_key(f"{self.namespace}:{name}")

@@ -108,6 +108,11 @@ class SQLiteStore(Store):
                 f"{url}: journal-loader needs a SQLite database file (sqlite:///path/journal.db)"
             )
         super().__init__(url, engine)
+        # sqlite:///file:/path/j.db?mode=ro&uri=true names the file in URI form
+        if str(engine.url.query.get("uri", "")).lower() in ("true", "1") and database.startswith(
+            "file:"
+        ):
+            database = database[len("file:") :]
         self.path = Path(database)
         if not self.path.parent.exists():
             raise ConfigError(f"{url}: the directory {self.path.parent} does not exist")
