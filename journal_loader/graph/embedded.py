@@ -21,19 +21,48 @@ How a batch is written (the reason this module is more than a few INSERTs):
 * **Concurrency.** Lookups in the batch see committed data only (our rows are written at the
   end). If another runner commits the same new entity first, our insert breaks a unique index
   (``uq_nodes_type_key`` / ``uq_nodes_type_name_unkeyed``): the runner rolls back and retries
-  the batch, whose lookups now match the other runner's node. On SQLite a batch holds the
-  write lock from BEGIN IMMEDIATE, so this cannot happen there.
-  Pinned by tests/test_graph.py::test_concurrent_runners_create_one_node (PostgreSQL).
-* After a rollback the undo log returns the caches to the last committed state.
+  the batch; the rollback drops every cached "not there" answer, so the retry's lookups match
+  the other runner's node. On SQLite a batch holds the write lock from BEGIN IMMEDIATE, so
+  this cannot happen there. Pinned by
+  tests/test_graph.py::test_concurrent_runners_create_one_node (PostgreSQL).
+* After a rollback the undo log returns the caches to the last committed state, and the
+  caches of negative answers are dropped.
+
+The Propose API's semantics (results shaped like the API's response):
+
+* **Entity resolution**, in order: external key (confidence 1.0, ``external_key``); exact
+  normalised name within the type (1.0, ``exact_name_match``); alias through the
+  ``nameAlias`` attributes (0.9, ``alias_match``); fuzzy name (the score, ``fuzzy_match``),
+  only for the types the config turns it on for; otherwise a new entity (``new_entity``).
+  An entity given with an external key only ever matches a node without a key by name, alias
+  or fuzzily (and gives it its key): two entities with different keys stay two. Two or more
+  candidates at the same step is an **ambiguous match** (``AmbiguousMatchError``, naming
+  them): the record fails to the DLQ; nothing is merged silently.
+  The exact-name and alias lookups are one query (one round trip per cache miss, as before);
+  fuzzy matching costs a lookup only for the types that have it (``journal_loader.graph.fuzzy``
+  explains how its scores are the same on both backends).
+* **Relationships**: same endpoints and type, same (or lower) strength: ``duplicate``; a
+  higher strength: ``updated`` (the validity dates and metadata given replace the stored
+  ones; those not given are kept).
+* **Conflicts**: a relationship proposed between two entities that already have an opposing
+  relationship (``opposing_relationships`` in the config; same direction) is stored with its
+  strength times ``conflict_penalty``; the status is ``conflicts``, the opposing
+  relationships are listed in ``conflicts`` and as ``relationship_conflicted`` actions. The
+  lookup of opposing relationships and of the relationship itself is one query.
+* **Types** come from the config; an unknown one fails the record at stage ``validate``.
+* **Provenance**: one row per node, attribute and relationship per record that asserted it,
+  with the record's (source, offset), the fact's index and the confidence given.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Iterable
+import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 
@@ -43,10 +72,20 @@ from journal_loader.errors import (
     ProposeError,
     ValidationError,
 )
+from journal_loader.graph.fuzzy import (
+    PG_THRESHOLD_SLACK,
+    TrigramIndex,
+    best_matches,
+    fuzzy_key,
+    trigram_similarity,
+    trigrams,
+)
 from journal_loader.graph.normalize import normalize_name
 from journal_loader.graph.protocol import (
+    STATUS_CONFLICTS,
     STATUS_SUCCESS,
     Action,
+    Conflict,
     Entity,
     EntityLike,
     ProposeClient,
@@ -58,10 +97,27 @@ from journal_loader.storage.base import Store, Tx
 from journal_loader.storage.errors import classify, describe
 from journal_loader.storage.sql import load_queries
 
+if TYPE_CHECKING:
+    from journal_loader.config import Config, GraphSection
+
+log = logging.getLogger("journal_loader.graph")
+
 MAX_NAME_CHARS = 1000
 MAX_VALUE_BYTES = 2000  # PostgreSQL's btree entries cap out near 2.7 kB
+ALIAS_CONFIDENCE = 0.9
+DEFAULT_CONFLICT_PENALTY = 0.7
+FUZZY_INDEX_NAME = "ix_nodes_fuzzy_key_trgm"
 
-NODE_COLUMNS = ("id", "node_type", "name", "norm_name", "external_key", "created_at", "updated_at")
+NODE_COLUMNS = (
+    "id",
+    "node_type",
+    "name",
+    "norm_name",
+    "external_key",
+    "created_at",
+    "updated_at",
+    "fuzzy_key",
+)
 ATTRIBUTE_COLUMNS = ("id", "node_id", "attr_type", "value", "norm_value", "created_at")
 RELATIONSHIP_COLUMNS = (
     "id",
@@ -88,7 +144,9 @@ PROVENANCE_COLUMNS = (
 )
 
 _MISSING: Any = object()
-Candidates = tuple[tuple[int, str | None], ...]  # (node id, external key) per node of a name
+# (node id, external key, normalised name) per node found by a name or an alias
+Candidate = tuple[int, str | None, str]
+Candidates = tuple[Candidate, ...]
 
 
 class _UndoLog:
@@ -161,6 +219,7 @@ class _Record:
     run_id: str
     undo_mark: int
     buffer_marks: tuple[int, ...]
+    fuzzy_mark: int
     facts: int = 0
     results: list[ProposeResult] = field(default_factory=list)
     provenanced: set[tuple[str, int]] = field(default_factory=set)
@@ -169,23 +228,45 @@ class _Record:
 class EmbeddedGraph(GraphTarget, ProposeClient):
     """``ProposeClient`` for loaders, ``GraphTarget`` for the runner."""
 
+    transactional = True  # its writes are part of the batch's transaction
+
     def __init__(
         self,
         store: Store,
         *,
         node_types: Iterable[str] | None = None,
         relationship_types: Iterable[str] | None = None,
+        fuzzy: Mapping[str, float] | None = None,
+        opposing: Iterable[tuple[str, str]] = (),
+        conflict_penalty: float = DEFAULT_CONFLICT_PENALTY,
+        alias_attribute: str = "nameAlias",
+        use_pg_trgm: bool = True,
         cache_limit: int = 1_000_000,
     ) -> None:
         self.store = store
         self.node_types = frozenset(node_types) if node_types else None
         self.relationship_types = frozenset(relationship_types) if relationship_types else None
+        self.fuzzy: dict[str, float] = dict(fuzzy or {})
+        for type_name, threshold in self.fuzzy.items():
+            if not 0.0 < threshold <= 1.0:
+                raise ValueError(f"fuzzy threshold for {type_name!r} must be in (0, 1]")
+        self.opposites: dict[str, tuple[str, ...]] = {}
+        for a, b in opposing:
+            self.opposites[a] = (*self.opposites.get(a, ()), b)
+            self.opposites[b] = (*self.opposites.get(b, ()), a)
+        if not 0.0 < conflict_penalty <= 1.0:
+            raise ValueError("conflict_penalty must be in (0, 1]")
+        self.conflict_penalty = conflict_penalty
+        self.alias_attribute = alias_attribute
         self.cache_limit = cache_limit
         self._q = load_queries(Path(__file__).with_name("embedded.sql"), store.dialect)
         self._by_key: dict[tuple[str, str], int] = {}
         self._by_name: dict[tuple[str, str], Candidates] = {}
+        self._by_alias: dict[tuple[str, str], Candidates] = {}
+        self._key_of: dict[int, str] = {}  # keys this graph gave to keyless nodes
         self._attrs: dict[int, dict[tuple[str, str], int]] = {}
         self._rels: dict[tuple[int, str, int], tuple[int, float]] = {}
+        self._pairs: set[tuple[int, int]] = set()  # (source, target): every rel type loaded
         self._new_nodes: dict[int, bool] = {}  # created in the open batch: nothing to look up
         self._undo = _UndoLog()
         self._buf = _Buffers()
@@ -194,6 +275,40 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
         self._safe = False
         self._now: dt.datetime = dt.datetime.now(dt.UTC)
         self._stamp: Any = None
+        # Fuzzy matching: per type, a trigram index of names (see journal_loader.graph.fuzzy).
+        # With pg_trgm it holds only the open batch's new nodes (the database finds the
+        # committed ones); without, every node of the type, loaded and kept up to date.
+        self._fuzzy_index: dict[str, TrigramIndex] = {t: TrigramIndex() for t in self.fuzzy}
+        self._fuzzy_pending: list[tuple[str, int]] = []  # (type, node id) added in the batch
+        self._fuzzy_loaded: dict[str, int] = {}  # type -> highest committed id loaded
+        self._fuzzy_refreshed: set[str] = set()  # types refreshed in the open batch
+        self._pg_threshold_set = False
+        self._trgm_sql: str | None = None
+        if self.fuzzy and use_pg_trgm and store.dialect == "postgresql":
+            self._trgm_sql = _prepare_pg_trgm(store, self._q["find_fuzzy_pg_trgm"])
+
+    @classmethod
+    def from_config(cls, store: Store, config: Config | GraphSection) -> EmbeddedGraph:
+        """The embedded graph as a config's ``graph:`` section describes it."""
+        from journal_loader.config import Config
+
+        section = config.graph if isinstance(config, Config) else config
+        return cls(
+            store,
+            node_types=section.node_types,
+            relationship_types=section.relationship_types,
+            fuzzy=section.fuzzy_thresholds(),
+            opposing=section.opposing_relationships,
+            conflict_penalty=section.conflict_penalty,
+            alias_attribute=section.alias_attribute,
+        )
+
+    @property
+    def fuzzy_backend(self) -> str | None:
+        """'pg_trgm', 'memory', or None when no type has fuzzy matching."""
+        if not self.fuzzy:
+            return None
+        return "pg_trgm" if self._trgm_sql else "memory"
 
     # --- GraphTarget -------------------------------------------------------------------
     @property
@@ -205,9 +320,18 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
         self._safe = safe_mode
         self._now = dt.datetime.now(dt.UTC)
         self._stamp = tx.timestamp(self._now)
+        self._fuzzy_refreshed.clear()
+        self._pg_threshold_set = False
 
     def begin_record(self, source_id: int, record_offset: int, run_id: str) -> None:
-        self._rec = _Record(source_id, record_offset, run_id, self._undo.mark(), self._buf.marks())
+        self._rec = _Record(
+            source_id,
+            record_offset,
+            run_id,
+            self._undo.mark(),
+            self._buf.marks(),
+            len(self._fuzzy_pending),
+        )
 
     def record_results(self) -> list[ProposeResult]:
         return self._rec.results if self._rec else []
@@ -221,6 +345,8 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
                     self._write_buffers(tx)
             except JournalLoaderError as e:
                 self._abort(rec)
+                if not _is_values_error(e):
+                    raise
                 raise ProposeError(str(e)) from e
             except Exception as e:
                 self._abort(rec)
@@ -244,18 +370,38 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
         self._undo.entries.clear()
         self._new_nodes.clear()
         self._tx = None
-        if len(self._by_name) + len(self._rels) + len(self._attrs) > self.cache_limit:
-            self._by_key.clear()
-            self._by_name.clear()
-            self._attrs.clear()
-            self._rels.clear()
+        if self._trgm_sql is not None:
+            # committed: the database's trigram index finds them from now on
+            self._drop_pending_fuzzy(0)
+        else:
+            self._fuzzy_pending.clear()  # committed: they stay in the in-process index
+        size = len(self._by_name) + len(self._by_alias) + len(self._rels) + len(self._attrs)
+        if size > self.cache_limit:
+            self._forget()
+            self._key_of.clear()
+            if self._trgm_sql is None:
+                for index in self._fuzzy_index.values():
+                    index.clear()
+                self._fuzzy_loaded.clear()
 
     def after_rollback(self) -> None:
         self._undo.rollback_to(0)
         self._buf.clear()
+        self._drop_pending_fuzzy(0)
         self._new_nodes.clear()
         self._rec = None
         self._tx = None
+        # A rollback may come from another runner's commit (a unique key it took first):
+        # whatever we cached as absent may be there now.
+        self._forget()
+
+    def _forget(self) -> None:
+        self._by_key.clear()
+        self._by_name.clear()
+        self._by_alias.clear()
+        self._attrs.clear()
+        self._rels.clear()
+        self._pairs.clear()
 
     # --- ProposeClient -----------------------------------------------------------------
     def propose_fact(
@@ -276,35 +422,46 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
         tx = self._require_tx()
         src = as_entity(source_entity, source_attributes)
         tgt = as_entity(target_entity, target_attributes)
-        self._check_fact(src, tgt, relationship, strength, valid_from, valid_to, confidence)
+        if valid_from is not None or valid_to is not None:
+            valid_from = _as_date("valid_from", valid_from)
+            valid_to = _as_date("valid_to", valid_to)
+        src_norm, tgt_norm = self._check_fact(
+            src, tgt, relationship, strength, valid_from, valid_to, confidence
+        )
         fact_index = rec.facts
         rec.facts += 1
         prov_before = len(self._buf.provenance)
 
-        actions: list[Action] = []
-        source_id, source_action = self._resolve(tx, src, "source")
-        target_id, target_action = self._resolve(tx, tgt, "target")
-        actions += [source_action, target_action]
-        attribute_ids = self._attributes(tx, source_id, src.attributes)
-        attribute_ids += self._attributes(tx, target_id, tgt.attributes)
-        rel_id, rel_action = self._relationship(
+        source_id, source_action, *source_node = self._resolve(tx, src, src_norm, "source")
+        target_id, target_action, *target_node = self._resolve(tx, tgt, tgt_norm, "target")
+        attribute_ids = self._attributes(tx, source_id, source_node, src)
+        attribute_ids += self._attributes(tx, target_id, target_node, tgt)
+        rel_id, rel_action, conflicts = self._relationship(
             tx, source_id, relationship, target_id, strength, valid_from, valid_to, metadata
         )
-        actions.append(rel_action)
+        actions = [source_action, target_action, rel_action]
+        actions += [
+            Action(
+                action="relationship_conflicted",
+                relationship_id=c.relationship_id,
+                message=f"{c.relationship_type} opposes {relationship}",
+            )
+            for c in conflicts
+        ]
 
-        prov = self._provenance
-        prov(rec, "node", source_id, fact_index, confidence)
-        prov(rec, "node", target_id, fact_index, confidence)
-        for attribute_id in attribute_ids:
-            prov(rec, "attribute", attribute_id, fact_index, confidence)
-        prov(rec, "relationship", rel_id, fact_index, confidence)
+        subjects = [("node", source_id), ("node", target_id)]
+        subjects += [("attribute", attribute_id) for attribute_id in attribute_ids]
+        subjects.append(("relationship", rel_id))
+        self._provenance(rec, subjects, fact_index, confidence)
 
         result = ProposeResult(
-            status=STATUS_SUCCESS,
+            status=STATUS_CONFLICTS if conflicts else STATUS_SUCCESS,
             overall_confidence=min(
-                source_action.confidence or 1.0, target_action.confidence or 1.0
+                1.0 if source_action.confidence is None else source_action.confidence,
+                1.0 if target_action.confidence is None else target_action.confidence,
             ),
             actions=actions,
+            conflicts=conflicts,
             provenance_ids=[row[0] for row in self._buf.provenance[prov_before:]],
             attribute_ids=attribute_ids,
             source_entity_id=source_id,
@@ -316,110 +473,196 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
 
     # --- resolution --------------------------------------------------------------------
     def _candidates(self, tx: Tx, node_type: str, norm: str, key: str | None) -> Candidates:
-        """Nodes of the type with this name; also loads the keyed node into the key cache."""
+        """Nodes of the type with this name (and, cached alongside, the nodes with it as an
+        alias); also loads the keyed node into the key cache. One query."""
         cached = self._by_name.get((node_type, norm))
         if cached is not None and (key is None or (node_type, key) in self._by_key):
             return cached
         rows = tx.fetchall(
             self._q["find_nodes"],
-            {"node_type": node_type, "norm_name": norm, "external_key": key},
+            {
+                "node_type": node_type,
+                "norm_name": norm,
+                "external_key": key,
+                "alias_type": self.alias_attribute,
+            },
         )
-        by_name: list[tuple[int, str | None]] = []
-        for node_id, ext_key, node_norm in rows:
+        by_name: list[Candidate] = []
+        by_alias: dict[int, Candidate] = {}
+        for node_id, ext_key, node_norm, via_alias in rows:
             if ext_key is not None:
                 self._by_key.setdefault((node_type, ext_key), node_id)
-            if node_norm == norm:
-                by_name.append((node_id, ext_key))
+            if via_alias:
+                by_alias[node_id] = (node_id, ext_key, node_norm)
+            elif node_norm == norm:
+                by_name.append((node_id, ext_key, node_norm))
         if cached is None:
             # nodes created in this batch are in the cache already; rows are committed ones
             candidates = tuple(sorted(by_name))
             self._by_name[(node_type, norm)] = candidates
+            self._by_alias.setdefault((node_type, norm), tuple(sorted(by_alias.values())))
             return candidates
         return cached
 
-    def _resolve(self, tx: Tx, e: Entity, role: str) -> tuple[int, Action]:
-        norm = normalize_name(e.name)
+    def _keyless(self, candidate: Candidate) -> bool:
+        return candidate[1] is None and candidate[0] not in self._key_of
+
+    def _resolve(
+        self, tx: Tx, e: Entity, norm: str, role: str
+    ) -> tuple[int, Action, str | None, str]:
+        """(node id, action, the node's external key and normalised name as far as known)."""
         node_type = e.type
-        if e.key is not None:
-            node_id = self._by_key.get((node_type, e.key))
+        key = e.key
+        names: Candidates | None = None
+        if key is not None:
+            node_id = self._by_key.get((node_type, key))
             if node_id is None:
-                candidates = self._candidates(tx, node_type, norm, e.key)
-                node_id = self._by_key.get((node_type, e.key))
+                names = self._candidates(tx, node_type, norm, key)
+                node_id = self._by_key.get((node_type, key))
             if node_id is not None:
-                return node_id, Action(
-                    action="entity_matched",
-                    role=role,
-                    entity_id=node_id,
-                    confidence=1.0,
-                    match_reason="external_key",
-                )
-            keyless = [c for c in candidates if c[1] is None]
-            if keyless:
-                # Named before (say as a registered agent) without its key: this is it.
-                node_id = keyless[0][0]
-                self._undo.set(self._by_key, (node_type, e.key), node_id)
-                self._undo.set(
-                    self._by_name,
-                    (node_type, norm),
-                    tuple(sorted((i, e.key if i == node_id else k) for i, k in candidates)),
-                )
-                self._buf.key_updates.append(
-                    {"id": node_id, "external_key": e.key, "updated_at": self._stamp}
-                )
-                return node_id, Action(
-                    action="entity_matched",
-                    role=role,
-                    entity_id=node_id,
-                    confidence=1.0,
-                    match_reason="exact_name_match",
-                )
-            return self._create_node(tx, e, norm, candidates, role), Action(
-                action="entity_created",
-                role=role,
-                entity_id=self._last_node_id,
-                confidence=1.0,
-                match_reason="new_entity",
-            )
-        candidates = self._candidates(tx, node_type, norm, None)
-        if len(candidates) == 1:
-            node_id = candidates[0][0]
-            return node_id, Action(
-                action="entity_matched",
-                role=role,
-                entity_id=node_id,
-                confidence=1.0,
-                match_reason="exact_name_match",
-            )
-        if len(candidates) > 1:
-            ids = ", ".join(str(c[0]) for c in candidates[:10])
-            raise AmbiguousMatchError(
-                f"{node_type} {e.name!r} matches {len(candidates)} entities (ids {ids}); "
-                "give an external key to say which",
-                details={"candidates": [c[0] for c in candidates]},
-            )
-        node_id = self._create_node(tx, e, norm, candidates, role)
-        return node_id, Action(
+                return node_id, _matched(role, node_id, 1.0, "external_key"), key, norm
+        if names is None:
+            names = self._candidates(tx, node_type, norm, key)
+
+        # exact normalised name (with a key: only a node that has none)
+        if key is None and len(names) == 1:  # the common case, first
+            node_id = names[0][0]
+            found = names[0]
+            return node_id, _matched(role, node_id, 1.0, "exact_name_match"), found[1], found[2]
+        eligible = names if key is None else tuple(c for c in names if self._keyless(c))
+        if eligible:
+            found = self._one(e, eligible, "exact_name_match")
+            return self._adopt(e, found, 1.0, "exact_name_match", role)
+
+        # alias (the nameAlias attributes)
+        aliases = self._by_alias.get((node_type, norm), ())
+        if key is not None:
+            aliases = tuple(c for c in aliases if self._keyless(c))
+        if aliases:
+            found = self._one(e, aliases, "alias_match")
+            return self._adopt(e, found, ALIAS_CONFIDENCE, "alias_match", role)
+
+        # fuzzy, for the types that have it
+        threshold = self.fuzzy.get(node_type)
+        if threshold is not None:
+            fuzzy = self._fuzzy(tx, e, threshold)
+            if fuzzy is not None:
+                found, score = fuzzy
+                return self._adopt(e, found, round(score, 6), "fuzzy_match", role)
+
+        node_id = self._create_node(tx, e, norm, names)
+        action = Action(
             action="entity_created",
             role=role,
             entity_id=node_id,
             confidence=1.0,
             match_reason="new_entity",
         )
+        return node_id, action, key, norm
 
-    def _create_node(self, tx: Tx, e: Entity, norm: str, candidates: Candidates, role: str) -> int:
-        node_id = tx.reserve_ids("nodes", 1)[0]
-        self._last_node_id = node_id
-        self._buf.nodes.append((node_id, e.type, e.name, norm, e.key, self._stamp, self._stamp))
+    def _one(self, e: Entity, candidates: Candidates, reason: str) -> Candidate:
+        unique = {c[0]: c for c in candidates}
+        if len(unique) > 1:
+            _ambiguous(e, [(*c, None) for c in sorted(unique.values())], reason)
+        return next(iter(unique.values()))
+
+    def _adopt(
+        self, e: Entity, found: Candidate, confidence: float, reason: str, role: str
+    ) -> tuple[int, Action, str | None, str]:
+        """A node matched by name, alias or fuzzily. For an entity with a key, the node had
+        none (only keyless nodes match a keyed entity that way): it gets the key."""
+        node_id = found[0]
+        node_key = found[1] if found[1] is not None else self._key_of.get(node_id)
+        if e.key is not None:
+            self._undo.set(self._by_key, (e.type, e.key), node_id)
+            self._undo.set(self._key_of, node_id, e.key)
+            self._buf.key_updates.append(
+                {"id": node_id, "external_key": e.key, "updated_at": self._stamp}
+            )
+            node_key = e.key
+        return node_id, _matched(role, node_id, confidence, reason), node_key, found[2]
+
+    def _create_node(self, tx: Tx, e: Entity, norm: str, candidates: Candidates) -> int:
+        node_id = tx.next_id("nodes")
+        key = fuzzy_key(e.name, norm)
+        self._buf.nodes.append(
+            (node_id, e.type, e.name, norm, e.key, self._stamp, self._stamp, key)
+        )
         self._undo.set(self._new_nodes, node_id, True)
         self._undo.set(
-            self._by_name, (e.type, norm), tuple(sorted((*candidates, (node_id, e.key))))
+            self._by_name, (e.type, norm), tuple(sorted((*candidates, (node_id, e.key, norm))))
         )
         if e.key is not None:
             self._undo.set(self._by_key, (e.type, e.key), node_id)
         self._undo.set(self._attrs, node_id, {})
+        index = self._fuzzy_index.get(e.type)
+        if index is not None and key is not None:
+            index.add(node_id, key, (e.key, norm))
+            self._fuzzy_pending.append((e.type, node_id))
         return node_id
 
-    _last_node_id: int = 0
+    # --- fuzzy matching ------------------------------------------------------------------
+    def _fuzzy(self, tx: Tx, e: Entity, threshold: float) -> tuple[Candidate, float] | None:
+        key = fuzzy_key(e.name)
+        if key is None:
+            return None  # letters outside Latin script: exact and alias matching only
+        index = self._fuzzy_index[e.type]
+        scored: dict[int, tuple[float, str | None, str]] = {}
+        if self._trgm_sql is not None:
+            if not self._pg_threshold_set:
+                limit = max(0.0, min(self.fuzzy.values()) - PG_THRESHOLD_SLACK)
+                tx.fetchone(self._q["set_trgm_threshold"], {"limit": str(limit)})
+                self._pg_threshold_set = True
+            query = trigrams(key)
+            for node_id, ext_key, node_norm, node_key in tx.fetchall(
+                self._trgm_sql, {"node_type": e.type, "fuzzy_key": key}
+            ):
+                score = trigram_similarity(query, trigrams(node_key))
+                if score >= threshold:
+                    scored[node_id] = (score, ext_key, node_norm)
+        else:
+            self._refresh_fuzzy(tx, e.type)
+        for node_id, score in index.candidates(key, threshold):
+            ext_key, node_norm = index.payload(node_id)
+            scored[node_id] = (score, ext_key, node_norm)
+        if e.key is not None:
+            scored = {i: s for i, s in scored.items() if s[1] is None and i not in self._key_of}
+        if not scored:
+            return None
+        ranked = best_matches((i, s[0]) for i, s in scored.items())
+        if len(ranked) > 1:
+            _ambiguous(
+                e,
+                [(i, scored[i][1], scored[i][2], score) for i, score in ranked],
+                "fuzzy_match",
+                threshold,
+            )
+        node_id, score = ranked[0]
+        return (node_id, scored[node_id][1], scored[node_id][2]), score
+
+    def _refresh_fuzzy(self, tx: Tx, node_type: str) -> None:
+        """Without pg_trgm: load the type's committed names not in the index yet (once per
+        batch). On SQLite ids grow in commit order (one writer at a time), so "after the
+        highest id loaded" is exactly what others committed since; on PostgreSQL without
+        pg_trgm a concurrent runner's node can be missed (a near-duplicate node, never a
+        wrong merge: docs/propose_api.md)."""
+        if node_type in self._fuzzy_refreshed:
+            return
+        index = self._fuzzy_index[node_type]
+        after = self._fuzzy_loaded.get(node_type, 0)
+        rows = tx.fetchall(self._q["load_fuzzy"], {"node_type": node_type, "after": after})
+        for node_id, ext_key, node_norm, node_key in rows:
+            if node_id not in self._new_nodes:  # safe mode writes our rows early
+                index.add(node_id, node_key, (ext_key, node_norm))
+            after = max(after, node_id)
+        self._fuzzy_loaded[node_type] = after
+        self._fuzzy_refreshed.add(node_type)
+
+    def _drop_pending_fuzzy(self, mark: int) -> None:
+        pending = self._fuzzy_pending
+        while len(pending) > mark:
+            type_name, node_id = pending.pop()
+            self._fuzzy_index[type_name].remove(node_id)
 
     # --- attributes --------------------------------------------------------------------
     def _attribute_map(self, tx: Tx, node_id: int) -> dict[tuple[str, str], int]:
@@ -430,30 +673,42 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
             self._attrs[node_id] = existing  # committed rows: no undo needed
         return existing
 
-    def _attributes(self, tx: Tx, node_id: int, attributes: dict[str, Any]) -> list[int]:
+    def _attributes(self, tx: Tx, node_id: int, node: list[Any], e: Entity) -> list[int]:
+        """``node``: [external key, normalised name] of the node, as far as known."""
+        attributes = e.attributes
         if not attributes:
             return []
         ids: list[int] = []
         existing = self._attribute_map(tx, node_id)
         for attr_type, value in attributes.items():
+            if type(value) is str:  # the common case: a known text value, one lookup
+                if not value:
+                    continue
+                known = existing.get((attr_type, value))
+                if known is not None:
+                    ids.append(known)
+                    continue
             for text_value in _attribute_values(attr_type, value):
                 key = (attr_type, text_value)
                 attr_id = existing.get(key)
                 if attr_id is None:
-                    attr_id = tx.reserve_ids("attributes", 1)[0]
+                    attr_id = tx.next_id("attributes")
+                    norm_value = normalize_name(text_value)
                     self._buf.attributes.append(
-                        (
-                            attr_id,
-                            node_id,
-                            attr_type,
-                            text_value,
-                            normalize_name(text_value),
-                            self._stamp,
-                        )
+                        (attr_id, node_id, attr_type, text_value, norm_value, self._stamp)
                     )
                     self._undo.set(existing, key, attr_id)
+                    if attr_type == self.alias_attribute and norm_value:
+                        self._add_alias(tx, e.type, norm_value, (node_id, node[0], node[1]))
                 ids.append(attr_id)
         return ids
+
+    def _add_alias(self, tx: Tx, node_type: str, norm_value: str, node: Candidate) -> None:
+        self._candidates(tx, node_type, norm_value, None)  # loads the committed aliases
+        known = self._by_alias.get((node_type, norm_value), ())
+        if any(c[0] == node[0] for c in known):
+            return
+        self._undo.set(self._by_alias, (node_type, norm_value), tuple(sorted((*known, node))))
 
     # --- relationships -----------------------------------------------------------------
     def _relationship(
@@ -466,20 +721,54 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
         valid_from: dt.date | None,
         valid_to: dt.date | None,
         metadata: dict[str, Any] | None,
-    ) -> tuple[int, Action]:
+    ) -> tuple[int, Action, list[Conflict]]:
         key = (source_id, rel_type, target_id)
+        opposites = self.opposites.get(rel_type, ())
+        committed = source_id not in self._new_nodes and target_id not in self._new_nodes
         found = self._rels.get(key)
-        if found is None and source_id not in self._new_nodes and target_id not in self._new_nodes:
-            row = tx.fetchone(
-                self._q["find_relationship"],
-                {"source_node_id": source_id, "rel_type": rel_type, "target_node_id": target_id},
-            )
-            if row is not None:
-                found = (row[0], float(row[1]))
-                self._rels[key] = found  # committed row: no undo needed
+        if committed and (source_id, target_id) not in self._pairs:
+            if opposites:
+                # one query for the relationship and its opposites: every type between them
+                for rel_id, other_type, other_strength in tx.fetchall(
+                    self._q["find_relationships_between"],
+                    {"source_node_id": source_id, "target_node_id": target_id},
+                ):
+                    self._rels.setdefault(
+                        (source_id, other_type, target_id), (rel_id, float(other_strength))
+                    )
+                self._pairs.add((source_id, target_id))  # committed rows: no undo needed
+                found = self._rels.get(key)
+            elif found is None:
+                row = tx.fetchone(
+                    self._q["find_relationship"],
+                    {
+                        "source_node_id": source_id,
+                        "rel_type": rel_type,
+                        "target_node_id": target_id,
+                    },
+                )
+                if row is not None:
+                    found = (row[0], float(row[1]))
+                    self._rels[key] = found  # committed row: no undo needed
+
+        conflicts: list[Conflict] = []
+        for other in opposites:
+            opposing = self._rels.get((source_id, other, target_id))
+            if opposing is not None:
+                conflicts.append(
+                    Conflict(
+                        relationship_id=opposing[0],
+                        relationship_type=other,
+                        source_entity_id=source_id,
+                        target_entity_id=target_id,
+                    )
+                )
+        if conflicts:
+            strength = strength * self.conflict_penalty
+
         meta = None if metadata is None else msgspec.json.encode(metadata).decode()
         if found is None:
-            rel_id = tx.reserve_ids("relationships", 1)[0]
+            rel_id = tx.next_id("relationships")
             self._buf.relationships.append(
                 (
                     rel_id,
@@ -495,7 +784,8 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
                 )
             )
             self._undo.set(self._rels, key, (rel_id, strength))
-            return rel_id, Action(action="relationship_created", relationship_id=rel_id)
+            action = Action(action="relationship_created", relationship_id=rel_id)
+            return rel_id, action, conflicts
         rel_id, old_strength = found
         if strength > old_strength:
             self._buf.rel_updates.append(
@@ -509,30 +799,40 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
                 }
             )
             self._undo.set(self._rels, key, (rel_id, strength))
-            return rel_id, Action(action="relationship_updated", relationship_id=rel_id)
-        return rel_id, Action(action="relationship_duplicate", relationship_id=rel_id)
+            return rel_id, Action(action="relationship_updated", relationship_id=rel_id), conflicts
+        action = Action(action="relationship_duplicate", relationship_id=rel_id)
+        return rel_id, action, conflicts
 
     # --- provenance ----------------------------------------------------------------------
     def _provenance(
-        self, rec: _Record, kind: str, subject_id: int, fact_index: int, confidence: float
+        self,
+        rec: _Record,
+        subjects: list[tuple[str, int]],
+        fact_index: int,
+        confidence: float,
     ) -> None:
-        if (kind, subject_id) in rec.provenanced:
-            return
-        rec.provenanced.add((kind, subject_id))
-        prov_id = self._require_tx().reserve_ids("provenance", 1)[0]
-        self._buf.provenance.append(
-            (
-                prov_id,
-                kind,
-                subject_id,
-                rec.source_id,
-                rec.record_offset,
-                fact_index,
-                rec.run_id,
-                confidence,
-                self._stamp,
+        """One row per subject per record: the first fact of the record that asserted it."""
+        done = rec.provenanced
+        rows = self._buf.provenance
+        next_id = self._require_tx().next_id
+        stamp = self._stamp
+        for subject in subjects:
+            if subject in done:
+                continue
+            done.add(subject)
+            rows.append(
+                (
+                    next_id("provenance"),
+                    subject[0],
+                    subject[1],
+                    rec.source_id,
+                    rec.record_offset,
+                    fact_index,
+                    rec.run_id,
+                    confidence,
+                    stamp,
+                )
             )
-        )
 
     # --- writing ---------------------------------------------------------------------------
     def _write_buffers(self, tx: Tx) -> None:
@@ -566,15 +866,20 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
         valid_from: dt.date | None,
         valid_to: dt.date | None,
         confidence: float,
-    ) -> None:
+    ) -> tuple[str, str]:
+        """Refuses a fact that breaks a rule (ValidationError: stage validate); returns the
+        normalised names of its two entities."""
+        norms = []
         for e in (src, tgt):
             if self.node_types is not None and e.type not in self.node_types:
                 raise ValidationError(
                     f"unknown node type {e.type!r} (allowed: {', '.join(sorted(self.node_types))})"
                 )
             _check_text("entity name", e.name, MAX_NAME_CHARS)
-            if not e.name.strip() or not normalize_name(e.name):
+            norm = normalize_name(e.name)
+            if not norm:
                 raise ValidationError(f"{e.type} entity has an empty name")
+            norms.append(norm)
             if e.key is not None:
                 _check_text("external key", e.key, MAX_NAME_CHARS)
         if self.relationship_types is not None and relationship not in self.relationship_types:
@@ -582,12 +887,13 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
                 f"unknown relationship type {relationship!r} "
                 f"(allowed: {', '.join(sorted(self.relationship_types))})"
             )
-        if not (0.0 <= strength <= 1.0):
-            raise ValidationError(f"relationship strength {strength} is outside 0..1")
-        if not (0.0 <= confidence <= 1.0):
-            raise ValidationError(f"confidence {confidence} is outside 0..1")
+        if not (isinstance(strength, int | float) and 0.0 <= strength <= 1.0):
+            raise ValidationError(f"relationship strength {strength!r} is outside 0..1")
+        if not (isinstance(confidence, int | float) and 0.0 <= confidence <= 1.0):
+            raise ValidationError(f"confidence {confidence!r} is outside 0..1")
         if valid_from and valid_to and valid_from > valid_to:
             raise ValidationError(f"valid_from {valid_from} is after valid_to {valid_to}")
+        return norms[0], norms[1]
 
     def _require_record(self) -> _Record:
         if self._rec is None:
@@ -602,15 +908,135 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
     def _abort(self, rec: _Record) -> None:
         self._undo.rollback_to(rec.undo_mark)
         self._buf.truncate(rec.buffer_marks)
+        self._drop_pending_fuzzy(rec.fuzzy_mark)
+
+
+def _matched(role: str, node_id: int, confidence: float, reason: str) -> Action:
+    return Action(
+        action="entity_matched",
+        role=role,
+        entity_id=node_id,
+        confidence=confidence,
+        match_reason=reason,
+    )
+
+
+def _ambiguous(
+    e: Entity,
+    candidates: list[tuple[int, str | None, str, float | None]],
+    reason: str,
+    threshold: float | None = None,
+) -> NoReturn:
+    how = {
+        "exact_name_match": "by exact name",
+        "alias_match": "by alias",
+        "fuzzy_match": f"fuzzily (similarity >= {threshold})",
+    }[reason]
+    shown = []
+    for node_id, ext_key, norm, score in candidates[:10]:
+        text = f"{node_id} {norm!r}"
+        if ext_key is not None:
+            text += f" key {ext_key!r}"
+        if score is not None:
+            text += f" {score:.3f}"
+        shown.append(text)
+    more = f" and {len(candidates) - 10} more" if len(candidates) > 10 else ""
+    raise AmbiguousMatchError(
+        f"{e.type} {e.name!r} matches {len(candidates)} entities {how}: "
+        f"{'; '.join(shown)}{more}; not merged: give an external key to say which",
+        details={
+            "match_reason": reason,
+            "candidates": [
+                {"id": i, "name": n, "external_key": k, **({"score": s} if s is not None else {})}
+                for i, k, n, s in candidates
+            ],
+        },
+    )
+
+
+def _prepare_pg_trgm(store: Store, query_template: str) -> str | None:
+    """The fuzzy candidate query through pg_trgm, or None to use the in-process index.
+
+    Needs the extension (migration 0002 installs it when it can) and its GIN index over
+    ``nodes.fuzzy_key``, which is built here, CONCURRENTLY (writers are not blocked), the
+    first time fuzzy matching is used. The index is optional, so it is not in the declared
+    schema (``storage.schema.OPTIONAL_INDEXES``)."""
+    try:
+        with store.read() as conn:
+            raw: Any = conn.connection.driver_connection
+            row = raw.execute(
+                "SELECT n.nspname FROM pg_extension e "
+                "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_trgm'"
+            ).fetchone()
+            if row is None:
+                log.info("pg_trgm is not installed: fuzzy candidates come from an in-process index")
+                return None
+            schema = _quote_ident(row[0])
+            valid = raw.execute(
+                "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)",
+                (FUZZY_INDEX_NAME,),
+            ).fetchone()
+            raw.rollback()
+        if valid is None or not valid[0]:
+            _build_trgm_index(store, schema, rebuild=valid is not None)
+    except Exception as e:  # no privilege to build it, or the extension is unusable
+        log.warning(
+            "fuzzy matching without pg_trgm (%s): candidates come from an in-process index",
+            describe(e),
+        )
+        return None
+    return query_template.replace("{pg_trgm}", schema)
+
+
+def _build_trgm_index(store: Store, schema: str, *, rebuild: bool) -> None:
+    pooled = store.engine.raw_connection()
+    try:
+        raw: Any = pooled.driver_connection
+        raw.rollback()
+        raw.autocommit = True
+        try:
+            if rebuild:  # an interrupted CREATE INDEX CONCURRENTLY leaves an invalid index
+                raw.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {FUZZY_INDEX_NAME}")
+            log.info("building %s (GIN, pg_trgm) over nodes.fuzzy_key", FUZZY_INDEX_NAME)
+            raw.execute(
+                f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {FUZZY_INDEX_NAME} "
+                f"ON nodes USING gin (fuzzy_key {schema}.gin_trgm_ops)"
+            )
+        finally:
+            raw.autocommit = False
+    finally:
+        with contextlib.suppress(Exception):
+            pooled.close()
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _check_text(what: str, value: str, max_chars: int) -> None:
+    if type(value) is str and len(value) <= max_chars and "\x00" not in value:
+        return
     if not isinstance(value, str):
         raise ValidationError(f"{what} must be text, got {type(value).__name__}")
     if len(value) > max_chars:
         raise ValidationError(f"{what} is {len(value)} characters long (at most {max_chars})")
     if "\x00" in value:
         raise ValidationError(f"{what} contains a NUL byte")
+
+
+def _as_date(what: str, value: Any) -> dt.date | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValidationError(f"{what} {value!r} is not a date (a date or YYYY-MM-DD)")
 
 
 def _attribute_values(attr_type: str, value: Any) -> list[str]:

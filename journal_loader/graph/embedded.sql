@@ -2,17 +2,21 @@
 -- Inserts are bulk (Tx.insert_rows); these run per cache miss or per change.
 
 -- name: find_nodes
--- Candidates for an entity: every node with its name, and the node with its external key.
--- Two indexed branches, not one OR: neither SQLite nor a generic PostgreSQL plan can serve
--- `norm_name = x OR external_key = y` from the two indexes (the key index is partial), and
--- the OR form scanned every node per lookup (measured: a 50k-row load took minutes).
-SELECT id, external_key, norm_name
+-- Candidates for an entity, in one round trip: the nodes with its name, the node with its
+-- external key, and the nodes that have its name as an alias (via_alias = 1).
+-- Three branches rather than one OR: each one is an index search (ix_nodes_type_name,
+-- uq_nodes_type_key, ix_attributes_type_norm); with OR, SQLite scanned every node of the type.
+SELECT id, external_key, norm_name, 0 AS via_alias
 FROM nodes
 WHERE node_type = :node_type AND norm_name = :norm_name
-UNION
-SELECT id, external_key, norm_name
+UNION ALL
+SELECT id, external_key, norm_name, 0
 FROM nodes
-WHERE node_type = :node_type AND external_key = :external_key
+WHERE node_type = :node_type AND external_key = :external_key AND norm_name <> :norm_name
+UNION ALL
+SELECT n.id, n.external_key, n.norm_name, 1
+FROM attributes a JOIN nodes n ON n.id = a.node_id
+WHERE a.attr_type = :alias_type AND a.norm_value = :norm_name AND n.node_type = :node_type
 
 -- name: find_attributes
 SELECT id, attr_type, value FROM attributes WHERE node_id = :node_id
@@ -23,6 +27,31 @@ FROM relationships
 WHERE source_node_id = :source_node_id AND rel_type = :rel_type
   AND target_node_id = :target_node_id
 
+-- name: find_relationships_between
+-- Every relationship from one node to another: the one proposed and its opposites at once.
+SELECT id, rel_type, strength
+FROM relationships
+WHERE source_node_id = :source_node_id AND target_node_id = :target_node_id
+
+-- name: load_fuzzy
+-- Fuzzy matching without pg_trgm: a type's names not yet in the in-process trigram index.
+SELECT id, external_key, norm_name, fuzzy_key
+FROM nodes
+WHERE node_type = :node_type AND id > :after AND fuzzy_key IS NOT NULL
+ORDER BY id
+
+-- name: find_fuzzy_pg_trgm
+-- PostgreSQL with pg_trgm: candidates through the GIN index ix_nodes_fuzzy_key_trgm, at the
+-- threshold set by set_trgm_threshold (a little below the configured one); the score that
+-- decides is computed in Python (journal_loader/graph/fuzzy.py). {pg_trgm} is the schema
+-- pg_trgm is installed in, quoted, from pg_extension.
+SELECT id, external_key, norm_name, fuzzy_key
+FROM nodes
+WHERE node_type = :node_type AND fuzzy_key OPERATOR({pg_trgm}.%) :fuzzy_key
+
+-- name: set_trgm_threshold
+SELECT set_config('pg_trgm.similarity_threshold', :limit, true)
+
 -- name: assign_external_key
 -- An entity first named without its key (a registered agent) gets the key when its own row
 -- arrives; only a keyless node is changed, so a concurrent assignment cannot be overwritten.
@@ -30,7 +59,10 @@ UPDATE nodes SET external_key = :external_key, updated_at = :updated_at
 WHERE id = :id AND external_key IS NULL
 
 -- name: update_relationship
+-- A higher strength: the validity dates and metadata given replace the stored ones, those
+-- not given (NULL) are kept.
 UPDATE relationships
-SET strength = :strength, valid_from = :valid_from, valid_to = :valid_to,
-    metadata = :metadata, updated_at = :updated_at
+SET strength = :strength, valid_from = COALESCE(:valid_from, valid_from),
+    valid_to = COALESCE(:valid_to, valid_to), metadata = COALESCE(:metadata, metadata),
+    updated_at = :updated_at
 WHERE id = :id

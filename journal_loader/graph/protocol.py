@@ -42,7 +42,7 @@ def as_entity(value: EntityLike, attributes: dict[str, Any] | None = None) -> En
         return value
     if not isinstance(value, tuple) or len(value) not in (2, 3):
         raise TypeError(f"an entity is Entity(...) or (type, name[, key]), got {value!r}")
-    key = value[2] if len(value) == 3 else None  # type: ignore[misc]
+    key = value[2] if len(value) == 3 else None
     return Entity(type=value[0], name=value[1], key=key, attributes=attributes or {})
 
 

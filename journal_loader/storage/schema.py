@@ -140,6 +140,9 @@ nodes = Table(
     Column("external_key", Text, nullable=True),
     Column("created_at", Timestamp, nullable=False),
     Column("updated_at", Timestamp, nullable=False),
+    # The name as [a-z0-9 ] words, accents folded (journal_loader.graph.fuzzy.fuzzy_key), NULL
+    # for names outside fuzzy matching. Added by migration 0002.
+    Column("fuzzy_key", Text, nullable=True),
 )
 Index(
     "uq_nodes_type_key",
@@ -206,6 +209,12 @@ provenance = Table(
     Column("created_at", Timestamp, nullable=False),
 )
 Index("ix_provenance_subject", provenance.c.subject_kind, provenance.c.subject_id)
+
+# Indexes that may exist in a database without being declared here: accelerators the
+# embedded graph builds on first use when the database can have them. The GIN trigram index
+# over nodes.fuzzy_key needs the pg_trgm extension, which is optional (see
+# journal_loader/graph/fuzzy.py); without it fuzzy candidates come from an in-process index.
+OPTIONAL_INDEXES = ("ix_nodes_fuzzy_key_trgm",)
 
 GRAPH_TABLES = ("nodes", "attributes", "relationships", "provenance")
 PROJECTION_TABLES = ("sources", "failed_records")
