@@ -9,7 +9,12 @@ runner knows nothing of Prometheus, terminals or log formats:
 * ``logs.LogSetup``: text or JSON lines carrying loader, source_id and run_id, size-based
   rotation, every line scrubbed of secrets;
 * ``hooks.HooksObserver``: ``--on-success`` / ``--on-failure`` commands fed the summary JSON;
-* ``jobs``: ``journal-loader jobs run DIR``.
+* ``jobs``: ``journal-loader jobs run DIR``;
+* ``configcheck``: what ``journal-loader config check`` masks and refuses;
+* ``observers``: ``ObserverGroup`` (several observers as one) and ``exit_code_of``.
+
+From Python: ``journal_loader.run(..., observers=[MetricsObserver("my_loader",
+textfile="/var/lib/node_exporter/textfile_collector/my_loader.prom")])``.
 
 ``cli_hooks`` adds the matching options to ``journal-loader run``.
 """
