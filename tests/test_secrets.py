@@ -1,0 +1,94 @@
+"""A password given to journal-loader appears in no log line, error, event or DLQ row.
+
+PostgreSQL here trusts local connections, so a URL with any password connects: the sentinel
+travels through a whole real run (with failing records, a log file in both formats, and
+errors after the run) and is then looked for everywhere it could have leaked.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import make_url, text
+
+from journal_loader.secrets import mask_url, register_secret, scrub
+from journal_loader.storage import open_store
+from tests.conftest import EXAMPLE_CONFIG
+
+SENTINEL = "Sentinel-Pa55word-7f3a"
+MALFORMED = "Sentinel%ZZmalformed-91"
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "journal_loader", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "JOURNAL_LOADER_DEBUG": ""},
+    )
+
+
+def _with_password(url: str, password: str) -> str:
+    # Written by hand: URL objects would re-escape a malformed %ZZ.
+    u = make_url(url)
+    rest = url.split("@", 1)[1] if "@" in url else url.split("://", 1)[1]
+    return f"{u.drivername}://{u.username or 'postgres'}:{password}@{rest}"
+
+
+@pytest.mark.parametrize("password", [SENTINEL, MALFORMED])
+def test_password_never_leaks(pg_url: str, tmp_path: Path, password: str) -> None:
+    url = _with_password(pg_url, password)
+    outputs = []
+    for fmt in ("text", "json"):
+        done = _cli(
+            "run",
+            str(EXAMPLE_CONFIG),
+            "--db",
+            url,
+            "--log-format",
+            fmt,
+            "--log-file",
+            str(tmp_path / f"run-{fmt}.log"),
+            "--force",
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr
+        outputs += [done.stdout, done.stderr]
+    # Errors that print the database: a refused connection, a missing database, a bad option.
+    bad_port = url.replace(":5432/", ":1/") if ":5432/" in url else url
+    for args in (
+        ["status", "--db", bad_port],
+        ["status", "--db", url.replace("/test", "/nodb")],
+        ["history", "1", "999999", "--db", url],
+        ["dlq", "list", "--db", url],
+    ):
+        done = _cli(*args, cwd=tmp_path)
+        outputs += [done.stdout, done.stderr]
+    logs = [p.read_text() for p in tmp_path.glob("*.log*")]
+    assert logs and any("source=" in log or '"source_id"' in log for log in logs)
+    store = open_store(pg_url)
+    with store.read() as conn:
+        journal = "\n".join(conn.execute(text("SELECT payload FROM journal")).scalars())
+        dlq = conn.execute(text("SELECT error_message, raw_input FROM failed_records")).all()
+    store.dispose()
+    assert dlq, "the example has failing records: the DLQ must not be empty"
+    haystack = "\n".join([*outputs, *logs, journal, *(f"{m}{bytes(r)!r}" for m, r in dlq)])
+    for needle in {password, password.replace("%ZZ", ""), "Pa55word", "malformed-91"}:
+        assert needle not in haystack
+
+
+def test_scrub_and_mask_cover_urls_and_registered_secrets() -> None:
+    register_secret("hunter2-secret")
+    assert scrub("connect failed: password hunter2-secret rejected") == (
+        "connect failed: password *** rejected"
+    )
+    assert mask_url("postgresql://u:p%ZZw@h/db") == "postgresql://u:***@h/db"
+    assert scrub("dsn postgresql+psycopg://app:top%20secret@db:5432/x") == (
+        "dsn postgresql+psycopg://app:***@db:5432/x"
+    )
+    assert scrub("password=abc123 host=x") == "password=*** host=x"
