@@ -164,7 +164,8 @@ def loader_from_config(config: Config) -> Loader:
     if config.facts:
         from journal_loader.facts import FactsLoader  # the no-code loader (YAML facts mapping)
 
-        return FactsLoader(config)
+        loader: Loader = FactsLoader(config)
+        return loader
     raise ConfigError(
         "the config names no loader: set loader.class (file.py:ClassName) or give a facts: section"
     )

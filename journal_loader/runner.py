@@ -500,10 +500,12 @@ class Runner:
         safe = False
         while True:
             try:
-                stats = self._retrying(
-                    lambda safe=safe: self._batch_transaction(batch, position, safe),
-                    f"batch at record {batch[0].offset}",
-                )
+                mode = safe
+
+                def attempt() -> Statistics:
+                    return self._batch_transaction(batch, position, mode)
+
+                stats: Statistics = self._retrying(attempt, f"batch at record {batch[0].offset}")
                 self.stats.add(stats)
                 return
             except StorageError as e:

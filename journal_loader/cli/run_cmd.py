@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import msgspec
+from collections.abc import Callable
+from typing import Any
+
 import click
+import msgspec
 
 from journal_loader.cli.common import echo_json, fmt
 
-RUN_OPTIONS = []  # hooks for other modules: (decorator, observer-factory) pairs
+# Hooks for other modules (journal_loader/ops): (option decorator, observer factory) pairs;
+# a factory gets the config and the values of its options and returns an observer or None.
+RUN_OPTIONS: list[tuple[Callable[[Any], Any], Callable[[Any, dict[str, Any]], Any]]] = []
 
 
 @click.command(
@@ -46,6 +51,7 @@ Exit codes: 0 completed, partial (--limit) or already processed; 1 failed (rerun
 @click.pass_context
 def run_command(
     ctx: click.Context,
+    /,
     config: str,
     file: str | None,
     db: str | None,

@@ -34,7 +34,7 @@ class Event(msgspec.Struct, tag=True, kw_only=True, omit_defaults=True, frozen=T
 # --- source and run level (record_offset is NULL) -----------------------------------------
 
 
-class SourceRegistered(Event):
+class SourceRegistered(Event, frozen=True):
     """A new source: (source_type, file_hash) seen for the first time."""
 
     source_type: str
@@ -51,7 +51,7 @@ class SourceRegistered(Event):
     loader: str = ""
 
 
-class LoadStarted(Event):
+class LoadStarted(Event, frozen=True):
     """The start of one complete pass over a source: the first one, or a ``--force`` reload.
 
     Projections count the records of the current load: the events after the last LoadStarted.
@@ -60,7 +60,7 @@ class LoadStarted(Event):
     reason: str  # 'first' | 'force'
 
 
-class RunStarted(Event):
+class RunStarted(Event, frozen=True):
     loader: str
     mode: str  # 'new' | 'resume'
     resume_offset: int = 0
@@ -77,7 +77,7 @@ class RunStarted(Event):
     reader: dict[str, Any] = {}
 
 
-class RunAbandoned(Event):
+class RunAbandoned(Event, frozen=True):
     """An earlier run of this source died without finishing; this run took over from it."""
 
     abandoned_run_id: str
@@ -85,7 +85,7 @@ class RunAbandoned(Event):
     reason: str = ""
 
 
-class BatchCommitted(Event):
+class BatchCommitted(Event, frozen=True):
     """The checkpoint: every record before ``next_offset`` is done. Resume seeks ``next_byte``.
 
     It is written in the same transaction as the batch's record events, so it can never
@@ -117,7 +117,7 @@ class Statistics(msgspec.Struct, kw_only=True):
             setattr(self, f, getattr(self, f) + getattr(other, f))
 
 
-class RunFinished(Event):
+class RunFinished(Event, frozen=True):
     status: str  # 'completed' | 'partial' | 'failed'
     reason: str = ""
     statistics: Statistics = msgspec.field(default_factory=Statistics)
@@ -127,7 +127,7 @@ class RunFinished(Event):
 # --- record level (record_offset is the record's 0-based index) --------------------------
 
 
-class RecordParsed(Event):
+class RecordParsed(Event, frozen=True):
     line: int
     byte_start: int
     byte_end: int
@@ -135,14 +135,14 @@ class RecordParsed(Event):
     record: dict[str, Any]
 
 
-class ProposeSucceeded(Event):
+class ProposeSucceeded(Event, frozen=True):
     """What the graph did for every fact of the record (ids created or matched, conflicts)."""
 
     results: list[ProposeResult]
     retry_of: int | None = None  # position of the RecordFailed this retry answers
 
 
-class RecordFailed(Event):
+class RecordFailed(Event, frozen=True):
     stage: str  # 'read' | 'parse' | 'validate' | 'propose'
     error_type: str
     message: str
@@ -155,7 +155,7 @@ class RecordFailed(Event):
     retry_of: int | None = None
 
 
-class RecordSkipped(Event):
+class RecordSkipped(Event, frozen=True):
     reason: str
     line: int = 0
     byte_start: int = 0
@@ -164,7 +164,7 @@ class RecordSkipped(Event):
     retry_of: int | None = None
 
 
-class RecordResolved(Event):
+class RecordResolved(Event, frozen=True):
     """A person decided a failed record is not to be loaded (``dlq resolve``): it leaves the
     DLQ; the source's counts keep it as failed."""
 

@@ -68,8 +68,10 @@ class Tx(ABC):
     def __init__(self, store: Store, conn: Connection) -> None:
         self.store = store
         self.conn = conn
-        self.raw: Any = conn.connection.driver_connection
-        self.cursor: Any = self.raw.cursor()
+        raw = conn.connection.driver_connection
+        assert raw is not None, "a pooled connection always has its driver connection"
+        self.raw: Any = raw
+        self.cursor: Any = raw.cursor()
         self._savepoint_seq = 0
 
     # --- SQLAlchemy (cold paths) ---

@@ -7,13 +7,18 @@ ships with the package (see ``journal_loader.resources``).
 from __future__ import annotations
 
 from functools import cache
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
 from journal_loader.resources import migrations_dir
 
 
-def _config() -> object:
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+
+def _config() -> Config:
     from alembic.config import Config
 
     cfg = Config()
@@ -43,6 +48,6 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
     cfg = _config()
     with engine.connect() as conn:
-        cfg.attributes["connection"] = conn  # type: ignore[attr-defined]
+        cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
         conn.commit()
