@@ -135,7 +135,9 @@ class JournalSim:
 
     # --- steps -----------------------------------------------------------------------------
     def register(self) -> SimSource:
-        src = SimSource(source_id=len(self.sources) + 1, run_id=str(uuid.uuid4()))
+        with self.store.read() as conn:
+            next_id = conn.execute(text("SELECT COALESCE(MAX(source_id), 0) + 1 FROM sources"))
+            src = SimSource(source_id=int(next_id.scalar_one()), run_id=str(uuid.uuid4()))
         self.sources.append(src)
         n = src.source_id
         self.commit(

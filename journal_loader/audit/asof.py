@@ -77,15 +77,12 @@ def projections_at(store: Store, cut: Cut) -> Iterator[AsOf]:
             # Both rebuilds (and the bounds) read one snapshot.
             conn.execution_options(isolation_level="REPEATABLE READ")
         conn.execute(text(f"CREATE TEMPORARY VIEW {CUT_VIEW} AS {cut.select_sql(store.dialect)}"))
-        bounds = (
-            conn.execute(
-                text(queries(store.dialect)["cut_bounds"].replace("{journal}", CUT_VIEW)).columns(
-                    column("position", schema.journal.c.position.type),
-                    column("recorded_at", schema.journal.c.recorded_at.type),
-                )
+        bounds = conn.execute(
+            text(queries(store.dialect)["cut_bounds"].replace("{journal}", CUT_VIEW)).columns(
+                column("position", schema.journal.c.position.type),
+                column("recorded_at", schema.journal.c.recorded_at.type),
             )
-            .first()
-        )
+        ).first()
         position = None if bounds is None else int(bounds[0])
         time = cut.time if cut.time is not None else (None if bounds is None else utc(bounds[1]))
         asof = AsOf(conn, cut, position, time)

@@ -46,6 +46,10 @@ JOIN nodes s ON s.id = r.source_node_id
 JOIN nodes t ON t.id = r.target_node_id
 WHERE r.id = :id
 
+-- name: source_exists
+-- (ix_journal_source_offset: the first entry of the source)
+SELECT 1 FROM journal WHERE source_id = :source_id LIMIT 1
+
 -- name: last_position
 SELECT MAX(position) FROM journal
 

@@ -19,7 +19,7 @@ from journal_loader.errors import JournalLoaderError
 from journal_loader.storage.base import Store
 from journal_loader.storage.sql import load_queries, to_pyformat
 
-FETCH_ROWS = 10_000
+FETCH_ROWS = 2_000
 _cursor_names = itertools.count(1)
 
 
@@ -38,6 +38,12 @@ def utc(value: dt.datetime) -> dt.datetime:
     return value.astimezone(dt.UTC)
 
 
+def require_source(store: Store, source_id: int) -> None:
+    """An AuditError unless the journal has events of this source."""
+    if not fetchall(store, queries(store.dialect)["source_exists"], {"source_id": source_id}):
+        raise AuditError(f"no source {source_id} in the journal of {store.display_url}")
+
+
 def fetchall(store: Store, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
     """All rows of a small query, through the driver, on a read connection (on SQLite a
     deferred transaction: no write lock, so a running load is never held up)."""
@@ -53,13 +59,14 @@ def fetchall(store: Store, sql: str, params: Mapping[str, Any]) -> list[tuple[An
 
 
 def stream(
-    store: Store, sql: str, params: Mapping[str, Any], batch: int = FETCH_ROWS
+    store: Store, sql: str, params: Mapping[str, Any], batch: int | None = None
 ) -> Iterator[tuple[Any, ...]]:
     """Rows of one query (``:name`` parameters), fetched ``batch`` at a time, constant memory.
 
     The connection stays open while the caller iterates; close the generator (or exhaust it)
     to release it.
     """
+    batch = batch or FETCH_ROWS
     with store.read() as conn:
         raw: Any = conn.connection.driver_connection
         if store.dialect == "postgresql":

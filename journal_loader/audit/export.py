@@ -18,7 +18,7 @@ from typing import IO
 
 import msgspec
 
-from journal_loader.audit.base import fetchall, queries, stream
+from journal_loader.audit.base import fetchall, queries, require_source, stream
 from journal_loader.audit.verify import canonical_time
 from journal_loader.storage import Store
 
@@ -47,6 +47,8 @@ def export_events(
 ) -> int:
     """Write the events (of one source, from a position) to ``out``; return how many."""
     q = queries(store.dialect)
+    if source_id is not None:
+        require_source(store, source_id)
     last_row = fetchall(store, q["last_position"], {})
     last = int(last_row[0][0]) if last_row and last_row[0][0] is not None else 0
     params: dict[str, int] = {"from_position": from_position, "last": last}

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from journal_loader.audit.base import fetchall, queries, stream
+from journal_loader.audit.base import fetchall, queries, require_source, stream
 from journal_loader.errors import UsageError
 from journal_loader.journal.chain import format_time
 from journal_loader.storage import Store
@@ -152,13 +152,15 @@ def verify(
     else:
         claimed_rows = fetchall(store, q["claimed_head"], {"source_id": source_id})
     claimed = {int(r[0]): int(r[1]) for r in claimed_rows}
-    last_row = fetchall(store, q["last_position"], {})
-    last = int(last_row[0][0]) if last_row and last_row[0][0] is not None else 0
-    report.last_position = last or None
     wanted: dict[int, Head] = {}
     for h in against or ():
         if source_id is None or h.source_id == source_id:
             wanted[h.position] = h
+    if source_id is not None and not claimed and not wanted:
+        require_source(store, source_id)  # unknown to the projection: is it in the journal?
+    last_row = fetchall(store, q["last_position"], {})
+    last = int(last_row[0][0]) if last_row and last_row[0][0] is not None else 0
+    report.last_position = last or None
     found: dict[int, tuple[int, bytes]] = {}
 
     sql, params = (
