@@ -46,7 +46,6 @@ from journal_loader.secrets import register_secret
 from journal_loader.sources.identity import FREQUENCIES
 
 DEFAULT_DB_URL = "sqlite:///journal.db"
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TYPE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_ .\-]{0,99}$")
 
@@ -370,26 +369,69 @@ class Config(_Section):
 
 
 def interpolate(value: Any, path: str = "") -> Any:
-    """Expand ${VAR} / ${VAR:-default} in every string of a parsed YAML document."""
+    """Expand ${VAR} / ${VAR:-default} in every string of a parsed YAML document.
+
+    Defaults may themselves hold references (``${A:-${B:-x}}``); ``$$`` is a literal ``$``.
+    A malformed reference is an error naming the key, never text passed on to a driver.
+    """
     if isinstance(value, dict):
         return {k: interpolate(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
     if isinstance(value, list):
         return [interpolate(v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, str):
-
-        def repl(m: re.Match[str]) -> str:
-            name, default = m.group(1), m.group(2)
-            if name in os.environ:
-                return os.environ[name]
-            if default is not None:
-                return default
-            raise ConfigError(
-                f"{path}: environment variable {name} is not set (and no default given; "
-                f"write ${{{name}:-default}} to give one)"
-            )
-
-        return _VAR.sub(repl, value)
+    if isinstance(value, str) and "$" in value:
+        text, end = _expand(value, 0, path, inside=False)
+        return text
     return value
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _expand(s: str, i: int, path: str, *, inside: bool) -> tuple[str, int]:
+    """Expand from s[i]; inside a default, stop at its closing brace (returned index)."""
+    out: list[str] = []
+    while i < len(s):
+        c = s[i]
+        if inside and c == "}":
+            return "".join(out), i
+        if c == "$" and s.startswith("$$", i):
+            out.append("$")
+            i += 2
+        elif c == "$" and s.startswith("${", i):
+            m = _NAME.match(s, i + 2)
+            if m is None:
+                raise ConfigError(
+                    f"{path}: malformed reference at {s[i : i + 12]!r}: expected "
+                    "${NAME} or ${NAME:-default} (write $$ for a literal $)"
+                )
+            name, j = m.group(0), m.end()
+            if s.startswith(":-", j):
+                default, j = _expand(s, j + 2, path, inside=True)
+            elif j < len(s) and s[j] == "}":
+                default = None
+            else:
+                raise ConfigError(
+                    f"{path}: malformed reference ${{{name}...: expected "
+                    f"${{{name}}} or ${{{name}:-default}}"
+                )
+            if j >= len(s) or s[j] != "}":
+                raise ConfigError(f"{path}: unterminated reference ${{{name}: missing }}")
+            if name in os.environ:
+                out.append(os.environ[name])
+            elif default is not None:
+                out.append(default)
+            else:
+                raise ConfigError(
+                    f"{path}: environment variable {name} is not set (and no default given; "
+                    f"write ${{{name}:-default}} to give one)"
+                )
+            i = j + 1
+        else:
+            out.append(c)
+            i += 1
+    if inside:
+        raise ConfigError(f"{path}: unterminated default in {s!r}: missing }}")
+    return "".join(out), i
 
 
 def _format_pydantic(source: str, error: PydanticValidationError) -> str:

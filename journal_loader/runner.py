@@ -138,6 +138,7 @@ class RunObserver(Protocol):
 class _BatchResult:
     events: list[PendingEvent] = field(default_factory=list)
     stats: Statistics = field(default_factory=Statistics)
+    propose_seconds: list[float] = field(default_factory=list)
 
 
 class _Stop(Exception):
@@ -174,17 +175,17 @@ class Runner:
     def run(self) -> RunReport:
         started = time.monotonic()
         started_at = utcnow()
-        src = open_source(self.file, update_frequency=self.opt.update_frequency)
         report = RunReport(
             status=FAILED,
             run_id=self.run_id,
             source_type=self.source_type,
             file=self.file,
-            file_hash=src.sha256,
-            version_label=src.version_label,
             started_at=started_at.isoformat(),
         )
+        src: SourceFile | None = None
         try:
+            src = open_source(self.file, update_frequency=self.opt.update_frequency)
+            report.file_hash, report.version_label = src.sha256, src.version_label
             holder = {
                 "run_id": self.run_id,
                 "pid": os.getpid(),
@@ -193,8 +194,12 @@ class Runner:
             }
             with self.store.lock_source(f"{self.source_type}:{src.sha256}", holder) as lock:
                 self._run_locked(src, lock, report)
+        except JournalLoaderError as e:
+            report.message = scrub(str(e))
+            raise
         finally:
-            src.close()
+            if src is not None:
+                src.close()
             report.duration_seconds = round(time.monotonic() - started, 3)
             if report.duration_seconds > 0:
                 report.records_per_second = round(
@@ -223,6 +228,8 @@ class Runner:
                     "file": self.file,
                     "file_size": src.size,
                     "resumed_from": start.offset,
+                    "resumed_byte": start.byte,
+                    "loader": self.loader.name,
                 },
             )
         status, reason, in_file = FAILED, "", None
@@ -502,11 +509,13 @@ class Runner:
             try:
                 mode = safe
 
-                def attempt() -> Statistics:
+                def attempt() -> _BatchResult:
                     return self._batch_transaction(batch, position, mode)
 
-                stats: Statistics = self._retrying(attempt, f"batch at record {batch[0].offset}")
-                self.stats.add(stats)
+                done: _BatchResult = self._retrying(attempt, f"batch at record {batch[0].offset}")
+                self.stats.add(done.stats)
+                for o in self.observers:  # committed batches only: a retried one counts once
+                    _call(o, "on_propose_durations", done.propose_seconds)
                 return
             except StorageError as e:
                 if safe or not is_record_error(e):
@@ -514,11 +523,13 @@ class Runner:
                 log.warning(
                     "batch at record %d: %s; redoing it record by record", batch[0].offset, e
                 )
+                for o in self.observers:
+                    _call(o, "on_retry", "record_by_record", scrub(str(e)), 0.0)
                 safe = True
 
     def _batch_transaction(
         self, batch: list[RawRecord], position: ResumePoint | None, safe: bool
-    ) -> Statistics:
+    ) -> _BatchResult:
         try:
             with self.store.transaction() as tx:
                 self._check_lease(tx)
@@ -551,7 +562,7 @@ class Runner:
         self.writer.confirm()
         self.target.after_commit()
         faults.point("after_commit")
-        return result.stats
+        return result
 
     def _check_lease(self, tx: Tx) -> None:
         q = queries.queries(tx.store.dialect)
@@ -611,7 +622,11 @@ class Runner:
                 self._fail(rec, "validate", "ValidationError", "; ".join(problems), parsed, out)
                 return
             stage = "propose"
-            results = self._propose(offset, parsed)
+            started = time.perf_counter()
+            try:
+                results = self._propose(offset, parsed)
+            finally:
+                out.propose_seconds.append(time.perf_counter() - started)
         except SkipRecord as s:
             self._skip(rec, s.reason, out)
             return
@@ -783,8 +798,6 @@ class Runner:
             except TransientError as e:
                 attempt += 1
                 self._consecutive_transient += 1
-                for o in self.observers:
-                    _call(o, "on_retry", what, e)
                 if self._consecutive_transient >= self.opt.circuit_breaker:
                     raise CircuitOpenError(
                         f"{what}: {self._consecutive_transient} transient failures in a row "
@@ -804,6 +817,9 @@ class Runner:
                 if e.retry_after is not None:
                     delay = max(delay, min(e.retry_after, self.opt.retry_max_delay))
                 log.warning("%s: %s; retry %d/%d in %.2fs", what, e, attempt, limit, delay)
+                kind = "conflict" if isinstance(e, IntegrityConflictError) else "transient"
+                for o in self.observers:
+                    _call(o, "on_retry", kind, scrub(f"{what}: {e}"), delay)
                 self.sleep(delay)
             else:
                 self._consecutive_transient = 0
