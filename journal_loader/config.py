@@ -379,8 +379,7 @@ def interpolate(value: Any, path: str = "") -> Any:
     if isinstance(value, list):
         return [interpolate(v, f"{path}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, str) and "$" in value:
-        text, end = _expand(value, 0, path, inside=False)
-        return text
+        return _expand(value, 0, path, inside=False)[0]
     return value
 
 

@@ -507,9 +507,7 @@ class Runner:
         safe = False
         while True:
             try:
-                mode = safe
-
-                def attempt() -> _BatchResult:
+                def attempt(mode: bool = safe) -> _BatchResult:
                     return self._batch_transaction(batch, position, mode)
 
                 done: _BatchResult = self._retrying(attempt, f"batch at record {batch[0].offset}")

@@ -177,13 +177,13 @@ def test_an_unexpanded_reference_is_refused(tmp_path: Path) -> None:
 def test_nested_default_does_not_leak_into_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("A_HOST", raising=False)
     monkeypatch.delenv("B_HOST", raising=False)
-    with pytest.raises(ConfigError, match="database.host: environment variable B_HOST"):
+    with pytest.raises(ConfigError, match=r"database\.host: environment variable B_HOST"):
         config_from_dict({"database": {"host": "${A_HOST:-${B_HOST}}"}})
     monkeypatch.setenv("B_HOST", "db.internal")
     cfg = config_from_dict({"database": {"host": "${A_HOST:-${B_HOST}}"}})
     assert cfg.database.host == "db.internal"
     for bad in ("${1A}", "${A B}", "${A", "${A:-x"):
-        with pytest.raises(ConfigError, match="database.host: (malformed|unterminated)"):
+        with pytest.raises(ConfigError, match=r"database\.host: (malformed|unterminated)"):
             config_from_dict({"database": {"host": bad}})
 
 
