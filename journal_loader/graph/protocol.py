@@ -51,6 +51,8 @@ class Action(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     action: str  # entity_created | entity_matched | relationship_created | relationship_duplicate
     #              | relationship_updated | relationship_conflicted | error
+    # match_reason (entity actions): external_key | exact_name_match | alias_match |
+    #              fuzzy_match | new_entity
     role: str | None = None  # 'source' | 'target' for entity actions
     entity_id: int | None = None
     relationship_id: int | None = None
@@ -78,7 +80,11 @@ class ProposeResult(msgspec.Struct, kw_only=True, omit_defaults=True):
     source_entity_id: int | None = None
     target_entity_id: int | None = None
     relationship_id: int | None = None
+    # Set by a client of a remote Propose API: the key of the call (file sha256, record offset,
+    # fact index), and whether the record was in doubt (proposed again after a crash between
+    # the call and the journaling of its outcome: a duplicate answer is then the success it was).
     idempotency_key: str | None = None
+    in_doubt: bool = False
 
     @property
     def ok(self) -> bool:

@@ -1,0 +1,117 @@
+"""Helpers for the Propose API client's tests (no tests here): the PL/pgSQL stand-in
+(tests/sql/propose_fact.sql) installed in a test schema, a second database for the
+"separate database" mode, and a snapshot of the stand-in's graph."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import make_url
+
+from tests.conftest import PG_URL, _pg_admin_url
+
+SQL_FILE = Path(__file__).resolve().parent / "sql" / "propose_fact.sql"
+REMOTE_DB = "jl_propose_remote"
+
+EXAMPLE_NODE_TYPES = ["Company", "Person", "City", "State", "Address"]
+EXAMPLE_REL_TYPES = [
+    "LOCATED_IN",
+    "IN_STATE",
+    "HEADQUARTERED_AT",
+    "REGISTERED_AGENT_OF",
+    "HAS_ADDRESS",
+]
+
+
+def libpq(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def install_propose_api(
+    url: str,
+    node_types: list[str] = EXAMPLE_NODE_TYPES,
+    relationship_types: list[str] = EXAMPLE_REL_TYPES,
+    opposing: list[tuple[str, str]] = (),  # type: ignore[assignment]
+) -> None:
+    """The stand-in's type, tables and function, in the URL's schema (its search_path)."""
+    with psycopg.connect(libpq(url), autocommit=True) as conn:
+        conn.execute(SQL_FILE.read_text(encoding="utf-8"))
+        for name in node_types:
+            conn.execute("INSERT INTO kg_node_types VALUES (%s)", (name,))
+        opposes = dict(opposing)
+        for name in relationship_types:
+            conn.execute(
+                "INSERT INTO kg_relationship_types VALUES (%s, %s)", (name, opposes.get(name))
+            )
+
+
+def add_fault(url: str, source_node_name: str, errcode: str, times: int = 2**31 - 1) -> None:
+    seq = f"kg_fault_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(libpq(url), autocommit=True) as conn:
+        conn.execute(f"CREATE SEQUENCE {seq}")
+        conn.execute(
+            "INSERT INTO kg_faults VALUES (%s, %s, %s, %s)",
+            (source_node_name, errcode, times, seq),
+        )
+
+
+def kg_snapshot(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """The stand-in's graph without ids: what two equal loads must share."""
+    queries = {
+        "nodes": "SELECT node_type, name, norm_name FROM kg_nodes",
+        "attributes": """SELECT n.node_type, n.norm_name, a.attr_type, a.value
+                         FROM kg_attributes a JOIN kg_nodes n ON n.id = a.node_id""",
+        "relationships": """SELECT s.node_type, s.norm_name, r.rel_type, t.node_type,
+                                   t.norm_name, r.strength::text
+                            FROM kg_relationships r JOIN kg_nodes s ON s.id = r.source_node_id
+                            JOIN kg_nodes t ON t.id = r.target_node_id""",
+        "provenance": """SELECT p.subject_kind, p.confidence::text,
+                                p.metadata ->> 'record_offset', p.metadata ->> 'fact_index',
+                                p.idempotency_key
+                         FROM kg_provenance p""",
+    }
+    out = {}
+    with psycopg.connect(libpq(url)) as conn:
+        for name, sql in queries.items():
+            out[name] = sorted(tuple(r) for r in conn.execute(sql).fetchall())
+    return out
+
+
+def kg_count(url: str, table: str) -> int:
+    with psycopg.connect(libpq(url)) as conn:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # type: ignore[index]
+
+
+def _ensure_remote_database() -> str:
+    if not PG_URL:
+        pytest.skip("JOURNAL_LOADER_TEST_PG_URL is not set: PostgreSQL tests skipped")
+    admin = _pg_admin_url()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (REMOTE_DB,))
+        if exists.fetchone() is None:
+            with contextlib.suppress(
+                psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation
+            ):
+                conn.execute(f'CREATE DATABASE "{REMOTE_DB}"')
+    return make_url(admin).set(database=REMOTE_DB).render_as_string(hide_password=False)
+
+
+@contextlib.contextmanager
+def remote_schema() -> Iterator[str]:
+    """A fresh schema in another database than the journal's: the "separate database"."""
+    base = _ensure_remote_database()
+    schema = f"jl_remote_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
