@@ -95,41 +95,46 @@ def apply(tx: Tx, rows: Sequence[JournalRow]) -> None:
             },
         )
 
+    # Per record, only failures (DLQ) cost a statement here; counts, the last position and
+    # the DLQ clean-up of successes are one statement per source at the end (or before a
+    # run-level event, which must see them in order).
     for row in rows:
         ev = row.event
+        if row.record_offset is not None:
+            c = counts.get(row.source_id)
+            if c is None:
+                c = counts[row.source_id] = _Counts()
+            c.last = row
+            if isinstance(ev, ProposeSucceeded | RecordSkipped | RecordFailed):
+                if ev.retry_of is None:
+                    c.processed += 1
+                else:
+                    # A DLQ retry: the record's outcome in the current load was a failure
+                    # and is replaced (dlq.retry only retries failures of the current load).
+                    c.failed -= 1
+                if isinstance(ev, RecordFailed):
+                    c.failed += 1
+                    _upsert_failure(tx, q_dlq, row, ev)
+                else:
+                    if isinstance(ev, ProposeSucceeded):
+                        c.imported += 1
+                    else:
+                        c.skipped += 1
+                    c.clear_offsets.append(row.record_offset)
+            elif isinstance(ev, RecordResolved):
+                c.clear_offsets.append(row.record_offset)
+            continue  # RecordParsed and the like change nothing but the last event
+        if not isinstance(ev, SourceRegistered | LoadStarted | RunStarted | RunFinished):
+            c = counts.setdefault(row.source_id, _Counts())  # BatchCommitted, RunAbandoned
+            c.last = row
+            continue
+        # A run-level event that sets columns: write what is pending first, in order.
+        flush(row.source_id)
         envelope = {
             "source_id": row.source_id,
             "position": row.position,
             "recorded_at": tx.timestamp(row.recorded_at),
         }
-        if isinstance(ev, ProposeSucceeded | RecordSkipped | RecordFailed):
-            c = counts.setdefault(row.source_id, _Counts())
-            c.last = row
-            if ev.retry_of is None:
-                c.processed += 1
-            else:
-                # A DLQ retry: the record's outcome in the current load was a failure and is
-                # replaced (dlq.retry only retries failures of the current load).
-                c.failed -= 1
-            if isinstance(ev, RecordFailed):
-                c.failed += 1
-                _upsert_failure(tx, q_dlq, row, ev)
-            else:
-                if isinstance(ev, ProposeSucceeded):
-                    c.imported += 1
-                else:
-                    c.skipped += 1
-                assert row.record_offset is not None
-                c.clear_offsets.append(row.record_offset)
-            continue
-        if isinstance(ev, RecordResolved):
-            c = counts.setdefault(row.source_id, _Counts())
-            c.last = row
-            assert row.record_offset is not None
-            c.clear_offsets.append(row.record_offset)
-            continue
-        # A run-level event: write what is pending first, in order.
-        flush(row.source_id)
         if isinstance(ev, SourceRegistered):
             tx.run(
                 q_sources["register"],
@@ -148,7 +153,7 @@ def apply(tx: Tx, rows: Sequence[JournalRow]) -> None:
             tx.run(q_sources["start_load"], envelope)
         elif isinstance(ev, RunStarted):
             tx.run(q_sources["start_run"], {**envelope, "run_id": row.run_id})
-        elif isinstance(ev, RunFinished):
+        else:
             tx.run(
                 q_sources["finish_run"],
                 {
@@ -159,9 +164,6 @@ def apply(tx: Tx, rows: Sequence[JournalRow]) -> None:
                     "records_in_file": ev.records_in_file,
                 },
             )
-        else:  # RunAbandoned, BatchCommitted, ...: only the last event changes
-            c = counts.setdefault(row.source_id, _Counts())
-            c.last = row
     for source_id in list(counts):
         flush(source_id)
 

@@ -456,16 +456,13 @@ class Runner:
                 raise _Stop(self._stop_reason)
             size = opt.batch_size if remaining is None else min(opt.batch_size, remaining)
             batch: list[RawRecord] = []
-            position: ResumePoint | None = None
             file_error: SourceFileError | None = None
             try:
-                while len(batch) < size and records.has_next():
-                    record, position = records.next()
-                    batch.append(record)
+                records.take(size, batch)
             except SourceFileError as e:  # e.g. truncated gzip: keep what came before it
                 file_error = e
             if batch:
-                assert position is not None
+                position = records.position()
                 src.check_unchanged()
                 self._commit_batch(batch, position)
                 if remaining is not None:
@@ -507,6 +504,7 @@ class Runner:
         safe = False
         while True:
             try:
+
                 def attempt(mode: bool = safe) -> _BatchResult:
                     return self._batch_transaction(batch, position, mode)
 
@@ -848,29 +846,45 @@ class _ProposeAnswer(RecordError):
 
 
 class _Peekable:
-    """One record of look-ahead (to tell "the limit ended the run" from "the file ended"),
-    remembering the reader's position right after each record: the exact resume point."""
+    """One record of look-ahead (to tell "the limit ended the run" from "the file ended").
 
-    __slots__ = ("_head", "_it", "_reader")
+    ``position()`` is where the record after the last one taken starts: the exact resume
+    point. It is read from the reader once per batch (just before the look-ahead moves the
+    reader on), not once per record.
+    """
+
+    __slots__ = ("_after_taken", "_head", "_it", "_reader")
 
     def __init__(self, reader: Any) -> None:
         self._reader = reader
         self._it: Iterator[RawRecord] = iter(reader)
-        self._head: tuple[RawRecord, ResumePoint] | None = None
+        self._head: RawRecord | None = None
+        self._after_taken: ResumePoint = reader.position
 
     def has_next(self) -> bool:
         if self._head is None:
-            record = next(self._it, None)
-            if record is not None:
-                self._head = (record, self._reader.position)
+            self._after_taken = self._reader.position  # before the reader moves past it
+            self._head = next(self._it, None)
         return self._head is not None
 
-    def next(self) -> tuple[RawRecord, ResumePoint]:
-        if not self.has_next():
-            raise StopIteration
-        head, self._head = self._head, None
-        assert head is not None
-        return head
+    def take(self, n: int, batch: list[RawRecord]) -> None:
+        """Append up to n records to ``batch`` (fewer at the end of the file)."""
+        if n > 0 and self._head is not None:
+            batch.append(self._head)
+            self._head = None
+            n -= 1
+        it = self._it
+        try:
+            for _ in range(n):
+                record = next(it, None)
+                if record is None:
+                    break
+                batch.append(record)
+        finally:  # also when the reader raises (a truncated gzip): the records before count
+            self._after_taken = self._reader.position
+
+    def position(self) -> ResumePoint:
+        return self._after_taken
 
 
 def _call(observer: Any, method: str, *args: Any) -> None:

