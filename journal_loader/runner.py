@@ -56,6 +56,7 @@ from journal_loader.journal import queries
 from journal_loader.journal.events import (
     BatchCommitted,
     LoadStarted,
+    ProposeAttempted,
     ProposeSucceeded,
     RecordFailed,
     RecordParsed,
@@ -170,6 +171,8 @@ class Runner:
         # offset -> journal position of the failure a DLQ retry answers (journal_loader/dlq.py)
         self.retry_of: dict[int, int] = {}
         self._consecutive_transient = 0
+        self._in_doubt: set[int] = set()  # offsets attempted on a remote target, no outcome
+        self.file_hash = ""
 
     # --- the whole run ---------------------------------------------------------------------
     def run(self) -> RunReport:
@@ -186,6 +189,7 @@ class Runner:
         try:
             src = open_source(self.file, update_frequency=self.opt.update_frequency)
             report.file_hash, report.version_label = src.sha256, src.version_label
+            self.file_hash = src.sha256
             holder = {
                 "run_id": self.run_id,
                 "pid": os.getpid(),
@@ -318,6 +322,8 @@ class Runner:
                     if mode == "new"
                     else queries.checkpoint(tx, self.source_id)
                 )
+                if not self.target.transactional and mode == "resume":
+                    self._in_doubt = queries.in_doubt(tx, self.source_id, start.position)
                 # The header (and dialect) go to the journal: `dlq retry` re-parses raw
                 # records with them, without the file.
                 reader = self._open_reader(src, start)
@@ -526,6 +532,8 @@ class Runner:
     def _batch_transaction(
         self, batch: list[RawRecord], position: ResumePoint | None, safe: bool
     ) -> _BatchResult:
+        if not self.target.transactional:
+            return self._batch_two_phase(batch, position)
         try:
             with self.store.transaction() as tx:
                 self._check_lease(tx)
@@ -534,19 +542,7 @@ class Runner:
                 for rec in batch:
                     self._process(rec, result)
                 if position is not None:  # None: a DLQ retry, which must not move the checkpoint
-                    result.events.append(
-                        PendingEvent.of(
-                            None,
-                            BatchCommitted(
-                                next_offset=position.offset,
-                                next_line=position.line,
-                                next_byte=position.byte,
-                                succeeded=result.stats.successful,
-                                failed=result.stats.failed,
-                                skipped=result.stats.skipped,
-                            ),
-                        )
-                    )
+                    result.events.append(PendingEvent.of(None, self._checkpoint(position, result)))
                 self.target.flush(tx)
                 rows = self.writer.append(tx, result.events)
                 projections.apply(tx, rows)
@@ -559,6 +555,78 @@ class Runner:
         self.target.after_commit()
         faults.point("after_commit")
         return result
+
+    def _batch_two_phase(
+        self, batch: list[RawRecord], position: ResumePoint | None
+    ) -> _BatchResult:
+        """A batch for a target outside the journal's transaction (a Propose API in another
+        database): its effects commit on the target before the batch can commit here.
+
+        Effectively once, in three steps: (A) journal ``ProposeAttempted`` for the records
+        about to be proposed, and commit; (B) propose them; (C) journal their outcomes and the
+        checkpoint, and commit. A crash between A and C leaves the records attempted but
+        without outcome: the next run reads the batch again (the checkpoint did not move),
+        finds them in doubt (``_in_doubt``), proposes them again with the target told so, and
+        the target's deduplication answers ``duplicate`` for what it had already applied:
+        the success it was. Outcomes are journaled only in C, so each record still ends with
+        exactly one terminal event. A retried attempt of this batch marks its records in
+        doubt the same way. Pinned by tests/test_propose_client_crash.py.
+        """
+        result = _BatchResult()
+        prepared = [
+            (rec, parsed) for rec in batch if (parsed := self._prepare(rec, result)) is not None
+        ]
+        doubtful = {rec.offset for rec, _ in prepared if rec.offset in self._in_doubt}
+        try:
+            if prepared:
+                with self.store.transaction() as tx:  # (A)
+                    self._check_lease(tx)
+                    self.target.begin_batch(tx)
+                    rows = self.writer.append(
+                        tx,
+                        [
+                            PendingEvent.of(
+                                rec.offset,
+                                ProposeAttempted(
+                                    key=f"{self.file_hash}:{rec.offset}",
+                                    in_doubt=rec.offset in doubtful,
+                                ),
+                            )
+                            for rec, _ in prepared
+                        ],
+                    )
+                    projections.apply(tx, rows)
+                self.writer.confirm()
+                self._in_doubt.update(rec.offset for rec, _ in prepared)
+            for rec, parsed in prepared:  # (B)
+                self._propose_record(rec, parsed, result, in_doubt=rec.offset in doubtful)
+            with self.store.transaction() as tx:  # (C)
+                self._check_lease(tx)
+                if position is not None:
+                    result.events.append(PendingEvent.of(None, self._checkpoint(position, result)))
+                rows = self.writer.append(tx, result.events)
+                projections.apply(tx, rows)
+                faults.point("before_commit")
+        except BaseException:
+            self.writer.discard()
+            self.target.after_rollback()
+            raise
+        self.writer.confirm()
+        self.target.after_commit()
+        self._in_doubt.difference_update(rec.offset for rec in batch)
+        faults.point("after_commit")
+        return result
+
+    @staticmethod
+    def _checkpoint(position: ResumePoint, result: _BatchResult) -> BatchCommitted:
+        return BatchCommitted(
+            next_offset=position.offset,
+            next_line=position.line,
+            next_byte=position.byte,
+            succeeded=result.stats.successful,
+            failed=result.stats.failed,
+            skipped=result.stats.skipped,
+        )
 
     def _check_lease(self, tx: Tx) -> None:
         q = queries.queries(tx.store.dialect)
@@ -584,15 +652,21 @@ class Runner:
     # --- one record -----------------------------------------------------------------------
     def _process(self, rec: RawRecord, out: _BatchResult) -> None:
         """Exactly one terminal event per record (invariant 3)."""
-        events, stats = out.events, out.stats
+        parsed = self._prepare(rec, out)
+        if parsed is not None:
+            self._propose_record(rec, parsed, out)
+
+    def _prepare(self, rec: RawRecord, out: _BatchResult) -> dict[str, Any] | None:
+        """Read errors, skips, parse and validate. Returns the parsed record to propose, or
+        None when the record already has its terminal event."""
         offset = rec.offset
-        stats.total_processed += 1
+        out.stats.total_processed += 1
         if rec.error is not None:
             self._fail(rec, "read", rec.error_type or "read_error", rec.error, None, out)
-            return
+            return None
         if self.opt.start_from is not None and offset < self.opt.start_from:
             self._skip(rec, f"before --start-from {self.opt.start_from}", out)
-            return
+            return None
         stage = "parse"
         parsed: dict[str, Any] | None = None
         try:
@@ -600,7 +674,7 @@ class Runner:
             parsed = self.loader.parse(rec.data)
             if parsed is None:
                 self._skip(rec, "parse returned None", out)
-                return
+                return None
             parsed_event = PendingEvent.of(
                 offset,
                 RecordParsed(
@@ -613,42 +687,51 @@ class Runner:
             )
             stage = "validate"
             problems = self.loader.validate(parsed)
-            events.append(parsed_event)
-            if problems:
-                self._fail(rec, "validate", "ValidationError", "; ".join(problems), parsed, out)
-                return
-            stage = "propose"
-            started = time.perf_counter()
-            try:
-                results = self._propose(offset, parsed)
-            finally:
-                out.propose_seconds.append(time.perf_counter() - started)
         except SkipRecord as s:
             self._skip(rec, s.reason, out)
-            return
+            return None
         except RecordError as e:
-            self._fail(
-                rec,
-                e.stage if stage == "propose" else stage,
-                type(e).__name__,
-                e.message,
-                parsed,
-                out,
-                e.details,
-            )
-            return
+            self._fail(rec, stage, type(e).__name__, e.message, parsed, out, e.details)
+            return None
         except (JournalLoaderError, KeyboardInterrupt):
             raise
         except Exception as e:
             # A bug in the loader's code, or a value msgspec cannot encode: this record fails;
             # a loader that fails every record is stopped by the failure limits.
             self._fail(rec, stage, type(e).__name__, str(e) or repr(e), parsed, out)
+            return None
+        out.events.append(parsed_event)
+        if problems:
+            self._fail(rec, "validate", "ValidationError", "; ".join(problems), parsed, out)
+            return None
+        return parsed
+
+    def _propose_record(
+        self, rec: RawRecord, parsed: dict[str, Any], out: _BatchResult, in_doubt: bool = False
+    ) -> None:
+        offset = rec.offset
+        started = time.perf_counter()
+        try:
+            results = self._propose(offset, parsed, in_doubt)
+        except SkipRecord as s:
+            self._skip(rec, s.reason, out)
             return
-        events.append(
+        except RecordError as e:
+            self._fail(rec, e.stage, type(e).__name__, e.message, parsed, out, e.details)
+            return
+        except (JournalLoaderError, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            self._fail(rec, "propose", type(e).__name__, str(e) or repr(e), parsed, out)
+            return
+        finally:
+            out.propose_seconds.append(time.perf_counter() - started)
+        out.events.append(
             PendingEvent.of(
                 offset, ProposeSucceeded(results=results, retry_of=self.retry_of.get(offset))
             )
         )
+        stats = out.stats
         stats.successful += 1
         for r in results:
             for a in r.actions:
@@ -664,10 +747,14 @@ class Runner:
                     stats.relationships_updated += 1
             stats.conflicts_detected += len(r.conflicts)
 
-    def _propose(self, offset: int, parsed: dict[str, Any]) -> list[ProposeResult]:
+    def _propose(
+        self, offset: int, parsed: dict[str, Any], in_doubt: bool = False
+    ) -> list[ProposeResult]:
         target = self.target
         faults.point("before_propose")
         target.begin_record(self.source_id, offset, self.run_id)
+        if in_doubt:
+            target.in_doubt = True  # a remote target marks the results of a re-proposal
         try:
             self.loader.propose(parsed, target.client)
             results = list(target.record_results())

@@ -116,6 +116,7 @@ STRATEGIES: dict[type[ev.Event], Any] = {
         raw=st.binary(max_size=200),
         record=records,
     ),
+    ev.ProposeAttempted: st.builds(ev.ProposeAttempted, key=text, in_doubt=st.booleans()),
     ev.ProposeSucceeded: st.builds(
         ev.ProposeSucceeded, results=st.lists(results, max_size=3), retry_of=st.none() | ints
     ),

@@ -137,7 +137,6 @@ def test_separate_database_crashes_then_rerun_equal_one_clean_run(
     _assert_equal_to_clean(_journal_state(crashed), _journal_state(clean))
 
 
-@pytest.mark.xfail(reason="needs runner two-phase", strict=False)
 def test_separate_database_in_doubt_records_are_journaled_and_marked(
     journal_urls: tuple[str, str], registry: Path
 ) -> None:

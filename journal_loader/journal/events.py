@@ -135,6 +135,17 @@ class RecordParsed(Event, frozen=True):
     record: dict[str, Any]
 
 
+class ProposeAttempted(Event, frozen=True):
+    """About to propose this record to a target outside the journal's transaction (a Propose
+    API in another database), journaled and committed before the calls: if no outcome
+    follows (a crash), the record is in doubt and the next run proposes it again.
+    ``key`` is the idempotency key's prefix (file hash, offset); the fact index completes it.
+    """
+
+    key: str
+    in_doubt: bool = False
+
+
 class ProposeSucceeded(Event, frozen=True):
     """What the graph did for every fact of the record (ids created or matched, conflicts)."""
 
@@ -181,6 +192,7 @@ EventType = (
     | BatchCommitted
     | RunFinished
     | RecordParsed
+    | ProposeAttempted
     | ProposeSucceeded
     | RecordFailed
     | RecordSkipped
@@ -197,6 +209,7 @@ EVENT_CLASSES: dict[str, type[Event]] = {
         BatchCommitted,
         RunFinished,
         RecordParsed,
+        ProposeAttempted,
         ProposeSucceeded,
         RecordFailed,
         RecordSkipped,

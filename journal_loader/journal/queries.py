@@ -21,6 +21,7 @@ class Checkpoint:
     offset: int
     line: int
     byte: int
+    position: int = 0  # the journal position of the checkpoint (or of the load's start)
 
     @property
     def at_start(self) -> bool:
@@ -30,11 +31,21 @@ class Checkpoint:
 def checkpoint(tx: Tx, source_id: int) -> Checkpoint:
     """The position to resume from, derived from the journal (never from a counter column)."""
     row = tx.fetchone(queries(tx.store.dialect)["checkpoint"], {"source_id": source_id})
-    if row is None or row[1] != "BatchCommitted":
+    if row is None:
         return Checkpoint(0, 0, 0)
+    if row[1] != "BatchCommitted":
+        return Checkpoint(0, 0, 0, int(row[0]))
     ev = decode(row[2])
     assert isinstance(ev, BatchCommitted)
-    return Checkpoint(ev.next_offset, ev.next_line, ev.next_byte)
+    return Checkpoint(ev.next_offset, ev.next_line, ev.next_byte, int(row[0]))
+
+
+def in_doubt(tx: Tx, source_id: int, after: int) -> set[int]:
+    """Offsets attempted on a remote target after the checkpoint, without an outcome."""
+    rows = tx.fetchall(
+        queries(tx.store.dialect)["in_doubt"], {"source_id": source_id, "after": after}
+    )
+    return {int(r[0]) for r in rows}
 
 
 @dataclass(slots=True)

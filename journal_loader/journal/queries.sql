@@ -10,6 +10,14 @@ WHERE source_id = :source_id AND record_offset IS NULL
 ORDER BY position DESC
 LIMIT 1
 
+-- name: in_doubt
+-- Records proposed to a remote target after the checkpoint: their outcome never committed.
+-- `position > :after` walks only the journal's tail (the primary key); `+ 0` keeps the
+-- planners off the source index, which would read all of the source's events.
+SELECT DISTINCT record_offset
+FROM journal
+WHERE position > :after AND source_id + 0 = :source_id AND event_type = 'ProposeAttempted'
+
 -- name: event_at
 SELECT position, source_id, record_offset, event_type, schema_version, payload, run_id,
        recorded_at, prev_hash, hash
