@@ -25,10 +25,13 @@ from journal_loader.storage.base import Tx
 
 
 class GraphTarget(ABC):
-    #: True when the target writes in the journal's transaction (the embedded graph, a
-    #: Propose API in the journal's own database); False for one elsewhere, which the runner
-    #: drives in two phases (journal_loader/runner.py, Runner._batch_two_phase).
-    transactional: bool = True
+    @property
+    def transactional(self) -> bool:
+        """True when the target writes in the journal's transaction (the embedded graph, a
+        Propose API in the journal's own database); False for one elsewhere, which the
+        runner drives in two phases (journal_loader/runner.py, Runner._batch_two_phase)."""
+        return True
+
     #: Set by the runner before it proposes a record again after a crash (remote targets).
     in_doubt: bool = False
 

@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from journal_loader.journal.chain import format_time
 from journal_loader.journal.events import Event, encode
@@ -67,8 +68,8 @@ class JournalWriter:
         sid = f"{source_id}\n"
         tail = f"\n{run_id}\n{format_time(now)}\n"
         prev = self.head
-        db_rows = []
-        rows = []
+        db_rows: list[tuple[Any, ...]] = []
+        rows: list[JournalRow] = []
         append_db, append_row = db_rows.append, rows.append
         sha256 = hashlib.sha256
         for position, pending in zip(positions, events, strict=True):
