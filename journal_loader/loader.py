@@ -58,13 +58,38 @@ def strptime_format(declared: str) -> str:
     return out
 
 
-@lru_cache(maxsize=1 << 16)  # registry dates repeat; strptime costs ~15 us
-def is_date(value: str, fmt: str) -> bool:
+_FIELDS = {"%Y": r"(?P<Y>\d{4})", "%m": r"(?P<m>\d{1,2})", "%d": r"(?P<d>\d{1,2})"}
+
+
+@lru_cache(maxsize=64)
+def _numeric_date_pattern(fmt: str) -> re.Pattern[str] | None:
+    """A regex for formats made only of %Y, %m, %d and literal separators (MM/DD/YYYY...):
+    checking those with a regex and date() is ~10x cheaper than strptime (15 us)."""
+    parts = re.split(r"(%[A-Za-z%])", fmt)
+    if {p for p in parts if p.startswith("%")} != {"%Y", "%m", "%d"}:
+        return None
+    return re.compile("".join(_FIELDS.get(p, re.escape(p)) for p in parts) + r"\Z")
+
+
+def parse_date(value: str, fmt: str) -> dt.date | None:
+    """The date in ``value`` in format ``fmt`` (strptime's), or None if it is not one."""
+    pattern = _numeric_date_pattern(fmt)
+    if pattern is not None:
+        m = pattern.match(value)
+        if m is None:
+            return None
+        try:
+            return dt.date(int(m["Y"]), int(m["m"]), int(m["d"]))
+        except ValueError:
+            return None
     try:
-        dt.datetime.strptime(value, fmt)
+        return dt.datetime.strptime(value, fmt).date()
     except ValueError:
-        return False
-    return True
+        return None
+
+
+def is_date(value: str, fmt: str) -> bool:
+    return parse_date(value, fmt) is not None
 
 
 class Loader:

@@ -19,13 +19,12 @@ to the dead-letter queue.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
-from functools import lru_cache
 from collections.abc import Mapping
 from typing import Any
 
 from journal_loader import Entity, Loader, ProposeClient, ProposeResult
+from journal_loader.loader import parse_date
 
 US_ZIP = re.compile(r"^\d{5}(-\d{4})?$")
 COMPANY_WORDS = re.compile(
@@ -131,6 +130,6 @@ class BusinessRegistryLoader(Loader):
         return results
 
 
-@lru_cache(maxsize=1 << 16)
 def _iso_date(value: str) -> str:
-    return dt.datetime.strptime(value, "%m/%d/%Y").date().isoformat() if value else ""
+    day = parse_date(value, "%m/%d/%Y") if value else None
+    return day.isoformat() if day else ""
