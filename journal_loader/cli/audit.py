@@ -7,6 +7,7 @@ command (without the option, ``status`` behaves exactly as before).
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
 from typing import Any
 
@@ -227,13 +228,17 @@ def export_command(
 
     store = open_db(db, config_path)
     if output == "-":
-        n = export_events(
-            store, sys.stdout.buffer, source_id=source_id, from_position=from_position
-        )
-    else:
-        with open(output, "wb") as f:
-            n = export_events(store, f, source_id=source_id, from_position=from_position)
-        click.echo(f"{fmt(n)} events written to {output}", err=True)
+        try:
+            export_events(
+                store, sys.stdout.buffer, source_id=source_id, from_position=from_position
+            )
+        except BrokenPipeError:  # `export | head`: the reader has what it wanted
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout
+        return
+    with open(output, "wb") as f:
+        n = export_events(store, f, source_id=source_id, from_position=from_position)
+    click.echo(f"{fmt(n)} events written to {output}", err=True)
 
 
 # --- replay ---------------------------------------------------------------------------------
