@@ -586,3 +586,21 @@ def test_ambiguous_error_carries_the_candidates_in_its_details(store: Store) -> 
     details = caught.value.details
     assert details["match_reason"] == "exact_name_match"
     assert sorted(c["external_key"] for c in details["candidates"]) == ["T1", "T2"]
+
+
+def test_an_alias_another_runner_committed_is_found(db_url: str) -> None:
+    store_a, store_b = open_store(db_url), open_store(db_url)
+    try:
+        b = Direct(_graph(store_b), store_b)
+        b.propose(("Company", "Acme"), ("City", "X"), "LOCATED_IN")  # B knows of no alias yet
+        a = Direct(_graph(store_a), store_a)
+        a.propose(
+            Entity(type="Company", name="Widget Holdings", attributes={"nameAlias": "WH"}),
+            ("City", "X"),
+            "LOCATED_IN",
+        )
+        found = b.propose(("Company", "wh"), ("City", "X"), "LOCATED_IN")
+        assert found.actions[0].match_reason == "alias_match"
+    finally:
+        store_a.dispose()
+        store_b.dispose()

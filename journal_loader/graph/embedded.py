@@ -38,7 +38,8 @@ The Propose API's semantics (results shaped like the API's response):
   or fuzzily (and gives it its key): two entities with different keys stay two. Two or more
   candidates at the same step is an **ambiguous match** (``AmbiguousMatchError``, naming
   them): the record fails to the DLQ; nothing is merged silently.
-  The exact-name and alias lookups are one query (one round trip per cache miss, as before);
+  The exact-name and alias lookups are one query (one round trip per cache miss, as before),
+  and the alias part joins it only once the graph has an alias (a probe per batch until then);
   fuzzy matching costs a lookup only for the types that have it (``journal_loader.graph.fuzzy``
   explains how its scores are the same on both backends).
 * **Relationships**: same endpoints and type, same (or lower) strength: ``duplicate``; a
@@ -228,8 +229,6 @@ class _Record:
 class EmbeddedGraph(GraphTarget, ProposeClient):
     """``ProposeClient`` for loaders, ``GraphTarget`` for the runner."""
 
-    transactional = True  # its writes are part of the batch's transaction
-
     def __init__(
         self,
         store: Store,
@@ -283,6 +282,9 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
         self._fuzzy_loaded: dict[str, int] = {}  # type -> highest committed id loaded
         self._fuzzy_refreshed: set[str] = set()  # types refreshed in the open batch
         self._pg_threshold_set = False
+        # Alias lookups ride along the name lookup (one query), but only once the graph has an
+        # alias at all: until then the plain name query, and one probe per batch.
+        self._aliases_exist = False
         self._trgm_sql: str | None = None
         if self.fuzzy and use_pg_trgm and store.dialect == "postgresql":
             self._trgm_sql = _prepare_pg_trgm(store, self._q["find_fuzzy_pg_trgm"])
@@ -322,6 +324,9 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
         self._stamp = tx.timestamp(self._now)
         self._fuzzy_refreshed.clear()
         self._pg_threshold_set = False
+        if not self._aliases_exist:
+            probe = tx.fetchone(self._q["any_alias"], {"alias_type": self.alias_attribute})
+            self._aliases_exist = probe is not None
 
     def begin_record(self, source_id: int, record_offset: int, run_id: str) -> None:
         self._rec = _Record(
@@ -430,7 +435,6 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
         )
         fact_index = rec.facts
         rec.facts += 1
-        prov_before = len(self._buf.provenance)
 
         source_id, source_action, *source_node = self._resolve(tx, src, src_norm, "source")
         target_id, target_action, *target_node = self._resolve(tx, tgt, tgt_norm, "target")
@@ -450,9 +454,10 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
         ]
 
         subjects = [("node", source_id), ("node", target_id)]
-        subjects += [("attribute", attribute_id) for attribute_id in attribute_ids]
+        if attribute_ids:
+            subjects += [("attribute", attribute_id) for attribute_id in attribute_ids]
         subjects.append(("relationship", rel_id))
-        self._provenance(rec, subjects, fact_index, confidence)
+        provenance_ids = self._provenance(tx, rec, subjects, fact_index, confidence)
 
         result = ProposeResult(
             status=STATUS_CONFLICTS if conflicts else STATUS_SUCCESS,
@@ -462,7 +467,7 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
             ),
             actions=actions,
             conflicts=conflicts,
-            provenance_ids=[row[0] for row in self._buf.provenance[prov_before:]],
+            provenance_ids=provenance_ids,
             attribute_ids=attribute_ids,
             source_entity_id=source_id,
             target_entity_id=target_id,
@@ -478,15 +483,21 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
         cached = self._by_name.get((node_type, norm))
         if cached is not None and (key is None or (node_type, key) in self._by_key):
             return cached
-        rows = tx.fetchall(
-            self._q["find_nodes"],
-            {
-                "node_type": node_type,
-                "norm_name": norm,
-                "external_key": key,
-                "alias_type": self.alias_attribute,
-            },
-        )
+        if self._aliases_exist:
+            rows = tx.fetchall(
+                self._q["find_nodes_and_aliases"],
+                {
+                    "node_type": node_type,
+                    "norm_name": norm,
+                    "external_key": key,
+                    "alias_type": self.alias_attribute,
+                },
+            )
+        else:
+            rows = tx.fetchall(
+                self._q["find_nodes"],
+                {"node_type": node_type, "norm_name": norm, "external_key": key},
+            )
         by_name: list[Candidate] = []
         by_alias: dict[int, Candidate] = {}
         for node_id, ext_key, node_norm, via_alias in rows:
@@ -704,6 +715,7 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
         return ids
 
     def _add_alias(self, tx: Tx, node_type: str, norm_value: str, node: Candidate) -> None:
+        self._aliases_exist = True  # (a record undone leaves it set: lookups stay right)
         self._candidates(tx, node_type, norm_value, None)  # loads the committed aliases
         known = self._by_alias.get((node_type, norm_value), ())
         if any(c[0] == node[0] for c in known):
@@ -806,33 +818,39 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
     # --- provenance ----------------------------------------------------------------------
     def _provenance(
         self,
+        tx: Tx,
         rec: _Record,
         subjects: list[tuple[str, int]],
         fact_index: int,
         confidence: float,
-    ) -> None:
-        """One row per subject per record: the first fact of the record that asserted it."""
+    ) -> list[int]:
+        """One row per subject per record (the first fact of the record that asserted it);
+        returns the ids of the rows written."""
         done = rec.provenanced
-        rows = self._buf.provenance
-        next_id = self._require_tx().next_id
+        new = [subject for subject in subjects if subject not in done]
+        if not new:
+            return []
+        done.update(new)
+        ids = tx.reserve_ids("provenance", len(new))
         stamp = self._stamp
-        for subject in subjects:
-            if subject in done:
-                continue
-            done.add(subject)
-            rows.append(
+        source_id, offset, run_id = rec.source_id, rec.record_offset, rec.run_id
+        self._buf.provenance.extend(
+            [
                 (
-                    next_id("provenance"),
-                    subject[0],
-                    subject[1],
-                    rec.source_id,
-                    rec.record_offset,
+                    prov_id,
+                    kind,
+                    subject_id,
+                    source_id,
+                    offset,
                     fact_index,
-                    rec.run_id,
+                    run_id,
                     confidence,
                     stamp,
                 )
-            )
+                for prov_id, (kind, subject_id) in zip(ids, new, strict=True)
+            ]
+        )
+        return ids
 
     # --- writing ---------------------------------------------------------------------------
     def _write_buffers(self, tx: Tx) -> None:
@@ -869,31 +887,25 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
     ) -> tuple[str, str]:
         """Refuses a fact that breaks a rule (ValidationError: stage validate); returns the
         normalised names of its two entities."""
-        norms = []
-        for e in (src, tgt):
-            if self.node_types is not None and e.type not in self.node_types:
-                raise ValidationError(
-                    f"unknown node type {e.type!r} (allowed: {', '.join(sorted(self.node_types))})"
-                )
-            _check_text("entity name", e.name, MAX_NAME_CHARS)
-            norm = normalize_name(e.name)
-            if not norm:
-                raise ValidationError(f"{e.type} entity has an empty name")
-            norms.append(norm)
-            if e.key is not None:
-                _check_text("external key", e.key, MAX_NAME_CHARS)
+        node_types = self.node_types
+        if node_types is not None and (src.type not in node_types or tgt.type not in node_types):
+            unknown = src.type if src.type not in node_types else tgt.type
+            raise ValidationError(
+                f"unknown node type {unknown!r} (allowed: {', '.join(sorted(node_types))})"
+            )
         if self.relationship_types is not None and relationship not in self.relationship_types:
             raise ValidationError(
                 f"unknown relationship type {relationship!r} "
                 f"(allowed: {', '.join(sorted(self.relationship_types))})"
             )
-        if not (isinstance(strength, int | float) and 0.0 <= strength <= 1.0):
-            raise ValidationError(f"relationship strength {strength!r} is outside 0..1")
-        if not (isinstance(confidence, int | float) and 0.0 <= confidence <= 1.0):
-            raise ValidationError(f"confidence {confidence!r} is outside 0..1")
+        src_norm, tgt_norm = _checked_norm(src), _checked_norm(tgt)
+        if strength.__class__ is not float or not 0.0 <= strength <= 1.0:
+            _check_number("relationship strength", strength)
+        if confidence.__class__ is not float or not 0.0 <= confidence <= 1.0:
+            _check_number("confidence", confidence)
         if valid_from and valid_to and valid_from > valid_to:
             raise ValidationError(f"valid_from {valid_from} is after valid_to {valid_to}")
-        return norms[0], norms[1]
+        return src_norm, tgt_norm
 
     def _require_record(self) -> _Record:
         if self._rec is None:
@@ -1011,6 +1023,26 @@ def _build_trgm_index(store: Store, schema: str, *, rebuild: bool) -> None:
 
 def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def _checked_norm(e: Entity) -> str:
+    """The entity's normalised name, after checking its name and key."""
+    name = e.name
+    if name.__class__ is not str or len(name) > MAX_NAME_CHARS or "\x00" in name:
+        _check_text("entity name", name, MAX_NAME_CHARS)
+    norm = normalize_name(name)
+    if not norm:
+        raise ValidationError(f"{e.type} entity has an empty name")
+    key = e.key
+    if key is not None and (key.__class__ is not str or len(key) > MAX_NAME_CHARS or "\x00" in key):
+        _check_text("external key", key, MAX_NAME_CHARS)
+    return norm
+
+
+def _check_number(what: str, value: Any) -> None:
+    """Refuses anything but a number in 0..1 (booleans included)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValidationError(f"{what} {value!r} is outside 0..1")
 
 
 def _check_text(what: str, value: str, max_chars: int) -> None:

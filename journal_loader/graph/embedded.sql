@@ -2,10 +2,20 @@
 -- Inserts are bulk (Tx.insert_rows); these run per cache miss or per change.
 
 -- name: find_nodes
--- Candidates for an entity, in one round trip: the nodes with its name, the node with its
--- external key, and the nodes that have its name as an alias (via_alias = 1).
--- Three branches rather than one OR: each one is an index search (ix_nodes_type_name,
--- uq_nodes_type_key, ix_attributes_type_norm); with OR, SQLite scanned every node of the type.
+-- Candidates for an entity, in one round trip: the nodes with its name and the node with its
+-- external key. Two branches rather than one OR: each is an index search (ix_nodes_type_name,
+-- uq_nodes_type_key); with OR, SQLite scanned every node of the type.
+SELECT id, external_key, norm_name, 0 AS via_alias
+FROM nodes
+WHERE node_type = :node_type AND norm_name = :norm_name
+UNION ALL
+SELECT id, external_key, norm_name, 0
+FROM nodes
+WHERE node_type = :node_type AND external_key = :external_key AND norm_name <> :norm_name
+
+-- name: find_nodes_and_aliases
+-- The same, and the nodes that have the name as an alias (via_alias = 1), once the graph has
+-- aliases (any_alias).
 SELECT id, external_key, norm_name, 0 AS via_alias
 FROM nodes
 WHERE node_type = :node_type AND norm_name = :norm_name
@@ -17,6 +27,9 @@ UNION ALL
 SELECT n.id, n.external_key, n.norm_name, 1
 FROM attributes a JOIN nodes n ON n.id = a.node_id
 WHERE a.attr_type = :alias_type AND a.norm_value = :norm_name AND n.node_type = :node_type
+
+-- name: any_alias
+SELECT 1 FROM attributes WHERE attr_type = :alias_type LIMIT 1
 
 -- name: find_attributes
 SELECT id, attr_type, value FROM attributes WHERE node_id = :node_id
