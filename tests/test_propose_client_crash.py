@@ -5,8 +5,8 @@ Same database: the calls are in the batch's transaction, so nothing of an unfini
 survives (exactly once). Separate database: the calls commit remotely before the batch does;
 the rerun proposes those records again, and the stand-in's idempotency (provenance keyed by
 the idempotency key, relationships deduplicated) makes the repeat a no-op (effectively
-once). The in-doubt bookkeeping (``ProposeAttempted``, ``in_doubt`` results) needs the
-runner's two-phase protocol: that test is marked xfail until it lands.
+once). With the runner's two-phase protocol the records attempted without an outcome are
+journaled (``ProposeAttempted``) and proposed again in doubt: their results say so.
 """
 
 from __future__ import annotations
