@@ -82,6 +82,7 @@ def test_verify_an_unknown_source_is_an_error(db_url: str, store: Store) -> None
 
 
 EDITS = {
+    "garbage_time": "UPDATE journal SET recorded_at = 'yesterday' WHERE position = :p",
     "payload": "UPDATE journal SET payload = replace(payload, 'record 3 is bad', "
     "'record 3 is fine') WHERE position = :p",
     "recorded_at": "UPDATE journal SET recorded_at = :t WHERE position = :p",

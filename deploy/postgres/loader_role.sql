@@ -61,8 +61,12 @@ GRANT SELECT, INSERT ON :"schema".attributes TO :"role";
 GRANT SELECT, INSERT, UPDATE ON :"schema".relationships TO :"role";
 GRANT SELECT, INSERT ON :"schema".provenance TO :"role";
 
--- Journal positions and graph ids come from the tables' sequences (nextval: USAGE).
-SELECT format('GRANT USAGE ON SEQUENCE %s TO %I',
+-- Journal positions and graph ids come from the tables' sequences: nextval needs USAGE; the
+-- journal's also UPDATE, because a batch reserves its block of positions with one setval
+-- under the append lock. (Moving that sequence cannot rewrite history: a position already
+-- taken is refused by the primary key.)
+SELECT format('GRANT USAGE%s ON SEQUENCE %s TO %I',
+              CASE WHEN t.name = 'journal' THEN ', UPDATE' ELSE '' END,
               pg_get_serial_sequence(format('%I.%I', :'schema', t.name), t.col), :'role')
 FROM (VALUES ('journal', 'position'), ('nodes', 'id'), ('attributes', 'id'),
              ('relationships', 'id'), ('provenance', 'id')) AS t(name, col)

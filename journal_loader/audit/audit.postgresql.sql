@@ -3,8 +3,6 @@
 -- each of millions of events.
 
 -- name: events_all
--- Events in position order (the primary key), for verify (one pass checks every source's
--- chain) and export. :last bounds the walk to what was committed when it began.
 SELECT position, source_id, record_offset, event_type, schema_version, payload, run_id,
        to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
        prev_hash, hash

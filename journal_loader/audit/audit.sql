@@ -61,17 +61,19 @@ SELECT source_id, last_position FROM sources
 SELECT source_id, last_position FROM sources WHERE source_id = :source_id
 
 -- name: events_all
--- Events in position order (the primary key), for verify (one pass checks every source's
--- chain) and export. :last bounds the walk to what was committed when it began.
+-- verify and export: events in position order (the primary key), :last bounding the walk
+-- to what was committed when it began (one pass checks every source's chain).
 SELECT position, source_id, record_offset, event_type, schema_version, payload, run_id,
-       recorded_at, prev_hash, hash
+       recorded_at,
+       prev_hash, hash
 FROM journal
 WHERE position >= :from_position AND position <= :last
 ORDER BY position
 
 -- name: events_source
 SELECT position, source_id, record_offset, event_type, schema_version, payload, run_id,
-       recorded_at, prev_hash, hash
+       recorded_at,
+       prev_hash, hash
 FROM journal
 WHERE source_id = :source_id AND position >= :from_position AND position <= :last
 ORDER BY position

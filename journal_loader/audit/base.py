@@ -66,11 +66,20 @@ def stream(
     The connection stays open while the caller iterates; close the generator (or exhaust it)
     to release it.
     """
+    for rows in stream_batches(store, sql, params, batch):
+        yield from rows
+
+
+def stream_batches(
+    store: Store, sql: str, params: Mapping[str, Any], batch: int | None = None
+) -> Iterator[list[tuple[Any, ...]]]:
+    """``stream``, a list of up to ``batch`` rows at a time (for loops that count
+    microseconds per row)."""
     batch = batch or FETCH_ROWS
     with store.read() as conn:
         raw: Any = conn.connection.driver_connection
         if store.dialect == "postgresql":
-            cursor = raw.cursor(name=f"jl_audit_{next(_cursor_names)}")
+            cursor = raw.cursor(name=f"jl_audit_{next(_cursor_names)}", binary=True)
             cursor.itersize = batch
             cursor.execute(to_pyformat(sql), dict(params))
         else:
@@ -78,10 +87,10 @@ def stream(
             cursor.execute(sql, dict(params))
         try:
             while True:
-                rows = cursor.fetchmany(batch)
+                rows: list[tuple[Any, ...]] = cursor.fetchmany(batch)
                 if not rows:
                     break
-                yield from rows
+                yield rows
         finally:
             cursor.close()
             if store.dialect == "postgresql":

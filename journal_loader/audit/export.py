@@ -18,14 +18,16 @@ from typing import IO
 
 import msgspec
 
-from journal_loader.audit.base import fetchall, queries, require_source, stream
-from journal_loader.audit.verify import canonical_time
+from journal_loader.audit.base import fetchall, queries, require_source, stream_batches
+from journal_loader.audit.verify import any_time
 from journal_loader.storage import Store
 
 FORMATS = ("jsonl",)
 
 
 class ExportedEvent(msgspec.Struct):
+    """One line of the export."""
+
     position: int
     source_id: int
     record_offset: int | None
@@ -57,31 +59,24 @@ def export_events(
         sql = q["events_source"]
         params["source_id"] = source_id
     encoder = msgspec.json.Encoder()
-    buffer = bytearray()
     n = 0
-    for row in stream(store, sql, params):
-        position, sid, offset, event_type, version, payload, run_id, recorded_at, prev, digest = row
-        encoder.encode_into(
+    for rows in stream_batches(store, sql, params):
+        events = [
             ExportedEvent(
                 position,
                 sid,
                 offset,
-                event_type,
+                kind,
                 version,
                 run_id,
-                canonical_time(recorded_at),
-                None if prev is None else bytes(prev).hex(),
-                bytes(digest).hex(),
+                stamp if type(stamp) is str and len(stamp) == 27 else any_time(stamp),
+                None if prev is None else prev.hex(),
+                digest.hex(),
                 payload,
-            ),
-            buffer,
-            -1,
-        )
-        buffer.extend(b"\n")
-        n += 1
-        if len(buffer) >= 1 << 20:
-            out.write(buffer)
-            buffer.clear()
-    out.write(buffer)
+            )
+            for position, sid, offset, kind, version, payload, run_id, stamp, prev, digest in rows
+        ]
+        out.write(encoder.encode_lines(events))
+        n += len(events)
     out.flush()
     return n

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from journal_loader.audit.base import fetchall, queries, require_source, stream
+from journal_loader.audit.base import fetchall, queries, require_source, stream_batches
 from journal_loader.errors import UsageError
 from journal_loader.journal.chain import format_time
 from journal_loader.storage import Store
@@ -168,52 +168,48 @@ def verify(
         if source_id is None
         else (q["events_source"], {"source_id": source_id, "from_position": 0, "last": last})
     )
-    heads: dict[int, bytes] = {}
-    counts: dict[int, int] = {}
-    positions: dict[int, int] = {}
-    previous_position: dict[int, int] = {}
+    # per source: [hash of its last event, events, position of its last event]
+    chains: dict[int, list[Any]] = {}
     sha256 = hashlib.sha256
     events = 0
-    for row in stream(store, sql, params):
-        position, sid, offset, event_type, version, payload, run_id, recorded_at, prev, digest = row
-        events += 1
-        expected = heads.get(sid)
-        stored_prev = None if prev is None else bytes(prev)
-        digest = bytes(digest)
-        if stored_prev != expected:
-            report.add(
-                Break(
-                    sid,
-                    position,
-                    "prev_hash",
-                    _prev_message(sid, position, expected, previous_position.get(sid)),
+    for rows in stream_batches(store, sql, params):
+        events += len(rows)
+        for position, sid, offset, kind, version, payload, run_id, stamp, prev, digest in rows:
+            chain = chains.get(sid)
+            if chain is None:
+                chain = chains[sid] = [None, 0, None]
+            if prev != chain[0]:
+                report.add(
+                    Break(
+                        sid, position, "prev_hash", _prev_message(sid, position, chain[0], chain[2])
+                    )
                 )
+            if type(stamp) is not str or len(stamp) != 27:  # PostgreSQL's query formats it
+                stamp = any_time(stamp)
+            hasher = sha256(prev) if prev else sha256()
+            hasher.update(
+                f"{sid}\n{'' if offset is None else offset}\n{kind}\n{version}\n{run_id}\n"
+                f"{stamp}\n".encode()
             )
-        stamp = canonical_time(recorded_at)
-        canonical = (
-            f"{sid}\n{'' if offset is None else offset}\n{event_type}\n{version}\n{run_id}\n"
-            f"{stamp}\n"
-        ).encode() + payload.encode()
-        if sha256((stored_prev or b"") + canonical).digest() != digest:
-            report.add(
-                Break(
-                    sid,
-                    position,
-                    "hash",
-                    f"source {sid}, position {position} ({event_type}): the hash does not "
-                    "match the event's contents: the event was changed after it was written",
+            hasher.update(payload if type(payload) is bytes else payload.encode())
+            if hasher.digest() != digest:
+                report.add(
+                    Break(
+                        sid,
+                        position,
+                        "hash",
+                        f"source {sid}, position {position} ({kind}): the hash does not match "
+                        "the event's contents: the event was changed after it was written",
+                    )
                 )
-            )
-        heads[sid] = digest
-        counts[sid] = counts.get(sid, 0) + 1
-        previous_position[sid] = position
-        positions[sid] = position
-        if position in wanted:
-            found[position] = (sid, digest)
+            chain[0] = digest
+            chain[1] += 1
+            chain[2] = position
+            if position in wanted:
+                found[position] = (sid, bytes(digest))
     report.events = events
-    report.heads = {
-        sid: Head(sid, positions[sid], heads[sid], counts[sid]) for sid in sorted(heads)
-    }
+    report.heads = {sid: Head(sid, c[2], bytes(c[0]), c[1]) for sid, c in sorted(chains.items())}
+    positions = {sid: c[2] for sid, c in chains.items()}
 
     for sid, claimed_last in sorted(claimed.items()):
         actual = positions.get(sid)
@@ -260,6 +256,17 @@ def verify(
             )
     report.seconds = time.monotonic() - started
     return report
+
+
+def any_time(value: Any) -> str:
+    """A stored time in the canonical form; one that cannot be read as a time is hashed as it
+    is (so it breaks the chain instead of stopping the verification)."""
+    if type(value) is str and len(value) == 26 and value[10] == " ":  # SQLite's UTC text
+        return f"{value[:10]}T{value[11:]}Z"
+    try:
+        return canonical_time(value)
+    except (ValueError, TypeError, AssertionError):
+        return str(value)
 
 
 def _prev_message(sid: int, position: int, expected: bytes | None, before: int | None) -> str:
