@@ -23,6 +23,7 @@ reason when the database still answers, and resumable.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import random
@@ -186,6 +187,11 @@ class Runner:
             started_at=started_at.isoformat(),
         )
         src: SourceFile | None = None
+        frozen_before = gc.get_freeze_count()
+        thresholds = gc.get_threshold()
+        # A batch allocates tens of thousands of tuples that live until its commit: with the
+        # default thresholds the collector rescans them over and over.
+        gc.set_threshold(max(thresholds[0], 50_000), max(thresholds[1], 20), thresholds[2])
         try:
             src = open_source(self.file, update_frequency=self.opt.update_frequency)
             report.file_hash, report.version_label = src.sha256, src.version_label
@@ -202,6 +208,9 @@ class Runner:
             report.message = scrub(str(e))
             raise
         finally:
+            gc.set_threshold(*thresholds)
+            if frozen_before == 0:
+                gc.unfreeze()
             if src is not None:
                 src.close()
             report.duration_seconds = round(time.monotonic() - started, 3)
@@ -515,6 +524,11 @@ class Runner:
                     return self._batch_transaction(batch, position, mode)
 
                 done: _BatchResult = self._retrying(attempt, f"batch at record {batch[0].offset}")
+                # What survived the batch is long-lived (the graph's caches): move it out of the
+                # cyclic GC's sight, or every full collection walks the whole cache (measured:
+                # 36 collections cost a quarter of a 30k-record load). Reference counting
+                # still frees it; gc.unfreeze() at the end of the run hands it back.
+                gc.freeze()
                 self.stats.add(done.stats)
                 for o in self.observers:  # committed batches only: a retried one counts once
                     _call(o, "on_propose_durations", done.propose_seconds)
