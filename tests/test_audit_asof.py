@@ -423,3 +423,22 @@ def test_status_as_of_function(store: Store) -> None:
     # processing for longer than the stall threshold, judged at the cut's moment
     late = status_as_of(store, Cut.at_time(sim.clock + dt.timedelta(hours=2)))
     assert {r["health"] for r in late} == {"STALLED"}
+
+
+def test_replay_shows_no_passwords(pg_url: str, tmp_path: Path) -> None:
+    """Passwords in either URL reach neither the output nor the target's notes (the test
+    server trusts local connections, so the password is ignored for the login itself)."""
+    from sqlalchemy import make_url
+
+    secret = "s3cret-Pa55"
+    with_password = make_url(pg_url).set(password=secret).render_as_string(hide_password=False)
+    JournalSim(open_store(with_password)).register()
+    target = f"sqlite:///{tmp_path / 'audit.db'}"
+    result = cli("replay", "--db", with_password, "--until", "10", "--into", target)
+    assert result.exit_code == 0, result.output
+    assert secret not in result.output
+    with open_store(target).read() as conn:
+        notes = dict(conn.execute(text("SELECT name, value FROM loader_settings")).all())
+    assert secret not in json.dumps(notes) and "***" in notes["replay.from"]
+    into_pg = cli("replay", "--db", target, "--until", "1", "--into", with_password)
+    assert into_pg.exit_code == 1 and secret not in into_pg.output  # it has a journal
