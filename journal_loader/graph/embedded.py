@@ -1001,24 +1001,27 @@ def _prepare_pg_trgm(store: Store, query_template: str) -> str | None:
 
 
 def _build_trgm_index(store: Store, schema: str, *, rebuild: bool) -> None:
+    """On a connection of its own (detached from the pool: its settings die with it)."""
     pooled = store.engine.raw_connection()
+    raw: Any = pooled.driver_connection
+    pooled.detach()
     try:
-        raw: Any = pooled.driver_connection
         raw.rollback()
         raw.autocommit = True
-        try:
-            if rebuild:  # an interrupted CREATE INDEX CONCURRENTLY leaves an invalid index
-                raw.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {FUZZY_INDEX_NAME}")
-            log.info("building %s (GIN, pg_trgm) over nodes.fuzzy_key", FUZZY_INDEX_NAME)
-            raw.execute(
-                f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {FUZZY_INDEX_NAME} "
-                f"ON nodes USING gin (fuzzy_key {schema}.gin_trgm_ops)"
-            )
-        finally:
-            raw.autocommit = False
+        # CREATE INDEX CONCURRENTLY waits for the transactions already open on nodes; one
+        # that never ends (this process's own, say) must not hang the run: give up, and
+        # fuzzy matching uses the in-process index.
+        raw.execute("SET lock_timeout = '60s'")
+        if rebuild:  # an interrupted CREATE INDEX CONCURRENTLY leaves an invalid index
+            raw.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {FUZZY_INDEX_NAME}")
+        log.info("building %s (GIN, pg_trgm) over nodes.fuzzy_key", FUZZY_INDEX_NAME)
+        raw.execute(
+            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {FUZZY_INDEX_NAME} "
+            f"ON nodes USING gin (fuzzy_key {schema}.gin_trgm_ops)"
+        )
     finally:
         with contextlib.suppress(Exception):
-            pooled.close()
+            raw.close()
 
 
 def _quote_ident(name: str) -> str:
