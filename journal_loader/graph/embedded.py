@@ -430,8 +430,16 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
         if valid_from is not None or valid_to is not None:
             valid_from = _as_date("valid_from", valid_from)
             valid_to = _as_date("valid_to", valid_to)
-        src_norm, tgt_norm = self._check_fact(
-            src, tgt, relationship, strength, valid_from, valid_to, confidence
+        src_norm, tgt_norm = check_fact(
+            self.node_types,
+            self.relationship_types,
+            src,
+            tgt,
+            relationship,
+            strength,
+            valid_from,
+            valid_to,
+            confidence,
         )
         fact_index = rec.facts
         rec.facts += 1
@@ -874,39 +882,7 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
         )
         tx.insert_rows("provenance", PROVENANCE_COLUMNS, b.provenance)
 
-    # --- checks ----------------------------------------------------------------------------
-    def _check_fact(
-        self,
-        src: Entity,
-        tgt: Entity,
-        relationship: str,
-        strength: float,
-        valid_from: dt.date | None,
-        valid_to: dt.date | None,
-        confidence: float,
-    ) -> tuple[str, str]:
-        """Refuses a fact that breaks a rule (ValidationError: stage validate); returns the
-        normalised names of its two entities."""
-        node_types = self.node_types
-        if node_types is not None and (src.type not in node_types or tgt.type not in node_types):
-            unknown = src.type if src.type not in node_types else tgt.type
-            raise ValidationError(
-                f"unknown node type {unknown!r} (allowed: {', '.join(sorted(node_types))})"
-            )
-        if self.relationship_types is not None and relationship not in self.relationship_types:
-            raise ValidationError(
-                f"unknown relationship type {relationship!r} "
-                f"(allowed: {', '.join(sorted(self.relationship_types))})"
-            )
-        src_norm, tgt_norm = _checked_norm(src), _checked_norm(tgt)
-        if strength.__class__ is not float or not 0.0 <= strength <= 1.0:
-            _check_number("relationship strength", strength)
-        if confidence.__class__ is not float or not 0.0 <= confidence <= 1.0:
-            _check_number("confidence", confidence)
-        if valid_from and valid_to and valid_from > valid_to:
-            raise ValidationError(f"valid_from {valid_from} is after valid_to {valid_to}")
-        return src_norm, tgt_norm
-
+    # --- helpers ---------------------------------------------------------------------------
     def _require_record(self) -> _Record:
         if self._rec is None:
             raise RuntimeError("propose_fact() is called by a loader's propose(), inside a run")
@@ -1026,6 +1002,39 @@ def _build_trgm_index(store: Store, schema: str, *, rebuild: bool) -> None:
 
 def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def check_fact(
+    node_types: frozenset[str] | None,
+    relationship_types: frozenset[str] | None,
+    src: Entity,
+    tgt: Entity,
+    relationship: str,
+    strength: float,
+    valid_from: dt.date | None,
+    valid_to: dt.date | None,
+    confidence: float,
+) -> tuple[str, str]:
+    """Refuses a fact that breaks a rule (ValidationError: the record fails at stage
+    validate); returns the normalised names of its two entities. Shared by every target."""
+    if node_types is not None and (src.type not in node_types or tgt.type not in node_types):
+        unknown = src.type if src.type not in node_types else tgt.type
+        raise ValidationError(
+            f"unknown node type {unknown!r} (allowed: {', '.join(sorted(node_types))})"
+        )
+    if relationship_types is not None and relationship not in relationship_types:
+        raise ValidationError(
+            f"unknown relationship type {relationship!r} "
+            f"(allowed: {', '.join(sorted(relationship_types))})"
+        )
+    src_norm, tgt_norm = _checked_norm(src), _checked_norm(tgt)
+    if strength.__class__ is not float or not 0.0 <= strength <= 1.0:
+        _check_number("relationship strength", strength)
+    if confidence.__class__ is not float or not 0.0 <= confidence <= 1.0:
+        _check_number("confidence", confidence)
+    if valid_from and valid_to and valid_from > valid_to:
+        raise ValidationError(f"valid_from {valid_from} is after valid_to {valid_to}")
+    return src_norm, tgt_norm
 
 
 def _checked_norm(e: Entity) -> str:

@@ -54,9 +54,8 @@ import psycopg.conninfo
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from journal_loader.errors import ConfigError, ValidationError
-from journal_loader.graph.embedded import _as_date, _attribute_values, _check_text
-from journal_loader.graph.normalize import normalize_name
+from journal_loader.errors import ConfigError
+from journal_loader.graph.embedded import _as_date, _attribute_values, check_fact
 from journal_loader.graph.protocol import (
     STATUS_CONFLICTS,
     STATUS_ERROR,
@@ -265,7 +264,17 @@ class PostgresProposeClient(GraphTarget, ProposeClient):
         tgt = as_entity(target_entity, target_attributes)
         valid_from = _as_date("valid_from", valid_from)
         valid_to = _as_date("valid_to", valid_to)
-        self._check_fact(src, tgt, relationship, strength, confidence, valid_from, valid_to)
+        check_fact(
+            self.node_types,
+            self.relationship_types,
+            src,
+            tgt,
+            relationship,
+            strength,
+            valid_from,
+            valid_to,
+            confidence,
+        )
         fact_index = rec.facts
         rec.facts += 1
         key = f"{self._source_hash(rec.source_id)}:{rec.offset}:{fact_index}"
@@ -393,36 +402,6 @@ class PostgresProposeClient(GraphTarget, ProposeClient):
         if self._tx is None:
             raise RuntimeError("the Propose API client is used outside a batch transaction")
         return self._tx
-
-    def _check_fact(
-        self,
-        src: Entity,
-        tgt: Entity,
-        relationship: str,
-        strength: float,
-        confidence: float,
-        valid_from: dt.date | None,
-        valid_to: dt.date | None,
-    ) -> None:
-        for e in (src, tgt):
-            if self.node_types is not None and e.type not in self.node_types:
-                raise ValidationError(
-                    f"unknown node type {e.type!r} (allowed: {', '.join(sorted(self.node_types))})"
-                )
-            _check_text("entity name", e.name, 10_000)
-            if not normalize_name(e.name):
-                raise ValidationError(f"{e.type} entity has an empty name")
-        if self.relationship_types is not None and relationship not in self.relationship_types:
-            raise ValidationError(
-                f"unknown relationship type {relationship!r} "
-                f"(allowed: {', '.join(sorted(self.relationship_types))})"
-            )
-        if not (isinstance(strength, int | float) and 0.0 <= strength <= 1.0):
-            raise ValidationError(f"relationship strength {strength!r} is outside 0..1")
-        if not (isinstance(confidence, int | float) and 0.0 <= confidence <= 1.0):
-            raise ValidationError(f"confidence {confidence!r} is outside 0..1")
-        if valid_from and valid_to and valid_from > valid_to:
-            raise ValidationError(f"valid_from {valid_from} is after valid_to {valid_to}")
 
 
 # --- the answer --------------------------------------------------------------------------
