@@ -56,10 +56,13 @@ def run(
     own_store = store is None
     if store is None:
         store = open_store(resolve_database_url(db, cfg))
+    target: GraphTarget | None = None
     try:
         target = graph or make_target(store, cfg)
         return Runner(loader, store, target, path, options, observers).run()
     finally:
+        if graph is None and target is not None:
+            target.close()  # a client we made holds a connection for the run
         if own_store:
             store.dispose()
 
@@ -90,12 +93,14 @@ def run_options(cfg: Config, loader: Loader) -> RunOptions:
 
 
 def make_target(store: Store, cfg: Config) -> GraphTarget:
-    """The graph a config loads into: the embedded graph in the journal's database."""
-    return EmbeddedGraph(
-        store,
-        node_types=cfg.graph.node_types,
-        relationship_types=cfg.graph.relationship_types,
-    )
+    """The graph a config loads into: an existing Propose API deployment when the config
+    has ``graph.propose_api``, else the embedded graph in the journal's database, with the
+    ``graph:`` section's types, fuzzy matching, opposing relationships and penalty."""
+    if cfg.graph.propose_api is not None:
+        from journal_loader.graph.postgres_client import PostgresProposeClient
+
+        return PostgresProposeClient.from_config(store, cfg)
+    return EmbeddedGraph.from_config(store, cfg)
 
 
 def _config(config: Config | str | os.PathLike[str] | dict[str, Any] | None) -> Config:

@@ -138,15 +138,19 @@ def retry_command(
     cfg = load_config(config_path)
     store = open_store(resolve_database_url(db, cfg))
     loader = loader_from_config(cfg)
-    report = retry(
-        store,
-        loader,
-        make_target(store, cfg),
-        entry_ids=entry_ids,
-        source_id=source_id,
-        dry_run=dry_run,
-        options=run_options(cfg, loader),
-    )
+    target = make_target(store, cfg)
+    try:
+        report = retry(
+            store,
+            loader,
+            target,
+            entry_ids=entry_ids,
+            source_id=source_id,
+            dry_run=dry_run,
+            options=run_options(cfg, loader),
+        )
+    finally:
+        target.close()
     if as_json:
         echo_json(
             [
