@@ -184,7 +184,7 @@ def verify(
                         sid, position, "prev_hash", _prev_message(sid, position, chain[0], chain[2])
                     )
                 )
-            if type(stamp) is not str or len(stamp) != 27:  # PostgreSQL's query formats it
+            if type(stamp) is not str or len(stamp) != 27:  # SQLite's text (PostgreSQL: to_char)
                 stamp = any_time(stamp)
             hasher = sha256(prev) if prev else sha256()
             hasher.update(
