@@ -236,7 +236,8 @@ def _columns(tx: Tx, table: str) -> list[str]:
 
 def rebuild_sql(name: str, dialect: str, target: str, journal: str = "journal") -> str:
     """The set-based rebuild of projection ``name`` into table ``target``, reading the events
-    from ``journal`` (the table, or a subquery such as one cut at a position)."""
+    from ``journal``: the table, or a view over a cut of it (journal_loader/audit/cut.py). A
+    bare subquery will not do: the SQL reads ``FROM {journal} WHERE`` without an alias."""
     return (
         queries(name, dialect)["rebuild"].replace("{target}", target).replace("{journal}", journal)
     )

@@ -1,5 +1,5 @@
 -- Set-based rebuild of the DLQ `failed_records` from the journal ({target}: table to fill).
--- {journal} is `journal`, or a subquery cutting it at a position (as-of views).
+-- {journal} is `journal`, or a view over a cut of it (as-of views).
 
 -- name: rebuild
 WITH
@@ -11,8 +11,12 @@ outcomes AS (
     -- every terminal event of those records (the index on (source_id, record_offset) finds them)
     SELECT j.position, j.source_id, j.record_offset, j.event_type
     FROM failed_offsets f
-    JOIN {journal} j ON j.source_id = f.source_id AND j.record_offset = f.record_offset
-    WHERE j.event_type IN ('ProposeSucceeded', 'RecordFailed', 'RecordSkipped', 'RecordResolved')
+    CROSS JOIN LATERAL (
+        SELECT position, source_id, record_offset, event_type FROM {journal} e
+        WHERE e.source_id = f.source_id AND e.record_offset = f.record_offset
+          AND e.event_type IN ('ProposeSucceeded', 'RecordFailed', 'RecordSkipped', 'RecordResolved')
+        OFFSET 0  -- keeps the lookup per failed record (no hash join over the whole journal)
+    ) j
 ),
 cleared AS (
     SELECT source_id, record_offset, MAX(position) AS p
@@ -35,14 +39,14 @@ SELECT
     o.first_p,
     o.source_id,
     o.record_offset,
-    COALESCE(CAST((l.payload::json ->> 'line') AS BIGINT), 0),
-    COALESCE(CAST((l.payload::json ->> 'byte_start') AS BIGINT), 0),
-    COALESCE(CAST((l.payload::json ->> 'byte_end') AS BIGINT), 0),
-    (l.payload::json ->> 'stage'),
-    (l.payload::json ->> 'error_type'),
-    (l.payload::json ->> 'message'),
-    decode(l.payload::json ->> 'raw', 'base64'),
-    (l.payload::json -> 'record')::text,
+    COALESCE(p.line, 0),
+    COALESCE(p.byte_start, 0),
+    COALESCE(p.byte_end, 0),
+    p.stage,
+    p.error_type,
+    p.message,
+    decode(p.raw, 'base64'),
+    p.record::text,
     o.attempts,
     f.recorded_at,
     l.recorded_at,
@@ -51,3 +55,7 @@ SELECT
 FROM open_failures o
 JOIN {journal} f ON f.position = o.first_p
 JOIN {journal} l ON l.position = o.last_p
+-- the last failure's payload, parsed once (not once per field)
+CROSS JOIN LATERAL json_to_record(l.payload::json) AS p(
+    line bigint, byte_start bigint, byte_end bigint, stage text, error_type text,
+    message text, raw text, record json)

@@ -1,5 +1,5 @@
 -- Set-based rebuild of the DLQ `failed_records` from the journal ({target}: table to fill).
--- {journal} is `journal`, or a subquery cutting it at a position (as-of views).
+-- {journal} is `journal`, or a view over a cut of it (as-of views).
 
 -- name: rebuild
 WITH

@@ -1,40 +1,41 @@
 -- Set-based rebuild of `sources` from the journal ({target} is the table to fill).
--- {journal} is `journal`, or a subquery cutting it at a position (as-of views).
+-- {journal} is `journal`, or a view over a cut of it (as-of views).
 
 -- name: rebuild
 WITH
-loads AS (
-    SELECT source_id, MAX(position) AS p
-    FROM {journal} WHERE event_type = 'LoadStarted' GROUP BY source_id
+run_level AS (
+    SELECT source_id,
+           MAX(CASE WHEN event_type = 'SourceRegistered' THEN position END) AS reg_p,
+           MAX(CASE WHEN event_type = 'LoadStarted' THEN position END) AS load_p,
+           MAX(CASE WHEN event_type IN ('RunStarted', 'RunFinished') THEN position END) AS run_p,
+           MAX(CASE WHEN event_type = 'RunStarted' THEN position END) AS start_p
+    FROM {journal}
+    WHERE record_offset IS NULL
+      AND event_type IN ('SourceRegistered', 'LoadStarted', 'RunStarted', 'RunFinished')
+    GROUP BY source_id
+),
+completions AS (
+    SELECT j.source_id, MAX(j.position) AS p
+    FROM {journal} j JOIN run_level l ON l.source_id = j.source_id AND j.position > l.load_p
+    WHERE j.record_offset IS NULL AND j.event_type = 'RunFinished'
+      AND json_extract(j.payload, '$.status') = 'completed'
+    GROUP BY j.source_id
 ),
 outcomes AS (
-    SELECT j.source_id, j.record_offset, MAX(j.position) AS p
-    FROM {journal} j JOIN loads l ON l.source_id = j.source_id AND j.position > l.p
+    SELECT j.source_id,
+           MAX(j.position * 4 + CASE j.event_type WHEN 'ProposeSucceeded' THEN 1
+                                                  WHEN 'RecordFailed' THEN 2 ELSE 3 END) AS pk
+    FROM {journal} j JOIN run_level l ON l.source_id = j.source_id AND j.position > l.load_p
     WHERE j.event_type IN ('ProposeSucceeded', 'RecordFailed', 'RecordSkipped')
     GROUP BY j.source_id, j.record_offset
 ),
 counts AS (
-    SELECT o.source_id,
+    SELECT source_id,
            COUNT(*) AS processed,
-           COUNT(*) FILTER (WHERE j.event_type = 'ProposeSucceeded') AS imported,
-           COUNT(*) FILTER (WHERE j.event_type = 'RecordFailed') AS failed,
-           COUNT(*) FILTER (WHERE j.event_type = 'RecordSkipped') AS skipped
-    FROM outcomes o JOIN {journal} j ON j.position = o.p
-    GROUP BY o.source_id
-),
-run_events AS (
-    SELECT source_id, MAX(position) AS p
-    FROM {journal} WHERE event_type IN ('RunStarted', 'RunFinished') GROUP BY source_id
-),
-run_starts AS (
-    SELECT source_id, MAX(position) AS p
-    FROM {journal} WHERE event_type = 'RunStarted' GROUP BY source_id
-),
-completions AS (
-    SELECT j.source_id, MAX(j.position) AS p
-    FROM {journal} j JOIN loads l ON l.source_id = j.source_id AND j.position > l.p
-    WHERE j.event_type = 'RunFinished' AND json_extract(j.payload, '$.status') = 'completed'
-    GROUP BY j.source_id
+           COUNT(*) FILTER (WHERE pk % 4 = 1) AS imported,
+           COUNT(*) FILTER (WHERE pk % 4 = 2) AS failed,
+           COUNT(*) FILTER (WHERE pk % 4 = 3) AS skipped
+    FROM outcomes GROUP BY source_id
 ),
 last_events AS (
     SELECT source_id, MAX(position) AS p FROM {journal} GROUP BY source_id
@@ -69,16 +70,13 @@ SELECT
     le.p,
     r.recorded_at,
     ej.recorded_at
-FROM {journal} r
-JOIN last_events le ON le.source_id = r.source_id
+FROM run_level rl
+JOIN {journal} r ON r.position = rl.reg_p
+JOIN last_events le ON le.source_id = rl.source_id
 JOIN {journal} ej ON ej.position = le.p
-LEFT JOIN loads l ON l.source_id = r.source_id
-LEFT JOIN {journal} lj ON lj.position = l.p
-LEFT JOIN completions cp ON cp.source_id = r.source_id
+LEFT JOIN {journal} lj ON lj.position = rl.load_p
+LEFT JOIN completions cp ON cp.source_id = rl.source_id
 LEFT JOIN {journal} cj ON cj.position = cp.p
-LEFT JOIN counts c ON c.source_id = r.source_id
-LEFT JOIN run_events re ON re.source_id = r.source_id
-LEFT JOIN {journal} rj ON rj.position = re.p
-LEFT JOIN run_starts rs ON rs.source_id = r.source_id
-LEFT JOIN {journal} sj ON sj.position = rs.p
-WHERE r.event_type = 'SourceRegistered'
+LEFT JOIN counts c ON c.source_id = rl.source_id
+LEFT JOIN {journal} rj ON rj.position = rl.run_p
+LEFT JOIN {journal} sj ON sj.position = rl.start_p

@@ -59,6 +59,24 @@ journal = Table(
 # One index serves history (source, offset), the resume point (source, offset IS NULL, last
 # position) and the per-record projections' rebuild; every extra index costs every append.
 Index("ix_journal_source_offset", journal.c.source_id, journal.c.record_offset, journal.c.position)
+# Two partial indexes that hold only rare events (migration 0003): source-level events, for
+# the rebuilds' run-level CTE and the resume point, and failures, for the DLQ rebuild.
+Index(
+    "ix_journal_source_events",
+    journal.c.source_id,
+    journal.c.event_type,
+    journal.c.position,
+    sqlite_where=text("record_offset IS NULL"),
+    postgresql_where=text("record_offset IS NULL"),
+)
+Index(
+    "ix_journal_failures",
+    journal.c.source_id,
+    journal.c.record_offset,
+    journal.c.position,
+    sqlite_where=text("event_type = 'RecordFailed'"),
+    postgresql_where=text("event_type = 'RecordFailed'"),
+)
 
 sources = Table(
     "sources",
