@@ -153,3 +153,13 @@ class NullLoader(Loader):
 
     def propose(self, record: Mapping[str, Any], graph: ProposeClient) -> list[ProposeResult]:
         return []
+
+
+def readme_section(title: str) -> str:
+    """One ``## title`` section of the README, heading included (docs are checked by tests)."""
+    import re
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    m = re.search(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", text, re.M | re.S)
+    assert m, f"README.md has no section {title!r}"
+    return m.group(0)

@@ -1,4 +1,4 @@
-"""docs/auditing.md is checked by running it: the end-to-end question's commands on the
+"""the README's "Auditing" section is checked by running it: the end-to-end question's commands on the
 shipped example (their printed output must match the documented one, times, run ids and
 durations aside), and the standalone verifier against a real journal, intact and tampered."""
 
@@ -15,14 +15,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EXAMPLE_DATA, REPO
+from tests.support import readme_section
 
-DOC = REPO / "docs" / "auditing.md"
+DOC_TEXT = readme_section("Auditing")  # the README section, checked by running it
 BIN = Path(sys.executable).parent
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```\n", re.DOTALL | re.MULTILINE)
 
 
 def section(title: str) -> str:
-    text = DOC.read_text(encoding="utf-8")
+    text = DOC_TEXT
     start = text.index(f"### {title}")
     end = text.find("\n### ", start + 1)
     return text[start : end if end != -1 else len(text)]

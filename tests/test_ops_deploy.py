@@ -1,4 +1,4 @@
-"""deploy/ and docs/production.md: the alert rules and the dashboard parse and use only metrics
+"""deploy/ and the README's "Running in production" section: the alert rules and the dashboard parse and use only metrics
 a run exposes; the cron file and the systemd units are valid and call real options; the
 README section's shell examples run."""
 
@@ -26,11 +26,11 @@ import journal_loader
 from journal_loader.cli import main
 from journal_loader.config import config_from_dict
 from journal_loader.ops.metrics import METRIC_NAMES, MetricsObserver, StoreDlqProbe
-from tests.support import PairLoader, generator
+from tests.support import PairLoader, generator, readme_section
 from tests.test_ops_support import REPO, pairs_config, pairs_csv, pushgateway, run_cli
 
 DEPLOY = REPO / "deploy"
-DOC = REPO / "docs" / "production.md"
+DOC_TEXT = readme_section("Running in production")  # the README section, checked by running it
 METRIC = re.compile(r"\bjournal_loader_[a-z_]+\b")
 
 
@@ -271,11 +271,11 @@ def test_quarterly_timer_fires_on_first_mondays() -> None:
         assert day.weekday() == 0 and day.day <= 7 and day.month in (1, 4, 7, 10), day
 
 
-# --- docs/production.md ----------------------------------------------------------------------
+# --- the README's "Running in production" section ----------------------------------------------------------------------
 def blocks(lang: str) -> list[str]:
     """The fenced blocks of the doc whose info string is ``lang`` ("" for none)."""
     found, current, info = [], None, ""
-    for line in DOC.read_text().splitlines():
+    for line in DOC_TEXT.splitlines():
         fence = line.strip()
         if current is None and fence.startswith("```"):
             current, info = [], fence[3:].strip()
@@ -379,7 +379,7 @@ def test_doc_shell_examples_run(example_copy: Path, tmp_path: Path) -> None:
 
 
 def test_doc_metrics_table_matches_the_code() -> None:
-    text = DOC.read_text()
+    text = DOC_TEXT
     documented = set(re.findall(r"`(journal_loader_[a-z_]+)`", text))
     assert documented == set(METRIC_NAMES), documented ^ set(METRIC_NAMES)
 

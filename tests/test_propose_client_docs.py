@@ -1,4 +1,4 @@
-"""docs/propose_api.md's examples run, as written, and do what the text says.
+"""the README's "The Propose API" section's examples run, as written, and do what the text says.
 
 Every ``#### `` (or ``### `` without subsections) part of the document is one test: in a
 fresh directory that looks like the repository root (``examples/`` linked in), with every
@@ -25,11 +25,12 @@ from journal_loader.config import config_from_dict
 from journal_loader.facts import FactsLoader
 from journal_loader.storage import open_store
 from tests.conftest import drop_pg_schema, make_pg_schema
+from tests.support import readme_section
 from tests.test_graph_support import propose_results, rows
 from tests.test_propose_client_support import install_propose_api, kg_count, remote_schema
 
 REPO = Path(__file__).resolve().parent.parent
-DOC = REPO / "docs" / "propose_api.md"
+DOC_TEXT = readme_section("The Propose API")  # the README section, checked by running it
 _HEADING = re.compile(r"^(#{2,4}) (.+)$")
 _FENCE = re.compile(r"^```(\w*)\s*$")
 
@@ -69,7 +70,7 @@ def parse(doc: str) -> tuple[list[Part], dict[str, str]]:
     return [p for p in parts if p.blocks], files
 
 
-PARTS, FILES = parse(DOC.read_text(encoding="utf-8"))
+PARTS, FILES = parse(DOC_TEXT)
 
 
 @dataclass
