@@ -748,17 +748,28 @@ class Runner:
         stats = out.stats
         stats.successful += 1
         for r in results:
+            relationship_counted = False
             for a in r.actions:
-                if a.action == "entity_created":
+                action = a.action
+                if action == "entity_created":
                     stats.entities_created += 1
-                elif a.action == "entity_matched":
+                elif action == "entity_matched":
                     stats.entities_matched += 1
-                elif a.action == "relationship_created":
+                elif action == "relationship_created":
                     stats.relationships_created += 1
-                elif a.action == "relationship_duplicate":
+                    relationship_counted = True
+                elif action == "relationship_duplicate":
                     stats.relationships_duplicate += 1
-                elif a.action == "relationship_updated":
+                    relationship_counted = True
+                elif action == "relationship_updated":
                     stats.relationships_updated += 1
+                    relationship_counted = True
+            if not relationship_counted and any(
+                a.action == "relationship_conflicted" for a in r.actions
+            ):
+                # A Propose API deployment answers a new relationship that conflicts with
+                # `relationship_conflicted` alone; it was stored, so it was created.
+                stats.relationships_created += 1
             stats.conflicts_detected += len(r.conflicts)
 
     def _propose(

@@ -295,3 +295,38 @@ def test_run_from_python_equals_run_from_the_cli(tmp_path: Path, db_url: str) ->
     s_py.dispose()
     s_cli.dispose()
     assert EXAMPLE_DATA.exists()
+
+
+def test_statistics_count_a_remote_conflicted_relationship_as_created(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """A Propose API deployment answers a new relationship that conflicts with
+    `relationship_conflicted` alone (the embedded graph adds `relationship_created`)."""
+    from journal_loader.graph.protocol import Action, Conflict
+    from journal_loader.graph.target import RecordingTarget
+
+    class Remote(RecordingTarget):
+        def propose_fact(self, *args: Any, **kwargs: Any) -> ProposeResult:
+            result = ProposeResult(
+                status="conflicts",
+                actions=[
+                    Action(action="entity_matched"),
+                    Action(action="entity_created"),
+                    Action(action="relationship_conflicted", relationship_id=7),
+                ],
+                conflicts=[
+                    Conflict(
+                        relationship_id=3,
+                        relationship_type="OPPOSING_COUNSEL",
+                        source_entity_id=1,
+                        target_entity_id=2,
+                    )
+                ],
+            )
+            self._results.append(result)
+            return result
+
+    path = write_csv(tmp_path / "p.csv", HEADER, _rows(4))
+    report = run(PairLoader, path, db=sqlite_url, graph=Remote())
+    s = report.statistics
+    assert (s.relationships_created, s.conflicts_detected, s.entities_created) == (4, 4, 4)
