@@ -52,7 +52,7 @@ from journal_loader.errors import (
     TransientError,
 )
 from journal_loader.graph.protocol import STATUS_ERROR, ProposeResult
-from journal_loader.graph.target import GraphTarget
+from journal_loader.graph.target import FactRecorder, GraphTarget
 from journal_loader.journal import queries
 from journal_loader.journal.events import (
     BatchCommitted,
@@ -553,8 +553,18 @@ class Runner:
                 self._check_lease(tx)
                 self.target.begin_batch(tx, safe_mode=safe)
                 result = _BatchResult()
-                for rec in batch:
-                    self._process(rec, result)
+                if self.target.wants_prefetch:
+                    prepared = [
+                        (rec, parsed)
+                        for rec in batch
+                        if (parsed := self._prepare(rec, result)) is not None
+                    ]
+                    self._prefetch(tx, prepared)
+                    for rec, parsed in prepared:
+                        self._propose_record(rec, parsed, result)
+                else:
+                    for rec in batch:
+                        self._process(rec, result)
                 if position is not None:  # None: a DLQ retry, which must not move the checkpoint
                     result.events.append(PendingEvent.of(None, self._checkpoint(position, result)))
                 self.target.flush(tx)
@@ -630,6 +640,20 @@ class Runner:
         self._in_doubt.difference_update(rec.offset for rec in batch)
         faults.point("after_commit")
         return result
+
+    def _prefetch(self, tx: Tx, prepared: list[tuple[RawRecord, dict[str, Any]]]) -> None:
+        """A planning pass: run the loader's propose against a recorder to learn which
+        entities and facts the batch names, and let the target look them up in bulk. The
+        loader's code runs twice per record; on PostgreSQL that is far cheaper than a round
+        trip per cache miss (measured: 145 us each, 2-3 per record of the example)."""
+        recorder = FactRecorder()
+        for _rec, parsed in prepared:
+            try:
+                self.loader.propose(parsed, recorder)
+            except Exception:  # noqa: S112 - the real pass says what is wrong with it
+                continue
+        if recorder.entities:
+            self.target.prefetch(tx, recorder.entities, recorder.facts)
 
     @staticmethod
     def _checkpoint(position: ResumePoint, result: _BatchResult) -> BatchCommitted:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from journal_loader.graph.protocol import ProposeClient, ProposeResult
+from journal_loader.graph.protocol import Entity, ProposeClient, ProposeResult, as_entity
 from journal_loader.storage.base import Tx
 
 
@@ -54,6 +54,18 @@ class GraphTarget(ABC):
     @abstractmethod
     def abort_record(self) -> None: ...
 
+    @property
+    def wants_prefetch(self) -> bool:
+        """True when lookups cost a round trip each: the runner then shows the target a
+        batch's entities before proposing it (``prefetch``), so it can look them up in one."""
+        return False
+
+    def prefetch(
+        self, tx: Tx, entities: list[Entity], facts: list[tuple[Entity, str, Entity]]
+    ) -> None:  # noqa: B027
+        """Look up, in bulk, what the batch's facts will ask about (a cache warm-up: what it
+        finds must not change any answer, only save round trips)."""
+
     def flush(self, tx: Tx) -> None:  # noqa: B027
         pass
 
@@ -65,6 +77,23 @@ class GraphTarget(ABC):
 
     def close(self) -> None:  # noqa: B027
         pass
+
+
+class FactRecorder(ProposeClient):
+    """What a loader would propose, without proposing it: the runner's planning pass for
+    targets that look a batch up in bulk (``GraphTarget.prefetch``). Its answers are
+    placeholders; nothing a loader does with them is kept."""
+
+    def __init__(self) -> None:
+        self.entities: list[Entity] = []
+        self.facts: list[tuple[Entity, str, Entity]] = []
+
+    def propose_fact(self, source_entity, target_entity, relationship, **kwargs):  # type: ignore[no-untyped-def]
+        src = as_entity(source_entity, kwargs.get("source_attributes"))
+        tgt = as_entity(target_entity, kwargs.get("target_attributes"))
+        self.entities += (src, tgt)
+        self.facts.append((src, relationship, tgt))
+        return ProposeResult(status="success")
 
 
 class RecordingTarget(GraphTarget, ProposeClient):
