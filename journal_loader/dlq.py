@@ -144,28 +144,28 @@ def resolve(store: Store, entry_id: int, note: str, resolved_by: str | None = No
     row = _entry(store, entry_id)._mapping
     who = resolved_by or _whoami()
     run_id = f"resolve-{os.getpid()}-{utcnow():%Y%m%dT%H%M%S}"[:36]
-    with store.lock_source(f"{row['source_type']}:{row['file_hash']}", {"run_id": run_id}):
-        with store.transaction() as tx:
-            last = tx.fetchone(
-                "SELECT last_position FROM sources WHERE source_id = :s",
-                {"s": row["source_id"]},
-            )
-            head = tx.fetchone(
-                queries.queries(tx.store.dialect)["event_at"], {"position": int(last[0])}
-            )
-            writer = JournalWriter(row["source_id"], run_id, bytes(head[9]))
-            rows = writer.append(
-                tx,
-                [
-                    PendingEvent.of(
-                        row["record_offset"],
-                        RecordResolved(
-                            note=note, resolved_by=who, failure_position=row["last_position"]
-                        ),
-                    )
-                ],
-            )
-            projections.apply(tx, rows)
+    lock_name = f"{row['source_type']}:{row['file_hash']}"
+    with store.lock_source(lock_name, {"run_id": run_id}), store.transaction() as tx:
+        last = tx.fetchone(
+            "SELECT last_position FROM sources WHERE source_id = :s",
+            {"s": row["source_id"]},
+        )
+        head = tx.fetchone(
+            queries.queries(tx.store.dialect)["event_at"], {"position": int(last[0])}
+        )
+        writer = JournalWriter(row["source_id"], run_id, bytes(head[9]))
+        rows = writer.append(
+            tx,
+            [
+                PendingEvent.of(
+                    row["record_offset"],
+                    RecordResolved(
+                        note=note, resolved_by=who, failure_position=row["last_position"]
+                    ),
+                )
+            ],
+        )
+        projections.apply(tx, rows)
     return rows[0].position
 
 

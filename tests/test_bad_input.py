@@ -94,7 +94,7 @@ def test_record_level_bad_input(case: Case, tmp_path: Path, sqlite_url: str) -> 
     store = open_store(sqlite_url)
     dlq = dlq_snapshot(store)
     assert len(dlq) == case.failed
-    for _sid, offset, line, stage, error_type, message, raw in dlq:
+    for _sid, _offset, line, stage, error_type, message, raw in dlq:
         assert stage == "read" and error_type == case.error_type
         assert f"line {line}" in message and "byte" in message  # where, in the message
         assert bytes(raw) and bytes(raw) in case.content  # the exact bytes, nothing lost

@@ -359,7 +359,7 @@ def test_sqlite_read_only_database_fails_clearly(tmp_path: Path, data: Path) -> 
     path = tmp_path / "journal.db"
     run(PairLoader, data, db=f"sqlite:///{path}", batch_size=BATCH, limit=BATCH)
     read_only = f"sqlite:///file:{path}?mode=ro&uri=true"
-    with pytest.raises(Exception, match="readonly|read-only") as info:
+    with pytest.raises(Exception, match=r"readonly|read-only") as info:
         run(PairLoader, data, db=read_only, batch_size=BATCH)
     assert getattr(info.value, "exit_code", None) == 1
     store = open_store(f"sqlite:///{path}")

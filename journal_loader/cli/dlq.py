@@ -186,7 +186,8 @@ def retry_command(
 
 @dlq_group.command(
     "resolve",
-    epilog='Example:\n\n  journal-loader dlq resolve 1234 --note "dissolved in 2019; not to be loaded"',
+    epilog="Example:\n\n  journal-loader dlq resolve 1234 --note "
+    '"dissolved in 2019; not to be loaded"',
 )
 @click.argument("entry_id", type=int)
 @db_options

@@ -438,9 +438,9 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
                 continue
             if (e.type, norm) not in self._by_name:
                 names.add((e.type, norm))
-            if isinstance(e.key, str) and (e.type, e.key) not in self._by_key:
-                if (e.type, e.key) not in self._absent_keys:
-                    keys.add((e.type, e.key))
+            key = (e.type, e.key)
+            if isinstance(e.key, str) and key not in self._by_key and key not in self._absent_keys:
+                keys.add((e.type, e.key))
         if names or keys:
             self._prefetch_nodes(tx, names, keys)
         known = {id(e): self._known_node(e) for e in entities}

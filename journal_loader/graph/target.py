@@ -60,9 +60,9 @@ class GraphTarget(ABC):
         batch's entities before proposing it (``prefetch``), so it can look them up in one."""
         return False
 
-    def prefetch(
+    def prefetch(  # noqa: B027 - optional hook, a no-op by default
         self, tx: Tx, entities: list[Entity], facts: list[tuple[Entity, str, Entity]]
-    ) -> None:  # noqa: B027
+    ) -> None:
         """Look up, in bulk, what the batch's facts will ask about (a cache warm-up: what it
         finds must not change any answer, only save round trips)."""
 

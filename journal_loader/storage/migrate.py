@@ -13,7 +13,6 @@ from sqlalchemy import Engine
 
 from journal_loader.resources import migrations_dir
 
-
 if TYPE_CHECKING:
     from alembic.config import Config
 
