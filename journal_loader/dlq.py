@@ -233,30 +233,8 @@ def _retry_source(
 ) -> None:
     with store.read() as conn:
         src = conn.execute(select(sources).where(sources.c.source_id == source_id)).mappings().one()
-        load_start = conn.execute(
-            select(journal.c.position)
-            .where(
-                and_(
-                    journal.c.source_id == source_id,
-                    journal.c.record_offset.is_(None),
-                    journal.c.event_type == "LoadStarted",
-                )
-            )
-            .order_by(journal.c.position.desc())
-            .limit(1)
-        ).scalar_one()
-        started = conn.execute(
-            select(journal.c.payload)
-            .where(
-                and_(
-                    journal.c.source_id == source_id,
-                    journal.c.record_offset.is_(None),
-                    journal.c.event_type == "RunStarted",
-                )
-            )
-            .order_by(journal.c.position.desc())
-            .limit(1)
-        ).scalar_one()
+        load_start, _ = _last_source_event(conn, source_id, "LoadStarted")
+        _, started = _last_source_event(conn, source_id, "RunStarted")
     run_started = decode(started)
     assert isinstance(run_started, RunStarted)
     current = []
@@ -304,6 +282,23 @@ def _retry_source(
         report.outcomes.append(
             RetryOutcome(e["id"], source_id, e["record_offset"], status, message)
         )
+
+
+def _last_source_event(conn: Any, source_id: int, event_type: str) -> tuple[int, str]:
+    """(position, payload) of the source's last source-level event of that type."""
+    row = conn.execute(
+        select(journal.c.position, journal.c.payload)
+        .where(
+            and_(
+                journal.c.source_id == source_id,
+                journal.c.record_offset.is_(None),
+                journal.c.event_type == event_type,
+            )
+        )
+        .order_by(journal.c.position.desc())
+        .limit(1)
+    ).one()
+    return int(row[0]), str(row[1])
 
 
 def _reparser(run_started: RunStarted) -> Any:

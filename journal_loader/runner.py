@@ -843,36 +843,23 @@ class Runner:
         out: _BatchResult,
         details: dict[str, Any] | None = None,
     ) -> None:
+        failed = RecordFailed(
+            stage=stage,
+            error_type=error_type,
+            message=scrub(message),
+            line=rec.line,
+            byte_start=rec.byte_start,
+            byte_end=rec.byte_end,
+            raw=rec.raw,
+            record=parsed,
+            details=details or {},
+            retry_of=self.retry_of.get(rec.offset),
+        )
         try:
-            event = PendingEvent.of(
-                rec.offset,
-                RecordFailed(
-                    stage=stage,
-                    error_type=error_type,
-                    message=scrub(message),
-                    line=rec.line,
-                    byte_start=rec.byte_start,
-                    byte_end=rec.byte_end,
-                    raw=rec.raw,
-                    record=parsed,
-                    details=details or {},
-                    retry_of=self.retry_of.get(rec.offset),
-                ),
-            )
+            event = PendingEvent.of(rec.offset, failed)
         except (TypeError, msgspec.EncodeError):  # the parsed record itself cannot be encoded
-            event = PendingEvent.of(
-                rec.offset,
-                RecordFailed(
-                    stage=stage,
-                    error_type=error_type,
-                    message=scrub(message),
-                    line=rec.line,
-                    byte_start=rec.byte_start,
-                    byte_end=rec.byte_end,
-                    raw=rec.raw,
-                    retry_of=self.retry_of.get(rec.offset),
-                ),
-            )
+            failed = msgspec.structs.replace(failed, record=None, details={})
+            event = PendingEvent.of(rec.offset, failed)
         # A RecordParsed for this offset may be in the batch already; it stays: it is what
         # the loader made of the record, and the failure follows it.
         out.events.append(event)

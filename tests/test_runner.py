@@ -330,3 +330,21 @@ def test_statistics_count_a_remote_conflicted_relationship_as_created(
     report = run(PairLoader, path, db=sqlite_url, graph=Remote())
     s = report.statistics
     assert (s.relationships_created, s.conflicts_detected, s.entities_created) == (4, 4, 4)
+
+
+def test_a_parsed_record_that_cannot_be_journaled_fails_alone(db_url: str, tmp_path: Path) -> None:
+    class Odd(PairLoader):
+        def parse(self, raw: Mapping[str, Any]) -> dict[str, Any] | None:
+            record = dict(raw)
+            if raw["name"] == "Company 2":
+                record["handle"] = object()  # nothing a journal can hold
+            return record
+
+    path = write_csv(tmp_path / "odd.csv", HEADER, _rows(5))
+    report = run(Odd, path, db=db_url)
+    assert (report.statistics.successful, report.statistics.failed) == (4, 1)
+    store = open_store(db_url)
+    (row,) = dlq_snapshot(store)
+    assert row[1] == 2 and row[3] == "parse" and bytes(row[6]) == b"Company 2,City 2\n"
+    assert "encode" in row[5].lower() or "serializ" in row[5].lower() or "object" in row[5]
+    store.dispose()
