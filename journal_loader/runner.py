@@ -18,6 +18,13 @@ Errors: a record's own problem fails the record (DLQ) and the run goes on; a tra
 database error rolls the batch back and retries it with backoff (nothing of it was kept, so
 nothing is counted twice); anything else stops the run as ``failed``, journaled with its
 reason when the database still answers, and resumable.
+
+Two variants of the batch, chosen by the target:
+
+* a target outside the journal's transaction (a Propose API in another database) gets the
+  batch in three steps, ``ProposeAttempted`` first (``_batch_two_phase``): effectively once;
+* a target whose lookups are round trips (the embedded graph on PostgreSQL) is shown the
+  batch's entities first, by a planning pass of the loader's ``propose`` (``_prefetch``).
 """
 
 from __future__ import annotations
@@ -129,10 +136,13 @@ class RunReport(msgspec.Struct, kw_only=True):
 
 
 class RunObserver(Protocol):
-    """Progress, metrics and logs hook in here (all optional to implement)."""
+    """Progress, metrics and logs hook in here (journal_loader/ops). Every method is
+    optional; an observer that raises is logged and ignored, never fails the run."""
 
     def on_start(self, info: dict[str, Any]) -> None: ...
     def on_batch(self, stats: Statistics, position: ResumePoint, bytes_read: int) -> None: ...
+    def on_retry(self, kind: str, message: str, delay: float) -> None: ...
+    def on_propose_durations(self, seconds: list[float]) -> None: ...
     def on_finish(self, report: RunReport) -> None: ...
 
 
