@@ -191,6 +191,34 @@ class ProposeApiSection(_Section):
     source_name: str | None = None  # p_source_name; default: source.name, then source.type
     source_type: str | None = None  # p_source_type; default: source.type
     connect_timeout: int = Field(default=10, gt=0)
+    # The search_path the function runs with (its SQL is usually unqualified). Default: the
+    # schema `function` is qualified with; else the journal's own path when it finds the
+    # function in the journal's schema; else public.
+    search_path: str | None = None
+    # Does the deployment keep p_provenance_metadata (the idempotency key)? Default: read
+    # from the function's source at start-up.
+    keeps_idempotency_key: bool | None = None
+    # The deployment's lookup table of relationship types; graph.relationship_types are
+    # checked against it at start-up (null: no check).
+    relationship_type_table: str | None = "relationship_types"
+
+    @field_validator("search_path")
+    @classmethod
+    def _search_path(cls, v: str | None) -> str | None:
+        if v is not None:
+            names = [p.strip() for p in v.split(",")]
+            if not all(_IDENTIFIER.match(n) for n in names):
+                raise ValueError("must be schema names separated by commas")
+        return v
+
+    @field_validator("relationship_type_table")
+    @classmethod
+    def _type_table(cls, v: str | None) -> str | None:
+        if v is not None:
+            parts = v.split(".")
+            if len(parts) > 2 or not all(_IDENTIFIER.match(p) for p in parts):
+                raise ValueError("must be a table name, optionally schema-qualified")
+        return v
 
     @field_validator("function")
     @classmethod

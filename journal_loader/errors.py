@@ -147,6 +147,10 @@ class ProposeError(RecordError):
     stage = "propose"
 
 
+class ProposeAnswerError(ProposeError):
+    """The graph answered ``error`` for one of the record's facts (the DLQ's error type)."""
+
+
 class AmbiguousMatchError(ProposeError):
     """Two or more existing entities match: never merged silently."""
 

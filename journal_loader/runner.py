@@ -52,6 +52,7 @@ from journal_loader.errors import (
     FencedOutError,
     IntegrityConflictError,
     JournalLoaderError,
+    ProposeAnswerError,
     RecordError,
     SkipRecord,
     SourceFileError,
@@ -203,6 +204,7 @@ class Runner:
         # default thresholds the collector rescans them over and over.
         gc.set_threshold(max(thresholds[0], 50_000), max(thresholds[1], 20), thresholds[2])
         try:
+            self.target.prepare()
             src = open_source(self.file, update_frequency=self.opt.update_frequency)
             report.file_hash, report.version_label = src.sha256, src.version_label
             self.file_hash = src.sha256
@@ -819,7 +821,7 @@ class Runner:
             results = list(target.record_results())
             for r in results:
                 if r.status == STATUS_ERROR:
-                    raise _ProposeAnswer(r.error_message or "the graph answered error")
+                    raise ProposeAnswerError(r.error_message or "the graph answered error")
         except BaseException:
             target.abort_record()
             raise
@@ -970,12 +972,6 @@ class Runner:
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
-
-
-class _ProposeAnswer(RecordError):
-    """The Propose API answered ``error`` for one of the record's facts."""
-
-    stage = "propose"
 
 
 class _Peekable:

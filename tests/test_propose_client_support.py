@@ -115,3 +115,107 @@ def remote_schema() -> Iterator[str]:
     finally:
         with psycopg.connect(base, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+# --- the deployment-like stand-in (tests/sql/propose_deployment.sql) --------------------------
+
+DEPLOYMENT_SQL_FILE = Path(__file__).resolve().parent / "sql" / "propose_deployment.sql"
+DEPLOYMENT_REL_TYPES = [
+    "LOCATED_IN",
+    "IN_STATE",
+    "HEADQUARTERED_AT",
+    "REGISTERED_AGENT_OF",
+    "HAS_ADDRESS",
+]
+
+
+def install_deployment(
+    url: str,
+    relationship_types: list[str] = DEPLOYMENT_REL_TYPES,
+    opposing: list[tuple[str, str]] = (),  # type: ignore[assignment]
+) -> None:
+    """The deployment-like stand-in's type, tables and functions, in the URL's schema."""
+    with psycopg.connect(libpq(url), autocommit=True) as conn:
+        conn.execute(DEPLOYMENT_SQL_FILE.read_text(encoding="utf-8"))
+        opposes = dict(opposing)
+        for name in relationship_types:
+            conn.execute(
+                "INSERT INTO relationship_types VALUES (%s, %s)", (name, opposes.get(name))
+            )
+
+
+def add_deployment_fault(
+    url: str, source_node_name: str, errcode: str, message: str, times: int = 2**31 - 1
+) -> None:
+    seq = f"stand_in_fault_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(libpq(url), autocommit=True) as conn:
+        conn.execute(f"CREATE SEQUENCE {seq}")
+        conn.execute(
+            "INSERT INTO stand_in_faults VALUES (%s, %s, %s, %s, %s)",
+            (source_node_name, errcode, message, times, seq),
+        )
+
+
+def deployment_snapshot(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """The deployment stand-in's graph without ids."""
+    queries = {
+        "nodes": "SELECT node_type, name FROM nodes",
+        "attributes": """SELECT n.node_type, n.name, a.attribute_type, a.value
+                         FROM attributes a JOIN nodes n ON n.node_id = a.node_id""",
+        "relationships": """SELECT s.name, r.relationship_type, t.name, r.strength::text
+                            FROM relationships r JOIN nodes s ON s.node_id = r.source_node_id
+                            JOIN nodes t ON t.node_id = r.target_node_id""",
+        "provenance": """SELECT s.name, coalesce(n.name, an.name || '.' || a.attribute_type,
+                                                 r.relationship_type), p.confidence::text
+                         FROM provenance p JOIN sources s ON s.source_id = p.source_id
+                         LEFT JOIN nodes n ON n.node_id = p.node_id
+                         LEFT JOIN attributes a ON a.attribute_id = p.attribute_id
+                         LEFT JOIN nodes an ON an.node_id = a.node_id
+                         LEFT JOIN relationships r ON r.relationship_id = p.relationship_id""",
+    }
+    out = {}
+    with psycopg.connect(libpq(url)) as conn:
+        for name, sql in queries.items():
+            out[name] = sorted(tuple(r) for r in conn.execute(sql).fetchall())
+    return out
+
+
+def pg_schema_url(base: str, schema: str) -> str:
+    return (
+        make_url(base)
+        .update_query_dict({"options": f"-csearch_path={schema}"})
+        .render_as_string(hide_password=False)
+    )
+
+
+@contextlib.contextmanager
+def deployment_schema() -> Iterator[tuple[str, str]]:
+    """A schema of its own in the journal's database, for a deployment whose tables have
+    journal-loader's names: (URL whose search_path is that schema, schema)."""
+    if not PG_URL:
+        pytest.skip("JOURNAL_LOADER_TEST_PG_URL is not set: PostgreSQL tests skipped")
+    schema = f"jl_dep_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_pg_admin_url(), autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield pg_schema_url(_pg_admin_url(), schema), schema
+    finally:
+        with psycopg.connect(_pg_admin_url(), autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@contextlib.contextmanager
+def deployment_database() -> Iterator[str]:
+    """A database of its own whose public schema holds the deployment, as a real one does:
+    its URL (no search_path)."""
+    if not PG_URL:
+        pytest.skip("JOURNAL_LOADER_TEST_PG_URL is not set: PostgreSQL tests skipped")
+    name = f"jl_dep_{uuid.uuid4().hex[:12]}"
+    admin = _pg_admin_url()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(admin).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

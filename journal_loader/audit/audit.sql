@@ -29,6 +29,24 @@ LEFT JOIN journal ps
 WHERE p.subject_kind = :subject_kind AND p.subject_id = :subject_id
 ORDER BY COALESCE(ps.position, rp.position), p.id
 
+-- name: answers_naming
+-- The graph's answers that name an id (a Propose API deployment's: its nodes and relationships
+-- live outside the journal's database, so the journal's answers are their lineage). A scan
+-- of the ProposeSucceeded events; LIKE finds the candidates, the caller checks each answer.
+SELECT ps.position, ps.source_id, ps.record_offset, ps.run_id, ps.recorded_at, ps.payload,
+       s.source_type, s.source_name, s.source_version, s.file_name, s.file_path, s.file_hash
+FROM journal ps
+LEFT JOIN sources s ON s.source_id = ps.source_id
+WHERE ps.event_type = 'ProposeSucceeded' AND ps.payload LIKE :needle ESCAPE '!'
+ORDER BY ps.position
+
+-- name: parsed_in_run
+SELECT position, recorded_at, payload, hash FROM journal
+WHERE source_id = :source_id AND record_offset = :record_offset
+  AND event_type = 'RecordParsed' AND run_id = :run_id
+ORDER BY position DESC
+LIMIT 1
+
 -- name: node
 SELECT id, node_type, name, external_key, created_at FROM nodes WHERE id = :id
 

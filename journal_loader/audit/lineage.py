@@ -8,6 +8,11 @@ matched, duplicate). Oldest first.
 The query (``audit.sql``, ``lineage``) walks ``ix_provenance_subject`` for the subject, then
 ``ix_journal_source_offset`` once per assertion: its cost grows with the number of
 assertions, not with the size of the journal.
+
+A graph outside the journal's database (a Propose API deployment, ids such as ULIDs) has no
+provenance rows here: its lineage is the journal's answers that name the id
+(``answers_naming``: a scan of the ``ProposeSucceeded`` events, one per record, so it grows
+with the journal), each joined to its record's ``RecordParsed``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 import msgspec
 
 from journal_loader.audit.base import AuditError, fetchall, queries, utc
+from journal_loader.graph.protocol import GraphId
 from journal_loader.journal.events import ProposeSucceeded, RecordParsed, decode
 from journal_loader.storage import Store
 
@@ -54,6 +60,7 @@ class Assertion:
     recorded_at: dt.datetime | None = None
     actions: list[dict[str, Any]] = field(default_factory=list)
     file_check: str | None = None  # with check_files: 'match' | 'differs' | 'missing' | ...
+    replay: bool = False  # the answer of a record proposed again after a crash (in doubt)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +85,7 @@ class Assertion:
             "parsed_position": self.parsed_position,
             "parsed_hash": self.parsed_hash,
             "position": self.position,
+            **({"replay": True} if self.replay else {}),
             **({"file_check": self.file_check} if self.file_check is not None else {}),
         }
 
@@ -99,7 +107,7 @@ def _raw_json(raw: bytes | None) -> dict[str, Any]:
 @dataclass(slots=True)
 class Lineage:
     kind: str
-    subject_id: int
+    subject_id: GraphId
     subject: dict[str, Any]
     assertions: list[Assertion]
     total: int
@@ -117,22 +125,33 @@ class Lineage:
 def lineage(
     store: Store,
     kind: str,
-    subject_id: int,
+    subject_id: GraphId,
     *,
     limit: int | None = None,
     check_files: bool = False,
 ) -> Lineage:
     """Every assertion of one subject, oldest first (at most ``limit`` of them; ``total``
     counts them all). ``check_files``: also read each record's bytes from the source file, if
-    it is still where it was loaded from, and say whether they are the journaled ones."""
+    it is still where it was loaded from, and say whether they are the journaled ones.
+
+    The subject is looked up in the embedded graph; an id it does not have (a Propose API
+    deployment's) is looked up in the journal's answers."""
     if kind not in SUBJECT_KINDS:
         raise AuditError(f"unknown kind {kind!r}: one of {', '.join(SUBJECT_KINDS)}")
     q = queries(store.dialect)
-    found = fetchall(store, q[kind], {"id": subject_id})
+    number = _as_int(subject_id)
+    found = fetchall(store, q[kind], {"id": number}) if number is not None else []
     subject = _subject(found[0], kind) if found else None
     if subject is None:
-        raise AuditError(f"no {kind} {subject_id} in {store.display_url}")
-    rows = fetchall(store, q["lineage"], {"subject_kind": kind, "subject_id": subject_id})
+        key: GraphId = number if number is not None else str(subject_id)
+        answered = _from_answers(store, kind, key, limit)
+        if answered is None:
+            raise AuditError(f"no {kind} {subject_id} in {store.display_url}")
+        if check_files:
+            _check_files(answered.assertions)
+        return answered
+    assert number is not None
+    rows = fetchall(store, q["lineage"], {"subject_kind": kind, "subject_id": number})
     seen: set[int] = set()
     assertions: list[Assertion] = []
     total = 0
@@ -145,7 +164,83 @@ def lineage(
             assertions.append(_assertion(row, kind, _entity_of(subject, kind)))
     if check_files:
         _check_files(assertions)
+    return Lineage(kind, number, subject, assertions, total)
+
+
+def _as_int(value: GraphId) -> int | None:
+    if isinstance(value, int):
+        return value
+    text = value.strip()
+    return int(text) if text.isdigit() and (text == "0" or not text.startswith("0")) else None
+
+
+def _from_answers(
+    store: Store, kind: str, subject_id: GraphId, limit: int | None
+) -> Lineage | None:
+    """The lineage of a deployment's node or relationship: the journaled answers naming it.
+    None when no answer does (attributes: the Propose API's answers name no attribute ids)."""
+    if kind == "attribute":
+        return None
+    q = queries(store.dialect)
+    text = str(subject_id)
+    escaped = text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+    needle = f'%"{escaped}"%' if isinstance(subject_id, str) else f"%{escaped}%"
+    assertions: list[Assertion] = []
+    total = 0
+    for row in fetchall(store, q["answers_naming"], {"needle": needle}):
+        event = decode(row[5])
+        assert isinstance(event, ProposeSucceeded)
+        for index, result in enumerate(event.results):
+            if kind == "node":
+                actions = [a for a in result.actions if a.entity_id == subject_id]
+            else:
+                actions = [a for a in result.actions if a.relationship_id == subject_id]
+            if not actions:
+                continue
+            total += 1
+            if limit is not None and len(assertions) >= limit:
+                continue
+            a = Assertion(
+                source_id=int(row[1]),
+                record_offset=int(row[2]),
+                fact_index=index,
+                run_id=row[3],
+                confidence=float(actions[0].confidence or 0.0),
+                source_type=row[6],
+                source_name=row[7],
+                version=row[8],
+                file_name=row[9],
+                file_path=row[10],
+                file_hash=row[11],
+                position=int(row[0]),
+                recorded_at=_time(row[4]),
+                actions=[msgspec.to_builtins(act) for act in actions],
+                replay=result.in_doubt,
+            )
+            _parsed(store, a)
+            assertions.append(a)
+    if total == 0:
+        return None
+    subject = {
+        "id": subject_id,
+        "description": f"{kind} {subject_id} of the Propose API (from the journal's answers)",
+    }
     return Lineage(kind, subject_id, subject, assertions, total)
+
+
+def _parsed(store: Store, a: Assertion) -> None:
+    rows = fetchall(
+        store,
+        queries(store.dialect)["parsed_in_run"],
+        {"source_id": a.source_id, "record_offset": a.record_offset, "run_id": a.run_id},
+    )
+    if rows:
+        parsed = decode(rows[0][2])
+        assert isinstance(parsed, RecordParsed)
+        a.parsed_position = int(rows[0][0])
+        a.parsed_hash = bytes(rows[0][3]).hex()
+        a.line, a.byte_start, a.byte_end = parsed.line, parsed.byte_start, parsed.byte_end
+        a.raw, a.record = parsed.raw, parsed.record
 
 
 def _subject(row: Any, kind: str) -> dict[str, Any] | None:

@@ -25,7 +25,8 @@ from journal_loader.errors import UsageError
 Examples: why does the graph say this agent represents that company?
   journal-loader lineage relationship 5            # every record that asserted it
   journal-loader lineage relationship 5 --json --check-files
-  journal-loader lineage node 3 --limit 10""",
+  journal-loader lineage node 3 --limit 10
+  journal-loader lineage node 01JD6Q4M8Z3V5X7B9C1E2F3G4H   # a Propose API deployment's id""",
 )
 def lineage_group() -> None:
     """From a node, attribute or relationship of the graph to the records that asserted it:
@@ -34,7 +35,7 @@ def lineage_group() -> None:
 
 def _lineage_command(kind: str) -> click.Command:
     @click.command(kind, help=f"Every record that asserted {kind} ID, oldest first.")
-    @click.argument("subject_id", metavar="ID", type=int)
+    @click.argument("subject_id", metavar="ID")
     @db_options
     @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
     @click.option(
@@ -49,7 +50,7 @@ def _lineage_command(kind: str) -> click.Command:
         "unchanged) and say whether they are the journaled ones.",
     )
     def command(
-        subject_id: int,
+        subject_id: str,
         db: str | None,
         config_path: str | None,
         as_json: bool,
@@ -80,6 +81,11 @@ def _lineage_command(kind: str) -> click.Command:
             )
             answer = ", ".join(str(act.get("action")) for act in a.actions) or "-"
             click.echo(f"   graph: {answer} (fact {a.fact_index}, confidence {a.confidence})")
+            if a.replay:
+                click.echo(
+                    "   replay: proposed again after a crash; the first call's answer was not "
+                    "journaled (a match here may be that call's creation)"
+                )
             if a.raw is not None:
                 text = a.raw.decode("utf-8", "backslashreplace").rstrip("\r\n")
                 click.echo(f"   raw:   {text}")

@@ -63,7 +63,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import msgspec
 
@@ -89,6 +89,7 @@ from journal_loader.graph.protocol import (
     Conflict,
     Entity,
     EntityLike,
+    GraphId,
     ProposeClient,
     ProposeResult,
     as_entity,
@@ -587,7 +588,7 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
             ),
             actions=actions,
             conflicts=conflicts,
-            provenance_ids=provenance_ids,
+            provenance_ids=cast("list[GraphId]", provenance_ids),  # ints: no copy per fact
             attribute_ids=attribute_ids,
             source_entity_id=source_id,
             target_entity_id=target_id,

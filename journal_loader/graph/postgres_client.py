@@ -45,7 +45,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import difflib
 import logging
+import re
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +56,13 @@ import psycopg.conninfo
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from journal_loader.errors import ConfigError
+from journal_loader.errors import (
+    AmbiguousMatchError,
+    ConfigError,
+    JournalLoaderError,
+    ProposeAnswerError,
+    TransientError,
+)
 from journal_loader.graph.embedded import _as_date, _attribute_values, check_fact
 from journal_loader.graph.protocol import (
     STATUS_CONFLICTS,
@@ -64,6 +72,7 @@ from journal_loader.graph.protocol import (
     Conflict,
     Entity,
     EntityLike,
+    GraphId,
     ProposeClient,
     ProposeResult,
     as_entity,
@@ -71,7 +80,7 @@ from journal_loader.graph.protocol import (
 from journal_loader.graph.target import GraphTarget
 from journal_loader.secrets import mask_url
 from journal_loader.storage.base import Store, Tx
-from journal_loader.storage.errors import classify, describe, sqlstate
+from journal_loader.storage.errors import classify, describe, is_transient_message, sqlstate
 
 if TYPE_CHECKING:
     from journal_loader.config import Config
@@ -79,8 +88,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("journal_loader.graph.propose_api")
 
 KNOWN_STATUSES = (STATUS_SUCCESS, STATUS_CONFLICTS, STATUS_ERROR)
+APPLIED_ACTIONS = frozenset(
+    {
+        "relationship_created",
+        "relationship_duplicate",
+        "relationship_updated",
+        "relationship_conflicted",
+    }
+)
 _SAVEPOINT = "jl_propose"
 _TWO_PLACES = Decimal("0.01")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+# The columns a relationship-type lookup table may name its types by, in this order.
+_TYPE_COLUMNS = ("type_name", "name", "relationship_type", "type")
 
 
 def _call_sql(function: str) -> sql.Composed:
@@ -103,6 +123,17 @@ def _call_sql(function: str) -> sql.Composed:
         "p_provenance_confidence => %(confidence)s::numeric(3,2), "
         "p_provenance_metadata => %(provenance_metadata)s::jsonb)"
     ).format(sql.Identifier(*parts))
+
+
+def _search_path_value(path: str) -> str:
+    """A search_path setting from a comma-separated list of schema names (each checked, so
+    a config value cannot smuggle SQL into set_config)."""
+    names = [p.strip() for p in path.split(",") if p.strip()]
+    if not names or not all(_IDENT.match(n) for n in names):
+        raise ConfigError(
+            f"propose_api.search_path {path!r}: give schema names separated by commas"
+        )
+    return ", ".join(f'"{n}"' for n in names)
 
 
 class _Record:
@@ -132,6 +163,9 @@ class PostgresProposeClient(GraphTarget, ProposeClient):
         relationship_types: list[str] | None = None,
         connect_timeout: int = 10,
         application_name: str = "journal-loader propose-api",
+        search_path: str | None = None,
+        keeps_idempotency_key: bool | None = None,
+        relationship_type_table: str | None = "relationship_types",
     ) -> None:
         if url is None and (store is None or store.dialect != "postgresql"):
             raise ConfigError(
@@ -148,6 +182,19 @@ class PostgresProposeClient(GraphTarget, ProposeClient):
         self.relationship_types = frozenset(relationship_types) if relationship_types else None
         self.connect_timeout = connect_timeout
         self.application_name = application_name
+        self.search_path = _search_path_value(search_path) if search_path else None
+        #: Does the deployment keep p_provenance_metadata (the idempotency key)? None: not
+        #: known yet; ``prepare`` reads it from the function's source unless this says.
+        self.keeps_idempotency_key = keeps_idempotency_key
+        self._key_declared = keeps_idempotency_key is not None
+        if relationship_type_table is not None and not all(
+            _IDENT.match(p) for p in relationship_type_table.split(".")
+        ):
+            raise ConfigError(
+                f"propose_api.relationship_type_table {relationship_type_table!r} is not a "
+                "table name"
+            )
+        self.relationship_type_table = relationship_type_table
         self.in_doubt = False  # set by the runner for a record proposed again after a crash
         self._sql = _call_sql(function)
         self._tx: Tx | None = None
@@ -155,6 +202,12 @@ class PostgresProposeClient(GraphTarget, ProposeClient):
         self._rec: _Record | None = None
         self._savepoint_owner: _Record | None = None
         self._hashes: dict[int, str] = {}
+        # Same database: the search_path the calls run with, and the journal's to restore
+        # after each (None: the journal's session path finds the function; no switch).
+        self._call_path: str | None = None
+        self._journal_path: str | None = None
+        self._resolved = False
+        self._prepared = False
 
     @classmethod
     def from_config(cls, store: Store, config: Config) -> PostgresProposeClient:
@@ -171,12 +224,162 @@ class PostgresProposeClient(GraphTarget, ProposeClient):
             node_types=config.graph.node_types,
             relationship_types=config.graph.relationship_types,
             connect_timeout=section.connect_timeout,
+            search_path=section.search_path,
+            keeps_idempotency_key=section.keeps_idempotency_key,
+            relationship_type_table=section.relationship_type_table,
         )
 
     @property
     def transactional(self) -> bool:
         """True when the calls run in the batch's transaction (same database)."""
         return self.url is None
+
+    # --- start-up: where the function is, what the deployment keeps, its types -----------
+    def prepare(self) -> None:
+        """Before the run: find the function and the search_path to call it with, read from
+        its source whether it keeps p_provenance_metadata, and check the config's
+        relationship types against the deployment's lookup table. A config error raises; a
+        database that does not answer now is asked again at the first batch."""
+        if self._prepared:
+            return
+        try:
+            self._inspect()
+        except ConfigError:
+            raise
+        except JournalLoaderError as e:
+            log.warning("could not inspect the Propose API deployment yet (%s); again at the "
+                        "first batch", e)  # fmt: skip
+
+    def _inspect(self) -> None:
+        if self.transactional:
+            assert self.store is not None
+            with self.store.transaction() as tx:
+                cursor = tx.cursor
+                self._journal_path = _one(cursor, "SELECT current_setting('search_path')")
+                self._resolve(cursor)
+                if self._call_path is not None:
+                    cursor.execute("SELECT set_config('search_path', %s, true)", (self._call_path,))
+                self._probe(cursor)
+        else:
+            conn = self._connection()
+            try:
+                with conn.cursor() as cursor:
+                    self._resolved = True
+                    self._probe(cursor)
+            except psycopg.Error as e:
+                self._drop_connection_if_broken()
+                raise classify(e) from e
+            finally:
+                with contextlib.suppress(psycopg.Error):
+                    conn.rollback()
+        self._prepared = True
+
+    def _resolve(self, cursor: Any) -> None:
+        """Same database: the path the deployment's unqualified SQL needs. The config's
+        ``search_path``; else the schema the function is qualified with; else, when the
+        journal's own search_path does not find the function, ``public`` (a deployment's
+        home). When it does find it in the journal's own schema, calls run as they are."""
+        if self._resolved:
+            return
+        schema: str | None = None
+        if self.search_path is not None:
+            self._call_path = self.search_path
+        else:
+            parts = self.function.split(".")
+            if len(parts) == 2:
+                schema = parts[0]
+            else:
+                cursor.execute(
+                    "SELECT n.nspname, n.nspname = current_schema() FROM pg_proc p "
+                    "JOIN pg_namespace n ON n.oid = p.pronamespace "
+                    "WHERE p.proname = %s AND n.nspname = ANY (current_schemas(false)) "
+                    "ORDER BY array_position(current_schemas(false), n.nspname) LIMIT 1",
+                    (parts[0],),
+                )
+                found = cursor.fetchone()
+                if found is None:
+                    schema = "public"
+                elif not found[1]:
+                    schema = str(found[0])
+            if schema is not None:
+                self._call_path = _search_path_value(
+                    schema if schema == "public" else f"{schema}, public"
+                )
+                self.function = f"{schema}.{parts[-1]}"
+                self._sql = _call_sql(self.function)
+        self._resolved = True
+        if self._call_path is not None:
+            log.info(
+                "calling %s with search_path %s (journal-loader's own: %s)",
+                self.function, self._call_path, self._journal_path,
+            )  # fmt: skip
+
+    def _probe(self, cursor: Any) -> None:
+        parts = self.function.split(".")
+        if not self._key_declared:
+            cursor.execute(
+                "SELECT p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                "WHERE p.proname = %s AND (n.nspname = %s OR (%s::text IS NULL AND "
+                "n.nspname = ANY (current_schemas(false))))",
+                (parts[-1], parts[0] if len(parts) == 2 else None,
+                 parts[0] if len(parts) == 2 else None),
+            )  # fmt: skip
+            sources = [str(r[0] or "") for r in cursor.fetchall()]
+            if sources:  # no function: the first call says so, as it always did
+                self.keeps_idempotency_key = any(
+                    "p_provenance_metadata" in s.lower() for s in sources
+                )
+                if not self.keeps_idempotency_key:
+                    log.warning(
+                        "the Propose API function %s does not keep the idempotency key (its "
+                        "source never uses p_provenance_metadata): a record proposed again "
+                        "after a crash is deduplicated only by the deployment's natural keys, "
+                        "and its answer is journaled as a replay",
+                        self.function,
+                    )
+        self._check_relationship_types(cursor)
+
+    def _check_relationship_types(self, cursor: Any) -> None:
+        table = self.relationship_type_table
+        if table is None or self.relationship_types is None:
+            return
+        cursor.execute("SELECT to_regclass(%s)", (table,))
+        regclass = cursor.fetchone()[0]
+        column = None
+        if regclass is not None:
+            cursor.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass "
+                "AND attnum > 0 AND NOT attisdropped",
+                (table,),
+            )
+            columns = {r[0] for r in cursor.fetchall()}
+            column = next((c for c in _TYPE_COLUMNS if c in columns), None)
+        if column is None:
+            log.warning(
+                "cannot check graph.relationship_types against the deployment: it has no "
+                "table %s with a column %s (set propose_api.relationship_type_table)",
+                table, " or ".join(_TYPE_COLUMNS),
+            )  # fmt: skip
+            return
+        cursor.execute(
+            sql.SQL("SELECT {}::text FROM {}").format(
+                sql.Identifier(column), sql.Identifier(*table.split("."))
+            )
+        )
+        known = sorted({str(r[0]) for r in cursor.fetchall()})
+        missing = sorted(self.relationship_types.difference(known))
+        if missing:
+            lowered = {k.lower(): k for k in known}
+            hints = []
+            for name in missing:
+                close = lowered.get(name.lower()) or next(
+                    iter(difflib.get_close_matches(name, known, n=1)), None
+                )
+                hints.append(f"{name} (did you mean {close}?)" if close else name)
+            raise ConfigError(
+                "graph.relationship_types: the Propose API deployment does not know "
+                f"{', '.join(hints)}; its types ({table}): {', '.join(known) or 'none'}"
+            )
 
     # --- GraphTarget -------------------------------------------------------------------
     @property
@@ -187,6 +390,12 @@ class PostgresProposeClient(GraphTarget, ProposeClient):
         self._tx = tx if self.transactional else None
         self._savepoint_owner = None
         self.in_doubt = False
+        if self.transactional and not self._resolved:
+            try:
+                self._journal_path = _one(tx.cursor, "SELECT current_setting('search_path')")
+                self._resolve(tx.cursor)
+            except psycopg.Error as e:
+                raise classify(e) from e
 
     def begin_record(self, source_id: int, record_offset: int, run_id: str) -> None:
         self._rec = _Record(source_id, record_offset, run_id)
@@ -195,14 +404,26 @@ class PostgresProposeClient(GraphTarget, ProposeClient):
         return self._rec.results if self._rec else []
 
     def finish_record(self) -> None:
-        # The record's savepoint is released lazily, with the next record's SAVEPOINT (one
-        # round trip) or at flush.
+        # Same database: the record's savepoint is released lazily, with the next record's
+        # SAVEPOINT (one round trip) or at flush. Another database: the record's calls are
+        # one remote transaction, committed now that every fact of it was applied.
         self._rec = None
         self.in_doubt = False
+        if not self.transactional:
+            conn = self._conn
+            if conn is not None and conn.info.transaction_status != _IDLE:
+                try:
+                    conn.commit()
+                except psycopg.Error as e:
+                    self._drop_connection_if_broken()
+                    raise classify(e) from e
 
     def abort_record(self) -> None:
         rec, self._rec = self._rec, None
         self.in_doubt = False
+        if not self.transactional:
+            self._rollback_remote()
+            return
         if rec is not None and self._savepoint_owner is rec:
             self._savepoint_owner = None
             tx = self._require_tx()
@@ -212,6 +433,14 @@ class PostgresProposeClient(GraphTarget, ProposeClient):
                 )
             except psycopg.Error as e:
                 raise classify(e) from e
+
+    def _rollback_remote(self) -> None:
+        """Undo the record's calls in the other database (nothing of it was committed)."""
+        conn = self._conn
+        if conn is not None and not conn.closed and not conn.broken:
+            with contextlib.suppress(psycopg.Error):
+                conn.rollback()
+        self._drop_connection_if_broken()
 
     def flush(self, tx: Tx) -> None:
         if self._savepoint_owner is not None:
@@ -229,6 +458,8 @@ class PostgresProposeClient(GraphTarget, ProposeClient):
         self._tx = None
         self._savepoint_owner = None
         self._rec = None
+        if not self.transactional:
+            self._rollback_remote()
 
     def close(self) -> None:
         if self._conn is not None:
@@ -309,7 +540,17 @@ class PostgresProposeClient(GraphTarget, ProposeClient):
             }
             result = self._call(rec, params)
             if result.status == STATUS_ERROR:
-                rec.failed = result.error_message or "error"
+                message = result.error_message or "error"
+                if is_transient_message(message):
+                    # The function caught a deadlock (or the like) and answered `error`:
+                    # the same call can succeed a moment later. The batch is retried.
+                    raise TransientError(f"the Propose API answered error: {message}")
+                rec.failed = message
+            elif not _applied(result):
+                rec.failed = "not applied"
+                result.idempotency_key = key
+                result.in_doubt = self.in_doubt
+                raise _not_applied(src, tgt, relationship, result)
         result.idempotency_key = key
         if self.in_doubt:
             result.in_doubt = True
@@ -332,8 +573,16 @@ class PostgresProposeClient(GraphTarget, ProposeClient):
             except psycopg.Error as e:
                 raise classify(e) from e
             try:
+                if self._call_path is not None:
+                    # the deployment's unqualified SQL must find its own tables, not the
+                    # journal's namesakes; restored right after (and by a rollback)
+                    cursor.execute("SELECT set_config('search_path', %s, true)", (self._call_path,))
                 cursor.execute(self._sql, params)
                 row = cursor.fetchone()
+                if self._call_path is not None:
+                    cursor.execute(
+                        "SELECT set_config('search_path', %s, true)", (self._journal_path,)
+                    )
             except psycopg.Error as e:
                 if not _refused_fact(e):
                     raise classify(e) from e
@@ -360,12 +609,17 @@ class PostgresProposeClient(GraphTarget, ProposeClient):
         self._conn = None
         assert self._conninfo is not None
         try:
+            # Not autocommit: a record's calls are one remote transaction (finish_record
+            # commits it, abort_record rolls it back), so a record that fails leaves nothing.
             conn = psycopg.connect(
                 self._conninfo,
-                autocommit=True,
+                autocommit=False,
                 connect_timeout=self.connect_timeout,
                 application_name=self.application_name[:63],
             )
+            if self.search_path is not None:
+                conn.execute("SELECT set_config('search_path', %s, false)", (self.search_path,))
+                conn.commit()
         except psycopg.Error as e:
             raise classify(e) from e
         log.info("connected to the Propose API at %s", mask_url(self.url or ""))
@@ -404,6 +658,91 @@ class PostgresProposeClient(GraphTarget, ProposeClient):
         return self._tx
 
 
+_IDLE = psycopg.pq.TransactionStatus.IDLE
+
+
+def _one(cursor: Any, query: str) -> str:
+    cursor.execute(query)
+    return str(cursor.fetchone()[0])
+
+
+def _applied(result: ProposeResult) -> bool:
+    """A ``conflicts`` answer was applied only when it stored (or found) the relationship; an
+    ambiguous match, for one, answers with no actions at all."""
+    if result.status != STATUS_CONFLICTS:
+        return True
+    return any(a.action in APPLIED_ACTIONS for a in result.actions)
+
+
+def _not_applied(
+    src: Entity, tgt: Entity, relationship: str, result: ProposeResult
+) -> JournalLoaderError | AmbiguousMatchError | ProposeAnswerError:
+    """The record's failure for an answer that applied nothing: an ambiguous match names the
+    side(s) and the candidates, as the embedded graph does."""
+    answer = _answer_json(result)
+    for c in result.conflicts:
+        if c.type != "ambiguous_entities":
+            continue
+        sides = [
+            (side, entity, alternatives)
+            for side, entity, alternatives in (
+                ("source", src, c.source_alternatives),
+                ("target", tgt, c.target_alternatives),
+            )
+            if alternatives
+        ]
+        parts = []
+        for _side, entity, alternatives in sides:
+            shown = "; ".join(_candidate_text(a) for a in alternatives[:10])
+            more = f" and {len(alternatives) - 10} more" if len(alternatives) > 10 else ""
+            parts.append(
+                f"{entity.type} {entity.name!r} matches {len(alternatives)} entities of the "
+                f"Propose API: {shown}{more}"
+            )
+        side = "both" if len(sides) == 2 else (sides[0][0] if sides else "unknown")
+        message = "; ".join(parts) or f"ambiguous entities in {src.name!r} -> {tgt.name!r}"
+        return AmbiguousMatchError(
+            f"{message}; not merged: nothing of this record was applied",
+            details={
+                "side": side,
+                "candidates": [a for _s, _e, alts in sides for a in alts],
+                "source_alternatives": c.source_alternatives,
+                "target_alternatives": c.target_alternatives,
+                "fact": {
+                    "source": [src.type, src.name],
+                    "relationship": relationship,
+                    "target": [tgt.type, tgt.name],
+                },
+                "answer": answer,
+            },
+        )
+    return ProposeAnswerError(
+        f"the Propose API answered {result.status} without applying "
+        f"{src.type} {src.name!r} -{relationship}-> {tgt.type} {tgt.name!r}: "
+        f"{_conflicts_text(result)}",
+        details={"answer": answer},
+    )
+
+
+def _candidate_text(raw: dict[str, Any]) -> str:
+    text = f"{raw.get('id', raw.get('entity_id', raw.get('node_id', '?')))} {raw.get('name')!r}"
+    score = raw.get("similarity", raw.get("score", raw.get("confidence")))
+    return f"{text} {score}" if score is not None else text
+
+
+def _conflicts_text(result: ProposeResult) -> str:
+    return "; ".join(c.type or c.relationship_type or "conflict" for c in result.conflicts) or (
+        "no actions"
+    )
+
+
+def _answer_json(result: ProposeResult) -> dict[str, Any]:
+    import msgspec
+
+    out: dict[str, Any] = msgspec.to_builtins(result)
+    return out
+
+
 # --- the answer --------------------------------------------------------------------------
 
 
@@ -426,7 +765,7 @@ def parse_response(row: Any) -> ProposeResult:
         overall_confidence=_float(overall) or 0.0,
         actions=actions,
         conflicts=[_conflict(c) for c in _as_list(conflicts_json)],
-        provenance_ids=[i for i in (_int(p) for p in _as_list(provenance_json)) if i is not None],
+        provenance_ids=[i for i in (_id(p) for p in _as_list(provenance_json)) if i is not None],
     )
     entities = [a for a in actions if a.action.startswith("entity_")]
     by_role = {a.role: a.entity_id for a in entities if a.role}
@@ -447,8 +786,8 @@ def _action(raw: Any) -> Action:
     if not isinstance(raw, dict):
         return Action(action=str(raw))
     action = str(raw.get("action") or "unknown")
-    relationship_id = _int(raw.get("relationship_id"))
-    entity_id = _int(raw.get("entity_id"))
+    relationship_id = _id(raw.get("relationship_id"))
+    entity_id = _id(raw.get("entity_id"))
     if relationship_id is None and action.startswith("relationship_"):
         relationship_id, entity_id = entity_id, None
     message = raw.get("message")
@@ -465,14 +804,60 @@ def _action(raw: Any) -> Action:
     )
 
 
+_CONFLICT_KEYS = {
+    "type",
+    "relationship_id",
+    "id",
+    "relationship_type",
+    "existing_relationship_id",
+    "existing_relationship_type",
+    "opposing_relationship_id",
+    "opposing_relationship_type",
+    "source_entity_id",
+    "target_entity_id",
+    "source_alternatives",
+    "target_alternatives",
+}
+
+
 def _conflict(raw: Any) -> Conflict:
-    c = raw if isinstance(raw, dict) else {}
+    """A conflict as the deployment gave it: the relationship it opposes (under whichever of
+    the usual names), the candidates of an ambiguous match, and any other key in ``detail``."""
+    c = raw if isinstance(raw, dict) else {"value": raw}
+    opposed_id = next(
+        (
+            i
+            for k in ("existing_relationship_id", "opposing_relationship_id", "relationship_id",
+                      "id")
+            if (i := _id(c.get(k))) is not None
+        ),
+        0,
+    )  # fmt: skip
+    opposed_type = next(
+        (
+            str(t)
+            for k in ("existing_relationship_type", "opposing_relationship_type",
+                      "relationship_type")
+            if (t := c.get(k))
+        ),
+        "",
+    )  # fmt: skip
+    kind = c.get("type")
     return Conflict(
-        relationship_id=_int(c.get("relationship_id", c.get("id"))) or 0,
-        relationship_type=str(c.get("relationship_type") or c.get("type") or ""),
-        source_entity_id=_int(c.get("source_entity_id")) or 0,
-        target_entity_id=_int(c.get("target_entity_id")) or 0,
+        relationship_id=opposed_id,
+        # an older shape put the kind where the type goes: keep it readable there
+        relationship_type=opposed_type or (str(kind) if kind and opposed_id == 0 else ""),
+        source_entity_id=_id(c.get("source_entity_id")) or 0,
+        target_entity_id=_id(c.get("target_entity_id")) or 0,
+        type=str(kind) if kind is not None else None,
+        source_alternatives=_alternatives(c.get("source_alternatives")),
+        target_alternatives=_alternatives(c.get("target_alternatives")),
+        detail={k: v for k, v in c.items() if k not in _CONFLICT_KEYS},
     )
+
+
+def _alternatives(value: Any) -> list[dict[str, Any]]:
+    return [a if isinstance(a, dict) else {"id": a} for a in _as_list(value)]
 
 
 def _error_result(message: str, actions: list[Action] | None = None) -> ProposeResult:
@@ -509,16 +894,23 @@ def _as_list(value: Any) -> list[Any]:
     return [value]
 
 
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
+def _id(value: Any) -> GraphId | None:
+    """An id as the deployment gave it: an integer stays one (also written as canonical
+    decimal text), any other text (a ULID, a UUID, "007") stays the text it is."""
+    if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        if re.fullmatch(r"-?(0|[1-9][0-9]{0,17})", text):
+            return int(text)
+        return text
     if isinstance(value, float | Decimal) and value == int(value):
         return int(value)
-    return None
+    return str(value)
 
 
 def _float(value: Any) -> float | None:

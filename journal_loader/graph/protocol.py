@@ -18,6 +18,10 @@ STATUS_SUCCESS = "success"
 STATUS_CONFLICTS = "conflicts"
 STATUS_ERROR = "error"
 
+#: An id as the graph gives it: the embedded graph's are integers; a Propose API deployment's
+#: may be text (ULIDs) and are kept as they are, never coerced or dropped.
+GraphId = int | str
+
 
 class Entity(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One end of a fact: an entity of a type, by name, optionally with an external key.
@@ -54,18 +58,27 @@ class Action(msgspec.Struct, kw_only=True, omit_defaults=True):
     # match_reason (entity actions): external_key | exact_name_match | alias_match |
     #              fuzzy_match | new_entity
     role: str | None = None  # 'source' | 'target' for entity actions
-    entity_id: int | None = None
-    relationship_id: int | None = None
+    entity_id: GraphId | None = None
+    relationship_id: GraphId | None = None
     confidence: float | None = None
     match_reason: str | None = None
     message: str | None = None
 
 
 class Conflict(msgspec.Struct, kw_only=True, omit_defaults=True):
-    relationship_id: int
-    relationship_type: str
-    source_entity_id: int
-    target_entity_id: int
+    """One conflict of an answer. An opposing relationship: ``relationship_id`` and
+    ``relationship_type`` name the relationship the fact opposes. From a Propose API
+    deployment also ``type`` (``opposing_relationship``, ``ambiguous_entities``...), the
+    candidates of an ambiguous match per side, and whatever else it said (``detail``)."""
+
+    relationship_id: GraphId = 0
+    relationship_type: str = ""
+    source_entity_id: GraphId = 0
+    target_entity_id: GraphId = 0
+    type: str | None = None
+    source_alternatives: list[dict[str, Any]] = []
+    target_alternatives: list[dict[str, Any]] = []
+    detail: dict[str, Any] = {}
 
 
 class ProposeResult(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -75,14 +88,15 @@ class ProposeResult(msgspec.Struct, kw_only=True, omit_defaults=True):
     overall_confidence: float = 0.0
     actions: list[Action] = []
     conflicts: list[Conflict] = []
-    provenance_ids: list[int] = []
+    provenance_ids: list[GraphId] = []
     attribute_ids: list[int] = []
-    source_entity_id: int | None = None
-    target_entity_id: int | None = None
-    relationship_id: int | None = None
+    source_entity_id: GraphId | None = None
+    target_entity_id: GraphId | None = None
+    relationship_id: GraphId | None = None
     # Set by a client of a remote Propose API: the key of the call (file sha256, record offset,
     # fact index), and whether the record was in doubt (proposed again after a crash between
-    # the call and the journaling of its outcome: a duplicate answer is then the success it was).
+    # the call and the journaling of its outcome: a duplicate answer is then the success it was;
+    # its entity_matched may be the first, unjournaled call's creation: the answer is a replay).
     idempotency_key: str | None = None
     in_doubt: bool = False
 

@@ -39,6 +39,11 @@ class GraphTarget(ABC):
     @abstractmethod
     def client(self) -> ProposeClient: ...
 
+    def prepare(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Called once before a run registers its source: inspect the target (a deployment's
+        search_path, what it keeps, its types). A ConfigError stops the run before it
+        journals anything."""
+
     def begin_batch(self, tx: Tx, *, safe_mode: bool = False) -> None:  # noqa: B027
         pass
 

@@ -9,6 +9,7 @@ if it is about the values of one record, it is a record error.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 
 from sqlalchemy import exc as sa_exc
@@ -158,6 +159,39 @@ def classify(error: BaseException, where: str | None = None) -> JournalLoaderErr
     if isinstance(error, sa_exc.ArgumentError | sa_exc.NoSuchModuleError):
         return FatalError(message)
     return FatalError(message)
+
+
+# The messages PostgreSQL gives the transient SQLSTATEs above: a Propose API function that
+# catches every exception answers `error` with only this text (SQLERRM), no SQLSTATE.
+_TRANSIENT_MESSAGES = (
+    "deadlock detected",
+    "could not serialize access",
+    "could not obtain lock",
+    "canceling statement due to lock timeout",
+    "canceling statement due to statement timeout",
+    "canceling statement due to user request",
+    "lock not available",
+    "too many connections",
+    "terminating connection",
+    "the database system is shutting down",
+    "the database system is starting up",
+)
+# A code counts only where it is written as one ("SQLSTATE 40P01", "[40001]", "(55P03)"):
+# a bare five-digit number in a message is as likely a zip code from the record.
+_STATE_CODE = re.compile(r"(?:sqlstate\s*[:=]?\s*|\[|\()([0-9A-Z]{5})\b", re.IGNORECASE)
+
+
+def is_transient_message(message: str) -> bool:
+    """An error answer whose text carries a transient SQLSTATE (its message, or its code
+    written as one): the same call could succeed a moment later, so it is retried, never
+    dead-lettered."""
+    lowered = message.lower()
+    if any(text in lowered for text in _TRANSIENT_MESSAGES):
+        return True
+    return any(
+        code.upper() in _TRANSIENT_STATES or code[:2] in _TRANSIENT_CLASSES
+        for code in _STATE_CODE.findall(message)
+    )
 
 
 def is_record_error(error: JournalLoaderError) -> bool:
