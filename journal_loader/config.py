@@ -113,6 +113,16 @@ class DatabaseSection(_Section):
     user: str | None = None
     password: SecretStr | None = None
     path: str | None = None
+    # PostgreSQL: the schema of journal-loader's own tables (see journal_schema). `schema` in
+    # the YAML (BaseModel has a method of that name).
+    schema_: str | None = Field(default=None, alias="schema")
+
+    @field_validator("schema_")
+    @classmethod
+    def _schema(cls, v: str | None) -> str | None:
+        if v is not None and not _IDENTIFIER.match(v):
+            raise ValueError("must be a schema name (letters, digits, underscores)")
+        return v
 
     @model_validator(mode="after")
     def _one_way(self) -> DatabaseSection:
@@ -518,11 +528,27 @@ def config_from_dict(
 
 
 def resolve_database_url(cli_url: str | None, config: Config | None) -> str:
-    """--db, then the config's database section, then JOURNAL_LOADER_DB_URL, then journal.db."""
-    if cli_url:
-        return cli_url
-    if config is not None:
-        url = config.database.resolved_url()
-        if url:
-            return url
-    return os.environ.get("JOURNAL_LOADER_DB_URL") or DEFAULT_DB_URL
+    """--db, then the config's database section, then JOURNAL_LOADER_DB_URL, then journal.db;
+    on PostgreSQL with the config's schema for journal-loader's tables (``journal_schema``)."""
+    url = cli_url or (config.database.resolved_url() if config is not None else None)
+    url = url or os.environ.get("JOURNAL_LOADER_DB_URL") or DEFAULT_DB_URL
+    if config is None:
+        return url
+    from journal_loader.storage import with_schema
+
+    return with_schema(url, journal_schema(config))
+
+
+def journal_schema(config: Config) -> str | None:
+    """Where journal-loader's own tables go on PostgreSQL, after a search_path the URL sets
+    itself (which always wins): ``database.schema``; else, for a Propose API in the journal's
+    own database, ``journal_loader`` (the deployment's public tables have journal-loader's
+    names); else None: the server's default search_path, as before."""
+    if config.database.schema_:
+        return config.database.schema_
+    section = config.graph.propose_api
+    if section is not None and section.url is None:
+        from journal_loader.storage import DEFAULT_OWN_SCHEMA
+
+        return DEFAULT_OWN_SCHEMA
+    return None

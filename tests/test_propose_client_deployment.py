@@ -370,3 +370,119 @@ def test_config_relationship_types_are_checked_against_the_deployments_lookup_ta
         run(ScriptLoader, script, store=pg_store, graph=client)
     with deployment.client(pg_store, relationship_types=["IN", "Legal_Counsel"]) as client:
         assert run(ScriptLoader, script, store=pg_store, graph=client).status == "completed"
+
+
+# --- the same database as a real deployment: its tables in public ------------------------------
+
+
+def _yaml_config(path: Path, url: str, **database: Any) -> Path:
+    import yaml
+
+    config = {
+        "loader": {"name": "script"},
+        "database": {"url": url, **database},
+        "graph": {"propose_api": {"source_name": "Registry", "source_type": "reg"}},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_same_database_mode_runs_against_a_database_with_the_deployments_public_tables(
+    tmp_path: Path,
+) -> None:
+    """The deployment's sources/nodes/attributes/relationships/provenance are in public;
+    journal-loader's own go in a schema of their own (journal_loader by default), and the
+    deployment's unqualified SQL runs with its own search_path."""
+    from journal_loader.config import load_config
+    from tests.test_propose_client_support import deployment_database
+
+    with deployment_database() as base:
+        install_deployment(base)
+        url = base.replace("postgresql://", "postgresql+psycopg://", 1)
+        config = load_config(_yaml_config(tmp_path / "same.yaml", url))
+        script = write_script(
+            tmp_path / "facts.jsonl",
+            [
+                [fact(("Company", "Acme"), ("City", "Springfield"), "LOCATED_IN")],
+                [fact(("Company", "Beta"), ("City", "Springfield"), "LOCATED_IN")],
+            ],
+        )
+        report = run(ScriptLoader, script, config=config)
+        assert report.status == "completed", report.message
+        assert report.statistics.successful == 2
+        with psycopg.connect(base) as conn:
+            schemas = dict(
+                conn.execute(
+                    "SELECT table_name, string_agg(table_schema, ',' ORDER BY table_schema) "
+                    "FROM information_schema.tables WHERE table_name IN "
+                    "('journal', 'nodes', 'sources') GROUP BY table_name"
+                ).fetchall()
+            )
+            public_nodes = {n for (n,) in conn.execute("SELECT name FROM public.nodes")}
+            (own_nodes,) = conn.execute("SELECT count(*) FROM journal_loader.nodes").fetchone()  # type: ignore[misc]
+        assert schemas == {
+            "journal": "journal_loader",
+            "nodes": "journal_loader,public",
+            "sources": "journal_loader,public",
+        }
+        assert public_nodes == {"Acme", "Beta", "Springfield"} and own_nodes == 0
+        # every command given the config finds the same journal
+        status = json.loads(cli("status", "-c", str(tmp_path / "same.yaml"), "--json").stdout)
+        assert [(s["source_id"], s["records_imported"]) for s in status] == [(1, 2)]
+        history = cli("history", "1", "0", "-c", str(tmp_path / "same.yaml"))
+        assert history.exit_code == 0 and "entity_created" in history.output
+        # a schema named in the config
+        other = load_config(_yaml_config(tmp_path / "other.yaml", url, schema="jl_own"))
+        assert run(ScriptLoader, script, config=other).status == "completed"
+        with psycopg.connect(base) as conn:
+            (journals,) = conn.execute("SELECT count(*) FROM jl_own.journal").fetchone()  # type: ignore[misc]
+        assert journals > 0
+
+
+def test_a_journal_never_goes_into_a_schema_holding_another_applications_tables() -> None:
+    """Without a schema of its own, journal-loader would create its tables next to the
+    deployment's namesakes: a clear error instead of DuplicateTable and a traceback."""
+    from journal_loader.errors import SchemaError
+    from tests.test_propose_client_support import deployment_database
+
+    with deployment_database() as base:
+        install_deployment(base)
+        url = base.replace("postgresql://", "postgresql+psycopg://", 1)
+        with pytest.raises(SchemaError, match=r"nodes, provenance.*database\.schema"):
+            open_store(url)
+        with psycopg.connect(base) as conn:
+            (tables,) = conn.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'journal'"
+            ).fetchone()  # type: ignore[misc]
+        assert tables == 0
+
+
+def test_the_journals_schema_precedence() -> None:
+    """The URL's own search_path wins; then database.schema; then journal_loader for the
+    same-database Propose API mode; otherwise the server's default (as before)."""
+    from sqlalchemy import make_url
+
+    from journal_loader.config import config_from_dict, resolve_database_url
+
+    base = "postgresql+psycopg://loader@db/graph"
+    explicit = base + "?options=-csearch_path%3Dmine"
+
+    def search_path(url: str) -> str | None:
+        options = make_url(url).query.get("options")
+        return str(options) if options else None
+
+    same = config_from_dict({"graph": {"propose_api": {}}})
+    separate = config_from_dict({"graph": {"propose_api": {"url": "postgresql://x@y/z"}}})
+    named = config_from_dict({"database": {"schema": "jl"}, "graph": {"propose_api": {}}})
+    embedded = config_from_dict({})
+    assert search_path(resolve_database_url(explicit, same)) == "-csearch_path=mine"
+    assert search_path(resolve_database_url(explicit, named)) == "-csearch_path=mine"
+    assert search_path(resolve_database_url(base, named)) == "-csearch_path=jl"
+    assert search_path(resolve_database_url(base, same)) == "-csearch_path=journal_loader"
+    assert search_path(resolve_database_url(base, separate)) is None
+    assert search_path(resolve_database_url(base, embedded)) is None
+    assert resolve_database_url("sqlite:///j.db", same) == "sqlite:///j.db"
+    kept = resolve_database_url(base + "?options=-clock_timeout%3D5000", same)
+    assert search_path(kept) == "-clock_timeout=5000 -csearch_path=journal_loader"
+    with pytest.raises(ConfigError, match=r"database\.schema"):
+        config_from_dict({"database": {"schema": "x; DROP TABLE journal"}})

@@ -10,7 +10,42 @@ from journal_loader.errors import ConfigError
 from journal_loader.secrets import mask_url, password_from_url, register_secret
 from journal_loader.storage.base import SourceLock, Store, Tx
 
-__all__ = ["SourceLock", "Store", "Tx", "open_store"]
+__all__ = ["SourceLock", "Store", "Tx", "open_store", "url_search_path", "with_schema"]
+
+DEFAULT_OWN_SCHEMA = "journal_loader"
+
+
+def url_search_path(url: str) -> str | None:
+    """The search_path a PostgreSQL URL sets itself (``options=-csearch_path=...``), if any."""
+    from sqlalchemy import make_url
+
+    options = make_url(url).query.get("options")
+    if not options:
+        return None
+    tokens = (options if isinstance(options, str) else " ".join(options)).split()
+    for i, part in enumerate(tokens):
+        for prefix in ("-csearch_path=", "--search_path=", "--search-path="):
+            if part.startswith(prefix):
+                return part[len(prefix) :]
+        if part == "-c" and i + 1 < len(tokens) and tokens[i + 1].startswith("search_path="):
+            return tokens[i + 1][len("search_path=") :]
+    return None
+
+
+def with_schema(url: str, schema: str | None) -> str:
+    """The URL with journal-loader's tables in ``schema`` (PostgreSQL): its search_path set
+    through ``options``. A search_path the URL sets itself wins: it is left as it is."""
+    if schema is None or not url.split(":", 1)[0].lower().startswith("postgres"):
+        return url
+    if url_search_path(url) is not None:
+        return url
+    from sqlalchemy import make_url
+
+    parsed = make_url(url)
+    options = parsed.query.get("options")
+    existing = (options if isinstance(options, str) else " ".join(options)) if options else ""
+    joined = f"{existing} -csearch_path={schema}".strip()
+    return parsed.update_query_dict({"options": joined}).render_as_string(hide_password=False)
 
 
 def open_store(url: str, *, upgrade: bool = True) -> Store:

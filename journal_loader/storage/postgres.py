@@ -199,6 +199,55 @@ class PostgresStore(Store):
             self._namespace = f"{row[0]}.{row[1]}"
         return self._namespace
 
+    def ensure_schema(self, *, upgrade: bool = True) -> None:
+        """Also: create the schema the URL's search_path names when it does not exist yet,
+        and never migrate into a schema that holds another application's tables named like
+        ours (a Propose API deployment's public sources, nodes, ...)."""
+        if self.current_revision() is None:
+            self._prepare_own_schema(upgrade)
+        super().ensure_schema(upgrade=upgrade)
+
+    def _prepare_own_schema(self, upgrade: bool) -> None:
+        from journal_loader.errors import SchemaError
+        from journal_loader.storage import url_search_path
+        from journal_loader.storage.schema import metadata
+
+        try:
+            with self.engine.connect() as conn:
+                current = conn.execute(text("SELECT current_schema()")).scalar()
+                if current is None:
+                    wanted = (url_search_path(self.url) or "").split(",")[0].strip().strip('"')
+                    if not upgrade or not wanted or not wanted.replace("_", "a").isalnum():
+                        return  # the migration (or the caller) says what is wrong
+                    conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{wanted}"'))
+                    conn.commit()
+                    return
+                ours = sorted(t for t in metadata.tables if "." not in t)
+                clashing = [
+                    r[0]
+                    for r in conn.execute(
+                        text(
+                            "SELECT table_name FROM information_schema.tables "
+                            "WHERE table_schema = :schema AND table_name = ANY(:names) "
+                            "ORDER BY table_name"
+                        ),
+                        {"schema": current, "names": ours},
+                    )
+                ]
+        except JournalLoaderError:
+            raise
+        except Exception as e:
+            raise classify(e, where=self.display_url) from e
+        if clashing:
+            raise SchemaError(
+                f"{self.display_url}: schema {current} has no journal-loader journal but "
+                f"already has tables named like journal-loader's ({', '.join(clashing)}), "
+                "another application's (a Propose API deployment?). Give journal-loader a "
+                "schema of its own: database.schema in the config (a Propose API in the same "
+                "database uses journal_loader by default), or options=-csearch_path=NAME in "
+                "the URL"
+            )
+
     @property
     def journal_append_key(self) -> int:
         return lock_key(f"{self.namespace}:journal-append")
