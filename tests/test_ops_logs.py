@@ -279,6 +279,28 @@ def test_secrets_scrubbed_from_messages_args_and_tracebacks(tmp_path: Path) -> N
         assert SENTINEL not in text and "Reg1steredSecret" not in text, text
 
 
+def test_eta_from_the_recent_rate_not_the_whole_run() -> None:
+    """A target that slows down as its graph grows: the ETA follows the last minute's rate."""
+    clock = [0.0]
+    p = ProgressObserver(loader="x", tty=False, clock=lambda: clock[0])
+    p.on_start({"file_size": 1000, "resumed_from": 0})
+
+    class S:
+        total_processed, successful, failed, skipped = 50, 50, 0, 0
+
+    class P:
+        offset = 50
+
+    for now, read in ((10.0, 500), (40.0, 530), (110.0, 600)):
+        clock[0] = now
+        p.on_batch(S, P, read)
+    # whole run: 600 bytes in 110 s (73 s left); the last 60 s and more: 70 bytes in 70 s
+    assert p.figures.eta == pytest.approx(400.0 / (70 / 70))
+    clock[0] = 120.0
+    p.on_batch(S, P, 610)  # the window now starts at t=40
+    assert p.figures.eta == pytest.approx(390.0 / (80 / 80))
+
+
 def test_eta_and_percent_from_bytes() -> None:
     clock = [100.0]
     p = ProgressObserver(loader="x", tty=False, clock=lambda: clock[0])

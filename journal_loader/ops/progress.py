@@ -6,7 +6,10 @@ On a terminal (stderr is a TTY) one line is redrawn in place (at most ten times 
       ok 12,000  failed 300  skipped 45                    (on one line)
 
 Percent and ETA come from the byte position against the file's size (compressed bytes for a
-gzip file), the rate from the records this run processed. Log lines written meanwhile clear
+gzip file), the rate from the records this run processed. The ETA uses the bytes read over
+the last ``eta_window`` seconds (a minute by default), not since the start: a target that
+slows down as its graph grows (a Propose API function does) makes a whole-run average far
+too hopeful. Log lines written meanwhile clear
 the bar, print, and redraw it (``LogSetup.console.around_emit``).
 
 Elsewhere (cron, CI, systemd) there is no bar: a log line at the start and then at most one
@@ -21,6 +24,7 @@ import shutil
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -75,8 +79,10 @@ class ProgressObserver:
         tty: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
         redraw_every: float = 0.1,
+        eta_window: float = 60.0,
     ) -> None:
         self.loader = loader
+        self.eta_window = eta_window
         self.interval = interval
         self._stream = stream
         self.tty = tty if tty is not None else _isatty(self.stream)
@@ -86,6 +92,7 @@ class ProgressObserver:
         self._lock = threading.RLock()
         self._started: float | None = None
         self._base: tuple[float, int] | None = None  # (time, bytes) the ETA is measured from
+        self._samples: deque[tuple[float, int]] = deque()  # (time, bytes) per batch, recent
         self._last_log = 0.0
         self._last_draw = 0.0
         self._shown = ""  # the bar currently on screen ("" when none)
@@ -165,7 +172,15 @@ class ProgressObserver:
         if self._base is None:  # a resumed run that did not say where in bytes: from here on
             self._base = (now, f.bytes_read)
             return
-        t0, b0 = self._base
+        # The recent window: from the newest sample at least eta_window old (the base while
+        # the run is younger than the window) to now.
+        samples = self._samples
+        if not samples:
+            samples.append(self._base)
+        while len(samples) > 1 and samples[1][0] <= now - self.eta_window:
+            samples.popleft()
+        t0, b0 = samples[0]
+        samples.append((now, f.bytes_read))
         if now > t0 and f.bytes_read > b0 and f.file_size > 0:
             byte_rate = (f.bytes_read - b0) / (now - t0)
             f.eta = max(0.0, (f.file_size - f.bytes_read) / byte_rate)
