@@ -12,6 +12,7 @@ journaled (``ProposeAttempted``) and proposed again in doubt: their results say 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,8 +25,15 @@ from sqlalchemy import text
 from journal_loader.journal.events import ProposeSucceeded, decode
 from journal_loader.storage import open_store
 from tests.conftest import EXAMPLE_CONFIG, drop_pg_schema, make_pg_schema
-from tests.support import generator, sources_snapshot, terminal_counts
-from tests.test_propose_client_support import install_propose_api, kg_snapshot, remote_schema
+from tests.support import dlq_snapshot, generator, sources_snapshot, terminal_counts
+from tests.test_propose_client_support import (
+    deployment_schema,
+    deployment_snapshot,
+    install_deployment,
+    install_propose_api,
+    kg_snapshot,
+    remote_schema,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -40,10 +48,11 @@ from journal_loader import run
 from journal_loader.graph.postgres_client import PostgresProposeClient
 from journal_loader.storage import open_store
 
-journal, remote, data, config, batch = sys.argv[1:6]
+journal, remote, data, config, batch, function = sys.argv[1:7]
 store = open_store(journal)
 client = PostgresProposeClient(
-    store, url=remote or None, source_name="registry", source_type="business_registry"
+    store, url=remote or None, source_name="registry", source_type="business_registry",
+    function=function,
 )
 try:
     report = run(config=config, file=data, store=store, graph=client, batch_size=int(batch))
@@ -72,22 +81,26 @@ def journal_urls() -> Iterator[tuple[str, str]]:
         drop_pg_schema(sb)
 
 
-def _load(journal: str, remote: str, data: Path, crash: str | None) -> int:
+def _load(
+    journal: str, remote: str, data: Path, crash: str | None, function: str = "propose_fact"
+) -> int:
     env = {k: v for k, v in os.environ.items() if k != "JOURNAL_LOADER_CRASH_AT"}
     if crash:
         env["JOURNAL_LOADER_CRASH_AT"] = crash
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT, journal, remote, str(data), str(EXAMPLE_CONFIG),
-         str(BATCH)],
+         str(BATCH), function],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=600,
     )  # fmt: skip
     assert done.returncode in (0, -signal.SIGKILL), done.stderr
     return done.returncode
 
 
-def _crash_then_finish(journal: str, remote: str, data: Path) -> list[int]:
-    codes = [_load(journal, remote, data, crash) for crash in CRASHES]
-    assert _load(journal, remote, data, None) == 0
+def _crash_then_finish(
+    journal: str, remote: str, data: Path, function: str = "propose_fact"
+) -> list[int]:
+    codes = [_load(journal, remote, data, crash, function) for crash in CRASHES]
+    assert _load(journal, remote, data, None, function) == 0
     return codes
 
 
@@ -178,3 +191,60 @@ def test_separate_database_in_doubt_records_are_journaled_and_marked(
     first_batch = {o: m for o, m in marked.items() if o < BATCH}
     assert first_batch and all(first_batch.values())
     assert not any(m for o, m in marked.items() if o >= BATCH)
+
+
+# --- against the deployment-like stand-in (tests/sql/propose_deployment.sql): ULID ids, no
+# idempotency key (repeats absorbed by natural keys only), ambiguous answers that fail records
+# and leave a partial write the client must undo.
+
+
+def _journal_and_dlq(url: str) -> dict[str, object]:
+    """The journal's state and the DLQ, the deployment's ids (ULIDs) in messages masked."""
+    store = open_store(url)
+    try:
+        dlq = [
+            (*row[:5], re.sub(r"\b[0-9A-HJKMNP-TV-Z]{26}\b", "<id>", row[5]), *row[6:])
+            for row in dlq_snapshot(store)
+        ]
+        return {**_journal_state(url), "dlq": dlq}
+    finally:
+        store.dispose()
+
+
+def test_separate_database_crashes_against_the_deployment_equal_one_clean_run(
+    journal_urls: tuple[str, str], registry: Path
+) -> None:
+    crashed, clean = journal_urls
+    with remote_schema() as remote_crashed, remote_schema() as remote_clean:
+        install_deployment(remote_crashed)
+        install_deployment(remote_clean)
+        codes = _crash_then_finish(crashed, remote_crashed, registry)
+        assert codes.count(-signal.SIGKILL) == len(CRASHES)
+        assert _load(clean, remote_clean, registry, None) == 0
+        assert deployment_snapshot(remote_crashed) == deployment_snapshot(remote_clean)
+    a, b = _journal_and_dlq(crashed), _journal_and_dlq(clean)
+    _assert_equal_to_clean(a, b)
+    assert a["dlq"] == b["dlq"] and b["dlq"]  # the same records failed (ambiguous ones)
+
+
+def test_same_database_crashes_against_the_deployment_equal_one_clean_run(
+    journal_urls: tuple[str, str], registry: Path
+) -> None:
+    crashed, clean = journal_urls
+    with (
+        deployment_schema() as (url_crashed, crashed_schema),
+        deployment_schema() as (
+            url_clean,
+            clean_schema,
+        ),
+    ):
+        install_deployment(url_crashed)
+        install_deployment(url_clean)
+        function = f"{crashed_schema}.propose_fact"
+        codes = _crash_then_finish(crashed, "", registry, function)
+        assert codes.count(-signal.SIGKILL) == len(CRASHES)
+        assert _load(clean, "", registry, None, f"{clean_schema}.propose_fact") == 0
+        assert deployment_snapshot(url_crashed) == deployment_snapshot(url_clean)
+    a, b = _journal_and_dlq(crashed), _journal_and_dlq(clean)
+    _assert_equal_to_clean(a, b)
+    assert a["dlq"] == b["dlq"] and b["dlq"]

@@ -696,8 +696,9 @@ def _not_applied(
             shown = "; ".join(_candidate_text(a) for a in alternatives[:10])
             more = f" and {len(alternatives) - 10} more" if len(alternatives) > 10 else ""
             parts.append(
-                f"{entity.type} {entity.name!r} matches {len(alternatives)} entities of the "
-                f"Propose API: {shown}{more}"
+                f"{entity.type} {entity.name!r} matches {len(alternatives)} "
+                f"{'entity' if len(alternatives) == 1 else 'entities'} of the Propose API "
+                f"ambiguously: {shown}{more}"
             )
         side = "both" if len(sides) == 2 else (sides[0][0] if sides else "unknown")
         message = "; ".join(parts) or f"ambiguous entities in {src.name!r} -> {tgt.name!r}"

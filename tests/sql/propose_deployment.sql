@@ -69,9 +69,11 @@ CREATE TABLE nodes (
     node_type varchar(100) NOT NULL,
     name varchar NOT NULL,
     norm_name varchar NOT NULL,
+    trigrams text[] NOT NULL DEFAULT '{}',  -- for fuzzy matching (pg_trgm's, spelt out below)
     created_at timestamptz NOT NULL DEFAULT now(),
     UNIQUE (node_type, norm_name)
 );
+CREATE INDEX nodes_trigrams ON nodes USING gin (trigrams);
 
 CREATE TABLE attributes (
     attribute_id text PRIMARY KEY DEFAULT new_ulid(),
@@ -127,13 +129,16 @@ LANGUAGE sql IMMUTABLE AS $$
          generate_series(1, length(w) - 2) AS i
 $$;
 
-CREATE FUNCTION name_similarity(a text, b text) RETURNS real
+CREATE FUNCTION trigram_similarity(a text[], b text[]) RETURNS real
 LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN u.n = 0 THEN 0 ELSE i.n::real / u.n END
-    FROM (SELECT count(*) AS n FROM (SELECT unnest(name_trigrams(a))
-                                     INTERSECT SELECT unnest(name_trigrams(b))) x) AS i,
-         (SELECT count(*) AS n FROM (SELECT unnest(name_trigrams(a))
-                                     UNION SELECT unnest(name_trigrams(b))) y) AS u
+    FROM (SELECT count(*) AS n FROM (SELECT unnest(a) INTERSECT SELECT unnest(b)) x) AS i,
+         (SELECT count(*) AS n FROM (SELECT unnest(a) UNION SELECT unnest(b)) y) AS u
+$$;
+
+CREATE FUNCTION name_similarity(a text, b text) RETURNS real
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT trigram_similarity(name_trigrams(a), name_trigrams(b))
 $$;
 
 CREATE FUNCTION provenance_row(
@@ -164,7 +169,10 @@ CREATE FUNCTION resolve_entity(
 )
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_best record;
+    v_score real;
+    v_best text;
+    v_candidates jsonb;
+    v_trigrams text[] := name_trigrams(p_name);
 BEGIN
     SELECT n.node_id INTO o_id FROM nodes n
     WHERE n.node_type = p_type AND n.norm_name = norm_name(p_name);
@@ -173,27 +181,27 @@ BEGIN
                                        'confidence', 1.0, 'match_reason', 'exact_name_match');
         RETURN;
     END IF;
-    SELECT n.node_id, n.name, name_similarity(n.name, p_name) AS score INTO v_best
-    FROM nodes n WHERE n.node_type = p_type
-    ORDER BY name_similarity(n.name, p_name) DESC, n.node_id LIMIT 1;
-    IF v_best.score >= 0.8 THEN
-        o_id := v_best.node_id;
+    -- candidates share a trigram (the GIN index); each scored once
+    SELECT max(c.score), (array_agg(c.node_id ORDER BY c.score DESC, c.node_id))[1],
+           jsonb_agg(jsonb_build_object('id', c.node_id, 'name', c.name,
+                                        'similarity', round(c.score::numeric, 3))
+                     ORDER BY c.score DESC, c.node_id) FILTER (WHERE c.score >= 0.6)
+    INTO v_score, v_best, v_candidates
+    FROM (SELECT n.node_id, n.name, trigram_similarity(n.trigrams, v_trigrams) AS score
+          FROM nodes n WHERE n.node_type = p_type AND n.trigrams && v_trigrams) AS c;
+    IF v_score >= 0.8 THEN
+        o_id := v_best;
         o_action := jsonb_build_object('action', 'entity_matched', 'entity_id', o_id,
-                                       'confidence', round(v_best.score::numeric, 2),
+                                       'confidence', round(v_score::numeric, 2),
                                        'match_reason', 'fuzzy_match');
         RETURN;
     END IF;
-    IF v_best.score >= 0.6 THEN
-        SELECT jsonb_agg(jsonb_build_object('id', c.node_id, 'name', c.name,
-                                            'similarity', round(c.score::numeric, 3))
-                         ORDER BY c.score DESC, c.node_id)
-        INTO o_alternatives
-        FROM (SELECT n.node_id, n.name, name_similarity(n.name, p_name) AS score
-              FROM nodes n WHERE n.node_type = p_type) c
-        WHERE c.score >= 0.6;
+    IF v_score >= 0.6 THEN
+        o_alternatives := v_candidates;
         RETURN;
     END IF;
-    INSERT INTO nodes (node_type, name, norm_name) VALUES (p_type, p_name, norm_name(p_name))
+    INSERT INTO nodes (node_type, name, norm_name, trigrams)
+    VALUES (p_type, p_name, norm_name(p_name), v_trigrams)
     RETURNING node_id INTO o_id;
     o_action := jsonb_build_object('action', 'entity_created', 'entity_id', o_id,
                                    'confidence', 1.0, 'match_reason', 'new_entity');
