@@ -184,6 +184,7 @@ class Runner:
         self.retry_of: dict[int, int] = {}
         self._consecutive_transient = 0
         self._in_doubt: set[int] = set()  # offsets attempted on a remote target, no outcome
+        self._reached: set[int] = set()  # offsets of this attempt whose calls may have committed
         self.file_hash = ""
 
     # --- the whole run ---------------------------------------------------------------------
@@ -613,6 +614,8 @@ class Runner:
             (rec, parsed) for rec in batch if (parsed := self._prepare(rec, result)) is not None
         ]
         doubtful = {rec.offset for rec, _ in prepared if rec.offset in self._in_doubt}
+        self._reached = set()
+        attempted = False
         try:
             if prepared:
                 with self.store.transaction() as tx:  # (A)
@@ -634,6 +637,7 @@ class Runner:
                     projections.apply(tx, rows)
                 self.writer.confirm()
                 self._in_doubt.update(rec.offset for rec, _ in prepared)
+                attempted = True
             for rec, parsed in prepared:  # (B)
                 self._propose_record(rec, parsed, result, in_doubt=rec.offset in doubtful)
             with self.store.transaction() as tx:  # (C)
@@ -646,6 +650,16 @@ class Runner:
         except BaseException:
             self.writer.discard()
             self.target.after_rollback()
+            if attempted:
+                # In this process we know which records reached the deployment: a record
+                # whose calls were rolled back (or never made) is not in doubt on a retry,
+                # unless an earlier attempt may have committed it. (After a crash only the
+                # journal is left, and every attempted record is in doubt.)
+                self._in_doubt.difference_update(
+                    rec.offset
+                    for rec, _ in prepared
+                    if rec.offset not in self._reached and rec.offset not in doubtful
+                )
             raise
         self.writer.confirm()
         self.target.after_commit()
@@ -783,6 +797,8 @@ class Runner:
         )
         stats = out.stats
         stats.successful += 1
+        if in_doubt:
+            stats.records_replayed += 1
         for r in results:
             relationship_counted = False
             for a in r.actions:
@@ -823,8 +839,10 @@ class Runner:
                 if r.status == STATUS_ERROR:
                     raise ProposeAnswerError(r.error_message or "the graph answered error")
         except BaseException:
-            target.abort_record()
+            target.abort_record()  # a remote target rolls the record's calls back
             raise
+        if not target.transactional:
+            self._reached.add(offset)  # from its commit on, the deployment may have it
         target.finish_record()  # in safe mode this writes, and may fail the record
         faults.point("after_propose")
         return results

@@ -486,3 +486,44 @@ def test_the_journals_schema_precedence() -> None:
     assert search_path(kept) == "-clock_timeout=5000 -csearch_path=journal_loader"
     with pytest.raises(ConfigError, match=r"database\.schema"):
         config_from_dict({"database": {"schema": "x; DROP TABLE journal"}})
+
+
+# --- in doubt: only what reached the deployment ------------------------------------------------
+
+
+def test_a_retried_batch_marks_in_doubt_only_the_records_that_reached_the_deployment(
+    pg_store: Store, tmp_path: Path
+) -> None:
+    """Records 0 and 1 commit in the deployment, record 2's call answers a deadlock: the batch
+    is retried. 0 and 1 are proposed again as replays (in doubt); 2 (rolled back) and 3
+    (never sent) are not in doubt: the deployment never had them."""
+    with remote_schema() as url:
+        install_deployment(url, TYPES)
+        add_deployment_fault(url, "Locked", "40P01", "deadlock detected", times=1)
+        dep = Deployment("separate", url, "propose_fact", "")
+        script = write_script(
+            tmp_path / "facts.jsonl",
+            [[fact(("Company", n), ("City", "X"), "IN")] for n in ("A", "B", "Locked", "D")],
+        )
+        report = _run(dep, pg_store, script)
+    assert report.status == "completed" and report.statistics.successful == 4
+    assert report.statistics.records_replayed == 2
+    results = propose_results(pg_store)
+    assert {o: r[0].in_doubt for o, r in results.items()} == {
+        0: True,
+        1: True,
+        2: False,
+        3: False,
+    }
+    # the replays' answers: matches of what the first, unjournaled calls created
+    assert results[0][0].actions[0].action == "entity_matched"
+    assert results[2][0].actions[0].action == "entity_created"
+    with pg_store.read() as conn:
+        flags = conn.execute(
+            text("SELECT record_offset, payload FROM journal "
+                 "WHERE event_type = 'ProposeAttempted' ORDER BY position")
+        ).all()  # fmt: skip
+    attempted = [(int(o), json.loads(p)["in_doubt"] if "in_doubt" in p else False)
+                 for o, p in flags]  # fmt: skip
+    assert attempted == [(0, False), (1, False), (2, False), (3, False),
+                         (0, True), (1, True), (2, False), (3, False)]  # fmt: skip

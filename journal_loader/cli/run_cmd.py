@@ -121,6 +121,11 @@ def summary(report: object) -> str:
         f"{fmt(s.relationships_duplicate)} duplicate, {fmt(s.relationships_updated)} updated",
         f"  conflicts      {fmt(s.conflicts_detected)}",
     ]
+    if s.records_replayed:
+        lines.append(
+            f"  replayed       {fmt(s.records_replayed)} records proposed again after a crash "
+            "or retry (their matches may be the first calls' creations)"
+        )
     if report.records_in_file is not None:
         lines.append(f"  records in file {fmt(report.records_in_file)}")
     return "\n".join(lines)

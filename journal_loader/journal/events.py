@@ -111,6 +111,9 @@ class Statistics(msgspec.Struct, kw_only=True):
     relationships_duplicate: int = 0
     relationships_updated: int = 0
     conflicts_detected: int = 0
+    # Records proposed again after a crash or a retried batch (in doubt): their answers are
+    # replays, and an entity_matched in them may be the first call's unjournaled creation.
+    records_replayed: int = 0
 
     def add(self, other: Statistics) -> None:
         for f in self.__struct_fields__:
