@@ -12,7 +12,8 @@ business registry (bench/generate_registry.py, seeded), loaded by the example lo
   function in the journal's database, one connection, one transaction per batch (a savepoint
   per record), journal events and checkpoints included;
 * ``journal-loader, separate database``: ``PostgresProposeClient(store, url=...)``: the
-  function reached over one autocommit connection, batches in the runner's two phases;
+  function reached over one connection, a record's calls in one remote transaction, batches
+  in the runner's two phases;
 * ``connection + commit per proposal``: the same loader and the same function, called the
   way users' scripts do today: for every fact, connect, call, commit, disconnect (no
   journal at all). It is slow, so it runs on the first ``--baseline-records`` records.
