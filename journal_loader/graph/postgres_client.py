@@ -19,23 +19,33 @@ runner, like the embedded graph, in one of two modes:
 * **Same database** (no ``url``): the function lives in the journal's database. Every call
   runs on the batch's own connection, inside the batch's transaction, one savepoint per
   record: the facts and the journal's events commit together or not at all, so a crash can
-  never apply a fact twice (exactly once). ``transactional`` is True.
+  never apply a fact twice (exactly once). ``transactional`` is True. A deployment's tables
+  are named like journal-loader's and its SQL is unqualified, so the journal lives in a
+  schema of its own (``journal_loader.config.journal_schema``) and each call runs with the
+  deployment's search_path (``SET LOCAL``, the journal's restored right after; see
+  ``_resolve`` for which path).
 * **Separate database** (``url``): one connection for the whole run (reconnected only after
-  it is lost), autocommit: each call commits its own effect in the remote database.
+  it is lost); a record's calls are one remote transaction, committed by ``finish_record``
+  and rolled back by ``abort_record``, so a failed record leaves nothing there.
   ``transactional`` is False: the runner journals ``ProposeAttempted`` before the calls and
   the outcomes after (see the runner), and proposes "in doubt" records again on resume with
-  ``in_doubt`` set; their results carry ``in_doubt=True``. Every call passes an idempotency
-  key (the file's sha256, the record's offset, the fact's index) in
-  ``p_provenance_metadata``, so a deployment can recognise a repeat.
+  ``in_doubt`` set; their results carry ``in_doubt=True`` (a replay). Every call passes an
+  idempotency key (the file's sha256, the record's offset, the fact's index) in
+  ``p_provenance_metadata``, so a deployment that keeps it can recognise a repeat;
+  ``prepare`` reads from the function's source whether it does.
 
 Answers: ``status`` ``error`` is a failed record (the runner puts it in the DLQ with the
-message), never a success; a status the client does not know is treated as an error too. An
-exception raised by the function for the fact's values (SQLSTATE classes 22 and 23, and
-PL/pgSQL's P0: ``RAISE EXCEPTION``) is an error answer as well. Lost connections,
-serialization failures, deadlocks, lock timeouts, too many connections, shutdowns
-(``journal_loader.storage.errors.classify``) raise ``TransientError``: the runner retries
-with backoff and never puts the record in the DLQ. Anything else (a missing function, no
-privilege) raises ``FatalError`` and stops the run.
+message, as ``ProposeAnswerError``), never a success; a status the client does not know is
+treated as an error too, and so is ``conflicts`` that applied nothing: an ambiguous match
+(no actions, an ``ambiguous_entities`` conflict) raises ``AmbiguousMatchError`` naming the
+side and the candidates. An exception raised by the function for the fact's values (SQLSTATE
+classes 22 and 23, and PL/pgSQL's P0: ``RAISE EXCEPTION``) is an error answer as well. Lost
+connections, serialization failures, deadlocks, lock timeouts, too many connections,
+shutdowns (``journal_loader.storage.errors.classify``), and error answers whose text carries
+one of them (a function that catches every exception), raise ``TransientError``: the runner
+retries with backoff and never puts the record in the DLQ. Anything else (a missing
+function, no privilege) raises ``FatalError`` and stops the run. Ids are kept as the
+deployment gives them (integers, or text such as ULIDs).
 
 The Propose API resolves entities by type and name: an ``Entity.key`` is not sent (put it in
 the entity's attributes if the deployment should keep it).
