@@ -223,6 +223,17 @@ def test_history_and_lineage_show_the_deployments_ids(
     assert found["assertions"][0]["actions"][0]["entity_id"] == node_ids["Springfield"]
     rel = json.loads(cli("lineage", "relationship", rel_id, "--db", pg_url, "--json").stdout)
     assert [(a["record_offset"], a["fact_index"]) for a in rel["assertions"]] == [(1, 0)]
+    # with the config: also the deployment's own provenance (one row per source and subject)
+    config = tmp_path / "loader.yaml"
+    config.write_text(json.dumps({"database": {"url": pg_url}, **deployment.config()}))
+    springfield = node_ids["Springfield"]
+    both = json.loads(cli("lineage", "node", springfield, "-c", str(config), "--json").stdout)
+    assert [a["record_offset"] for a in both["assertions"]] == [0, 1]
+    (own,) = both["deployment_provenance"]
+    assert own["node_id"] == springfield and ULID.match(own["source_id"])
+    assert own["confidence"] == 0.9
+    text_out = cli("lineage", "node", springfield, "-c", str(config)).output
+    assert "the Propose API's own provenance: 1 row(s)" in text_out
     missing = cli("lineage", "node", "01ZZZZZZZZZZZZZZZZZZZZZZZZ", "--db", pg_url)
     assert missing.exit_code == 1 and "no node 01ZZZZZZZZZZZZZZZZZZZZZZZZ" in missing.output
 

@@ -26,7 +26,9 @@ Examples: why does the graph say this agent represents that company?
   journal-loader lineage relationship 5            # every record that asserted it
   journal-loader lineage relationship 5 --json --check-files
   journal-loader lineage node 3 --limit 10
-  journal-loader lineage node 01JD6Q4M8Z3V5X7B9C1E2F3G4H   # a Propose API deployment's id""",
+  journal-loader lineage node 01JD6Q4M8Z3V5X7B9C1E2F3G4H -c loader.yaml
+      # a Propose API deployment's id: the journal's answers, and the deployment's own
+      # provenance rows when the config names it""",
 )
 def lineage_group() -> None:
     """From a node, attribute or relationship of the graph to the records that asserted it:
@@ -61,8 +63,12 @@ def _lineage_command(kind: str) -> click.Command:
 
         store = open_db(db, config_path)
         result = lineage(store, kind, subject_id, limit=limit, check_files=check_files)
+        deployment = _deployment_provenance(store, config_path, kind, subject_id)
         if as_json:
-            echo_json(result.to_json())
+            out = result.to_json()
+            if deployment is not None:
+                out["deployment_provenance"] = deployment
+            echo_json(out)
             return
         click.echo(f"{kind} {subject_id}: {result.subject['description']}")
         shown = len(result.assertions)
@@ -91,8 +97,29 @@ def _lineage_command(kind: str) -> click.Command:
                 click.echo(f"   raw:   {text}")
             if a.file_check is not None:
                 click.echo(f"   file:  {a.file_check}")
+        if deployment is not None:
+            click.echo(f"\nthe Propose API's own provenance: {len(deployment)} row(s)")
+            for row in deployment:
+                click.echo("   " + ", ".join(f"{k} {v}" for k, v in row.items()))
 
     return command
+
+
+def _deployment_provenance(
+    store: Any, config_path: str | None, kind: str, subject_id: str
+) -> list[dict[str, Any]] | None:
+    """With a config that names a Propose API deployment: its own provenance rows of the
+    subject, where it has a provenance table to read (None otherwise)."""
+    if not config_path:
+        return None
+    from journal_loader.config import load_config
+    from journal_loader.graph.postgres_client import PostgresProposeClient
+
+    config = load_config(config_path)
+    if config.graph.propose_api is None or store.dialect != "postgresql":
+        return None
+    with PostgresProposeClient.from_config(store, config) as client:
+        return client.deployment_provenance(kind, subject_id)
 
 
 for _kind in ("node", "relationship", "attribute"):

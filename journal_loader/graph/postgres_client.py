@@ -58,6 +58,7 @@ import datetime as dt
 import difflib
 import logging
 import re
+from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -390,6 +391,61 @@ class PostgresProposeClient(GraphTarget, ProposeClient):
                 "graph.relationship_types: the Propose API deployment does not know "
                 f"{', '.join(hints)}; its types ({table}): {', '.join(known) or 'none'}"
             )
+
+    # --- the deployment's own provenance (lineage) ---------------------------------------
+    def deployment_provenance(
+        self, kind: str, subject_id: GraphId, table: str = "provenance"
+    ) -> list[dict[str, Any]] | None:
+        """The deployment's provenance rows of one node, attribute or relationship (each as
+        the deployment stores it), when it has a ``provenance`` table with a ``node_id`` /
+        ``attribute_id`` / ``relationship_id`` column; None when it has none to read."""
+        column = {"node": "node_id", "attribute": "attribute_id", "relationship": "relationship_id"}
+        wanted = column.get(kind)
+        if wanted is None:
+            return None
+        with self._deployment_cursor() as cursor:
+            cursor.execute("SELECT to_regclass(%s)", (table,))
+            if cursor.fetchone()[0] is None:
+                return None
+            cursor.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass "
+                "AND attnum > 0 AND NOT attisdropped",
+                (table,),
+            )
+            if wanted not in {r[0] for r in cursor.fetchall()}:
+                return None
+            cursor.execute(
+                sql.SQL("SELECT to_jsonb(p) FROM {} p WHERE p.{}::text = %s").format(
+                    sql.Identifier(table), sql.Identifier(wanted)
+                ),
+                (str(subject_id),),
+            )
+            return [dict(r[0]) for r in cursor.fetchall()]
+
+    @contextlib.contextmanager
+    def _deployment_cursor(self) -> Iterator[Any]:
+        """A cursor that sees the deployment as its function does (for reads)."""
+        try:
+            if self.transactional:
+                assert self.store is not None
+                with self.store.transaction() as tx:
+                    self._journal_path = _one(tx.cursor, "SELECT current_setting('search_path')")
+                    self._resolve(tx.cursor)
+                    if self._call_path is not None:
+                        tx.cursor.execute(
+                            "SELECT set_config('search_path', %s, true)", (self._call_path,)
+                        )
+                    yield tx.cursor  # reads only; SET LOCAL ends with the transaction
+            else:
+                conn = self._connection()
+                try:
+                    with conn.cursor() as cursor:
+                        yield cursor
+                finally:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.rollback()
+        except psycopg.Error as e:
+            raise classify(e) from e
 
     # --- GraphTarget -------------------------------------------------------------------
     @property
