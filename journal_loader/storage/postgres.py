@@ -167,6 +167,13 @@ class _AdvisoryLock(SourceLock):
         return bool(row and row[0])
 
 
+def _first_schema(url: str) -> str | None:
+    from journal_loader.storage import url_search_path
+
+    first = (url_search_path(url) or "").split(",")[0].strip().strip('"')
+    return first or None
+
+
 class PostgresStore(Store):
     dialect = "postgresql"
 
@@ -192,33 +199,37 @@ class PostgresStore(Store):
 
     @property
     def namespace(self) -> str:
-        """database.schema: lock names are scoped to it."""
+        """database.schema: lock names are scoped to it. A schema the URL names that does not
+        exist yet counts as that schema (the first run creates it): every process agrees."""
         if self._namespace is None:
             with self.read() as conn:
                 row = conn.execute(text("SELECT current_database(), current_schema()")).one()
-            self._namespace = f"{row[0]}.{row[1]}"
+            self._namespace = f"{row[0]}.{row[1] or _first_schema(self.url)}"
         return self._namespace
 
-    def ensure_schema(self, *, upgrade: bool = True) -> None:
-        """Also: create the schema the URL's search_path names when it does not exist yet,
-        and never migrate into a schema that holds another application's tables named like
-        ours (a Propose API deployment's public sources, nodes, ...)."""
-        if self.current_revision() is None:
-            self._prepare_own_schema(upgrade)
-        super().ensure_schema(upgrade=upgrade)
+    def upgrade(self) -> None:
+        """Also, under the migration lock (so concurrent first runs agree): create the schema
+        the URL's search_path names when it does not exist yet, and never migrate into a
+        schema that holds another application's tables named like ours (a Propose API
+        deployment's public sources, nodes, ...)."""
+        from journal_loader.storage.migrate import upgrade
 
-    def _prepare_own_schema(self, upgrade: bool) -> None:
+        with self.migration_lock():
+            if self.current_revision() is None:
+                self._prepare_own_schema()
+            upgrade(self.engine)
+
+    def _prepare_own_schema(self) -> None:
         from journal_loader.errors import SchemaError
-        from journal_loader.storage import url_search_path
         from journal_loader.storage.schema import metadata
 
         try:
             with self.engine.connect() as conn:
                 current = conn.execute(text("SELECT current_schema()")).scalar()
                 if current is None:
-                    wanted = (url_search_path(self.url) or "").split(",")[0].strip().strip('"')
-                    if not upgrade or not wanted or not wanted.replace("_", "a").isalnum():
-                        return  # the migration (or the caller) says what is wrong
+                    wanted = _first_schema(self.url)
+                    if not wanted or not wanted.replace("_", "a").isalnum():
+                        return  # the migration says what is wrong
                     conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{wanted}"'))
                     conn.commit()
                     return
