@@ -456,12 +456,8 @@ class PostgresProposeClient(GraphTarget, ProposeClient):
         self._tx = tx if self.transactional else None
         self._savepoint_owner = None
         self.in_doubt = False
-        if self.transactional and not self._resolved:
-            try:
-                self._journal_path = _one(tx.cursor, "SELECT current_setting('search_path')")
-                self._resolve(tx.cursor)
-            except psycopg.Error as e:
-                raise classify(e) from e
+        if not self._prepared:  # prepare() was not called, or the database did not answer
+            self._inspect()
 
     def begin_record(self, source_id: int, record_offset: int, run_id: str) -> None:
         self._rec = _Record(source_id, record_offset, run_id)

@@ -1,5 +1,9 @@
 -- A stand-in for an existing Propose API deployment, for the tests of
--- journal_loader.graph.postgres_client (and bench/bench_propose_client.py).
+-- journal_loader.graph.postgres_client (and bench/bench_propose_client.py): the kind of
+-- deployment that keeps the idempotency key (p_provenance_metadata) and raises its
+-- exceptions. tests/sql/propose_deployment.sql models the deployment built from the Propose
+-- API's public migrations (issue 14): text ids, no key kept, ambiguous answers, partial
+-- writes, tables named like journal-loader's, every exception answered as `error`.
 --
 -- The type and the function have the deployments' exact signature (issue 3):
 --   propose_fact(p_source_node_type varchar, p_source_node_name varchar,
