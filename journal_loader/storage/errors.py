@@ -14,6 +14,7 @@ import sqlite3
 from sqlalchemy import exc as sa_exc
 
 from journal_loader.errors import (
+    ConflictError,
     FatalError,
     IntegrityConflictError,
     JournalLoaderError,
@@ -45,6 +46,8 @@ _TRANSIENT_STATES = {
     "58000",  # system_error
     "25P04",  # idle_session_timeout
 }
+# Two writers in each other's way (no server trouble): retried at once, on their own budget.
+_CONFLICT_STATES = {"40001", "40P01"}
 _TRANSIENT_CLASSES = {"08"}  # connection exceptions
 _FATAL_STATES = {
     "42501",  # insufficient_privilege
@@ -121,6 +124,8 @@ def classify(error: BaseException, where: str | None = None) -> JournalLoaderErr
     if state is not None:
         if state == "23505":
             return IntegrityConflictError(message)
+        if state in _CONFLICT_STATES:
+            return ConflictError(message)
         if state in _TRANSIENT_STATES or state[:2] in _TRANSIENT_CLASSES:
             return TransientError(message)
         if state in _FATAL_STATES or state[:2] in _FATAL_CLASSES:
