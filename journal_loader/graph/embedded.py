@@ -105,6 +105,7 @@ log = logging.getLogger("journal_loader.graph")
 
 MAX_NAME_CHARS = 1000
 MAX_VALUE_BYTES = 2000  # PostgreSQL's btree entries cap out near 2.7 kB
+MAX_TYPE_CHARS = 100  # node_type, rel_type, attr_type: VARCHAR(100)
 ALIAS_CONFIDENCE = 0.9
 DEFAULT_CONFLICT_PENALTY = 0.7
 FUZZY_INDEX_NAME = "ix_nodes_fuzzy_key_trgm"
@@ -1021,6 +1022,10 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
             strength = strength * self.conflict_penalty
 
         meta = None if metadata is None else msgspec.json.encode(metadata).decode()
+        if meta is not None and "\\u0000" in meta and _has_nul(metadata):
+            # JSON could carry it escaped, but no consumer of the graph's text wants it (a
+            # cast to jsonb refuses it): refused like a NUL byte anywhere else in a fact.
+            raise ValidationError("relationship metadata contains a NUL byte")
         if found is None:
             rel_id = tx.next_id("relationships")
             self._buf.relationships.append(
@@ -1251,12 +1256,17 @@ def check_fact(
 ) -> tuple[str, str]:
     """Refuses a fact that breaks a rule (ValidationError: the record fails at stage
     validate); returns the normalised names of its two entities. Shared by every target."""
-    if node_types is not None and (src.type not in node_types or tgt.type not in node_types):
+    if node_types is None:
+        _check_type("node type", src.type)
+        _check_type("node type", tgt.type)
+    elif src.type not in node_types or tgt.type not in node_types:
         unknown = src.type if src.type not in node_types else tgt.type
         raise ValidationError(
             f"unknown node type {unknown!r} (allowed: {', '.join(sorted(node_types))})"
         )
-    if relationship_types is not None and relationship not in relationship_types:
+    if relationship_types is None:
+        _check_type("relationship type", relationship)
+    elif relationship not in relationship_types:
         raise ValidationError(
             f"unknown relationship type {relationship!r} "
             f"(allowed: {', '.join(sorted(relationship_types))})"
@@ -1283,6 +1293,25 @@ def _checked_norm(e: Entity) -> str:
     if key is not None and (key.__class__ is not str or len(key) > MAX_NAME_CHARS or "\x00" in key):
         _check_text("external key", key, MAX_NAME_CHARS)
     return norm
+
+
+def _check_type(what: str, value: Any) -> None:
+    """A type name the graph can store on both backends (node_type, rel_type and attr_type
+    are VARCHAR(100); PostgreSQL text refuses NUL bytes, SQLite would keep them)."""
+    if type(value) is not str or not value or len(value) > MAX_TYPE_CHARS or "\x00" in value:
+        if isinstance(value, str) and not value:
+            raise ValidationError(f"{what} is empty")
+        _check_text(what, value, MAX_TYPE_CHARS)
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def _check_number(what: str, value: Any) -> None:
@@ -1318,6 +1347,7 @@ def _as_date(what: str, value: Any) -> dt.date | None:
 
 
 def _attribute_values(attr_type: str, value: Any) -> list[str]:
+    _check_type("attribute type", attr_type)
     values = value if isinstance(value, list | tuple | set | frozenset) else [value]
     out = []
     for v in values:

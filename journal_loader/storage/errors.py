@@ -135,6 +135,10 @@ def classify(error: BaseException, where: str | None = None) -> JournalLoaderErr
         if state[:2] in _RECORD_CLASSES:
             return StorageError(message)  # a record's values; the runner isolates the record
         return FatalError(message)
+    if psycopg is not None and isinstance(root, psycopg.DataError):
+        # Refused by psycopg before it reached the server (no SQLSTATE): a value it cannot
+        # send, such as text with a NUL byte. One record's values, like class 22 above.
+        return StorageError(message)
     if psycopg is not None and isinstance(root, psycopg.OperationalError):
         # no SQLSTATE: the connection could not be made or was lost
         lowered = str(root).lower()
