@@ -46,6 +46,7 @@ from typing import Any, Protocol
 import msgspec
 
 from journal_loader import __version__, faults, projections
+from journal_loader.abandon import supersede_partial
 from journal_loader.errors import (
     CircuitOpenError,
     ConflictError,
@@ -131,6 +132,8 @@ class RunReport(msgspec.Struct, kw_only=True):
     started_at: str = ""
     duration_seconds: float = 0.0
     records_per_second: float = 0.0
+    # things the user should know that are not the outcome (a superseded source)
+    notes: list[str] = msgspec.field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -183,6 +186,7 @@ class Runner:
         self._stop_reason: str | None = None
         # offset -> journal position of the failure a DLQ retry answers (journal_loader/dlq.py)
         self.retry_of: dict[int, int] = {}
+        self._registered_new = False  # this run registered its source (not a resume)
         self._consecutive_transient = 0
         self._in_doubt: set[int] = set()  # offsets attempted on a remote target, no outcome
         self.file_hash = ""
@@ -242,6 +246,8 @@ class Runner:
         start, reader = registered
         report.source_id = self.source_id
         report.resumed_from = start.offset
+        if start.at_start and self._registered_new:
+            self._supersede(src, report)
         for o in self.observers:
             _call(
                 o,
@@ -294,6 +300,7 @@ class Runner:
                 )
                 events: list[PendingEvent] = []
                 head: bytes | None = None
+                self._registered_new = row is None
                 if row is None:
                     self.source_id = int(tx.fetchone(q["next_source_id"])[0])
                     events.append(PendingEvent.of(None, self._source_registered(src)))
@@ -387,6 +394,27 @@ class Runner:
                 r.close()
             raise
         return result
+
+    def _supersede(self, src: SourceFile, report: RunReport) -> None:
+        """A new source whose file name a partial source of this type had (the file was
+        edited, appended to or truncated after a killed run): retire that source, saying so
+        (journal_loader/abandon.py explains the decision)."""
+        try:
+            done, notes = supersede_partial(
+                self.store, self.source_id, self.source_type, src.file_name, src.sha256
+            )
+        except JournalLoaderError as e:  # retiring is housekeeping: the load goes on
+            log.warning("could not retire earlier partial sources of %s: %s", src.file_name, e)
+            return
+        for a in done:
+            notes.append(
+                f"source {a.source_id} (same type and file name, other content) was left "
+                f"{a.status_before} at record {a.next_offset:,}; it is now superseded by "
+                f"source {self.source_id} (its facts and DLQ entries are kept)"
+            )
+        for note in notes:
+            log.warning("%s", note)
+        report.notes.extend(notes)
 
     def _acquire_lease(self, tx: Tx, now: Any) -> int:
         """Bump the source's fencing generation; this run now owns it (see check_lease)."""

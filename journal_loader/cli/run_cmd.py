@@ -105,6 +105,7 @@ def summary(report: object) -> str:
     lines = [head, f"  file           {report.file}"]
     if report.message:
         lines.append(f"  note           {report.message}")
+    lines += [f"  note           {note}" for note in report.notes]
     if report.status == "already_processed":
         return "\n".join(lines)
     if report.resumed_from:
