@@ -62,7 +62,7 @@ def _register() -> None:
     from journal_loader.cli import admin, inspect, run_cmd
 
     optional_modules = []
-    for optional in ("dlq", "audit", "ops"):  # command groups added by later modules
+    for optional in ("dlq", "audit", "ops", "graph"):  # command groups added by later modules
         try:
             module = __import__(f"journal_loader.cli.{optional}", fromlist=["register"])
         except ModuleNotFoundError as e:
