@@ -8,7 +8,15 @@ import msgspec
 from journal_loader.cli.common import db_options, echo_json, open_db, table
 
 
-@click.group("dlq")
+@click.group(
+    "dlq",
+    epilog="""\b
+Examples:
+  journal-loader dlq summary --source 1          # what went wrong, grouped
+  journal-loader dlq list --source 1             # every entry
+  journal-loader dlq show 468                    # one entry: raw input, every attempt
+  journal-loader dlq retry -c loader.yaml --source 1 --dry-run""",
+)
 def dlq_group() -> None:
     """The dead-letter queue: records that failed, with their raw input and errors."""
 

@@ -87,7 +87,7 @@ def run_command(
         observers=observers,
     )
     if as_json:
-        echo_json(msgspec.to_builtins(report))
+        echo_json({**msgspec.to_builtins(report), "exit_code": report.exit_code})
     else:
         click.echo(summary(report))
     ctx.exit(report.exit_code)
