@@ -48,9 +48,9 @@ import msgspec
 from journal_loader import __version__, faults, projections
 from journal_loader.errors import (
     CircuitOpenError,
+    ConflictError,
     FailureLimitError,
     FencedOutError,
-    IntegrityConflictError,
     JournalLoaderError,
     RecordError,
     SkipRecord,
@@ -88,6 +88,8 @@ log = logging.getLogger("journal_loader.runner")
 
 FAILURE_GROUPS = 10  # in a RunReport
 COMPLETED, PARTIAL, FAILED, ALREADY = "completed", "partial", "failed", "already_processed"
+# Conflicts in a row before a run gives up (at least max_retries): see Runner._retrying.
+CONFLICT_RETRIES = 20
 
 
 @dataclass(slots=True)
@@ -936,12 +938,41 @@ class Runner:
 
         The circuit breaker counts transient failures in a row across the whole run (any
         success resets it): past ``circuit_breaker`` the run stops instead of grinding on.
+
+        Conflicts are not outages: another loader committed a unique key first, or two
+        transactions deadlocked or failed to serialize. The graph's sorted locks
+        (``EmbeddedGraph.prefetch``) keep them rare; when one happens, the attempt is
+        retried after a short random delay (so the two do not collide again in step), on a
+        budget of its own that the circuit breaker does not see, and a give-up says what
+        happened instead of "the database is down". Pinned by
+        tests/test_faults.py::test_conflicts_retry_on_their_own_budget.
         """
         limit = self.opt.max_retries if retries is None else retries
-        attempt = 0
+        conflict_limit = max(CONFLICT_RETRIES, limit)
+        attempt = conflicts = 0
         while True:
             try:
                 result = fn()
+            except ConflictError as e:
+                conflicts += 1
+                if conflicts > conflict_limit:
+                    raise ConflictError(
+                        f"{what}: another loader kept writing the same rows first "
+                        f"({conflict_limit} conflicts in a row; last: {e}). Nothing is lost; "
+                        "rerun to continue"
+                    ) from e
+                delay = random.uniform(0, self.opt.retry_delay)
+                log.warning(
+                    "%s: %s; conflict with another writer, retry %d/%d in %.2fs",
+                    what,
+                    e,
+                    conflicts,
+                    conflict_limit,
+                    delay,
+                )
+                for o in self.observers:
+                    _call(o, "on_retry", "conflict", scrub(f"{what}: {e}"), delay)
+                self.sleep(delay)
             except TransientError as e:
                 attempt += 1
                 self._consecutive_transient += 1
@@ -956,17 +987,13 @@ class Runner:
                         f"{what}: giving up after {limit} retries: {e}. Rerun when the "
                         "database or target is back; nothing is lost"
                     ) from e
-                if isinstance(e, IntegrityConflictError):
-                    delay = random.uniform(0, self.opt.retry_delay)  # another writer won
-                else:
-                    delay = min(self.opt.retry_max_delay, self.opt.retry_delay * 2 ** (attempt - 1))
-                    delay *= random.uniform(0.5, 1.0)
+                delay = min(self.opt.retry_max_delay, self.opt.retry_delay * 2 ** (attempt - 1))
+                delay *= random.uniform(0.5, 1.0)
                 if e.retry_after is not None:
                     delay = max(delay, min(e.retry_after, self.opt.retry_max_delay))
                 log.warning("%s: %s; retry %d/%d in %.2fs", what, e, attempt, limit, delay)
-                kind = "conflict" if isinstance(e, IntegrityConflictError) else "transient"
                 for o in self.observers:
-                    _call(o, "on_retry", kind, scrub(f"{what}: {e}"), delay)
+                    _call(o, "on_retry", "transient", scrub(f"{what}: {e}"), delay)
                 self.sleep(delay)
             else:
                 self._consecutive_transient = 0

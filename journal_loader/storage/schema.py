@@ -78,6 +78,8 @@ Index(
     postgresql_where=text("event_type = 'RecordFailed'"),
 )
 
+# source_id: on PostgreSQL taken from the sequence sources_source_id_seq (migration 0004),
+# not a column default; SQLite takes MAX + 1 under its single-writer lock.
 sources = Table(
     "sources",
     metadata,
