@@ -91,6 +91,7 @@ def _concurrent(db: str, files: list[Path]) -> list[subprocess.CompletedProcess[
 
 def _state(db: str) -> dict[str, Any]:
     """The database by content, with sources named by their file's sha256."""
+
     def node(alias: str) -> str:  # a node's identity: its key, else its normalised name
         return f"COALESCE('key ' || {alias}.external_key, 'name ' || {alias}.norm_name)"
 

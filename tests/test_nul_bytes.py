@@ -57,7 +57,9 @@ class ValuesLoader(Loader):
 def _records(position: str) -> list[dict[str, str]]:
     out = []
     for i in range(ROWS):
-        rec = {k: (f"{v}{i}" if k in ("name", "key", "attr", "meta") else v) for k, v in GOOD.items()}
+        rec = {
+            k: (f"{v}{i}" if k in ("name", "key", "attr", "meta") else v) for k, v in GOOD.items()
+        }
         if i == BAD_OFFSET:
             rec[position] = "C\x001"
         out.append(rec)
