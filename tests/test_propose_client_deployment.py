@@ -179,6 +179,7 @@ def test_ids_are_journaled_as_the_deployment_gives_them(
     assert first.target_entity_id == node_ids["Springfield"]
     assert first.relationship_id == rel_id
     assert [a.entity_id for a in first.actions[:2]] == [node_ids["Acme"], node_ids["Springfield"]]
+    assert [a.role for a in first.actions[:2]] == ["source", "target"]
     assert first.actions[2].relationship_id == rel_id
     assert len(first.provenance_ids) == 4 and set(first.provenance_ids) == prov_ids
     assert all(isinstance(i, str) and ULID.match(i) for i in first.provenance_ids)
@@ -441,7 +442,8 @@ def test_same_database_mode_runs_against_a_database_with_the_deployments_public_
         status = json.loads(cli("status", "-c", str(tmp_path / "same.yaml"), "--json").stdout)
         assert [(s["source_id"], s["records_imported"]) for s in status] == [(1, 2)]
         history = cli("history", "1", "0", "-c", str(tmp_path / "same.yaml"))
-        assert history.exit_code == 0 and "entity_created" in history.output
+        assert history.exit_code == 0 and "source entity" in history.output
+        assert "created (new_entity" in history.output
         # a schema named in the config
         other = load_config(_yaml_config(tmp_path / "other.yaml", url, schema="jl_own"))
         assert run(ScriptLoader, script, config=other).status == "completed"

@@ -831,6 +831,9 @@ def parse_response(row: Any) -> ProposeResult:
         provenance_ids=[i for i in (_id(p) for p in _as_list(provenance_json)) if i is not None],
     )
     entities = [a for a in actions if a.action.startswith("entity_")]
+    if len(entities) == 2 and not any(a.role for a in entities):
+        # the deployment lists the source's resolution, then the target's, without saying so
+        entities[0].role, entities[1].role = "source", "target"
     by_role = {a.role: a.entity_id for a in entities if a.role}
     result.source_entity_id = by_role.get(
         "source", entities[0].entity_id if len(entities) > 0 else None
