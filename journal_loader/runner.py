@@ -643,8 +643,11 @@ class Runner:
         finds them in doubt (``_in_doubt``), proposes them again with the target told so, and
         the target's deduplication answers ``duplicate`` for what it had already applied:
         the success it was. Outcomes are journaled only in C, so each record still ends with
-        exactly one terminal event. A retried attempt of this batch marks its records in
-        doubt the same way. Pinned by tests/test_propose_client_crash.py.
+        exactly one terminal event. A retried attempt of this batch (same process) marks in
+        doubt only the records that may have reached the target (``_reached``: those whose
+        remote transaction got to its commit); the others were rolled back or never sent.
+        Pinned by tests/test_propose_client_crash.py and
+        tests/test_propose_client_deployment.py.
         """
         result = _BatchResult()
         prepared = [
