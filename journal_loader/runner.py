@@ -89,6 +89,9 @@ log = logging.getLogger("journal_loader.runner")
 COMPLETED, PARTIAL, FAILED, ALREADY = "completed", "partial", "failed", "already_processed"
 # Conflicts in a row before a run gives up (at least max_retries): see Runner._retrying.
 CONFLICT_RETRIES = 20
+# The reason journaled when ``RunOptions.stop`` asked a run to stop (a worker shutting down):
+# the run is resumable, and a worker tells this stop from a failure by it.
+STOP_REQUESTED = "stopped: the worker is shutting down; the next run resumes after this batch"
 
 
 @dataclass(slots=True)
@@ -113,6 +116,10 @@ class RunOptions:
     max_failure_rate: float | None = None
     failure_rate_min_records: int = 100
     circuit_breaker: int = 10
+    # Asked before each batch: True stops the run after the batch in progress (committed),
+    # journaled as failed with STOP_REQUESTED. Signals reach only a main thread's run; a run
+    # in a worker's thread is stopped through this (journal_loader/ops/fleet.py).
+    stop: Callable[[], bool] | None = None
 
 
 class RunReport(msgspec.Struct, kw_only=True):
@@ -172,6 +179,7 @@ class Runner:
         options: RunOptions | None = None,
         observers: Sequence[RunObserver] = (),
         sleep: Callable[[float], None] = time.sleep,
+        run_id: str | None = None,
     ) -> None:
         self.loader = loader
         self.store = store
@@ -180,7 +188,9 @@ class Runner:
         self.opt = options or RunOptions()
         self.observers = list(observers)
         self.sleep = sleep
-        self.run_id = str(uuid.uuid4())
+        # A worker names its runs after its job (fleet.job_run_id), so the journal says
+        # which delivery of which job made a run.
+        self.run_id = run_id or str(uuid.uuid4())
         self.source_type = self.opt.source_type or loader.source_type_name
         self.stats = Statistics()
         self._stop_reason: str | None = None
@@ -507,6 +517,8 @@ class Runner:
         records = _Peekable(reader)
         remaining = opt.limit
         while True:
+            if self._stop_reason is None and opt.stop is not None and opt.stop():
+                self._stop_reason = STOP_REQUESTED
             if self._stop_reason:
                 raise _Stop(self._stop_reason)
             size = opt.batch_size if remaining is None else min(opt.batch_size, remaining)

@@ -59,7 +59,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from journal_loader.cli import admin, inspect, run_cmd, source
+    from journal_loader.cli import admin, fleet, inspect, run_cmd, source
 
     optional_modules = []
     for optional in ("dlq", "audit", "ops"):  # command groups added by later modules
@@ -72,7 +72,7 @@ def _register() -> None:
         optional_modules.append(module)
     # Imported first, registered after: an optional module may add options to `run`
     # (run_cmd.RUN_OPTIONS) at import time, and `run` takes them when it registers.
-    for module in (run_cmd, inspect, admin, source, *optional_modules):
+    for module in (run_cmd, inspect, admin, source, fleet, *optional_modules):
         module.register(main)
 
 
