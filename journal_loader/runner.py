@@ -304,10 +304,20 @@ class Runner:
             opened.clear()
             with self.store.transaction() as tx:
                 q = queries.queries(tx.store.dialect)
-                row = tx.fetchone(
-                    q["source_by_identity"],
-                    {"source_type": self.source_type, "file_hash": src.sha256},
-                )
+                identity = {"source_type": self.source_type, "file_hash": src.sha256}
+                row = tx.fetchone(q["source_by_identity"], identity)
+                if row is not None and tx.store.dialect == "postgresql":
+                    # A run that lost its lock may still be inside a batch transaction (a
+                    # stopped or cut-off process): wait for it to end before reading where
+                    # the source stands, or this run would resume from a checkpoint that
+                    # batch then moves. The batch holds this row since its check_lease.
+                    # (SQLite has one writer at a time: a stale read fails its write.)
+                    tx.fetchone(
+                        "SELECT generation FROM source_leases WHERE source_id = :source_id "
+                        "FOR UPDATE",
+                        {"source_id": int(row[0])},
+                    )
+                    row = tx.fetchone(q["source_by_identity"], identity)
                 events: list[PendingEvent] = []
                 head: bytes | None = None
                 self._registered_new = row is None
@@ -623,6 +633,7 @@ class Runner:
                 rows = self.writer.append(tx, result.events)
                 projections.apply(tx, rows)
                 faults.point("before_commit")
+                self._check_lock()
         except BaseException:
             self.writer.discard()
             self.target.after_rollback()
@@ -631,6 +642,16 @@ class Runner:
         self.target.after_commit()
         faults.point("after_commit")
         return result
+
+    def _check_lock(self) -> None:
+        """Just before COMMIT: a run whose lock connection ended while it was inside the
+        batch (stopped, cut off) must not commit it; the run that took the lock waits for
+        this transaction to end (see _register) and then resumes before this batch."""
+        if not self.lock.is_held():
+            raise FencedOutError(
+                f"run {self.run_id} lost its lock on source {self.source_id} during a batch "
+                "(its lock connection ended); the batch is rolled back"
+            )
 
     def _batch_two_phase(
         self, batch: list[RawRecord], position: ResumePoint | None
@@ -683,6 +704,7 @@ class Runner:
                 rows = self.writer.append(tx, result.events)
                 projections.apply(tx, rows)
                 faults.point("before_commit")
+                self._check_lock()
         except BaseException:
             self.writer.discard()
             self.target.after_rollback()

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import text
 
 from journal_loader import Loader, ProposeClient, ProposeResult
-from journal_loader.storage import Store
+from journal_loader.storage import Store, open_store
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -163,3 +163,63 @@ def readme_section(title: str) -> str:
     m = re.search(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", text, re.M | re.S)
     assert m, f"README.md has no section {title!r}"
     return m.group(0)
+
+
+def content_state(db: str) -> dict[str, Any]:
+    """The database by content, with sources named by their file's sha256: what a load by
+    several processes must share with a sequential one. Keyed nodes are compared by type and
+    key, keyless ones by type and normalised name (a node keeps the spelling of the record
+    that created it, which depends on commit order); ids, times, run ids and source ids are
+    left out. The same comparison as tests/test_concurrency.py."""
+
+    def node(alias: str) -> str:  # a node's identity: its key, else its normalised name
+        return f"COALESCE('key ' || {alias}.external_key, 'name ' || {alias}.norm_name)"
+
+    queries = {
+        # a keyed node's names depend on commit order (see the module docstring)
+        "nodes": f"""SELECT node_type, {node("n")} FROM nodes n""",
+        "attributes": f"""SELECT n.node_type, {node("n")}, a.attr_type, a.value
+                          FROM attributes a JOIN nodes n ON n.id = a.node_id""",
+        "relationships": f"""SELECT s.node_type, {node("s")}, r.rel_type, t.node_type,
+                                    {node("t")}, r.strength
+                             FROM relationships r JOIN nodes s ON s.id = r.source_node_id
+                             JOIN nodes t ON t.id = r.target_node_id""",
+        "provenance": f"""SELECT p.subject_kind,
+                                 COALESCE(n.node_type, an.node_type, rs.node_type),
+                                 COALESCE({node("n")}, {node("an")}, {node("rs")}),
+                                 COALESCE(a.attr_type, r.rel_type),
+                                 COALESCE(a.value, {node("rt")}),
+                                 src.file_hash, p.record_offset, p.fact_index, p.confidence
+                          FROM provenance p
+                          JOIN sources src ON src.source_id = p.source_id
+                          LEFT JOIN nodes n ON p.subject_kind = 'node' AND n.id = p.subject_id
+                          LEFT JOIN attributes a
+                            ON p.subject_kind = 'attribute' AND a.id = p.subject_id
+                          LEFT JOIN nodes an ON an.id = a.node_id
+                          LEFT JOIN relationships r
+                            ON p.subject_kind = 'relationship' AND r.id = p.subject_id
+                          LEFT JOIN nodes rs ON rs.id = r.source_node_id
+                          LEFT JOIN nodes rt ON rt.id = r.target_node_id""",
+        "sources": """SELECT file_hash, status, records_in_file, records_processed,
+                             records_imported, records_failed, records_skipped FROM sources""",
+        "dlq": """SELECT s.file_hash, f.record_offset, f.line_number, f.stage, f.error_type,
+                         f.error_message, f.raw_input
+                  FROM failed_records f JOIN sources s ON s.source_id = f.source_id""",
+        "terminal_events_per_record": """
+            SELECT s.file_hash, j.record_offset, COUNT(*) FROM journal j
+            JOIN sources s ON s.source_id = j.source_id
+            WHERE j.event_type IN ('ProposeSucceeded', 'RecordFailed', 'RecordSkipped')
+            GROUP BY s.file_hash, j.record_offset""",
+    }
+    store = open_store(db)
+    try:
+        out: dict[str, Any] = {}
+        with store.read() as conn:
+            for name, sql in queries.items():
+                out[name] = sorted(
+                    (tuple("" if v is None else v for v in r) for r in conn.execute(text(sql))),
+                    key=repr,
+                )
+        return out
+    finally:
+        store.dispose()

@@ -1,0 +1,414 @@
+"""The worker fleet (journal_loader/ops/fleet.py): procrastinate jobs in the journal's
+PostgreSQL, run by `journal-loader worker` processes.
+
+Real processes and a real PostgreSQL; each test has its own schema, and procrastinate's
+tables live in it too. Registry files are small generated ones (bench/generate_registry.py)
+that share registered agents, cities, states and addresses. Short heartbeat timeouts
+(``--stalled-timeout``) keep the reaper's tests quick.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import make_url
+
+from tests.conftest import drop_pg_schema, make_pg_schema
+from tests.support import REPO, content_state, generator
+
+pytestmark = pytest.mark.postgres
+
+EXAMPLE_LOADER = REPO / "examples" / "business_registry" / "loader.py"
+STALLED = "2"  # seconds: the tests' heartbeat timeout
+
+
+# --- helpers ---------------------------------------------------------------------------------
+class Schema:
+    def __init__(self) -> None:
+        self.url, self.name = make_pg_schema()
+
+    def libpq(self) -> str:
+        return make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    def rows(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.libpq(), autocommit=True) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def jobs(self) -> list[tuple[Any, ...]]:
+        return self.rows(
+            "SELECT id, status::text, attempts, worker_id, args->>'file' FROM procrastinate_jobs ORDER BY id"
+        )
+
+
+@pytest.fixture
+def schemas() -> Iterator[Callable[[], Schema]]:
+    made: list[Schema] = []
+
+    def new() -> Schema:
+        s = Schema()
+        made.append(s)
+        return s
+
+    yield new
+    for s in made:
+        drop_pg_schema(s.name)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNAL_LOADER_CRASH")}
+    env.update(extra)
+    return env
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "journal_loader", *args],
+        capture_output=True,
+        text=True,
+        env=env or _env(),
+        cwd=REPO,
+        timeout=300,
+    )
+
+
+class Worker:
+    def __init__(self, db: str, log: Path, *args: str, env: dict[str, str] | None = None):
+        self.log = log
+        self._out = log.open("w")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "journal_loader",
+                "worker",
+                "--db",
+                db,
+                "--stalled-timeout",
+                STALLED,
+                "--retry-delay",
+                "0",
+                *args,
+            ],
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            env=env or _env(),
+            cwd=REPO,
+        )
+
+    def wait(self, timeout: float = 180) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self._out.close()
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._out.close()
+
+
+@pytest.fixture
+def workers() -> Iterator[list[Worker]]:
+    started: list[Worker] = []
+    yield started
+    for w in started:
+        if w.proc.poll() is None:
+            os.kill(w.proc.pid, signal.SIGCONT)
+        w.kill()
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def typed_config(folder: Path, source_type: str, batch: int = 100) -> Path:
+    """The example's loader and config, with the config's source type (a loader subclass
+    that leaves source_type to the config) and small batches."""
+    folder.mkdir(parents=True, exist_ok=True)
+    module = folder / "typed_loader.py"
+    module.write_text(
+        "import importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('example_registry_loader', {str(EXAMPLE_LOADER)!r})\n"
+        "example = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(example)\n\n\n"
+        "class TypedLoader(example.BusinessRegistryLoader):\n"
+        "    source_type = ''\n"
+    )
+    config = folder / f"{source_type}.yaml"
+    config.write_text(
+        f"""loader:
+  name: {source_type}
+  class: typed_loader.py:TypedLoader
+source:
+  type: {source_type}
+  format: csv
+  update_frequency: quarterly
+processing:
+  batch_size: {batch}
+  retry_delay: 0.05
+validation:
+  required_fields: [corp_number, legal_name, corporation_type]
+  date_fields:
+    effective_date: MM/DD/YYYY
+graph:
+  node_types: [Company, Person, City, State, Address]
+  relationship_types: [LOCATED_IN, IN_STATE, HEADQUARTERED_AT, REGISTERED_AGENT_OF, HAS_ADDRESS]
+"""
+    )
+    return config
+
+
+def registry(path: Path, rows: int, seed: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    generator().generate(path, rows=rows, seed=seed)
+    return path
+
+
+def run_sequentially(db: str, loads: list[tuple[Path, Path]]) -> None:
+    for config, data in loads:
+        r = cli("run", str(config), str(data), "--db", db, "--quiet")
+        assert r.returncode == 0, r.stdout + r.stderr
+
+
+def submit(db: str, config: Path, *files: Path) -> str:
+    r = cli("submit", str(config), *map(str, files), "--db", db)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def run_ids_by_source(s: Schema) -> dict[str, list[tuple[int, int, str]]]:
+    """file name -> [(RunStarted position, RunFinished position or 0, run_id)]."""
+    rows = s.rows(
+        "SELECT src.file_name, j.run_id, j.event_type, j.position FROM journal j "
+        "JOIN sources src ON src.source_id = j.source_id "
+        "WHERE j.event_type IN ('RunStarted', 'RunFinished') ORDER BY j.position"
+    )
+    out: dict[str, dict[str, list[int]]] = {}
+    for name, run_id, kind, position in rows:
+        run = out.setdefault(name, {}).setdefault(run_id, [0, 0])
+        run[0 if kind == "RunStarted" else 1] = position
+    return {name: sorted((p[0], p[1], r) for r, p in runs.items()) for name, runs in out.items()}
+
+
+# --- the queue's schema ----------------------------------------------------------------------
+def test_db_upgrade_installs_the_queue_once_and_sqlite_has_none(
+    schemas: Callable[[], Schema], tmp_path: Path
+) -> None:
+    s = schemas()
+    first = cli("db", "upgrade", "--db", s.url)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "schema empty -> " in first.stdout and "job queue installed" in first.stdout
+    again = cli("db", "upgrade", "--db", s.url)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "job queue present" in again.stdout
+    assert s.rows(
+        "SELECT count(*) FROM pg_tables WHERE schemaname = %s AND tablename LIKE 'procrastinate%%'",
+        (s.name,),
+    ) == [(4,)]
+    sqlite = f"sqlite:///{tmp_path / 'j.db'}"
+    assert cli("db", "upgrade", "--db", sqlite).returncode == 0
+    config = typed_config(tmp_path / "cfg", "registry_a")
+    for args in (["submit", str(config), str(config), "--db", sqlite], ["worker", "--db", sqlite]):
+        r = cli(*args)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "jobs run DIR --workers N" in r.stderr and "Traceback" not in r.stderr
+
+
+# --- 4 sources sharing entities, 2 workers -------------------------------------------------------
+def test_two_workers_load_four_sources_like_a_sequential_load(
+    schemas: Callable[[], Schema], workers: list[Worker], tmp_path: Path
+) -> None:
+    """Two registries (source types) with two quarters each: the types load in parallel,
+    each type's quarters in version order; the graph equals loading the four files one after
+    the other."""
+    a = typed_config(tmp_path / "cfg", "registry_a")
+    b = typed_config(tmp_path / "cfg", "registry_b")
+    data = tmp_path / "data"
+    a1 = registry(data / "a" / "business_registry_20250101.csv", 800, 101)
+    a2 = registry(data / "a" / "business_registry_20250401.csv", 800, 202)
+    b1 = registry(data / "b" / "business_registry_20250101.csv", 800, 303)
+    b2 = registry(data / "b" / "business_registry_20250401.csv", 800, 404)
+
+    reference = schemas()
+    run_sequentially(reference.url, [(a, a1), (a, a2), (b, b1), (b, b2)])
+
+    s = schemas()
+    assert cli("db", "upgrade", "--db", s.url).returncode == 0
+    for i in range(2):
+        workers.append(Worker(s.url, tmp_path / f"w{i}.log", "--until-empty", "--name", f"w{i}"))
+    out = submit(s.url, a, a2, a1)  # named out of order: submit queues by version
+    assert out.index("20250101") < out.index("20250401")
+    submit(s.url, b, data / "b")
+    for w in workers:
+        assert w.wait() == 0, w.text()
+    logs = "".join(w.text() for w in workers)
+    assert "giving up" not in logs and "Traceback" not in logs
+    jobs = s.jobs()
+    assert [j[1] for j in jobs] == ["succeeded"] * 4, jobs
+    assert all(j[2] == 1 for j in jobs), jobs  # one delivery each, no retry
+    state = content_state(s.url)
+    expected = content_state(reference.url)
+    for part in expected:
+        assert state[part] == expected[part], f"{part} differs from the sequential load"
+    assert {row[2] for row in state["terminal_events_per_record"]} == {1}
+    assert {row[1] for row in state["sources"]} == {"completed"}
+    # Version order within a type; both workers worked; the two types overlapped in time.
+    runs = s.rows(
+        "SELECT src.source_type, src.source_version, "
+        "min(j.position) FILTER (WHERE j.event_type = 'RunStarted'), "
+        "max(j.position) FILTER (WHERE j.event_type = 'RunFinished') "
+        "FROM journal j JOIN sources src ON src.source_id = j.source_id "
+        "GROUP BY 1, 2 ORDER BY 1, 2"
+    )
+    by = {(t, v): (start, end) for t, v, start, end in runs}
+    for t in ("registry_a", "registry_b"):
+        assert by[(t, "2025-Q1")][1] < by[(t, "2025-Q2")][0], runs
+    assert all(f"w{i}" in logs for i in range(2))
+    spans = {
+        t: (by[(t, "2025-Q1")][0], by[(t, "2025-Q2")][1]) for t in ("registry_a", "registry_b")
+    }
+    assert (
+        spans["registry_a"][0] < spans["registry_b"][1]
+        and spans["registry_b"][0] < spans["registry_a"][1]
+    )
+
+
+# --- kill -9 of a worker; the reaper re-delivers ------------------------------------------------
+@pytest.mark.parametrize(
+    ("crash_at", "resumed_at"), [("before_commit:1", 0), ("after_commit:1", 100)]
+)
+def test_killed_worker_job_is_reaped_and_resumes_to_a_clean_result(
+    schemas: Callable[[], Schema],
+    workers: list[Worker],
+    tmp_path: Path,
+    crash_at: str,
+    resumed_at: int,
+) -> None:
+    config = typed_config(tmp_path / "cfg", "registry_a")
+    data = registry(tmp_path / "business_registry_20250101.csv", 600, 505)
+    clean = schemas()
+    run_sequentially(clean.url, [(config, data)])
+
+    s = schemas()
+    submit(s.url, config, data)
+    a = Worker(s.url, tmp_path / "a.log", env=_env(JOURNAL_LOADER_CRASH_AT=crash_at))
+    workers.append(a)
+    assert a.wait() == -signal.SIGKILL, a.text()
+    assert [j[1] for j in s.jobs()] == ["doing"]  # left behind by the dead worker
+    b = Worker(s.url, tmp_path / "b.log", "--until-empty")
+    workers.append(b)
+    assert b.wait() == 0, b.text()
+    assert "queued again" in b.text()  # the reaper's line
+    jobs = s.jobs()
+    assert [(j[1], j[2]) for j in jobs] == [("succeeded", 2)], jobs
+    runs = s.rows(
+        "SELECT payload::json->>'mode', (payload::json->>'resume_offset')::int FROM journal "
+        "WHERE event_type = 'RunStarted' ORDER BY position"
+    )
+    assert [r[0] for r in runs] == ["new", "resume"]
+    assert (runs[1][1] or 0) == resumed_at
+    assert s.rows("SELECT count(*) FROM journal WHERE event_type = 'RunAbandoned'") == [(1,)]
+    state, expected = content_state(s.url), content_state(clean.url)
+    for part in expected:
+        assert state[part] == expected[part], f"{part} differs from a clean run"
+
+
+# --- the same source queued twice ----------------------------------------------------------------
+def test_the_same_source_queued_twice_has_one_terminal_outcome_per_record(
+    schemas: Callable[[], Schema], workers: list[Worker], tmp_path: Path
+) -> None:
+    config = typed_config(tmp_path / "cfg", "registry_a")
+    data = registry(tmp_path / "business_registry_20250101.csv", 1500, 606)
+    s = schemas()
+    assert "1 queued" in submit(s.url, config, data)
+    assert "already queued" in submit(s.url, config, data)  # still waiting: refused
+    for i in range(2):
+        workers.append(Worker(s.url, tmp_path / f"w{i}.log", "--until-empty"))
+    wait_for("the first job to run", lambda: s.jobs()[0][1] == "doing")
+    assert "1 queued" in submit(s.url, config, data)  # the first one runs: a second copy
+    for w in workers:
+        assert w.wait() == 0, w.text()
+    jobs = s.jobs()
+    assert [j[1] for j in jobs] == ["succeeded", "succeeded"], jobs
+    logs = "".join(w.text() for w in workers)
+    assert "'status': 'already_processed'" in logs
+    state = content_state(s.url)
+    assert len(state["sources"]) == 1 and state["sources"][0][1] == "completed"
+    assert {row[2] for row in state["terminal_events_per_record"]} == {1}
+    assert len(state["terminal_events_per_record"]) == 1500
+
+
+# --- a stale worker --------------------------------------------------------------------------------
+def test_a_stale_worker_writes_nothing_after_another_took_over(
+    schemas: Callable[[], Schema], workers: list[Worker], tmp_path: Path
+) -> None:
+    """SIGSTOP worker A mid-load; its heartbeat stops, B's reaper re-delivers the job, B
+    waits for the source's lock; A's lock connection is terminated (A cut off); B takes
+    over and completes; SIGCONT A: A writes nothing (stale lease) and exits without
+    touching the job."""
+    config = typed_config(tmp_path / "cfg", "registry_a")
+    data = registry(tmp_path / "business_registry_20250101.csv", 3000, 707)
+    clean = schemas()
+    run_sequentially(clean.url, [(config, data)])
+    s = schemas()
+    submit(s.url, config, data)
+    a = Worker(s.url, tmp_path / "a.log", "--name", "A")
+    workers.append(a)
+    run_a = wait_for(
+        "A's first checkpoint",
+        lambda: s.rows("SELECT run_id FROM journal WHERE event_type = 'BatchCommitted' LIMIT 1"),
+    )[0][0]
+    os.kill(a.proc.pid, signal.SIGSTOP)
+    before = s.rows("SELECT count(*), max(position) FROM journal WHERE run_id = %s", (run_a,))[0]
+    b = Worker(s.url, tmp_path / "b.log", "--name", "B", "--until-empty")
+    workers.append(b)
+    wait_for("B to wait for A's lock", lambda: "waiting for it" in b.text(), timeout=60)
+    lock_pids = s.rows(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+        (f"journal-loader run {run_a}",),
+    )
+    assert len(lock_pids) == 1
+    s.rows("SELECT pg_terminate_backend(%s)", (lock_pids[0][0],))
+    # B takes the lock; if A was stopped inside a batch, B waits for that transaction
+    # (it must not resume from a checkpoint the batch could still move).
+    wait_for(
+        "B to take the lock",
+        lambda: s.rows(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'journal-loader run %%' "
+            "AND application_name <> %s",
+            (f"journal-loader run {run_a}",),
+        ),
+        timeout=30,
+    )
+    time.sleep(0.5)
+    os.kill(a.proc.pid, signal.SIGCONT)
+    assert a.wait(60) == 3, a.text()  # fleet.STALE_EXIT: it found its job delivered again
+    assert "delivered again" in a.text()
+    assert b.wait() == 0, b.text()
+    after = s.rows("SELECT count(*), max(position) FROM journal WHERE run_id = %s", (run_a,))[0]
+    assert after == before  # A wrote nothing after it was stopped
+    jobs = s.jobs()
+    assert [j[1] for j in jobs] == ["succeeded"], jobs  # finished by B; A left it alone
+    assert "ended with status: Success" in b.text()
+    state, expected = content_state(s.url), content_state(clean.url)
+    for part in expected:
+        assert state[part] == expected[part], f"{part} differs from a clean run"
