@@ -22,6 +22,7 @@ import psycopg
 import pytest
 from sqlalchemy import make_url
 
+from journal_loader.runner import STOP_REQUESTED as STOP_REASON
 from tests.conftest import drop_pg_schema, make_pg_schema
 from tests.support import REPO, content_state, generator
 
@@ -412,3 +413,102 @@ def test_a_stale_worker_writes_nothing_after_another_took_over(
     state, expected = content_state(s.url), content_state(clean.url)
     for part in expected:
         assert state[part] == expected[part], f"{part} differs from a clean run"
+
+
+# --- SIGTERM ---------------------------------------------------------------------------------------
+def test_sigterm_ends_the_job_after_its_batch_and_another_worker_resumes_it(
+    schemas: Callable[[], Schema], workers: list[Worker], tmp_path: Path
+) -> None:
+    config = typed_config(tmp_path / "cfg", "registry_a")
+    data = registry(tmp_path / "business_registry_20250101.csv", 3000, 808)
+    clean = schemas()
+    run_sequentially(clean.url, [(config, data)])
+    s = schemas()
+    submit(s.url, config, data)
+    a = Worker(s.url, tmp_path / "a.log", "--name", "A")
+    workers.append(a)
+    wait_for(
+        "A's first checkpoint",
+        lambda: s.rows("SELECT 1 FROM journal WHERE event_type = 'BatchCommitted' LIMIT 1"),
+    )
+    os.kill(a.proc.pid, signal.SIGTERM)
+    assert a.wait(60) == 0, a.text()
+    finished = s.rows(
+        "SELECT payload::json->>'status', payload::json->>'reason' FROM journal "
+        "WHERE event_type = 'RunFinished'"
+    )
+    assert finished == [("failed", STOP_REASON)], finished
+    # The stop came after a committed batch: the last event before RunFinished is one.
+    last_two = s.rows("SELECT event_type FROM journal ORDER BY position DESC LIMIT 2")
+    assert [r[0] for r in last_two] == ["RunFinished", "BatchCommitted"]
+    stopped_at = s.rows(
+        "SELECT (payload::json->>'next_offset')::int FROM journal "
+        "WHERE event_type = 'BatchCommitted' ORDER BY position DESC LIMIT 1"
+    )[0][0]
+    assert 0 < stopped_at < 3000
+    jobs = s.jobs()
+    assert [(j[1], j[2]) for j in jobs] == [("todo", 1)], jobs  # queued again at once
+    status = cli("status", "--db", s.url)
+    assert status.returncode == 0, status.stderr
+    assert "1 queued, 0 running, 0 failed" in status.stdout
+    b = Worker(s.url, tmp_path / "b.log", "--until-empty", "--name", "B")
+    workers.append(b)
+    assert b.wait() == 0, b.text()
+    assert [j[1] for j in s.jobs()] == ["succeeded"]
+    resumed = s.rows(
+        "SELECT (payload::json->>'resume_offset')::int FROM journal "
+        "WHERE event_type = 'RunStarted' ORDER BY position"
+    )
+    assert [r[0] or 0 for r in resumed] == [0, stopped_at]
+    state, expected = content_state(s.url), content_state(clean.url)
+    for part in expected:
+        assert state[part] == expected[part], f"{part} differs from a clean run"
+
+
+# --- retries: a lock held elsewhere costs none; failed runs are bounded ---------------------------
+def test_a_locked_source_waits_without_a_retry_and_failed_runs_are_bounded(
+    schemas: Callable[[], Schema], workers: list[Worker], tmp_path: Path
+) -> None:
+    from journal_loader.sources.identity import open_source
+    from journal_loader.storage.base import lock_key
+
+    config = typed_config(tmp_path / "cfg", "registry_a")
+    data = registry(tmp_path / "business_registry_20250101.csv", 300, 909)
+    s = schemas()
+    submit(s.url, config, data)
+    src = open_source(data)
+    sha256 = src.sha256
+    src.close()
+    key = lock_key(f"test.{s.name}:registry_a:{sha256}")
+    with psycopg.connect(s.libpq(), autocommit=True) as holder:  # a run outside the queue
+        holder.execute("SELECT set_config('application_name', 'journal-loader run by hand', false)")
+        holder.execute("SELECT pg_advisory_lock(%s)", (key,))
+        w = Worker(s.url, tmp_path / "w.log", "--until-empty")
+        workers.append(w)
+        wait_for("the job to wait for the lock", lambda: "waiting for it" in w.text(), 60)
+        time.sleep(3)  # longer than a retry would wait: still the same delivery
+        assert [(j[1], j[2]) for j in s.jobs()] == [("doing", 0)]
+    assert w.wait() == 0, w.text()
+    assert [(j[1], j[2]) for j in s.jobs()] == [("succeeded", 1)]  # one delivery
+    assert s.rows("SELECT count(*) FROM journal WHERE event_type = 'RunStarted'") == [(1,)]
+
+    # A run that fails (more failed records than allowed): retried until --max-failures,
+    # each retry resuming where the last one stopped.
+    strict = typed_config(tmp_path / "strict", "registry_b")
+    strict.write_text(  # every record fails validation: every run stops at its first batch
+        strict.read_text()
+        .replace("  retry_delay: 0.05\n", "  retry_delay: 0.05\n  max_failed_records: 0\n")
+        .replace("corporation_type]", "corporation_type, no_such_field]")
+    )
+    bad = registry(tmp_path / "b" / "business_registry_20250101.csv", 300, 910)
+    s2 = schemas()
+    submit(s2.url, strict, bad)
+    w2 = Worker(s2.url, tmp_path / "w2.log", "--until-empty", "--max-failures", "2")
+    workers.append(w2)
+    assert w2.wait() == 0, w2.text()
+    jobs = s2.jobs()
+    assert [(j[1], j[2]) for j in jobs] == [("failed", 2)], jobs
+    finished = s2.rows(
+        "SELECT payload::json->>'status' FROM journal WHERE event_type = 'RunFinished'"
+    )
+    assert finished == [("failed",), ("failed",)]
