@@ -223,3 +223,48 @@ def content_state(db: str) -> dict[str, Any]:
         return out
     finally:
         store.dispose()
+
+
+def typed_config(
+    folder: Path, source_type: str, batch: int = 100, *, file: Path | None = None, name: str = ""
+) -> Path:
+    """The example's loader and config, with the config's source type (a loader subclass
+    that leaves source_type to the config) and small batches."""
+    folder.mkdir(parents=True, exist_ok=True)
+    module = folder / "typed_loader.py"
+    module.write_text(
+        "import importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('example_registry_loader', {str(REPO / 'examples' / 'business_registry' / 'loader.py')!r})\n"
+        "example = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(example)\n\n\n"
+        "class TypedLoader(example.BusinessRegistryLoader):\n"
+        "    source_type = ''\n"
+    )
+    config = folder / f"{name or source_type}.yaml"
+    config.write_text(
+        f"""loader:
+  name: {source_type}
+  class: typed_loader.py:TypedLoader
+source:
+  type: {source_type}
+  format: csv{f"{chr(10)}  file: {file}" if file else ""}
+  update_frequency: quarterly
+processing:
+  batch_size: {batch}
+  retry_delay: 0.05
+validation:
+  required_fields: [corp_number, legal_name, corporation_type]
+  date_fields:
+    effective_date: MM/DD/YYYY
+graph:
+  node_types: [Company, Person, City, State, Address]
+  relationship_types: [LOCATED_IN, IN_STATE, HEADQUARTERED_AT, REGISTERED_AGENT_OF, HAS_ADDRESS]
+"""
+    )
+    return config
+
+
+def registry(path: Path, rows: int, seed: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    generator().generate(path, rows=rows, seed=seed)
+    return path

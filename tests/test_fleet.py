@@ -24,11 +24,11 @@ from sqlalchemy import make_url
 
 from journal_loader.runner import STOP_REQUESTED as STOP_REASON
 from tests.conftest import drop_pg_schema, make_pg_schema
-from tests.support import REPO, content_state, generator
+from tests.support import content_state, registry, typed_config
 
 pytestmark = pytest.mark.postgres
 
-EXAMPLE_LOADER = REPO / "examples" / "business_registry" / "loader.py"
+REPO = Path(__file__).resolve().parent.parent
 STALLED = "2"  # seconds: the tests' heartbeat timeout
 
 
@@ -139,49 +139,6 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 120) -> Any:
             return value
         time.sleep(0.05)
     pytest.fail(f"timed out waiting for {what}")
-
-
-def typed_config(folder: Path, source_type: str, batch: int = 100) -> Path:
-    """The example's loader and config, with the config's source type (a loader subclass
-    that leaves source_type to the config) and small batches."""
-    folder.mkdir(parents=True, exist_ok=True)
-    module = folder / "typed_loader.py"
-    module.write_text(
-        "import importlib.util\n"
-        f"spec = importlib.util.spec_from_file_location('example_registry_loader', {str(EXAMPLE_LOADER)!r})\n"
-        "example = importlib.util.module_from_spec(spec)\n"
-        "spec.loader.exec_module(example)\n\n\n"
-        "class TypedLoader(example.BusinessRegistryLoader):\n"
-        "    source_type = ''\n"
-    )
-    config = folder / f"{source_type}.yaml"
-    config.write_text(
-        f"""loader:
-  name: {source_type}
-  class: typed_loader.py:TypedLoader
-source:
-  type: {source_type}
-  format: csv
-  update_frequency: quarterly
-processing:
-  batch_size: {batch}
-  retry_delay: 0.05
-validation:
-  required_fields: [corp_number, legal_name, corporation_type]
-  date_fields:
-    effective_date: MM/DD/YYYY
-graph:
-  node_types: [Company, Person, City, State, Address]
-  relationship_types: [LOCATED_IN, IN_STATE, HEADQUARTERED_AT, REGISTERED_AGENT_OF, HAS_ADDRESS]
-"""
-    )
-    return config
-
-
-def registry(path: Path, rows: int, seed: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    generator().generate(path, rows=rows, seed=seed)
-    return path
 
 
 def run_sequentially(db: str, loads: list[tuple[Path, Path]]) -> None:
