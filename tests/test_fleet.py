@@ -469,3 +469,49 @@ def test_a_locked_source_waits_without_a_retry_and_failed_runs_are_bounded(
         "SELECT payload::json->>'status' FROM journal WHERE event_type = 'RunFinished'"
     )
     assert finished == [("failed",), ("failed",)]
+
+
+# --- the README section -------------------------------------------------------------------------
+def test_readme_running_on_many_machines_runs(
+    schemas: Callable[[], Schema], workers: list[Worker], tmp_path: Path
+) -> None:
+    """The section's shell examples, against a fresh schema: `export` names the database
+    (replaced by the test's), the worker runs with --until-empty (the documented one runs
+    until stopped), the systemd lines name shipped units; the metrics named exist."""
+    import re
+    import shlex
+
+    from journal_loader.ops.fleet import WorkerMetrics
+    from tests.support import readme_section
+
+    text = readme_section("Running on many machines")
+    blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
+    lines = [line.strip() for b in blocks for line in b.splitlines() if line.strip()]
+    s = schemas()
+    env = _env(JOURNAL_LOADER_DB_URL=s.url)
+    ran = []
+    for line in lines:
+        argv = shlex.split(line)
+        if argv[0] == "export":
+            assert argv[1].startswith("JOURNAL_LOADER_DB_URL=postgresql")
+        elif argv[0] == "journal-loader":
+            if argv[1] == "worker":
+                argv += ["--until-empty", "--stalled-timeout", STALLED]
+            r = cli(*argv[1:], env=env)
+            assert r.returncode == 0, f"{line}\n{r.stdout}\n{r.stderr}"
+            ran.append((argv[1], r.stdout + r.stderr))
+        elif argv[:2] == ["sudo", "install"]:
+            assert all((REPO / p).is_file() for p in argv if p.startswith("deploy/"))
+        elif "systemctl" in argv[:2]:
+            for unit in re.findall(r"(journal-loader-worker)@\w+\.service", line):
+                assert (REPO / "deploy" / "systemd" / f"{unit}@.service").is_file()
+        else:
+            pytest.fail(f"an example the test does not know how to check: {line}")
+    assert [c for c, _ in ran] == ["db", "submit", "worker", "status"]
+    assert "1 queued" in ran[1][1]
+    assert "completed" in ran[3][1] and "jobs:" not in ran[3][1]  # nothing left in the queue
+    assert [j[1] for j in s.jobs()] == ["succeeded"]
+    metrics = WorkerMetrics("w")
+    exposed = {f.name for f in metrics.registry.collect()}
+    documented = set(re.findall(r"`(journal_loader_worker_[a-z_]+)", text))
+    assert {d.removesuffix("_total") for d in documented} == exposed
