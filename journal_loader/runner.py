@@ -59,6 +59,7 @@ from journal_loader.errors import (
     StorageError,
     TransientError,
 )
+from journal_loader.failures import FailureGroup, summarise
 from journal_loader.graph.protocol import STATUS_ERROR, ProposeResult
 from journal_loader.graph.target import FactRecorder, GraphTarget
 from journal_loader.journal import queries
@@ -86,6 +87,7 @@ from journal_loader.storage.errors import is_record_error
 
 log = logging.getLogger("journal_loader.runner")
 
+FAILURE_GROUPS = 10  # in a RunReport
 COMPLETED, PARTIAL, FAILED, ALREADY = "completed", "partial", "failed", "already_processed"
 # Conflicts in a row before a run gives up (at least max_retries): see Runner._retrying.
 CONFLICT_RETRIES = 20
@@ -141,6 +143,9 @@ class RunReport(msgspec.Struct, kw_only=True):
     records_per_second: float = 0.0
     # things the user should know that are not the outcome (a superseded source)
     notes: list[str] = msgspec.field(default_factory=list)
+    # This run's failures grouped by what went wrong (journal_loader/failures.py), largest
+    # first, at most FAILURE_GROUPS of them; the CLI's summary shows the top three.
+    failure_groups: list[FailureGroup] = msgspec.field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -291,6 +296,8 @@ class Runner:
         report.statistics = self.stats
         report.records_in_file = in_file
         self._finish(status, reason, in_file, report)
+        if self.stats.failed:
+            report.failure_groups = self._failure_groups()
 
     # --- registration: SourceRegistered / LoadStarted / RunAbandoned / RunStarted --------------
     def _register(
@@ -973,6 +980,17 @@ class Runner:
             report.message = (report.message + "; " if report.message else "") + (
                 f"the run's end could not be journaled: {e}"
             )
+
+    def _failure_groups(self) -> list[FailureGroup]:
+        """What went wrong in this run, from the DLQ: its entries whose latest failure is ours.
+        Only a summary: a database error here is logged, never fails the run."""
+        try:
+            return summarise(self.store, source_id=self.source_id, run_id=self.run_id)[
+                :FAILURE_GROUPS
+            ]
+        except Exception as e:
+            log.warning("could not summarise the run's failures: %s", scrub(str(e)))
+            return []
 
     # --- helpers ---------------------------------------------------------------------------
     def _retrying(self, fn: Callable[[], Any], what: str, retries: int | None = None) -> Any:

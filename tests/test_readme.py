@@ -96,6 +96,7 @@ def test_quick_start_commands_work_on_the_example(loaded: Path) -> None:
 def test_when_things_go_wrong_commands_work_on_the_example(loaded: Path) -> None:
     cmds = commands(section("When things go wrong"))
     assert [c[:2] for c in cmds] == [
+        ["dlq", "summary"],
         ["dlq", "list"],
         ["dlq", "show"],
         ["dlq", "retry"],
