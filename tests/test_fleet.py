@@ -212,11 +212,17 @@ def test_two_workers_load_four_sources_like_a_sequential_load(
     s = schemas()
     assert cli("db", "upgrade", "--db", s.url).returncode == 0
     for i in range(2):
-        workers.append(Worker(s.url, tmp_path / f"w{i}.log", "--until-empty", "--name", f"w{i}"))
+        workers.append(Worker(s.url, tmp_path / f"w{i}.log", "--name", f"w{i}"))
+    # Both idle before the jobs come (a worker's start-up is slow on a busy machine).
+    wait_for(
+        "both workers", lambda: s.rows("SELECT count(*) FROM procrastinate_workers")[0][0] == 2
+    )
     out = submit(s.url, a, a2, a1)  # named out of order: submit queues by version
     assert out.index("20250101") < out.index("20250401")
     submit(s.url, b, data / "b")
+    wait_for("four jobs done", lambda: all(j[1] != "todo" and j[1] != "doing" for j in s.jobs()))
     for w in workers:
+        os.kill(w.proc.pid, signal.SIGTERM)
         assert w.wait() == 0, w.text()
     logs = "".join(w.text() for w in workers)
     assert "giving up" not in logs and "Traceback" not in logs
