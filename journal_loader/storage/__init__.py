@@ -13,7 +13,8 @@ from journal_loader.storage.base import SourceLock, Store, Tx
 __all__ = ["SourceLock", "Store", "Tx", "open_store"]
 
 
-def open_store(url: str, *, upgrade: bool = True) -> Store:
+def open_store(url: str, *, upgrade: bool = True, check: bool = True) -> Store:
+    """``check=False``: no schema check at all (``db upgrade`` migrates an empty database)."""
     register_secret(password_from_url(url))
     scheme = url.split(":", 1)[0].lower()
     store: Store
@@ -35,5 +36,6 @@ def open_store(url: str, *, upgrade: bool = True) -> Store:
         raise
     except Exception as e:  # a malformed URL (bad port, bad %-escape...) must not echo it
         raise ConfigError(f"invalid database URL {mask_url(url)!r}: {type(e).__name__}") from e
-    store.ensure_schema(upgrade=upgrade)
+    if check:
+        store.ensure_schema(upgrade=upgrade)
     return store
