@@ -192,6 +192,7 @@ def test_db_upgrade_installs_the_queue_once_and_sqlite_has_none(
 
 
 # --- 4 sources sharing entities, 2 workers -------------------------------------------------------
+@pytest.mark.slow
 def test_two_workers_load_four_sources_like_a_sequential_load(
     schemas: Callable[[], Schema], workers: list[Worker], tmp_path: Path
 ) -> None:
@@ -258,7 +259,8 @@ def test_two_workers_load_four_sources_like_a_sequential_load(
 
 # --- kill -9 of a worker; the reaper re-delivers ------------------------------------------------
 @pytest.mark.parametrize(
-    ("crash_at", "resumed_at"), [("before_commit:1", 0), ("after_commit:1", 100)]
+    ("crash_at", "resumed_at"),
+    [pytest.param("before_commit:1", 0, marks=pytest.mark.slow), ("after_commit:1", 100)],
 )
 def test_killed_worker_job_is_reaped_and_resumes_to_a_clean_result(
     schemas: Callable[[], Schema],
@@ -297,6 +299,7 @@ def test_killed_worker_job_is_reaped_and_resumes_to_a_clean_result(
 
 
 # --- the same source queued twice ----------------------------------------------------------------
+@pytest.mark.slow
 def test_the_same_source_queued_twice_has_one_terminal_outcome_per_record(
     schemas: Callable[[], Schema], workers: list[Worker], tmp_path: Path
 ) -> None:
@@ -322,6 +325,7 @@ def test_the_same_source_queued_twice_has_one_terminal_outcome_per_record(
 
 
 # --- a stale worker --------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_stale_worker_writes_nothing_after_another_took_over(
     schemas: Callable[[], Schema], workers: list[Worker], tmp_path: Path
 ) -> None:
@@ -379,6 +383,7 @@ def test_a_stale_worker_writes_nothing_after_another_took_over(
 
 
 # --- SIGTERM ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_sigterm_ends_the_job_after_its_batch_and_another_worker_resumes_it(
     schemas: Callable[[], Schema], workers: list[Worker], tmp_path: Path
 ) -> None:
@@ -429,6 +434,7 @@ def test_sigterm_ends_the_job_after_its_batch_and_another_worker_resumes_it(
 
 
 # --- retries: a lock held elsewhere costs none; failed runs are bounded ---------------------------
+@pytest.mark.slow
 def test_a_locked_source_waits_without_a_retry_and_failed_runs_are_bounded(
     schemas: Callable[[], Schema], workers: list[Worker], tmp_path: Path
 ) -> None:
