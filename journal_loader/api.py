@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ def run(
     batch_size: int | None = None,
     force: bool = False,
     observers: Sequence[RunObserver] = (),
+    stop: Callable[[], bool] | None = None,
+    run_id: str | None = None,
 ) -> RunReport:
     """Load one file; returns a RunReport (status, statistics, source and run ids).
 
@@ -36,7 +38,9 @@ def run(
     ``facts:`` mapping) is used. ``file``: the input; if omitted, the config's ``source.file``.
     ``db`` / ``store``: where the journal lives (default: the config's database, then
     ``$JOURNAL_LOADER_DB_URL``, then ``sqlite:///journal.db``). ``graph``: the target
-    (default: the embedded graph in the same database).
+    (default: the embedded graph in the same database). ``stop``: asked before each batch;
+    True ends the run after the batch in progress, resumable (``RunOptions.stop``).
+    ``run_id``: the run's id (default: a new UUID).
     """
     cfg = _config(config)
     if loader is None:
@@ -53,13 +57,14 @@ def run(
     options.limit = limit if limit is not None else options.limit
     options.start_from = start_from
     options.force = force
+    options.stop = stop
     own_store = store is None
     if store is None:
         store = open_store(resolve_database_url(db, cfg))
     target: GraphTarget | None = None
     try:
         target = graph or make_target(store, cfg)
-        return Runner(loader, store, target, path, options, observers).run()
+        return Runner(loader, store, target, path, options, observers, run_id=run_id).run()
     finally:
         if graph is None and target is not None:
             target.close()  # a client we made holds a connection for the run

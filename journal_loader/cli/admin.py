@@ -72,8 +72,9 @@ def db_group() -> None:
 )
 @db_options
 def upgrade_command(db: str | None, config_path: str | None) -> None:
-    """Apply the migrations (also done automatically on first use)."""
-    store = open_db(db, config_path, upgrade=False)
+    """Apply the migrations (also done automatically on first use); on PostgreSQL, also
+    install the job queue's tables (procrastinate's schema) for `submit` and `worker`."""
+    store = open_db(db, config_path, upgrade=False, check=False)
     before = store.current_revision()
     store.upgrade()
     after = store.current_revision()
@@ -82,6 +83,10 @@ def upgrade_command(db: str | None, config_path: str | None) -> None:
         if before != after
         else f"{store.display_url}: schema up to date ({after})"
     )
+    if store.dialect == "postgresql":
+        from journal_loader.ops.fleet import install_queue
+
+        click.echo(f"{store.display_url}: {install_queue(store)}")
 
 
 def register(main: click.Group) -> None:

@@ -32,9 +32,11 @@ def db_options(fn: F) -> F:
     )(fn)
 
 
-def open_db(db: str | None, config_path: str | None, *, upgrade: bool = True) -> Store:
+def open_db(
+    db: str | None, config_path: str | None, *, upgrade: bool = True, check: bool = True
+) -> Store:
     config: Config | None = load_config(config_path) if config_path else None
-    return open_store(resolve_database_url(db, config), upgrade=upgrade)
+    return open_store(resolve_database_url(db, config), upgrade=upgrade, check=check)
 
 
 def json_default(value: Any) -> Any:

@@ -48,7 +48,8 @@ def with_schema(url: str, schema: str | None) -> str:
     return parsed.update_query_dict({"options": joined}).render_as_string(hide_password=False)
 
 
-def open_store(url: str, *, upgrade: bool = True) -> Store:
+def open_store(url: str, *, upgrade: bool = True, check: bool = True) -> Store:
+    """``check=False``: no schema check at all (``db upgrade`` migrates an empty database)."""
     register_secret(password_from_url(url))
     scheme = url.split(":", 1)[0].lower()
     store: Store
@@ -70,5 +71,6 @@ def open_store(url: str, *, upgrade: bool = True) -> Store:
         raise
     except Exception as e:  # a malformed URL (bad port, bad %-escape...) must not echo it
         raise ConfigError(f"invalid database URL {mask_url(url)!r}: {type(e).__name__}") from e
-    store.ensure_schema(upgrade=upgrade)
+    if check:
+        store.ensure_schema(upgrade=upgrade)
     return store
