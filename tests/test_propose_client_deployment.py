@@ -384,6 +384,32 @@ def test_config_relationship_types_are_checked_against_the_deployments_lookup_ta
         assert run(ScriptLoader, script, store=pg_store, graph=client).status == "completed"
 
 
+def test_a_relationship_type_the_deployment_does_not_know_stops_run_before_it_starts(
+    deployment: Deployment, pg_url: str, pg_store: Store, tmp_path: Path
+) -> None:
+    (tmp_path / "companies.csv").write_text("Name,City\nAcme,Springfield\n")
+    config = {
+        "loader": {"name": "companies"},
+        "source": {"type": "companies", "file": "companies.csv"},
+        "database": {"url": pg_url},
+        "graph": {
+            "node_types": ["Company", "City"],
+            "relationship_types": ["OPPOSING_COUNSEL"],
+            **deployment.config()["graph"],
+        },
+        "facts": [{"source": {"type": "Company", "name": "Name"},
+                   "target": {"type": "City", "name": "City"},
+                   "relationship": "OPPOSING_COUNSEL"}],
+    }  # fmt: skip
+    path = tmp_path / "companies.yaml"
+    path.write_text(json.dumps(config))
+    done = cli("run", str(path))
+    assert done.exit_code == 2, done.output
+    assert "OPPOSING_COUNSEL (did you mean Opposing_Counsel?)" in done.output
+    with pg_store.read() as conn:  # nothing journaled: the run never started
+        assert conn.execute(text("SELECT count(*) FROM journal")).scalar_one() == 0
+
+
 # --- the same database as a real deployment: its tables in public ------------------------------
 
 
