@@ -211,6 +211,9 @@ class ProposeApiSection(_Section):
     # The deployment's lookup table of relationship types; graph.relationship_types are
     # checked against it at start-up (null: no check).
     relationship_type_table: str | None = "relationship_types"
+    # Another database only: a table of journal-loader's there, written with each record's
+    # calls, so a crash leaves no record in doubt (opt-in: needs CREATE and INSERT there).
+    outcome_table: str | None = None
 
     @field_validator("search_path")
     @classmethod
@@ -221,7 +224,7 @@ class ProposeApiSection(_Section):
                 raise ValueError("must be schema names separated by commas")
         return v
 
-    @field_validator("relationship_type_table")
+    @field_validator("relationship_type_table", "outcome_table")
     @classmethod
     def _type_table(cls, v: str | None) -> str | None:
         if v is not None:

@@ -205,6 +205,7 @@ class Runner:
         self._registered_new = False  # this run registered its source (not a resume)
         self._consecutive_transient = 0
         self._in_doubt: set[int] = set()  # offsets attempted on a remote target, no outcome
+        self._attempts: dict[int, set[str]] = {}  # their attempts' tokens (ProposeAttempted)
         self._reached: set[int] = set()  # offsets of this attempt whose calls may have committed
         self.file_hash = ""
 
@@ -381,7 +382,8 @@ class Runner:
                     else queries.checkpoint(tx, self.source_id)
                 )
                 if not self.target.transactional and mode == "resume":
-                    self._in_doubt = queries.in_doubt(tx, self.source_id, start.position)
+                    self._attempts = queries.in_doubt(tx, self.source_id, start.position)
+                    self._in_doubt = set(self._attempts)
                 # The header (and dialect) go to the journal: `dlq retry` re-parses raw
                 # records with them, without the file.
                 reader = self._open_reader(src, start)
@@ -679,6 +681,10 @@ class Runner:
         exactly one terminal event. A retried attempt of this batch (same process) marks in
         doubt only the records that may have reached the target (``_reached``: those whose
         remote transaction got to its commit); the others were rolled back or never sent.
+        A target that keeps its outcomes (``stored_outcomes``: a Propose API client with an
+        outcome table) says exactly which in-doubt records committed, also after a crash:
+        their answers are read back (``ProposeSucceeded.recovered``), the rest is proposed
+        as new.
         Pinned by tests/test_propose_client_crash.py and
         tests/test_propose_client_deployment.py.
         """
@@ -687,10 +693,23 @@ class Runner:
             (rec, parsed) for rec in batch if (parsed := self._prepare(rec, result)) is not None
         ]
         doubtful = {rec.offset for rec, _ in prepared if rec.offset in self._in_doubt}
+        recovered: dict[int, list[ProposeResult]] = {}
+        if doubtful:
+            stored = self.target.stored_outcomes(
+                self.source_id, {o: self._attempts.get(o, set()) for o in doubtful}
+            )
+            if stored is not None:
+                # The target keeps its outcomes with the attempt's token, in the transaction
+                # of the record's calls: what reached it is read back (its answers exactly),
+                # the rest is known never to have committed there: not in doubt.
+                recovered = {o: stored[o] for o in doubtful if o in stored}
+                doubtful = set()
+        to_propose = [(rec, parsed) for rec, parsed in prepared if rec.offset not in recovered]
+        attempt = uuid.uuid4().hex
         self._reached = set()
         attempted = False
         try:
-            if prepared:
+            if to_propose:
                 with self.store.transaction() as tx:  # (A)
                     self._check_lease(tx)
                     self.target.begin_batch(tx)
@@ -702,17 +721,25 @@ class Runner:
                                 ProposeAttempted(
                                     key=f"{self.file_hash}:{rec.offset}",
                                     in_doubt=rec.offset in doubtful,
+                                    attempt=attempt,
                                 ),
                             )
-                            for rec, _ in prepared
+                            for rec, _ in to_propose
                         ],
                     )
                     projections.apply(tx, rows)
                 self.writer.confirm()
-                self._in_doubt.update(rec.offset for rec, _ in prepared)
+                self._in_doubt.update(rec.offset for rec, _ in to_propose)
+                for rec, _ in to_propose:
+                    self._attempts.setdefault(rec.offset, set()).add(attempt)
                 attempted = True
+            self.target.attempt = attempt
             for rec, parsed in prepared:  # (B)
-                self._propose_record(rec, parsed, result, in_doubt=rec.offset in doubtful)
+                answers = recovered.get(rec.offset)
+                if answers is not None:
+                    self._recovered(rec, answers, result)
+                else:
+                    self._propose_record(rec, parsed, result, in_doubt=rec.offset in doubtful)
             with self.store.transaction() as tx:  # (C)
                 self._check_lease(tx)
                 if position is not None:
@@ -731,13 +758,15 @@ class Runner:
                 # journal is left, and every attempted record is in doubt.)
                 self._in_doubt.difference_update(
                     rec.offset
-                    for rec, _ in prepared
+                    for rec, _ in to_propose
                     if rec.offset not in self._reached and rec.offset not in doubtful
                 )
             raise
         self.writer.confirm()
         self.target.after_commit()
         self._in_doubt.difference_update(rec.offset for rec in batch)
+        for rec in batch:
+            self._attempts.pop(rec.offset, None)
         faults.point("after_commit")
         return result
 
@@ -869,7 +898,23 @@ class Runner:
                 offset, ProposeSucceeded(results=results, retry_of=self.retry_of.get(offset))
             )
         )
-        stats = out.stats
+        self._count_success(results, out.stats, in_doubt)
+
+    def _recovered(self, rec: RawRecord, results: list[ProposeResult], out: _BatchResult) -> None:
+        """An in-doubt record whose earlier attempt committed on the target: its answers are
+        read back from the target's outcome table, not asked again."""
+        out.events.append(
+            PendingEvent.of(
+                rec.offset,
+                ProposeSucceeded(
+                    results=results, retry_of=self.retry_of.get(rec.offset), recovered=True
+                ),
+            )
+        )
+        self._count_success(results, out.stats, in_doubt=False)
+
+    @staticmethod
+    def _count_success(results: list[ProposeResult], stats: Statistics, in_doubt: bool) -> None:
         stats.successful += 1
         if in_doubt:
             stats.records_replayed += 1

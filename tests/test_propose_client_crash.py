@@ -48,11 +48,11 @@ from journal_loader import run
 from journal_loader.graph.postgres_client import PostgresProposeClient
 from journal_loader.storage import open_store
 
-journal, remote, data, config, batch, function = sys.argv[1:7]
+journal, remote, data, config, batch, function, outcomes = sys.argv[1:8]
 store = open_store(journal)
 client = PostgresProposeClient(
     store, url=remote or None, source_name="registry", source_type="business_registry",
-    function=function,
+    function=function, outcome_table=outcomes or None,
 )
 try:
     report = run(config=config, file=data, store=store, graph=client, batch_size=int(batch))
@@ -82,14 +82,19 @@ def journal_urls() -> Iterator[tuple[str, str]]:
 
 
 def _load(
-    journal: str, remote: str, data: Path, crash: str | None, function: str = "propose_fact"
+    journal: str,
+    remote: str,
+    data: Path,
+    crash: str | None,
+    function: str = "propose_fact",
+    outcomes: str = "",
 ) -> int:
     env = {k: v for k, v in os.environ.items() if k != "JOURNAL_LOADER_CRASH_AT"}
     if crash:
         env["JOURNAL_LOADER_CRASH_AT"] = crash
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT, journal, remote, str(data), str(EXAMPLE_CONFIG),
-         str(BATCH), function],
+         str(BATCH), function, outcomes],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=600,
     )  # fmt: skip
     assert done.returncode in (0, -signal.SIGKILL), done.stderr
@@ -248,3 +253,57 @@ def test_same_database_crashes_against_the_deployment_equal_one_clean_run(
     a, b = _journal_and_dlq(crashed), _journal_and_dlq(clean)
     _assert_equal_to_clean(a, b)
     assert a["dlq"] == b["dlq"] and b["dlq"]
+
+
+def _answers(url: str) -> tuple[dict[int, list[tuple[str, str | None]]], list[int], bool]:
+    """Per record, the actions of its last answer (ids aside); the recovered records; and
+    whether any answer is a replay."""
+    store = open_store(url)
+    try:
+        with store.read() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT record_offset, payload FROM journal "
+                    "WHERE event_type = 'ProposeSucceeded' ORDER BY position"
+                )
+            ).all()
+    finally:
+        store.dispose()
+    actions: dict[int, list[tuple[str, str | None]]] = {}
+    recovered, replayed = [], False
+    for offset, payload in rows:
+        event = decode(payload)
+        assert isinstance(event, ProposeSucceeded)
+        actions[int(offset)] = [
+            (a.action, a.match_reason) for r in event.results for a in r.actions
+        ]
+        replayed = replayed or any(r.in_doubt for r in event.results)
+        if event.recovered:
+            recovered.append(int(offset))
+    return actions, recovered, replayed
+
+
+def test_with_an_outcome_table_a_crash_leaves_the_answers_of_one_clean_run(
+    journal_urls: tuple[str, str], registry: Path
+) -> None:
+    """Killed after proposing 20 records of the first batch: on resume those 20 are read
+    back from the outcome table (the answers the calls got: creations stay creations), the
+    rest of the batch is proposed as new; nothing is in doubt, and every answer and
+    statistic equals a clean run's."""
+    crashed, clean = journal_urls
+    with remote_schema() as remote_crashed, remote_schema() as remote_clean:
+        install_deployment(remote_crashed)
+        install_deployment(remote_clean)
+        killed = _load(crashed, remote_crashed, registry, "after_propose:20", outcomes="jl_out")
+        assert killed == -signal.SIGKILL
+        assert _load(crashed, remote_crashed, registry, None, outcomes="jl_out") == 0
+        assert _load(clean, remote_clean, registry, None) == 0
+        assert deployment_snapshot(remote_crashed) == deployment_snapshot(remote_clean)
+    _assert_equal_to_clean(_journal_state(crashed), _journal_state(clean))
+    (crashed_actions, recovered, replayed), (clean_actions, _, _) = (
+        _answers(crashed),
+        _answers(clean),
+    )
+    assert crashed_actions == clean_actions
+    assert not replayed
+    assert recovered and all(o < BATCH for o in recovered)

@@ -566,3 +566,38 @@ def test_a_retried_batch_marks_in_doubt_only_the_records_that_reached_the_deploy
                  for o, p in flags]  # fmt: skip
     assert attempted == [(0, False), (1, False), (2, False), (3, False),
                          (0, True), (1, True), (2, False), (3, False)]  # fmt: skip
+
+
+def test_with_an_outcome_table_a_retried_batch_reads_back_what_committed(
+    pg_store: Store, tmp_path: Path
+) -> None:
+    """propose_api.outcome_table: each record's answers are stored with its calls, in their
+    remote transaction. Retried after record 2's deadlock, records 0 and 1 are not proposed
+    again: their answers are read back (the creations they were), nothing is in doubt."""
+    with remote_schema() as url:
+        install_deployment(url, TYPES)
+        add_deployment_fault(url, "Locked", "40P01", "deadlock detected", times=1)
+        dep = Deployment("separate", url, "propose_fact", "")
+        script = write_script(
+            tmp_path / "facts.jsonl",
+            [[fact(("Company", n), ("City", "X"), "IN")] for n in ("A", "B", "Locked", "D")],
+        )
+        report = _run(dep, pg_store, script, outcome_table="jl_outcomes")
+        stored = dep.rows("SELECT record_key, attempt FROM jl_outcomes ORDER BY recorded_at")
+    s = report.statistics
+    assert report.status == "completed" and s.successful == 4
+    assert (s.entities_created, s.entities_matched, s.records_replayed) == (5, 3, 0)
+    results = propose_results(pg_store)
+    assert [r[0].actions[0].action for r in results.values()] == ["entity_created"] * 4
+    assert not any(r[0].in_doubt for r in results.values())
+    with pg_store.read() as conn:
+        recovered = [
+            int(o)
+            for o, p in conn.execute(
+                text("SELECT record_offset, payload FROM journal "
+                     "WHERE event_type = 'ProposeSucceeded' ORDER BY position")
+            )
+            if json.loads(p).get("recovered")
+        ]  # fmt: skip
+    assert recovered == [0, 1]
+    assert [k.rsplit(":", 1)[1] for k, _ in stored] == ["0", "1", "2", "3"]

@@ -32,7 +32,10 @@ runner, like the embedded graph, in one of two modes:
   ``in_doubt`` set; their results carry ``in_doubt=True`` (a replay). Every call passes an
   idempotency key (the file's sha256, the record's offset, the fact's index) in
   ``p_provenance_metadata``, so a deployment that keeps it can recognise a repeat;
-  ``prepare`` reads from the function's source whether it does.
+  ``prepare`` reads from the function's source whether it does. With ``outcome_table``
+  (opt-in) each record's answers are also stored there, in its remote transaction, so that
+  after a crash the runner reads back what committed instead of proposing it again
+  (``stored_outcomes``).
 
 Answers: ``status`` ``error`` is a failed record (the runner puts it in the DLQ with the
 message, as ``ProposeAnswerError``), never a success; a status the client does not know is
@@ -62,6 +65,7 @@ from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import psycopg
 import psycopg.conninfo
 from psycopg import sql
@@ -177,6 +181,7 @@ class PostgresProposeClient(GraphTarget, ProposeClient):
         search_path: str | None = None,
         keeps_idempotency_key: bool | None = None,
         relationship_type_table: str | None = "relationship_types",
+        outcome_table: str | None = None,
     ) -> None:
         if url is None and (store is None or store.dialect != "postgresql"):
             raise ConfigError(
@@ -206,6 +211,21 @@ class PostgresProposeClient(GraphTarget, ProposeClient):
                 "table name"
             )
         self.relationship_type_table = relationship_type_table
+        if outcome_table is not None:
+            if url is None:
+                raise ConfigError(
+                    "propose_api.outcome_table is for a deployment in another database (in "
+                    "the journal's own, a record's calls and its events commit together)"
+                )
+            if not all(_IDENT.match(p) for p in outcome_table.split(".")):
+                raise ConfigError(
+                    f"propose_api.outcome_table {outcome_table!r} is not a table name"
+                )
+        #: Another database: a table of journal-loader's there, written in each record's
+        #: remote transaction, so that after a crash the answers of what committed are read
+        #: back and what did not commit is known (``stored_outcomes``). Opt-in: it needs
+        #: CREATE (once) and INSERT in the deployment's database.
+        self.outcome_table = outcome_table
         self.in_doubt = False  # set by the runner for a record proposed again after a crash
         self._sql = _call_sql(function)
         self._tx: Tx | None = None
@@ -238,6 +258,7 @@ class PostgresProposeClient(GraphTarget, ProposeClient):
             search_path=section.search_path,
             keeps_idempotency_key=section.keeps_idempotency_key,
             relationship_type_table=section.relationship_type_table,
+            outcome_table=section.outcome_table,
         )
 
     @property
@@ -283,7 +304,33 @@ class PostgresProposeClient(GraphTarget, ProposeClient):
             finally:
                 with contextlib.suppress(psycopg.Error):
                     conn.rollback()
+            if self.outcome_table is not None:
+                self._create_outcome_table(conn)
         self._prepared = True
+
+    def _create_outcome_table(self, conn: psycopg.Connection[Any]) -> None:
+        assert self.outcome_table is not None
+        try:
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (record_key text NOT NULL, "
+                    "attempt text NOT NULL, results jsonb NOT NULL, "
+                    "recorded_at timestamptz NOT NULL DEFAULT now(), "
+                    "PRIMARY KEY (record_key, attempt))"
+                ).format(sql.Identifier(*self.outcome_table.split(".")))
+            )
+            conn.commit()
+        except psycopg.Error as e:
+            with contextlib.suppress(psycopg.Error):
+                conn.rollback()
+            self._drop_connection_if_broken()
+            error = classify(e)
+            if isinstance(error, TransientError):
+                raise error from e
+            raise ConfigError(
+                f"propose_api.outcome_table: cannot create {self.outcome_table} in the "
+                f"Propose API's database: {error}"
+            ) from e
 
     def _resolve(self, cursor: Any) -> None:
         """Same database: the path the deployment's unqualified SQL needs. The config's
@@ -469,16 +516,59 @@ class PostgresProposeClient(GraphTarget, ProposeClient):
         # Same database: the record's savepoint is released lazily, with the next record's
         # SAVEPOINT (one round trip) or at flush. Another database: the record's calls are
         # one remote transaction, committed now that every fact of it was applied.
-        self._rec = None
+        rec, self._rec = self._rec, None
         self.in_doubt = False
         if not self.transactional:
             conn = self._conn
             if conn is not None and conn.info.transaction_status != _IDLE:
                 try:
+                    if self.outcome_table is not None and rec is not None and self.attempt:
+                        # in the calls' own transaction: present if and only if they committed
+                        conn.execute(
+                            sql.SQL(
+                                "INSERT INTO {} (record_key, attempt, results) "
+                                "VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
+                            ).format(sql.Identifier(*self.outcome_table.split("."))),
+                            (
+                                f"{self._source_hash(rec.source_id)}:{rec.offset}",
+                                self.attempt,
+                                Jsonb(msgspec.to_builtins(rec.results)),
+                            ),
+                        )
                     conn.commit()
                 except psycopg.Error as e:
                     self._drop_connection_if_broken()
                     raise classify(e) from e
+
+    def stored_outcomes(
+        self, source_id: int, attempts: dict[int, set[str]]
+    ) -> dict[int, list[ProposeResult]] | None:
+        """With an outcome table: the answers each in-doubt record's attempt committed in the
+        deployment (absent: its calls never committed). Without one: None (cannot tell)."""
+        if self.outcome_table is None or self.transactional or not attempts:
+            return None
+        prefix = self._source_hash(source_id)
+        keys = {f"{prefix}:{offset}": offset for offset in attempts}
+        conn = self._connection()
+        try:
+            rows = conn.execute(
+                sql.SQL(
+                    "SELECT record_key, attempt, results FROM {} WHERE record_key = ANY(%s)"
+                ).format(sql.Identifier(*self.outcome_table.split("."))),
+                (list(keys),),
+            ).fetchall()
+        except psycopg.Error as e:
+            self._drop_connection_if_broken()
+            raise classify(e) from e
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                conn.rollback()
+        found: dict[int, list[ProposeResult]] = {}
+        for key, attempt, results in rows:
+            offset = keys[key]
+            if attempt in attempts[offset]:
+                found[offset] = msgspec.convert(results, list[ProposeResult])
+        return found
 
     def abort_record(self) -> None:
         rec, self._rec = self._rec, None
@@ -800,8 +890,6 @@ def _conflicts_text(result: ProposeResult) -> str:
 
 
 def _answer_json(result: ProposeResult) -> dict[str, Any]:
-    import msgspec
-
     out: dict[str, Any] = msgspec.to_builtins(result)
     return out
 

@@ -34,6 +34,8 @@ class GraphTarget(ABC):
 
     #: Set by the runner before it proposes a record again after a crash (remote targets).
     in_doubt: bool = False
+    #: Set by the runner for a batch's attempt (remote targets): ProposeAttempted's token.
+    attempt: str | None = None
 
     @property
     @abstractmethod
@@ -70,6 +72,14 @@ class GraphTarget(ABC):
     ) -> None:
         """Look up, in bulk, what the batch's facts will ask about (a cache warm-up: what it
         finds must not change any answer, only save round trips)."""
+
+    def stored_outcomes(
+        self, source_id: int, attempts: dict[int, set[str]]
+    ) -> dict[int, list[ProposeResult]] | None:
+        """For records in doubt (offset -> the tokens of their attempts): the answers an
+        attempt committed on the target, for those that reached it. None: the target cannot
+        tell (every record in doubt is proposed again); {} for an offset: it never reached."""
+        return None
 
     def flush(self, tx: Tx) -> None:  # noqa: B027
         pass

@@ -159,6 +159,9 @@ class ProposeAttempted(Event, frozen=True):
 
     key: str
     in_doubt: bool = False
+    # This attempt's token (a target that keeps its outcomes stores it with them: on resume
+    # the outcome of exactly this attempt is found, or known never to have committed).
+    attempt: str = ""
 
 
 class ProposeSucceeded(Event, frozen=True):
@@ -166,6 +169,9 @@ class ProposeSucceeded(Event, frozen=True):
 
     results: list[ProposeResult]
     retry_of: int | None = None  # position of the RecordFailed this retry answers
+    # The answers an earlier, in-doubt attempt got, read back from the target's outcome table
+    # (not proposed again): exactly those of the one call.
+    recovered: bool = False
 
 
 class RecordFailed(Event, frozen=True):

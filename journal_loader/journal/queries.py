@@ -40,12 +40,21 @@ def checkpoint(tx: Tx, source_id: int) -> Checkpoint:
     return Checkpoint(ev.next_offset, ev.next_line, ev.next_byte, int(row[0]))
 
 
-def in_doubt(tx: Tx, source_id: int, after: int) -> set[int]:
-    """Offsets attempted on a remote target after the checkpoint, without an outcome."""
+def in_doubt(tx: Tx, source_id: int, after: int) -> dict[int, set[str]]:
+    """Offsets attempted on a remote target after the checkpoint, without an outcome, with
+    the tokens of their attempts (``ProposeAttempted.attempt``; empty before it existed)."""
+    from journal_loader.journal.events import ProposeAttempted, decode
+
     rows = tx.fetchall(
         queries(tx.store.dialect)["in_doubt"], {"source_id": source_id, "after": after}
     )
-    return {int(r[0]) for r in rows}
+    out: dict[int, set[str]] = {}
+    for offset, payload in rows:
+        event = decode(payload)
+        tokens = out.setdefault(int(offset), set())
+        if isinstance(event, ProposeAttempted) and event.attempt:
+            tokens.add(event.attempt)
+    return out
 
 
 @dataclass(slots=True)

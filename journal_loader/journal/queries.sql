@@ -14,7 +14,7 @@ LIMIT 1
 -- Records proposed to a remote target after the checkpoint: their outcome never committed.
 -- `position > :after` walks only the journal's tail (the primary key); `+ 0` keeps the
 -- planners off the source index, which would read all of the source's events.
-SELECT DISTINCT record_offset
+SELECT record_offset, payload
 FROM journal
 WHERE position > :after AND source_id + 0 = :source_id AND event_type = 'ProposeAttempted'
 
