@@ -702,10 +702,13 @@ class Runner:
                 # The target keeps its outcomes with the attempt's token, in the transaction
                 # of the record's calls: what reached it is read back (its answers exactly),
                 # the rest is known never to have committed there: not in doubt.
+                # (An attempt made while the target kept no outcomes, "", stays in doubt.)
                 recovered = {o: stored[o] for o in doubtful if o in stored}
-                doubtful = set()
+                doubtful = {
+                    o for o in doubtful if o not in recovered and "" in self._attempts.get(o, {""})
+                }
         to_propose = [(rec, parsed) for rec, parsed in prepared if rec.offset not in recovered]
-        attempt = uuid.uuid4().hex
+        attempt = uuid.uuid4().hex if self.target.keeps_outcomes else ""
         self._reached = set()
         attempted = False
         try:
@@ -733,7 +736,7 @@ class Runner:
                 for rec, _ in to_propose:
                     self._attempts.setdefault(rec.offset, set()).add(attempt)
                 attempted = True
-            self.target.attempt = attempt
+            self.target.attempt = attempt or None
             for rec, parsed in prepared:  # (B)
                 answers = recovered.get(rec.offset)
                 if answers is not None:

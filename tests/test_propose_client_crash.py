@@ -307,3 +307,17 @@ def test_with_an_outcome_table_a_crash_leaves_the_answers_of_one_clean_run(
     assert crashed_actions == clean_actions
     assert not replayed
     assert recovered and all(o < BATCH for o in recovered)
+
+
+def test_an_attempt_made_without_the_outcome_table_stays_in_doubt(
+    journal_urls: tuple[str, str], registry: Path
+) -> None:
+    """Killed while the outcome table was not configured, resumed with it: nothing says
+    whether those calls committed, so the first batch's records are replays (in doubt)."""
+    crashed, _clean = journal_urls
+    with remote_schema() as remote:
+        install_deployment(remote)
+        assert _load(crashed, remote, registry, "after_propose:20") == -signal.SIGKILL
+        assert _load(crashed, remote, registry, None, outcomes="jl_out") == 0
+    _actions, recovered, replayed = _answers(crashed)
+    assert replayed and not recovered

@@ -239,6 +239,7 @@ class PostgresProposeClient(GraphTarget, ProposeClient):
         self._journal_path: str | None = None
         self._resolved = False
         self._prepared = False
+        self._stored_keys: list[str] = []  # outcome rows of the batch (outcome_table)
 
     @classmethod
     def from_config(cls, store: Store, config: Config) -> PostgresProposeClient:
@@ -535,10 +536,15 @@ class PostgresProposeClient(GraphTarget, ProposeClient):
                                 Jsonb(msgspec.to_builtins(rec.results)),
                             ),
                         )
+                        self._stored_keys.append(f"{self._source_hash(rec.source_id)}:{rec.offset}")
                     conn.commit()
                 except psycopg.Error as e:
                     self._drop_connection_if_broken()
                     raise classify(e) from e
+
+    @property
+    def keeps_outcomes(self) -> bool:
+        return self.outcome_table is not None and not self.transactional
 
     def stored_outcomes(
         self, source_id: int, attempts: dict[int, set[str]]
@@ -568,6 +574,7 @@ class PostgresProposeClient(GraphTarget, ProposeClient):
             offset = keys[key]
             if attempt in attempts[offset]:
                 found[offset] = msgspec.convert(results, list[ProposeResult])
+                self._stored_keys.append(key)  # journaled with this batch: then not needed
         return found
 
     def abort_record(self) -> None:
@@ -605,11 +612,36 @@ class PostgresProposeClient(GraphTarget, ProposeClient):
     def after_commit(self) -> None:
         self._tx = None
         self._savepoint_owner = None
+        if self._stored_keys:
+            self._forget_outcomes()
+
+    def _forget_outcomes(self) -> None:
+        """The batch's outcomes are in the journal now: their rows in the outcome table are
+        not needed any more. (Left behind by a crash right here, they are never matched
+        again: their attempt tokens are spent.)"""
+        keys, self._stored_keys = self._stored_keys, []
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken or self.outcome_table is None:
+            return
+        try:
+            conn.execute(
+                sql.SQL("DELETE FROM {} WHERE record_key = ANY(%s)").format(
+                    sql.Identifier(*self.outcome_table.split("."))
+                ),
+                (keys,),
+            )
+            conn.commit()
+        except psycopg.Error as e:
+            with contextlib.suppress(psycopg.Error):
+                conn.rollback()
+            self._drop_connection_if_broken()
+            log.warning("could not clear %d rows of %s: %s", len(keys), self.outcome_table, e)
 
     def after_rollback(self) -> None:
         self._tx = None
         self._savepoint_owner = None
         self._rec = None
+        self._stored_keys = []  # still needed: the batch is retried or resumed
         if not self.transactional:
             self._rollback_remote()
 

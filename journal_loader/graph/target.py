@@ -73,6 +73,12 @@ class GraphTarget(ABC):
         """Look up, in bulk, what the batch's facts will ask about (a cache warm-up: what it
         finds must not change any answer, only save round trips)."""
 
+    @property
+    def keeps_outcomes(self) -> bool:
+        """True when the target stores each record's answers with its effects, under the
+        runner's attempt token (``stored_outcomes`` can then tell what committed)."""
+        return False
+
     def stored_outcomes(
         self, source_id: int, attempts: dict[int, set[str]]
     ) -> dict[int, list[ProposeResult]] | None:

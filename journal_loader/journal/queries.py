@@ -42,7 +42,8 @@ def checkpoint(tx: Tx, source_id: int) -> Checkpoint:
 
 def in_doubt(tx: Tx, source_id: int, after: int) -> dict[int, set[str]]:
     """Offsets attempted on a remote target after the checkpoint, without an outcome, with
-    the tokens of their attempts (``ProposeAttempted.attempt``; empty before it existed)."""
+    the tokens of their attempts (``ProposeAttempted.attempt``); "" stands for an attempt
+    whose target kept no outcomes (nothing can rule out that it committed)."""
     from journal_loader.journal.events import ProposeAttempted, decode
 
     rows = tx.fetchall(
@@ -52,8 +53,7 @@ def in_doubt(tx: Tx, source_id: int, after: int) -> dict[int, set[str]]:
     for offset, payload in rows:
         event = decode(payload)
         tokens = out.setdefault(int(offset), set())
-        if isinstance(event, ProposeAttempted) and event.attempt:
-            tokens.add(event.attempt)
+        tokens.add(event.attempt if isinstance(event, ProposeAttempted) else "")
     return out
 
 
