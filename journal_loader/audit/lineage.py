@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from journal_loader.audit.base import AuditError, fetchall, queries, utc
+from journal_loader.audit.base import AuditError, UnknownSubjectError, fetchall, queries, utc
 from journal_loader.journal.events import ProposeSucceeded, RecordParsed, decode
 from journal_loader.storage import Store
 
@@ -131,7 +131,7 @@ def lineage(
     found = fetchall(store, q[kind], {"id": subject_id})
     subject = _subject(found[0], kind) if found else None
     if subject is None:
-        raise AuditError(f"no {kind} {subject_id} in {store.display_url}")
+        raise UnknownSubjectError(f"no {kind} {subject_id} in {store.display_url}")
     rows = fetchall(store, q["lineage"], {"subject_kind": kind, "subject_id": subject_id})
     seen: set[int] = set()
     assertions: list[Assertion] = []

@@ -62,10 +62,15 @@ def db_group() -> None:
 )
 @db_options
 def upgrade_command(db: str | None, config_path: str | None) -> None:
-    """Apply the migrations (also done automatically on first use)."""
-    store = open_db(db, config_path, upgrade=False)
+    """Apply the migrations (also done automatically on first use); creates the database
+    (or the schema in an empty PostgreSQL database) when there is none."""
+    from journal_loader.config import load_config, resolve_database
+    from journal_loader.storage import open_store
+
+    url, _ = resolve_database(db, load_config(config_path) if config_path else None)
+    store = open_store(url, check_schema=False)
     before = store.current_revision()
-    store.upgrade()
+    store.ensure_schema(upgrade=True)  # refuses a schema newer than this journal-loader
     after = store.current_revision()
     click.echo(
         f"{store.display_url}: schema {before or 'empty'} -> {after}"

@@ -10,7 +10,7 @@ import msgspec
 from sqlalchemy import select
 
 from journal_loader.cli.common import db_options, echo_json, open_db, table
-from journal_loader.errors import JournalLoaderError
+from journal_loader.errors import UnknownIdError, UnknownSourceError
 
 
 @click.command(
@@ -33,7 +33,7 @@ def status_command(
     health: RUNNING, STALLED (processing, no event for an hour), DEAD (processing, but no
     process holds its lock: the run died; the next run resumes it), FAILED, PARTIAL, OK.
     """
-    store = open_db(db, config_path)
+    store = open_db(db, config_path, read_only=True)
     rows = source_status(store)
     if as_json:
         echo_json(rows)
@@ -128,7 +128,7 @@ def history_command(
     from journal_loader.journal.queries import record_events
     from journal_loader.storage.schema import sources
 
-    store = open_db(db, config_path)
+    store = open_db(db, config_path, read_only=True)
     with store.transaction() as tx:
         src = (
             tx.conn.execute(select(sources).where(sources.c.source_id == source_id))
@@ -136,10 +136,10 @@ def history_command(
             .first()
         )
         if src is None:
-            raise JournalLoaderError(f"no source {source_id} in {store.display_url}")
+            raise UnknownSourceError(f"no source {source_id} in {store.display_url}")
         events = record_events(tx, source_id, offset)
     if not events:
-        raise JournalLoaderError(
+        raise UnknownIdError(
             f"source {source_id} ({src['file_name']}) has no events for record {offset}"
         )
     if as_json:
