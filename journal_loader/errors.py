@@ -150,7 +150,13 @@ class FatalError(StorageError):
     """Retrying cannot help: authentication, permission, missing table or function."""
 
 
-class IntegrityConflictError(TransientError):
+class ConflictError(TransientError):
+    """Another writer got there first: a deadlock or a serialization failure between two
+    loaders. Nothing is down; the transaction is retried at once (after a short random
+    delay), on its own budget (journal_loader/runner.py, ``Runner._retrying``)."""
+
+
+class IntegrityConflictError(ConflictError):
     """A unique key another writer committed first; the batch is retried and re-resolves."""
 
 

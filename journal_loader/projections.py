@@ -31,6 +31,7 @@ from journal_loader.journal.events import (
     RecordSkipped,
     RunFinished,
     RunStarted,
+    SourceAbandoned,
     SourceRegistered,
 )
 from journal_loader.resources import projections_dir
@@ -124,7 +125,9 @@ def apply(tx: Tx, rows: Sequence[JournalRow]) -> None:
             elif isinstance(ev, RecordResolved):
                 c.clear_offsets.append(row.record_offset)
             continue  # RecordParsed and the like change nothing but the last event
-        if not isinstance(ev, SourceRegistered | LoadStarted | RunStarted | RunFinished):
+        if not isinstance(
+            ev, SourceRegistered | LoadStarted | RunStarted | RunFinished | SourceAbandoned
+        ):
             c = counts.setdefault(row.source_id, _Counts())  # BatchCommitted, RunAbandoned
             c.last = row
             continue
@@ -153,6 +156,8 @@ def apply(tx: Tx, rows: Sequence[JournalRow]) -> None:
             tx.run(q_sources["start_load"], envelope)
         elif isinstance(ev, RunStarted):
             tx.run(q_sources["start_run"], {**envelope, "run_id": row.run_id})
+        elif isinstance(ev, SourceAbandoned):
+            tx.run(q_sources["abandon"], {**envelope, "reason": ev.reason})
         else:
             tx.run(
                 q_sources["finish_run"],

@@ -47,12 +47,13 @@ from typing import Any, Protocol
 import msgspec
 
 from journal_loader import __version__, faults, projections
+from journal_loader.abandon import supersede_partial
 from journal_loader.errors import (
     CircuitOpenError,
+    ConflictError,
     FailFastError,
     FailureLimitError,
     FencedOutError,
-    IntegrityConflictError,
     JournalLoaderError,
     RecordError,
     RunFailedError,
@@ -63,6 +64,7 @@ from journal_loader.errors import (
     StorageError,
     TransientError,
 )
+from journal_loader.failures import FailureGroup, summarise
 from journal_loader.graph.protocol import STATUS_ERROR, ProposeResult
 from journal_loader.graph.target import FactRecorder, GraphTarget
 from journal_loader.journal import queries
@@ -91,7 +93,10 @@ from journal_loader.suggest import did_you_mean
 
 log = logging.getLogger("journal_loader.runner")
 
+FAILURE_GROUPS = 10  # in a RunReport
 COMPLETED, PARTIAL, FAILED, ALREADY = "completed", "partial", "failed", "already_processed"
+# Conflicts in a row before a run gives up (at least max_retries): see Runner._retrying.
+CONFLICT_RETRIES = 20
 
 
 @dataclass(slots=True)
@@ -136,6 +141,11 @@ class RunReport(msgspec.Struct, kw_only=True):
     started_at: str = ""
     duration_seconds: float = 0.0
     records_per_second: float = 0.0
+    # things the user should know that are not the outcome (a superseded source)
+    notes: list[str] = msgspec.field(default_factory=list)
+    # This run's failures grouped by what went wrong (journal_loader/failures.py), largest
+    # first, at most FAILURE_GROUPS of them; the CLI's summary shows the top three.
+    failure_groups: list[FailureGroup] = msgspec.field(default_factory=list)
     # Why a failed run failed: "usage" (the loader or config is wrong: exit 2, rerunning
     # will not help), "interrupted" (a signal stopped it), "error" (anything else: exit 1).
     error_kind: str = ""
@@ -244,6 +254,7 @@ class Runner:
         self._stop_reason: str | None = None
         # offset -> journal position of the failure a DLQ retry answers (journal_loader/dlq.py)
         self.retry_of: dict[int, int] = {}
+        self._registered_new = False  # this run registered its source (not a resume)
         self._consecutive_transient = 0
         self._in_doubt: set[int] = set()  # offsets attempted on a remote target, no outcome
         self.file_hash = ""
@@ -306,6 +317,8 @@ class Runner:
         start, reader = registered
         report.source_id = self.source_id
         report.resumed_from = start.offset
+        if start.at_start and self._registered_new:
+            self._supersede(src, report)
         for o in self.observers:
             _call(
                 o,
@@ -344,6 +357,8 @@ class Runner:
         report.statistics = self.stats
         report.records_in_file = in_file
         self._finish(status, reason, in_file, report)
+        if self.stats.failed:
+            report.failure_groups = self._failure_groups()
 
     # --- registration: SourceRegistered / LoadStarted / RunAbandoned / RunStarted --------------
     def _register(
@@ -363,6 +378,7 @@ class Runner:
                 )
                 events: list[PendingEvent] = []
                 head: bytes | None = None
+                self._registered_new = row is None
                 if row is None:
                     self.source_id = int(tx.fetchone(q["next_source_id"])[0])
                     events.append(PendingEvent.of(None, self._source_registered(src)))
@@ -456,6 +472,27 @@ class Runner:
                 r.close()
             raise
         return result
+
+    def _supersede(self, src: SourceFile, report: RunReport) -> None:
+        """A new source whose file name a partial source of this type had (the file was
+        edited, appended to or truncated after a killed run): retire that source, saying so
+        (journal_loader/abandon.py explains the decision)."""
+        try:
+            done, notes = supersede_partial(
+                self.store, self.source_id, self.source_type, src.file_name, src.sha256
+            )
+        except JournalLoaderError as e:  # retiring is housekeeping: the load goes on
+            log.warning("could not retire earlier partial sources of %s: %s", src.file_name, e)
+            return
+        for a in done:
+            notes.append(
+                f"source {a.source_id} (same type and file name, other content) was left "
+                f"{a.status_before} at record {a.next_offset:,}; it is now superseded by "
+                f"source {self.source_id} (its facts and DLQ entries are kept)"
+            )
+        for note in notes:
+            log.warning("%s", note)
+        report.notes.extend(notes)
 
     def _acquire_lease(self, tx: Tx, now: Any) -> int:
         """Bump the source's fencing generation; this run now owns it (see check_lease)."""
@@ -1034,6 +1071,17 @@ class Runner:
                 f"the run's end could not be journaled: {e}"
             )
 
+    def _failure_groups(self) -> list[FailureGroup]:
+        """What went wrong in this run, from the DLQ: its entries whose latest failure is ours.
+        Only a summary: a database error here is logged, never fails the run."""
+        try:
+            return summarise(self.store, source_id=self.source_id, run_id=self.run_id)[
+                :FAILURE_GROUPS
+            ]
+        except Exception as e:
+            log.warning("could not summarise the run's failures: %s", scrub(str(e)))
+            return []
+
     # --- helpers ---------------------------------------------------------------------------
     def _retrying(self, fn: Callable[[], Any], what: str, retries: int | None = None) -> Any:
         """Transient errors: exponential backoff with jitter, on the monotonic clock (sleep),
@@ -1042,12 +1090,41 @@ class Runner:
 
         The circuit breaker counts transient failures in a row across the whole run (any
         success resets it): past ``circuit_breaker`` the run stops instead of grinding on.
+
+        Conflicts are not outages: another loader committed a unique key first, or two
+        transactions deadlocked or failed to serialize. The graph's sorted locks
+        (``EmbeddedGraph.prefetch``) keep them rare; when one happens, the attempt is
+        retried after a short random delay (so the two do not collide again in step), on a
+        budget of its own that the circuit breaker does not see, and a give-up says what
+        happened instead of "the database is down". Pinned by
+        tests/test_faults.py::test_conflicts_retry_on_their_own_budget.
         """
         limit = self.opt.max_retries if retries is None else retries
-        attempt = 0
+        conflict_limit = max(CONFLICT_RETRIES, limit)
+        attempt = conflicts = 0
         while True:
             try:
                 result = fn()
+            except ConflictError as e:
+                conflicts += 1
+                if conflicts > conflict_limit:
+                    raise ConflictError(
+                        f"{what}: another loader kept writing the same rows first "
+                        f"({conflict_limit} conflicts in a row; last: {e}). Nothing is lost; "
+                        "rerun to continue"
+                    ) from e
+                delay = random.uniform(0, self.opt.retry_delay)
+                log.warning(
+                    "%s: %s; conflict with another writer, retry %d/%d in %.2fs",
+                    what,
+                    e,
+                    conflicts,
+                    conflict_limit,
+                    delay,
+                )
+                for o in self.observers:
+                    _call(o, "on_retry", "conflict", scrub(f"{what}: {e}"), delay)
+                self.sleep(delay)
             except TransientError as e:
                 attempt += 1
                 self._consecutive_transient += 1
@@ -1062,17 +1139,13 @@ class Runner:
                         f"{what}: giving up after {limit} retries: {e}. Rerun when the "
                         "database or target is back; nothing is lost"
                     ) from e
-                if isinstance(e, IntegrityConflictError):
-                    delay = random.uniform(0, self.opt.retry_delay)  # another writer won
-                else:
-                    delay = min(self.opt.retry_max_delay, self.opt.retry_delay * 2 ** (attempt - 1))
-                    delay *= random.uniform(0.5, 1.0)
+                delay = min(self.opt.retry_max_delay, self.opt.retry_delay * 2 ** (attempt - 1))
+                delay *= random.uniform(0.5, 1.0)
                 if e.retry_after is not None:
                     delay = max(delay, min(e.retry_after, self.opt.retry_max_delay))
                 log.warning("%s: %s; retry %d/%d in %.2fs", what, e, attempt, limit, delay)
-                kind = "conflict" if isinstance(e, IntegrityConflictError) else "transient"
                 for o in self.observers:
-                    _call(o, "on_retry", kind, scrub(f"{what}: {e}"), delay)
+                    _call(o, "on_retry", "transient", scrub(f"{what}: {e}"), delay)
                 self.sleep(delay)
             else:
                 self._consecutive_transient = 0

@@ -35,6 +35,13 @@ SET status = :status,
     last_position = :position, updated_at = :recorded_at
 WHERE source_id = :source_id
 
+-- name: abandon
+-- SourceAbandoned: retired (its reason shown where a failed run's reason is).
+UPDATE sources
+SET status = 'abandoned', error_message = :reason,
+    last_position = :position, updated_at = :recorded_at
+WHERE source_id = :source_id
+
 -- name: apply_counts
 UPDATE sources
 SET records_processed = records_processed + :processed,

@@ -7,11 +7,13 @@ run_level AS (
     SELECT source_id,
            MAX(CASE WHEN event_type = 'SourceRegistered' THEN position END) AS reg_p,
            MAX(CASE WHEN event_type = 'LoadStarted' THEN position END) AS load_p,
-           MAX(CASE WHEN event_type IN ('RunStarted', 'RunFinished') THEN position END) AS run_p,
+           MAX(CASE WHEN event_type IN ('RunStarted', 'RunFinished', 'SourceAbandoned')
+                    THEN position END) AS run_p,
            MAX(CASE WHEN event_type = 'RunStarted' THEN position END) AS start_p
     FROM {journal}
     WHERE record_offset IS NULL
-      AND event_type IN ('SourceRegistered', 'LoadStarted', 'RunStarted', 'RunFinished')
+      AND event_type IN ('SourceRegistered', 'LoadStarted', 'RunStarted', 'RunFinished',
+                         'SourceAbandoned')
     GROUP BY source_id
 ),
 completions AS (
@@ -63,9 +65,11 @@ SELECT
     COALESCE(c.skipped, 0),
     CASE WHEN rj.position IS NULL THEN 'registered'
          WHEN rj.event_type = 'RunStarted' THEN 'processing'
+         WHEN rj.event_type = 'SourceAbandoned' THEN 'abandoned'
          ELSE json_extract(rj.payload, '$.status') END,
     CASE WHEN rj.event_type = 'RunFinished' AND json_extract(rj.payload, '$.status') = 'failed'
-         THEN COALESCE(json_extract(rj.payload, '$.reason'), '') END,
+         THEN COALESCE(json_extract(rj.payload, '$.reason'), '')
+         WHEN rj.event_type = 'SourceAbandoned' THEN json_extract(rj.payload, '$.reason') END,
     sj.run_id,
     le.p,
     r.recorded_at,

@@ -163,3 +163,85 @@ def readme_section(title: str) -> str:
     m = re.search(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", text, re.M | re.S)
     assert m, f"README.md has no section {title!r}"
     return m.group(0)
+
+
+def schema_catalog(engine: Any) -> dict[str, str]:
+    """Every object of a journal-loader database, as ``kind name -> definition``: columns,
+    constraints, indexes, views, triggers, functions and sequences, with whitespace folded and
+    the schema's own name taken out (two databases built in two schemas compare equal)."""
+    import re
+
+    def fold(sql: str | None) -> str:
+        return re.sub(r"\s+", " ", sql or "").strip()
+
+    out: dict[str, str] = {}
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            objects = conn.execute(
+                text(
+                    "SELECT type, name, tbl_name, sql FROM sqlite_master "
+                    "WHERE name NOT LIKE 'sqlite_%' AND name <> 'alembic_version'"
+                )
+            ).all()
+            for kind, name, _table, sql in objects:
+                if kind == "table":
+                    for col in conn.execute(text(f'PRAGMA table_info("{name}")')):
+                        out[f"column {name}.{col[1]}"] = (
+                            f"{col[2]} notnull={col[3]} default={col[4]} pk={col[5]}"
+                        )
+                    for fk in conn.execute(text(f'PRAGMA foreign_key_list("{name}")')):
+                        out[f"foreign key {name}.{fk[3]}"] = f"{fk[2]}.{fk[4]}"
+                    for idx in conn.execute(text(f'PRAGMA index_list("{name}")')):
+                        cols = [r[2] for r in conn.execute(text(f'PRAGMA index_info("{idx[1]}")'))]
+                        key = (
+                            idx[1]
+                            if not idx[1].startswith("sqlite_autoindex")
+                            else f"auto({','.join(cols)})"
+                        )
+                        out[f"index {name}.{key}"] = f"unique={idx[2]} partial={idx[4]} {cols}"
+                if kind in ("index", "view", "trigger") and sql:
+                    out[f"{kind} {name}"] = fold(sql)
+        else:
+            schema = conn.execute(text("SELECT current_schema()")).scalar_one()
+
+            def strip(sql: str | None) -> str:
+                return fold(sql).replace(f"{schema}.", "").replace(f'"{schema}".', "")
+
+            queries = {
+                "column": """SELECT table_name || '.' || column_name,
+                                    data_type || ' ' || is_nullable || ' ' ||
+                                    COALESCE(character_maximum_length::text, '') || ' ' ||
+                                    COALESCE(column_default, '')
+                             FROM information_schema.columns
+                             WHERE table_schema = current_schema()
+                               AND table_name <> 'alembic_version'""",
+                "constraint": """SELECT c.conrelid::regclass::text || '.' || c.conname,
+                                        pg_get_constraintdef(c.oid)
+                                 FROM pg_constraint c
+                                 WHERE c.connamespace = current_schema()::regnamespace
+                                   AND c.conrelid::regclass::text <> 'alembic_version'""",
+                "index": """SELECT indexname, indexdef FROM pg_indexes
+                            WHERE schemaname = current_schema()
+                              AND tablename <> 'alembic_version'""",
+                "view": """SELECT viewname, definition FROM pg_views
+                           WHERE schemaname = current_schema()""",
+                "trigger": """SELECT t.tgname, pg_get_triggerdef(t.oid) FROM pg_trigger t
+                              JOIN pg_class r ON r.oid = t.tgrelid
+                              WHERE NOT t.tgisinternal
+                                AND r.relnamespace = current_schema()::regnamespace""",
+                "function": """SELECT p.proname, pg_get_functiondef(p.oid) FROM pg_proc p
+                               WHERE p.pronamespace = current_schema()::regnamespace""",
+                "sequence": """SELECT s.relname, COALESCE(d.refobjid::regclass::text || '.' ||
+                                      a.attname, '')
+                               FROM pg_class s
+                               LEFT JOIN pg_depend d ON d.objid = s.oid AND d.deptype IN ('a', 'i')
+                                 AND d.classid = 'pg_class'::regclass
+                               LEFT JOIN pg_attribute a
+                                 ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+                               WHERE s.relkind = 'S'
+                                 AND s.relnamespace = current_schema()::regnamespace""",
+            }
+            for kind, sql in queries.items():
+                for name, definition in conn.execute(text(sql)):
+                    out[f"{kind} {strip(name)}"] = strip(definition)
+    return out

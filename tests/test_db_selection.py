@@ -56,6 +56,7 @@ READERS = [
     ["history", "1", "0"],
     ["dlq", "list"],
     ["dlq", "list", "--source", "1"],
+    ["dlq", "summary"],
     ["dlq", "show", "1"],
     ["dlq", "resolve", "1", "--note", "x"],
     ["dlq", "retry", "-c", "CONFIG", "--source", "1"],
@@ -64,6 +65,9 @@ READERS = [
     ["verify"],
     ["export", "--format", "jsonl"],
     ["lineage", "node", "1"],
+    ["graph", "stats"],
+    ["graph", "node", "1"],
+    ["source", "abandon", "1", "--reason", "x"],
     ["replay", "--until", "1", "--into", "sqlite:///INTO"],
 ]
 
@@ -127,6 +131,7 @@ def test_an_unknown_source_is_exit_2(db_url: str, tmp_path: Path) -> None:
     assert run_cli("run", config, "--db", db_url, cwd=tmp_path).returncode == 0
     for args in (
         ["dlq", "list", "--source", "99"],
+        ["dlq", "summary", "--source", "99"],
         ["dlq", "retry", "-c", str(config), "--source", "99"],
         ["history", "99", "0"],
         ["verify", "--source", "99"],

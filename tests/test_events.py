@@ -92,6 +92,12 @@ STRATEGIES: dict[type[ev.Event], Any] = {
     ev.RunAbandoned: st.builds(
         ev.RunAbandoned, abandoned_run_id=text, last_position=st.none() | ints, reason=text
     ),
+    ev.SourceAbandoned: st.builds(
+        ev.SourceAbandoned,
+        reason=text,
+        superseded_by=st.none() | ints,
+        next_offset=st.none() | ints,
+    ),
     ev.BatchCommitted: st.builds(
         ev.BatchCommitted,
         next_offset=ints,

@@ -140,6 +140,48 @@ def test_transient_server_errors_are_retried_without_duplicates(
     store.dispose()
 
 
+class RetryKinds:
+    def __init__(self) -> None:
+        self.kinds: list[str] = []
+
+    def on_retry(self, kind: str, message: str, delay: float) -> None:
+        self.kinds.append(kind)
+
+
+@pytest.mark.parametrize("errcode", ["23505", "40P01"])
+def test_conflicts_retry_on_their_own_budget(
+    pg: tuple[str, str], data: Path, clean_state: dict[str, Any], errcode: str
+) -> None:
+    """A unique key another loader committed first, or a deadlock, is a conflict, not an
+    outage: 8 in a row are retried although max_retries is 1 and the circuit breaker 2, and
+    nothing doubles."""
+    url, _ = pg
+    store = open_store(url)
+    _install_fault_trigger(store, "nodes", errcode, list(range(3, 11)))
+    kinds = RetryKinds()
+    config = {"processing": {**FAST["processing"], "max_retries": 1, "circuit_breaker": 2}}
+    report = run(PairLoader, data, db=url, batch_size=BATCH, config=config, observers=[kinds])
+    assert report.status == "completed", report.message
+    assert kinds.kinds == ["conflict"] * 8
+    assert report.statistics.total_processed == ROWS
+    _equals_clean(store, clean_state)
+    store.dispose()
+
+
+def test_endless_conflicts_give_up_saying_what_happened(pg: tuple[str, str], data: Path) -> None:
+    url, _ = pg
+    store = open_store(url)
+    _install_fault_trigger(store, "nodes", "23505", list(range(1, 200)))
+    report = run(PairLoader, data, db=url, batch_size=BATCH, config=FAST)
+    assert report.status == "failed"
+    assert "another loader kept writing the same rows first (20 conflicts in a row" in (
+        report.message
+    )
+    assert "database or target is back" not in report.message
+    assert sources_snapshot(store)[0][4] == 0  # the first batch never committed
+    store.dispose()
+
+
 def test_permission_denied_fails_fast(pg: tuple[str, str], data: Path) -> None:
     url, _ = pg
     store = open_store(url)

@@ -386,3 +386,13 @@ def test_doc_metrics_table_matches_the_code() -> None:
 
 def _unused(*_: Any) -> None:  # keep imports honest for type checkers
     pass
+
+
+def test_every_dashboard_query_honours_the_loader_variable() -> None:
+    """Picking loaders in the dashboard narrows every panel (the DLQ panel once showed all)."""
+    dash = json.loads((DEPLOY / "grafana" / "journal-loader-dashboard.json").read_text())
+    selector = re.compile(r"\b(journal_loader_[a-z_]+)(\{[^}]*\})?")
+    for panel in dash["panels"]:
+        for target in panel["targets"]:
+            for name, labels in selector.findall(target["expr"]):
+                assert 'loader=~"$loader"' in (labels or ""), (panel["title"], name)

@@ -298,3 +298,54 @@ def test_eta_and_percent_from_bytes() -> None:
     assert fmt_duration(f.eta) == "0:00:30" and fmt_duration(None) == "--:--"
     line = p.line()
     assert "25.0%" in line and "50 rec" in line and "5 rec/s" in line and "ETA 0:00:30" in line
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_the_log_ends_with_how_the_run_ended(tmp_path: Path, sqlite_url: str, fmt: str) -> None:
+    """A log shipper sees the end of a run: status, counts, duration and exit code, in the
+    file as on stderr (the summary itself goes to stdout only)."""
+    want = expected_counts(30)
+    config = pairs_config(tmp_path / "ok", n=30)
+    log_file = tmp_path / "logs" / "run.log"
+    args = ["--db", sqlite_url, "--log-format", fmt, "--log-file", log_file, "--json"]
+    r = run_cli("run", config, *args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["exit_code"] == 0 and report["status"] == "completed"
+    last = log_file.read_text().splitlines()[-1]
+    assert last == r.stderr.splitlines()[-1]
+    if fmt == "json":
+        end = json.loads(last)
+        assert end["message"].startswith("run finished: completed, exit code 0: 30 records")
+        assert end["level"] == "INFO" and end["event"] == "run_finished"
+        assert (end["status"], end["exit_code"], end["records"]) == ("completed", 0, 30)
+        assert {k: end[k] for k in want} == want
+        assert end["duration_seconds"] == report["duration_seconds"]
+        assert (end["run_id"], end["source_id"]) == (report["run_id"], report["source_id"])
+    else:
+        assert "INFO" in last and f"run={report['run_id']}]" in last
+        assert (
+            f"run finished: completed, exit code 0: 30 records, {want['succeeded']} succeeded, "
+            f"{want['failed']} failed, {want['skipped']} skipped in "
+        ) in last
+
+    # a run that fails: exit 1 in the JSON report and in the log's last line, at ERROR
+    config = pairs_config(tmp_path / "bad", n=30, fatal_at=12)
+    r = run_cli("run", config, *args, cwd=tmp_path)
+    assert r.returncode == 1
+    assert json.loads(r.stdout)["exit_code"] == 1
+    last = log_file.read_text().splitlines()[-1]
+    if fmt == "json":
+        end = json.loads(last)
+        assert (end["level"], end["status"], end["exit_code"]) == ("ERROR", "failed", 1)
+        assert end["reason"]
+    else:
+        assert "ERROR" in last and "run finished: failed, exit code 1:" in last
+
+    # a config error before the run starts still ends the log with its exit code
+    broken = tmp_path / "bad" / "pairs.yaml"
+    broken.write_text(broken.read_text().replace("pairs.csv", "missing.csv"))
+    r = run_cli("run", broken, *args, cwd=tmp_path)
+    assert r.returncode != 0
+    last = log_file.read_text().splitlines()[-1]
+    assert f"exit code {r.returncode}" in last and "run finished: failed" in last

@@ -104,7 +104,10 @@ def test_http_endpoint_serves_live_metrics_during_the_run(db_url: str, tmp_path:
             )
             == n
         )
-    assert value(last, "journal_loader_dlq_depth", source_type="pairs") == want["failed"]
+    assert (
+        value(last, "journal_loader_dlq_depth", loader="pairs", source_type="pairs")
+        == want["failed"]
+    )
     # the endpoint lives only as long as the run
     assert metrics.port is not None
     with pytest.raises((urllib.error.URLError, ConnectionError)):
@@ -140,7 +143,10 @@ def test_textfile_written_each_batch_and_at_the_end(db_url: str, tmp_path: Path)
             )
             == n
         )
-    assert value(final, "journal_loader_dlq_depth", source_type="pairs") == want["failed"]
+    assert (
+        value(final, "journal_loader_dlq_depth", loader="pairs", source_type="pairs")
+        == want["failed"]
+    )
     end = value(final, "journal_loader_run_end_timestamp_seconds", loader="pairs")
     start = value(final, "journal_loader_run_start_timestamp_seconds", loader="pairs")
     assert end >= start > 0
@@ -282,3 +288,72 @@ def test_metrics_options_fail_early_on_a_bad_target(tmp_path: Path) -> None:
         port = s.getsockname()[1]
         with pytest.raises(ConfigError, match="cannot listen"):
             MetricsObserver("pairs", port=port, address="127.0.0.1")
+
+
+class FailedSoFar:
+    """After every batch: the run's failures so far and the textfile's DLQ depth."""
+
+    def __init__(self, textfile: Path) -> None:
+        self.textfile = textfile
+        self.seen: list[tuple[int, float]] = []
+
+    def on_batch(self, stats: Any, position: Any, bytes_read: int) -> None:
+        depth = value(
+            self.textfile.read_text(), "journal_loader_dlq_depth", loader="pairs",
+            source_type="pairs",
+        )  # fmt: skip
+        self.seen.append((int(stats.failed), depth))
+
+
+def test_dlq_depth_is_right_after_every_batch(db_url: str, tmp_path: Path) -> None:
+    """Counted every dlq_every (10) batches, and right in between too: not 0 until the
+    tenth batch while records are already failing."""
+    data = pairs_csv(tmp_path / "pairs.csv", 60)
+    textfile = tmp_path / "pairs.prom"
+    metrics = MetricsObserver("pairs", textfile=textfile, dlq_probe=StoreDlqProbe(db_url))
+    watcher = FailedSoFar(textfile)
+    report = journal_loader.run(
+        PairLoader, data, db=db_url, batch_size=4, observers=[metrics, watcher]
+    )
+    assert report.exit_code == 0 and len(watcher.seen) == 15
+    assert [depth for _, depth in watcher.seen] == [failed for failed, _ in watcher.seen]
+    assert watcher.seen[1][1] > 0  # the second batch already has a failure in the DLQ
+    assert watcher.seen[-1][1] == expected_counts(60)["failed"]
+
+    # a second source of the type: the depth starts from the DLQ's count, then adds
+    other = pairs_csv(tmp_path / "other.csv", 30)
+    textfile.unlink()
+    metrics = MetricsObserver("pairs", textfile=textfile, dlq_probe=StoreDlqProbe(db_url))
+    watcher = FailedSoFar(textfile)
+    journal_loader.run(PairLoader, other, db=db_url, batch_size=4, observers=[metrics, watcher])
+    before = expected_counts(60)["failed"]
+    assert [depth for _, depth in watcher.seen] == [before + failed for failed, _ in watcher.seen]
+    final = textfile.read_text()
+    assert value(final, "journal_loader_dlq_depth", loader="pairs", source_type="pairs") == (
+        before + expected_counts(30)["failed"]
+    )
+
+
+def test_metric_names_follow_prometheus_conventions(tmp_path: Path, sqlite_url: str) -> None:
+    """Units last (read_bytes), _total only on counters, and no _created series."""
+    data = pairs_csv(tmp_path / "pairs.csv", 20)
+    textfile = tmp_path / "pairs.prom"
+    metrics = MetricsObserver("pairs", textfile=textfile, dlq_probe=StoreDlqProbe(sqlite_url))
+    journal_loader.run(PairLoader, data, db=sqlite_url, observers=[metrics])
+    text = textfile.read_text()
+    names = {name for name, _ in samples(text)}
+    assert value(text, "journal_loader_read_bytes", loader="pairs", source_type="pairs") == (
+        data.stat().st_size
+    )
+    assert "journal_loader_bytes_read" not in names
+    assert not [n for n in names if n.endswith("_created")]
+    for family in text_string_to_metric_families(text):
+        assert family.name.startswith("journal_loader_")
+        if family.type == "counter":
+            assert all(s.name.endswith("_total") for s in family.samples)
+        else:
+            assert not family.name.endswith("_total")
+        if family.type == "gauge" and ("timestamp" in family.name or "age" in family.name):
+            assert family.name.endswith("_seconds"), family.name
+        if "bytes" in family.name:
+            assert family.name.endswith("_bytes"), family.name

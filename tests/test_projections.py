@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from journal_loader import run
+from journal_loader.abandon import abandon
 from journal_loader.api import make_target
 from journal_loader.config import Config
 from journal_loader.dlq import list_entries, resolve, retry
@@ -49,6 +50,7 @@ operations = st.lists(
         st.tuples(st.just("run"), st.integers(0, 2), st.none() | st.integers(1, 12), st.booleans()),
         st.tuples(st.just("retry"), st.integers(0, 2), st.booleans(), st.just(None)),
         st.tuples(st.just("resolve"), st.integers(0, 5), st.just(None), st.just(None)),
+        st.tuples(st.just("abandon"), st.integers(0, 2), st.just(None), st.just(None)),
     ),
     min_size=1,
     max_size=8,
@@ -94,6 +96,16 @@ def _apply(store: Store, url: str, files: list[Path], op: tuple[Any, ...]) -> No
                 make_target(store, Config()),
                 source_id=entries[which % len(entries)]["source_id"],
             )
+    elif kind == "abandon":
+        with store.read() as conn:
+            partial = conn.execute(
+                text(
+                    "SELECT source_id FROM sources WHERE status IN ('partial', 'failed') "
+                    "ORDER BY source_id"
+                )
+            ).all()
+        if partial:
+            abandon(store, int(partial[op[1] % len(partial)][0]), "retired by a test")
     else:
         entries = list_entries(store)
         if entries:

@@ -31,3 +31,22 @@ def test_ruff(args: list[str]) -> None:
 def test_mypy_strict() -> None:
     done = subprocess.run([_tool("mypy")], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_dependency_is_imported() -> None:
+    """A dependency nobody imports (rapidfuzz was one) only costs installs."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    modules = {"sqlalchemy": "sqlalchemy", "psycopg": "psycopg", "pyyaml": "yaml",
+               "prometheus-client": "prometheus_client"}  # fmt: skip
+    code = "\n".join(
+        p.read_text(encoding="utf-8")
+        for folder in ("journal_loader", "migrations")
+        for p in (REPO / folder).rglob("*.py")
+    )
+    for requirement in project["dependencies"]:
+        name = re.split(r"[\[<>=!~ ]", requirement, maxsplit=1)[0].lower()
+        module = modules.get(name, name.replace("-", "_"))
+        assert re.search(rf"^\s*(import|from) {module}\b", code, re.M), f"{name} is never imported"

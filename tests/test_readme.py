@@ -96,16 +96,21 @@ def test_quick_start_commands_work_on_the_example(loaded: Path) -> None:
 def test_when_things_go_wrong_commands_work_on_the_example(loaded: Path) -> None:
     cmds = commands(section("When things go wrong"))
     assert [c[:2] for c in cmds] == [
+        ["dlq", "summary"],
         ["dlq", "list"],
         ["dlq", "show"],
         ["dlq", "retry"],
         ["dlq", "retry"],
         ["dlq", "resolve"],
+        ["source", "abandon"],
     ]
     for args in cmds:
         done = _cli(_fill(args, loaded), loaded)
         # the example's failures are bad data: a retry with the same code fails them again
         expected = 1 if args[:2] == ["dlq", "retry"] and "--dry-run" not in args else 0
+        if args[:2] == ["source", "abandon"]:  # the example has one source, and it completed
+            expected = 2
+            assert "no source 3" in done.stderr, done.stderr
         assert done.returncode == expected, (args, done.stdout, done.stderr)
 
 

@@ -55,6 +55,8 @@ READ_COMMANDS = [
     ["export"],
     ["lineage", "node", "1"],
     ["status", "--as-of", "5"],
+    ["dlq", "summary"],
+    ["graph", "stats"],
 ]
 
 

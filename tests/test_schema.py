@@ -3,15 +3,22 @@ on both backends; the code's SCHEMA_HEAD is the migrations' head; the resources 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from journal_loader.resources import migrations_dir, projections_dir
 from journal_loader.storage import Store, open_store
 from journal_loader.storage.base import SCHEMA_HEAD
 from journal_loader.storage.migrate import head_revision
-from journal_loader.storage.schema import metadata
+from journal_loader.storage.schema import DECLARED_DDL, metadata
+from tests.conftest import drop_pg_schema, make_pg_schema
+from tests.support import schema_catalog
 
 
 def test_schema_head_constant_is_the_migrations_head() -> None:
@@ -48,3 +55,74 @@ def test_first_use_migrates_and_second_open_is_a_no_op(db_url: str) -> None:
 def test_resources_are_found() -> None:
     assert (migrations_dir() / "env.py").is_file()
     assert (projections_dir() / "sources.sql").is_file()
+
+
+def _declared_database(db_url: str, ddl: list[str] | None = None) -> Any:
+    """A database built from journal_loader.storage.schema alone (no migration)."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        metadata.create_all(conn)
+        for statement in ddl if ddl is not None else DECLARED_DDL[engine.dialect.name]:
+            conn.execute(text(statement))
+    return engine
+
+
+@pytest.fixture
+def declared_url(db_url: str, tmp_path: Path) -> Iterator[str]:
+    """An empty database of db_url's backend, for the declared schema."""
+    if db_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'declared.db'}"
+        return
+    url, schema = make_pg_schema()
+    try:
+        yield url
+    finally:
+        drop_pg_schema(schema)
+
+
+def test_whole_migrated_schema_equals_declared_schema(store: Store, declared_url: str) -> None:
+    """Every object, not only tables: columns, constraints, indexes, views, triggers,
+    functions and sequences of the migrated database equal the declared ones."""
+    declared = _declared_database(declared_url)
+    try:
+        migrated_objects, declared_objects = schema_catalog(store.engine), schema_catalog(declared)
+    finally:
+        declared.dispose()
+    assert {k for k in migrated_objects if k.startswith(("view", "trigger"))}  # compared
+    differences = {
+        k: (migrated_objects.get(k), declared_objects.get(k))
+        for k in migrated_objects.keys() | declared_objects.keys()
+        if migrated_objects.get(k) != declared_objects.get(k)
+    }
+    assert differences == {}
+
+
+def test_whole_schema_comparison_catches_a_changed_view_and_trigger(
+    store: Store, declared_url: str
+) -> None:
+    """Planted differences: a view that spells one health differently, and a trigger that
+    refuses only UPDATE. The comparison names both."""
+    dialect = store.dialect
+    planted = []
+    for statement in DECLARED_DDL[dialect]:
+        if "CREATE VIEW" in statement:
+            statement = statement.replace("'ABANDONED'", "'RETIRED'")
+        if dialect == "sqlite" and "journal_refuse_delete" in statement:
+            statement = statement.replace("BEFORE DELETE", "BEFORE UPDATE")
+        if dialect == "postgresql" and "journal_refuse_update_delete" in statement:
+            statement = statement.replace("BEFORE UPDATE OR DELETE", "BEFORE UPDATE")
+        planted.append(statement)
+    declared = _declared_database(declared_url, planted)
+    try:
+        migrated_objects, declared_objects = schema_catalog(store.engine), schema_catalog(declared)
+    finally:
+        declared.dispose()
+    differing = {
+        k
+        for k in migrated_objects.keys() | declared_objects.keys()
+        if migrated_objects.get(k) != declared_objects.get(k)
+    }
+    trigger = "journal_refuse_delete" if dialect == "sqlite" else "journal_refuse_update_delete"
+    assert differing == {"view loader_status", f"trigger {trigger}"}

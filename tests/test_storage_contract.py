@@ -186,3 +186,40 @@ def test_lock_vanishes_when_its_holder_is_killed(db_url: str) -> None:
     finally:
         child.kill()
         store.dispose()
+
+
+def test_two_registrations_at_once_get_two_source_ids(pg_url: str) -> None:
+    """Both transactions take an id before either commits: MAX(source_id) + 1 gave both the
+    same one (and the second was refused by sources_pkey); the sequence gives two."""
+    from journal_loader.journal import queries
+
+    store = open_store(pg_url)
+    try:
+        q = queries.queries(store.dialect)
+        with store.transaction() as a, store.transaction() as b:
+            first = int(a.fetchone(q["next_source_id"])[0])
+            second = int(b.fetchone(q["next_source_id"])[0])
+        assert first != second
+    finally:
+        store.dispose()
+
+
+def test_source_ids_move_past_rows_written_without_the_sequence(pg_url: str) -> None:
+    """A database filled by `replay --into` has sources the sequence never handed out: the
+    next registration still gets a free id."""
+    from journal_loader.journal import queries
+
+    store = open_store(pg_url)
+    try:
+        with store.transaction() as tx:
+            tx.execute(
+                "INSERT INTO sources (source_id, source_type, source_name, source_version, "
+                "file_name, file_path, file_hash, file_size_bytes, records_processed, "
+                "records_imported, records_failed, records_skipped, status, last_position, "
+                "created_at, updated_at) VALUES (7, 't', 'n', 'v', 'f', 'p', 'h', 0, 0, 0, 0, 0, "
+                "'completed', 0, now(), now())"
+            )
+        with store.transaction() as tx:
+            assert int(tx.fetchone(queries.queries(store.dialect)["next_source_id"])[0]) == 8
+    finally:
+        store.dispose()

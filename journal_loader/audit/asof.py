@@ -169,7 +169,7 @@ def _stall_threshold(conn: Connection, dialect: str) -> float:
 def _health(status: str, age: int | None, threshold: float) -> str:
     if status == "processing":
         return "STALLED" if age is not None and age > threshold else "RUNNING"
-    return {"failed": "FAILED", "partial": "PARTIAL"}.get(status, "OK")
+    return {"failed": "FAILED", "partial": "PARTIAL", "abandoned": "ABANDONED"}.get(status, "OK")
 
 
 # --- replay --until --into ----------------------------------------------------------------

@@ -4,6 +4,7 @@ One module per command group; each registers its commands on ``main``. Every err
 journal-loader raises on purpose becomes one line on stderr and its exit code
 (``JournalLoaderError.exit_code``): 1 failed, 2 usage or config, 75 source locked. Anything
 else is a bug: one line, exit 1, and the traceback only with ``JOURNAL_LOADER_DEBUG=1``.
+Output into a pipe whose reader has left (``| head``) ends the command quietly with exit 0.
 """
 
 from __future__ import annotations
@@ -21,14 +22,47 @@ from journal_loader.secrets import scrub
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+def _stdout_gone() -> None:
+    """The reader of our stdout left (``| head``): what is still buffered goes nowhere, so
+    neither the rest of the command nor Python's flush at exit raises again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no file descriptor (a test runner's stdout)
+        pass
+
+
+def _flush_stdout() -> None:
+    """Flush inside the command, so a reader that left is noticed here, not at exit."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_gone()
+
+
 class _Group(click.Group):
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except BrokenPipeError:  # `journal-loader --help | head -1`
+            _stdout_gone()
+            raise click.exceptions.Exit(0) from None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+        except BrokenPipeError:
+            # `history 1 25 | head -2`: the reader has what it wanted; nothing went wrong.
+            _stdout_gone()
+            ctx.exit(0)
+        except click.exceptions.Exit:
+            _flush_stdout()
+            raise
         except JournalLoaderError as e:
             click.echo(f"error: {scrub(str(e))}", err=True)
             ctx.exit(e.exit_code)
-        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+        except (click.ClickException, click.Abort, SystemExit):
             raise
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -42,6 +76,8 @@ class _Group(click.Group):
                 err=True,
             )
             ctx.exit(1)
+        _flush_stdout()
+        return result
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)
@@ -59,10 +95,10 @@ def main() -> None:
 
 
 def _register() -> None:
-    from journal_loader.cli import admin, inspect, run_cmd
+    from journal_loader.cli import admin, inspect, run_cmd, source
 
     optional_modules = []
-    for optional in ("dlq", "audit", "ops"):  # command groups added by later modules
+    for optional in ("dlq", "audit", "ops", "graph"):  # command groups added by later modules
         try:
             module = __import__(f"journal_loader.cli.{optional}", fromlist=["register"])
         except ModuleNotFoundError as e:
@@ -72,7 +108,7 @@ def _register() -> None:
         optional_modules.append(module)
     # Imported first, registered after: an optional module may add options to `run`
     # (run_cmd.RUN_OPTIONS) at import time, and `run` takes them when it registers.
-    for module in (run_cmd, inspect, admin, *optional_modules):
+    for module in (run_cmd, inspect, admin, source, *optional_modules):
         module.register(main)
 
 

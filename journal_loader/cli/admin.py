@@ -7,7 +7,12 @@ import click
 from journal_loader.cli.common import db_options, fmt, open_db
 
 
-@click.group("projections")
+@click.group(
+    "projections",
+    epilog="""\b
+Example:
+  journal-loader projections rebuild --check""",
+)
 def projections_group() -> None:
     """The projections (sources, failed_records) derived from the journal."""
 
@@ -51,7 +56,12 @@ def rebuild_command(
     ctx.exit(1)
 
 
-@click.group("db")
+@click.group(
+    "db",
+    epilog="""\b
+Example:
+  journal-loader db upgrade --db postgresql+psycopg://owner@db/graph""",
+)
 def db_group() -> None:
     """The database schema."""
 

@@ -32,8 +32,29 @@ def lineage_group() -> None:
     source file, version, line, bytes, run and time, with the raw input, oldest first."""
 
 
+_LINEAGE_EXAMPLES = {
+    "node": """\b
+Examples: which records made node 7 (a company), and are their bytes still in the file?
+  journal-loader lineage node 7
+  journal-loader lineage node 7 --check-files --json
+  journal-loader lineage node 3 --limit 10         # a state: many records, the first 10""",
+    "attribute": """\b
+Examples: where did attribute 10 (a company's effective_date) come from?
+  journal-loader lineage attribute 10
+  journal-loader lineage attribute 10 --json""",
+    "relationship": """\b
+Examples: why does the graph say this agent represents that company?
+  journal-loader lineage relationship 9
+  journal-loader lineage relationship 9 --check-files --json""",
+}
+
+
 def _lineage_command(kind: str) -> click.Command:
-    @click.command(kind, help=f"Every record that asserted {kind} ID, oldest first.")
+    @click.command(
+        kind,
+        help=f"Every record that asserted {kind} ID, oldest first.",
+        epilog=_LINEAGE_EXAMPLES[kind],
+    )
     @click.argument("subject_id", metavar="ID", type=int)
     @db_options
     @click.option("--json", "as_json", is_flag=True, help="Print JSON.")

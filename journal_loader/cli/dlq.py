@@ -1,13 +1,22 @@
-"""``dlq list|show|retry|resolve``: the dead-letter queue."""
+"""``dlq list|summary|show|retry|resolve``: the dead-letter queue."""
 
 from __future__ import annotations
 
 import click
+import msgspec
 
 from journal_loader.cli.common import db_options, echo_json, open_db, table
 
 
-@click.group("dlq")
+@click.group(
+    "dlq",
+    epilog="""\b
+Examples:
+  journal-loader dlq summary --source 1          # what went wrong, grouped
+  journal-loader dlq list --source 1             # every entry
+  journal-loader dlq show 468                    # one entry: raw input, every attempt
+  journal-loader dlq retry -c loader.yaml --source 1 --dry-run""",
+)
 def dlq_group() -> None:
     """The dead-letter queue: records that failed, with their raw input and errors."""
 
@@ -74,6 +83,73 @@ def list_command(
                 ],
             )
         )
+
+
+@dlq_group.command(
+    "summary",
+    epilog="""\b
+Examples:
+  journal-loader dlq summary --source 1
+  journal-loader dlq summary --json | jq '.[0]'
+\b
+Numbers become <n> and quoted values '…' (a quoted name after field, column, key or
+attribute stays), so "HO Zip '9021'" and "HO Zip 'ABCDE'" are one group.""",
+)
+@db_options
+@click.option("--source", "source_id", type=int, help="Only this source.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def summary_command(
+    db: str | None, config_path: str | None, source_id: int | None, as_json: bool
+) -> None:
+    """The DLQ grouped by what went wrong: stage, error type and message (with its numbers
+    and quoted values folded), largest group first, each with its count, one example entry
+    and the first and last run that failed it."""
+    from journal_loader.audit.base import require_source
+    from journal_loader.failures import summarise
+
+    store = open_db(db, config_path, read_only=True)
+    if source_id is not None:
+        require_source(store, source_id)
+    groups = summarise(store, source_id=source_id)
+    if as_json:
+        echo_json([msgspec.to_builtins(g) for g in groups])
+        return
+    scope = f"source {source_id}" if source_id is not None else "all sources"
+    if not groups:
+        click.echo(f"the dead-letter queue is empty ({scope})")
+        return
+    total = sum(g.count for g in groups)
+    click.echo(f"{total} record(s) in the dead-letter queue ({scope}), {len(groups)} group(s):")
+    click.echo(
+        table(
+            [
+                "count",
+                "stage",
+                "error",
+                "message",
+                "id",
+                "source",
+                "offset",
+                "first run",
+                "last run",
+            ],
+            [
+                [
+                    g.count,
+                    g.stage,
+                    g.error_type,
+                    _clip(g.pattern, 70),
+                    g.example_id,
+                    g.example_source_id,
+                    g.example_offset,
+                    f"{g.first_run_id[:8]} {g.first_failed_at[:10]}",
+                    f"{g.last_run_id[:8]} {g.last_failed_at[:10]}",
+                ]
+                for g in groups
+            ],
+        )
+    )
+    click.echo("one example of each: journal-loader dlq show ID")
 
 
 @dlq_group.command("show", epilog="Example:\n\n  journal-loader dlq show 1234")

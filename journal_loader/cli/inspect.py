@@ -124,7 +124,8 @@ def history_command(
     source_id: int, offset: int, db: str | None, config_path: str | None, as_json: bool
 ) -> None:
     """Every event of one record (SOURCE_ID, OFFSET: 0-based record index), in order:
-    what was read (raw bytes), what the loader made of it, what the graph answered."""
+    what was read (raw bytes), what the loader made of it, what the graph answered (one line
+    per fact; --json has every field of every event)."""
     from journal_loader.journal.queries import record_events
     from journal_loader.storage.schema import sources
 
@@ -172,15 +173,78 @@ def history_command(
             f"\n#{e.position}  {e.recorded_at:%Y-%m-%d %H:%M:%S}  run {e.run_id[:8]}  "
             f"{e.event_type}"
         )
-        for key, value in ev.items():
-            if key == "raw" and isinstance(value, str):
-                value = base64.b64decode(value).decode("utf-8", "backslashreplace").rstrip("\r\n")
-            click.echo(f"    {key}: {_short(value)}")
+        for line in _event_lines(ev):
+            click.echo(f"    {line}".rstrip())
 
 
-def _short(value: Any) -> str:
-    text = value if isinstance(value, str) else msgspec.json.encode(value).decode()
-    return text if len(text) <= 2000 else text[:2000] + " ..."
+def _event_lines(ev: dict[str, Any]) -> list[str]:
+    """An event's payload for people: scalars as ``key: value``, the raw bytes as text, a
+    record one field a line, the graph's answer one line per fact (``--json`` has it all)."""
+    lines: list[str] = []
+    for key, value in ev.items():
+        if key == "raw" and isinstance(value, str):
+            text = base64.b64decode(value).decode("utf-8", "backslashreplace").rstrip("\r\n")
+            lines.append(f"raw: {text}")
+        elif key == "results" and isinstance(value, list):
+            statuses: dict[str, int] = {}
+            for result in value:
+                statuses[str(result.get("status"))] = statuses.get(str(result.get("status")), 0) + 1
+            counted = ", ".join(f"{n} {status}" for status, n in statuses.items())
+            lines.append(f"graph: {len(value)} fact(s){': ' + counted if counted else ''}")
+            lines += [f"  {_fact_line(i, result)}" for i, result in enumerate(value)]
+        elif isinstance(value, dict) and value:
+            lines.append(f"{key}:")
+            lines += [f"  {k}: {_scalar(v)}" for k, v in value.items()]
+        else:
+            lines.append(f"{key}: {_scalar(value)}")
+    return lines
+
+
+def _fact_line(index: int, result: dict[str, Any]) -> str:
+    """``fact 3: success (confidence 1): source entity 10 matched (exact_name_match, 1);
+    target entity 7 matched (external_key, 1); relationship 9 created``"""
+    parts = []
+    for action in result.get("actions", []):
+        kind = str(action.get("action", ""))
+        if kind.startswith("entity_"):
+            how = ", ".join(
+                str(x)
+                for x in (action.get("match_reason"), _number(action.get("confidence")))
+                if x is not None
+            )
+            parts.append(
+                f"{action.get('role') or 'an'} entity {action.get('entity_id')} {kind[7:]}"
+                + (f" ({how})" if how else "")
+            )
+        elif kind.startswith("relationship_"):
+            parts.append(f"relationship {action.get('relationship_id')} {kind[13:]}")
+        elif kind == "error":
+            parts.append(f"error: {action.get('message')}")
+        else:
+            parts.append(kind)
+    conflicts = result.get("conflicts") or []
+    if conflicts:
+        parts.append(
+            "conflicts with "
+            + ", ".join(
+                f"{c.get('relationship_type')} {c.get('relationship_id')}" for c in conflicts
+            )
+        )
+    head = f"fact {index}: {result.get('status')}"
+    confidence = _number(result.get("overall_confidence"))
+    if confidence is not None:
+        head += f" (confidence {confidence})"
+    if result.get("in_doubt"):
+        head += " (in doubt: proposed again after a crash)"
+    return head + (": " + "; ".join(parts) if parts else "")
+
+
+def _number(value: Any) -> str | None:
+    return None if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _scalar(value: Any) -> str:
+    return value if isinstance(value, str) else msgspec.json.encode(value).decode()
 
 
 def register(main: click.Group) -> None:

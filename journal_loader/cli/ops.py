@@ -30,7 +30,7 @@ Exit codes: 0 every job ok (a job whose source another run holds counts as skipp
 failed); 1 one or more jobs failed; 2 no config in the folder."""
 
 
-@click.group("config")
+@click.group("config", epilog=EXAMPLES_CONFIG)
 def config_group() -> None:
     """Validate config files."""
 
@@ -103,7 +103,7 @@ def _check_loader(cfg: Any, config: str) -> tuple[Any, str]:
     return loader, f"{spec}: {type(loader).__name__} imported (name {loader.name})"
 
 
-@click.group("jobs")
+@click.group("jobs", epilog=EXAMPLES_JOBS)
 def jobs_group() -> None:
     """Run a folder of configs (for cron and systemd timers)."""
 

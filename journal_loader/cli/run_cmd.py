@@ -87,7 +87,7 @@ def run_command(
         observers=observers,
     )
     if as_json:
-        echo_json(msgspec.to_builtins(report))
+        echo_json({**msgspec.to_builtins(report), "exit_code": report.exit_code})
     else:
         click.echo(summary(report))
     ctx.exit(report.exit_code)
@@ -105,6 +105,7 @@ def summary(report: object) -> str:
     lines = [head, f"  file           {report.file}"]
     if report.message:
         lines.append(f"  note           {report.message}")
+    lines += [f"  note           {note}" for note in report.notes]
     if report.status == "already_processed":
         return "\n".join(lines)
     if report.resumed_from:
@@ -115,6 +116,7 @@ def summary(report: object) -> str:
         f"  succeeded      {fmt(s.successful)}",
         f"  failed         {fmt(s.failed)}"
         + (f"   (see: journal-loader dlq list --source {report.source_id})" if s.failed else ""),
+        *_failure_lines(report),
         f"  skipped        {fmt(s.skipped)}",
         f"  entities       {fmt(s.entities_created)} created, {fmt(s.entities_matched)} matched",
         f"  relationships  {fmt(s.relationships_created)} created, "
@@ -124,6 +126,22 @@ def summary(report: object) -> str:
     if report.records_in_file is not None:
         lines.append(f"  records in file {fmt(report.records_in_file)}")
     return "\n".join(lines)
+
+
+def _failure_lines(report: Any) -> list[str]:
+    """The run's top three kinds of failure (the rest: ``dlq summary``)."""
+    groups = report.failure_groups
+    lines = [
+        f"    {fmt(g.count):>6}  {g.stage} {g.error_type}: {g.pattern}  (e.g. record "
+        f"{g.example_offset}, line {g.example_line})"
+        for g in groups[:3]
+    ]
+    if len(groups) > 3:
+        lines.append(
+            f"    ... and {len(groups) - 3} more kind(s): journal-loader dlq summary "
+            f"--source {report.source_id}"
+        )
+    return lines
 
 
 def register(main: click.Group) -> None:

@@ -106,6 +106,7 @@ log = logging.getLogger("journal_loader.graph")
 
 MAX_NAME_CHARS = 1000
 MAX_VALUE_BYTES = 2000  # PostgreSQL's btree entries cap out near 2.7 kB
+MAX_TYPE_CHARS = 100  # node_type, rel_type, attr_type: VARCHAR(100)
 ALIAS_CONFIDENCE = 0.9
 DEFAULT_CONFLICT_PENALTY = 0.7
 FUZZY_INDEX_NAME = "ix_nodes_fuzzy_key_trgm"
@@ -422,17 +423,102 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
     def prefetch(
         self, tx: Tx, entities: list[Entity], facts: list[tuple[Entity, str, Entity]]
     ) -> None:
-        """Warm the caches for a batch in four queries (nodes by name and by key, aliases,
-        attributes of the nodes found, relationships between them). What is found goes where
-        a single lookup would have put it, and keys found absent are remembered like the
-        names found absent: the answers are the same as without it, minus the round trips.
-        A stale negative (another runner inserted meanwhile) surfaces as a unique-key
-        conflict at flush: the batch is rolled back, the caches forgotten, the batch retried.
+        """Warm the caches for a batch in a few queries (nodes by name and by key, aliases,
+        attributes of the nodes found, relationships between them), and lock what the batch
+        may create. What is found goes where a single lookup would have put it, and keys
+        found absent are remembered like the names found absent: the answers are the same as
+        without it, minus the round trips.
+
+        Concurrency (issue: two loaders of different sources sharing entities on one
+        PostgreSQL). Without locks, two batches that both decide "Acme is new" both insert it;
+        the second is refused by a unique index at flush (or deadlocks, when each waits for a
+        key the other inserted), rolls back and redoes the whole batch, which collides again
+        with the other runner's next batch: 9 of 12 runs gave up. So, before it proposes, a
+        batch takes transaction-scoped locks on the identities it may create, in one sorted
+        order (no deadlock between batches), and only then looks those identities up again:
+        a runner that created one has committed before our lock is granted, and READ
+        COMMITTED shows its row to the statement after the lock. Two phases:
+
+        1. entities that do not resolve without doubt from committed rows (new names, new
+           keys, keyless nodes a keyed entity would adopt): a lock on ``(type, name)`` and
+           on ``(type, key)``;
+        2. then, for nodes that exist, the relationships and attribute values the batch
+           would add to them: a lock on each ``(source, type, target)`` and
+           ``(node, attribute, value)``.
+
+        A phase-1 holder waits only for phase-1 locks, a phase-2 holder only for phase-2
+        locks, and each phase takes its locks in one statement in key order, so no cycle can
+        form. Existing entities take no lock, so a refresh load does not wait at all.
+        What the planning pass did not see (a loader whose ``propose`` is not deterministic)
+        is still caught by the unique indexes: a conflict, retried narrowly by the runner.
+        Pinned by tests/test_concurrency.py (2 and 4 loaders sharing entities, both
+        backends, graph equal to the sequential load).
         """
+        names, keys = self._identities_to_look_up(entities)
+        if names or keys:
+            self._prefetch_nodes(tx, names, keys)
+        # phase 1: lock what may be created, then look it up again
+        new_names, new_keys = self._unresolved(entities)
+        if new_names or new_keys:
+            tx.advisory_xact_lock(
+                [f"graph:name:{t}:{n}" for t, n in new_names]
+                + [f"graph:key:{t}:{k}" for t, k in new_keys]
+            )
+            for name in new_names:
+                self._by_name.pop(name, None)
+                self._by_alias.pop(name, None)
+            for key in new_keys:
+                self._by_key.pop(key, None)
+                self._absent_keys.discard(key)
+            self._prefetch_nodes(tx, new_names, new_keys)
+        known = {id(e): self._known_node(e) for e in entities}
+        wanted = {known[id(e)] for e in entities if e.attributes} - {None} - set(self._attrs)
+        if wanted:
+            self._prefetch_attributes(tx, sorted(i for i in wanted if i is not None))
+        pairs = set()
+        for src, _rel, tgt in facts:
+            s_id, t_id = known.get(id(src)), known.get(id(tgt))
+            if s_id is not None and t_id is not None and (s_id, t_id) not in self._pairs:
+                pairs.add((s_id, t_id))
+        if pairs:
+            self._prefetch_relationships(tx, pairs)
+        # phase 2: lock what the batch would add to existing nodes, then look it up again
+        new_rels: set[tuple[int, str, int]] = set()
+        for src, rel, tgt in facts:
+            s_id, t_id = known.get(id(src)), known.get(id(tgt))
+            if s_id is not None and t_id is not None and (s_id, rel, t_id) not in self._rels:
+                new_rels.add((s_id, rel, t_id))
+        new_attrs: set[tuple[int, str, str]] = set()
+        for e in entities:
+            node_id = known.get(id(e))
+            if node_id is not None and e.attributes:
+                existing = self._attrs.get(node_id, {})
+                for attr_type, value in e.attributes.items():
+                    try:
+                        values = _attribute_values(attr_type, value)
+                    except ValidationError:
+                        continue  # the real pass fails the record
+                    new_attrs.update(
+                        (node_id, attr_type, v) for v in values if (attr_type, v) not in existing
+                    )
+        if new_rels or new_attrs:
+            tx.advisory_xact_lock(
+                [f"graph:rel:{s}:{r}:{t}" for s, r, t in new_rels]
+                + [f"graph:attr:{n}:{a}:{v}" for n, a, v in new_attrs]
+            )
+            self._prefetch_attributes(tx, sorted({n for n, _a, _v in new_attrs}), refresh=True)
+            self._prefetch_relationships(tx, {(s, t) for s, _r, t in new_rels}, refresh=True)
+
+    def _identities_to_look_up(
+        self, entities: list[Entity]
+    ) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+        """(type, normalised name) and (type, key) pairs of the batch the caches don't know.
+        Values the real pass will refuse (a NUL byte, not text, too long) are left out: that
+        record alone fails at validation; here it would fail the batch's query."""
         names: set[tuple[str, str]] = set()
         keys: set[tuple[str, str]] = set()
         for e in entities:
-            if not isinstance(e.name, str) or not isinstance(e.type, str):
+            if not _lookup_text(e.type) or not _lookup_text(e.name):
                 continue
             norm = normalize_name(e.name)
             if not norm:
@@ -440,34 +526,69 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
             if (e.type, norm) not in self._by_name:
                 names.add((e.type, norm))
             key = (e.type, e.key)
+            if e.key is not None and not _lookup_text(e.key):
+                continue
             if isinstance(e.key, str) and key not in self._by_key and key not in self._absent_keys:
                 keys.add((e.type, e.key))
-        if names or keys:
-            self._prefetch_nodes(tx, names, keys)
-        known = {id(e): self._known_node(e) for e in entities}
-        wanted = {known[id(e)] for e in entities if e.attributes} - {None} - set(self._attrs)
-        if wanted:
-            ids = sorted(i for i in wanted if i is not None)
-            found: dict[int, dict[tuple[str, str], int]] = {i: {} for i in ids}
-            for node_id, attr_id, attr_type, value in tx.fetchall(
-                self._q["prefetch_attributes"], {"ids": ids}
-            ):
-                found[node_id][(attr_type, value)] = attr_id
-            for node_id, attrs in found.items():
-                self._attrs.setdefault(node_id, attrs)  # committed rows: no undo needed
-        pairs = set()
-        for src, _rel, tgt in facts:
-            s_id, t_id = known.get(id(src)), known.get(id(tgt))
-            if s_id is not None and t_id is not None and (s_id, t_id) not in self._pairs:
-                pairs.add((s_id, t_id))
-        if pairs:
-            ordered = sorted(pairs)
-            for s_id, t_id, rel_id, rel_type, strength in tx.fetchall(
-                self._q["prefetch_relationships"],
-                {"sources": [p[0] for p in ordered], "targets": [p[1] for p in ordered]},
-            ):
-                self._rels.setdefault((s_id, rel_type, t_id), (rel_id, float(strength)))
-            self._pairs.update(pairs)  # every relationship between them is known now
+        return names, keys
+
+    def _unresolved(
+        self, entities: list[Entity]
+    ) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+        """The identities a batch may create or change: a keyed entity whose key no committed
+        node has (it creates a node, or gives its key to a keyless one), a keyless entity
+        that does not match exactly one node by name (it creates one, or is ambiguous)."""
+        names: set[tuple[str, str]] = set()
+        keys: set[tuple[str, str]] = set()
+        for e in entities:
+            if not _lookup_text(e.type) or not _lookup_text(e.name):
+                continue
+            if e.key is not None and not _lookup_text(e.key):
+                continue
+            norm = normalize_name(e.name)
+            if not norm:
+                continue
+            if isinstance(e.key, str):
+                if (e.type, e.key) not in self._by_key:
+                    keys.add((e.type, e.key))
+                    names.add((e.type, norm))
+            else:
+                candidates = self._by_name.get((e.type, norm))
+                if candidates is None or len(candidates) != 1:
+                    names.add((e.type, norm))
+        return names, keys
+
+    def _prefetch_attributes(self, tx: Tx, ids: list[int], *, refresh: bool = False) -> None:
+        if not ids:
+            return
+        found: dict[int, dict[tuple[str, str], int]] = {i: {} for i in ids}
+        for node_id, attr_id, attr_type, value in tx.fetchall(
+            self._q["prefetch_attributes"], {"ids": ids}
+        ):
+            found[node_id][(attr_type, value)] = attr_id
+        for node_id, attrs in found.items():  # committed rows: no undo needed
+            if refresh:
+                self._attrs[node_id] = attrs
+            else:
+                self._attrs.setdefault(node_id, attrs)
+
+    def _prefetch_relationships(
+        self, tx: Tx, pairs: set[tuple[int, int]], *, refresh: bool = False
+    ) -> None:
+        """Every relationship between each pair (committed rows: no undo needed)."""
+        if not pairs:
+            return
+        ordered = sorted(pairs)
+        if refresh:
+            stale = [k for k in self._rels if (k[0], k[2]) in pairs]
+            for k in stale:
+                del self._rels[k]
+        for s_id, t_id, rel_id, rel_type, strength in tx.fetchall(
+            self._q["prefetch_relationships"],
+            {"sources": [p[0] for p in ordered], "targets": [p[1] for p in ordered]},
+        ):
+            self._rels[(s_id, rel_type, t_id)] = (rel_id, float(strength))
+        self._pairs.update(pairs)  # every relationship between them is known now
 
     def _prefetch_nodes(
         self, tx: Tx, names: set[tuple[str, str]], keys: set[tuple[str, str]]
@@ -902,6 +1023,10 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
             strength = strength * self.conflict_penalty
 
         meta = None if metadata is None else msgspec.json.encode(metadata).decode()
+        if meta is not None and "\\u0000" in meta and _has_nul(metadata):
+            # JSON could carry it escaped, but no consumer of the graph's text wants it (a
+            # cast to jsonb refuses it): refused like a NUL byte anywhere else in a fact.
+            raise ValidationError("relationship metadata contains a NUL byte")
         if found is None:
             rel_id = tx.next_id("relationships")
             self._buf.relationships.append(
@@ -1132,13 +1257,18 @@ def check_fact(
 ) -> tuple[str, str]:
     """Refuses a fact that breaks a rule (ValidationError: the record fails at stage
     validate); returns the normalised names of its two entities. Shared by every target."""
-    if node_types is not None and (src.type not in node_types or tgt.type not in node_types):
+    if node_types is None:
+        _check_type("node type", src.type)
+        _check_type("node type", tgt.type)
+    elif src.type not in node_types or tgt.type not in node_types:
         unknown = src.type if src.type not in node_types else tgt.type
         raise ValidationError(
             f"unknown node type {unknown!r} (allowed: {', '.join(sorted(node_types))})"
             + did_you_mean(unknown, sorted(node_types))
         )
-    if relationship_types is not None and relationship not in relationship_types:
+    if relationship_types is None:
+        _check_type("relationship type", relationship)
+    elif relationship not in relationship_types:
         raise ValidationError(
             f"unknown relationship type {relationship!r} "
             f"(allowed: {', '.join(sorted(relationship_types))})"
@@ -1166,6 +1296,25 @@ def _checked_norm(e: Entity) -> str:
     if key is not None and (key.__class__ is not str or len(key) > MAX_NAME_CHARS or "\x00" in key):
         _check_text("external key", key, MAX_NAME_CHARS)
     return norm
+
+
+def _check_type(what: str, value: Any) -> None:
+    """A type name the graph can store on both backends (node_type, rel_type and attr_type
+    are VARCHAR(100); PostgreSQL text refuses NUL bytes, SQLite would keep them)."""
+    if type(value) is not str or not value or len(value) > MAX_TYPE_CHARS or "\x00" in value:
+        if isinstance(value, str) and not value:
+            raise ValidationError(f"{what} is empty")
+        _check_text(what, value, MAX_TYPE_CHARS)
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def _check_number(what: str, value: Any) -> None:
@@ -1201,6 +1350,7 @@ def _as_date(what: str, value: Any) -> dt.date | None:
 
 
 def _attribute_values(attr_type: str, value: Any) -> list[str]:
+    _check_type("attribute type", attr_type)
     values = value if isinstance(value, list | tuple | set | frozenset) else [value]
     out = []
     for v in values:
@@ -1233,6 +1383,11 @@ def _rel_row(tx: Tx, row: tuple[Any, ...]) -> tuple[Any, ...]:
     if tx.store.dialect != "sqlite" or (row[5] is None and row[6] is None):
         return row
     return (*row[:5], _date(tx, row[5]), _date(tx, row[6]), *row[7:])
+
+
+def _lookup_text(value: Any) -> bool:
+    """Text a lookup query can carry (PostgreSQL text refuses NUL bytes)."""
+    return type(value) is str and len(value) <= MAX_NAME_CHARS and "\x00" not in value
 
 
 def _is_values_error(error: JournalLoaderError) -> bool:

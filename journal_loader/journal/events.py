@@ -85,6 +85,18 @@ class RunAbandoned(Event, frozen=True):
     reason: str = ""
 
 
+class SourceAbandoned(Event, frozen=True):
+    """An operator (``journal-loader source abandon``) or a run of the same file name with
+    new content (``superseded_by``) retired this partial source: health and ``status
+    --stalled`` ignore it from now on. Nothing is deleted: its facts stay in the graph with
+    their provenance, its failures in the DLQ. Should its exact content come back, a run
+    resumes it as before."""
+
+    reason: str
+    superseded_by: int | None = None
+    next_offset: int | None = None  # where it was left (the last checkpoint)
+
+
 class BatchCommitted(Event, frozen=True):
     """The checkpoint: every record before ``next_offset`` is done. Resume seeks ``next_byte``.
 
@@ -189,6 +201,7 @@ EventType = (
     | LoadStarted
     | RunStarted
     | RunAbandoned
+    | SourceAbandoned
     | BatchCommitted
     | RunFinished
     | RecordParsed
@@ -206,6 +219,7 @@ EVENT_CLASSES: dict[str, type[Event]] = {
         LoadStarted,
         RunStarted,
         RunAbandoned,
+        SourceAbandoned,
         BatchCommitted,
         RunFinished,
         RecordParsed,

@@ -52,3 +52,15 @@ RETURNING generation
 -- name: check_lease
 UPDATE source_leases SET heartbeat_at = :now
 WHERE source_id = :source_id AND generation = :generation
+
+-- name: source_for_abandon
+SELECT source_type, file_hash, file_name, status, last_position
+FROM sources WHERE source_id = :source_id
+
+-- name: partial_predecessors
+-- Sources of this type and file name with other content whose load did not finish: the
+-- ones a new version of the file supersedes (journal_loader/abandon.py).
+SELECT source_id FROM sources
+WHERE source_type = :source_type AND file_name = :file_name AND file_hash <> :file_hash
+  AND source_id <> :source_id AND status IN ('registered', 'processing', 'partial', 'failed')
+ORDER BY source_id

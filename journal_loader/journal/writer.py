@@ -61,18 +61,20 @@ class JournalWriter:
             return []
         now = recorded_at or dt.datetime.now(dt.UTC)
         stamp = tx.timestamp(now)
-        positions = tx.reserve_positions(len(events))
         source_id, run_id = self.source_id, self.run_id
         # The canonical bytes (journal/chain.py), built inline: this loop runs twice per
         # record, and the per-batch part of the header is the same for every event.
+        # Positions are not part of the hash, so the chain is computed before they are
+        # reserved: on PostgreSQL reserving them takes the journal's append lock, held to
+        # COMMIT (storage/postgres.py), and everything done after it serialises concurrent
+        # loaders. Only the rows' first column waits for the lock.
         sid = f"{source_id}\n"
         tail = f"\n{run_id}\n{format_time(now)}\n"
         prev = self.head
-        db_rows: list[tuple[Any, ...]] = []
-        rows: list[JournalRow] = []
-        append_db, append_row = db_rows.append, rows.append
+        chained: list[tuple[Any, ...]] = []
+        append = chained.append
         sha256 = hashlib.sha256
-        for position, pending in zip(positions, events, strict=True):
+        for pending in events:
             ev = pending.event
             event_type = ev.__class__.__name__
             offset = pending.record_offset
@@ -83,9 +85,8 @@ class JournalWriter:
                 + payload
             )
             digest = sha256(prev + message if prev else message).digest()
-            append_db(
+            append(
                 (
-                    position,
                     source_id,
                     offset,
                     event_type,
@@ -97,8 +98,13 @@ class JournalWriter:
                     digest,
                 )
             )
-            append_row(JournalRow(position, source_id, offset, ev, run_id, now))
             prev = digest
+        positions = tx.reserve_positions(len(events))
+        db_rows = [(p, *row) for p, row in zip(positions, chained, strict=True)]
+        rows = [
+            JournalRow(p, source_id, pending.record_offset, pending.event, run_id, now)
+            for p, pending in zip(positions, events, strict=True)
+        ]
         tx.insert_rows("journal", JOURNAL_COLUMNS, db_rows)
         self._pending_head = prev
         return rows

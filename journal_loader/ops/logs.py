@@ -13,6 +13,11 @@ secret comes out as ``***`` in both formats.
 
 JSON lines: ``{"ts", "level", "logger", "message", "loader", "source_id", "run_id"}`` plus
 ``"exc"`` with the traceback and any ``extra={"fields": {...}}`` given to the call.
+
+A run's last line says how it ended (``run finished: completed, exit code 0: ...``; in JSON
+with the fields ``event: run_finished``, ``status``, ``exit_code``, ``records``, ``succeeded``,
+``failed``, ``skipped``, ``duration_seconds``, ``records_per_second``, ``reason``): INFO
+when it exits 0, WARNING for 75 (locked), ERROR otherwise.
 """
 
 from __future__ import annotations
@@ -224,6 +229,51 @@ class LogSetup:
             self.context.run_id = getattr(report, "run_id", None)
         if self.context.source_id is None:
             self.context.source_id = getattr(report, "source_id", None)
+        self._log_end(report)
+
+    @staticmethod
+    def _log_end(report: Any) -> None:
+        """The run's last line: how it ended, for a log shipper that never sees stdout."""
+        from journal_loader.ops.observers import exit_code_of, pending_error
+
+        code = exit_code_of(report)
+        stats = getattr(report, "statistics", None)
+        counts = {
+            name: int(getattr(stats, attr, 0) or 0)
+            for name, attr in (
+                ("records", "total_processed"),
+                ("succeeded", "successful"),
+                ("failed", "failed"),
+                ("skipped", "skipped"),
+            )
+        }
+        status = str(getattr(report, "status", "") or "failed")
+        duration = float(getattr(report, "duration_seconds", 0.0) or 0.0)
+        reason = str(getattr(report, "message", "") or "") or pending_error(report)
+        fields = {
+            "event": "run_finished",
+            "status": status,
+            "exit_code": code,
+            **counts,
+            "duration_seconds": round(duration, 3),
+            "records_per_second": getattr(report, "records_per_second", 0.0),
+            "reason": reason or None,
+        }
+        level = logging.INFO if code == 0 else logging.WARNING if code == 75 else logging.ERROR
+        logging.getLogger("journal_loader.run").log(
+            level,
+            "run finished: %s, exit code %d: %s records, %s succeeded, %s failed, %s skipped "
+            "in %.2f s%s",
+            status,
+            code,
+            f"{counts['records']:,}",
+            f"{counts['succeeded']:,}",
+            f"{counts['failed']:,}",
+            f"{counts['skipped']:,}",
+            duration,
+            f" ({reason})" if reason else "",
+            extra={"fields": fields},
+        )
 
     def close(self) -> None:
         with self._lock:

@@ -17,7 +17,11 @@ Metrics (``loader`` is the loader's name, ``source_type`` the source's type):
 * ``journal_loader_propose_duration_seconds{loader}``: histogram, per record (fed by the
   runner's ``on_propose_durations`` hook);
 * ``journal_loader_position{loader,source_type}``: records done in the current source;
-* ``journal_loader_dlq_depth{source_type}``: the type's records in the dead-letter queue;
+* ``journal_loader_dlq_depth{loader,source_type}``: the type's records in the dead-letter
+  queue, after every batch: counted (one COUNT) at the start, every ``dlq_every`` batches and
+  at the end, and in between the last count plus the run's failures since (a record that
+  fails again while already in the queue, after a ``--force`` reload, is over-counted until
+  the next count);
 * ``journal_loader_retries_total{loader,kind}``: counter (the runner's ``on_retry`` hook);
 * ``journal_loader_last_success_timestamp_seconds{loader}``: end of the last run that
   exited 0;
@@ -26,11 +30,14 @@ Metrics (``loader`` is the loader's name, ``source_type`` the source's type):
 * ``journal_loader_run_start_timestamp_seconds{loader}``,
   ``journal_loader_run_end_timestamp_seconds{loader}`` (0 while the run lasts);
 * ``journal_loader_run_exit_code{loader}``: 0, 1, 2, 75; -1 while the run lasts;
-* ``journal_loader_bytes_read{loader,source_type}``,
+* ``journal_loader_read_bytes{loader,source_type}``,
   ``journal_loader_source_size_bytes{loader,source_type}``: progress through the file.
 
-The histograms and run timestamps carry ``loader`` too: node_exporter merges the textfiles of
-all loaders into one scrape, where series without it would collide.
+Names follow Prometheus' conventions: the unit last (``_seconds``, ``_bytes``), ``_total``
+for counters. The histograms, run timestamps and the DLQ depth carry ``loader`` too:
+node_exporter merges the textfiles of all loaders into one scrape, where series without it
+would collide. No ``_created`` series: a counter's creation time says nothing about a run
+(``prometheus_client.disable_created_metrics``).
 
 A textfile written by a run that failed keeps the previous file's last-success time, so
 "no success in N hours" fires on time whatever the output.
@@ -46,7 +53,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, write_to_textfile
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    write_to_textfile,
+)
 from prometheus_client.exposition import pushadd_to_gateway, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -55,6 +69,8 @@ from journal_loader.ops.observers import exit_code_of
 from journal_loader.secrets import mask_url, password_from_url, register_secret, scrub
 
 log = logging.getLogger("journal_loader.metrics")
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # process-wide; we export none
 
 OUTCOMES = ("succeeded", "failed", "skipped")
 RETRY_KINDS = ("transient", "conflict", "record_by_record")
@@ -76,7 +92,7 @@ METRIC_NAMES = (
     "journal_loader_run_start_timestamp_seconds",
     "journal_loader_run_end_timestamp_seconds",
     "journal_loader_run_exit_code",
-    "journal_loader_bytes_read",
+    "journal_loader_read_bytes",
     "journal_loader_source_size_bytes",
 )
 
@@ -115,6 +131,9 @@ class MetricsObserver:
         self._last_batch_at: float | None = None
         self._last_event = clock()
         self._counted = {"succeeded": 0, "failed": 0, "skipped": 0}
+        # the last DLQ count, and the run's failures when it was taken
+        self._dlq_counted: int | None = None
+        self._failed_at_count = 0
         self._finished = False
         self._server: Any = None
         self.port: int | None = None
@@ -159,7 +178,7 @@ class MetricsObserver:
         self.dlq_depth = gauge(
             "journal_loader_dlq_depth",
             "Records of the source type in the dead-letter queue.",
-            ["source_type"],
+            by_source,
         )
         self.last_event_age = gauge(
             "journal_loader_last_event_age_seconds",
@@ -185,7 +204,7 @@ class MetricsObserver:
             by_loader,
         )
         self.bytes_read = gauge(
-            "journal_loader_bytes_read",
+            "journal_loader_read_bytes",
             "Bytes of the source file consumed (compressed bytes for gzip).",
             by_source,
         )
@@ -301,8 +320,11 @@ class MetricsObserver:
             self._touch()
             self._batches += 1
             probe = self._batches % self.dlq_every == 0
+            failed = int(stats.failed)
         if probe:
-            self._probe_dlq()
+            self._probe_dlq(failed)
+        else:
+            self._estimate_dlq(failed)
         self.write_textfile()
 
     def on_propose_durations(self, durations: Sequence[float]) -> None:
@@ -326,7 +348,7 @@ class MetricsObserver:
             self.exit_code.labels(self.loader).set(code)
             if code == 0:
                 self._set_last_success(now)
-        self._probe_dlq()
+        self._probe_dlq(self._counted["failed"])
         self.write_textfile()
         self.push()
         self.close()
@@ -362,15 +384,28 @@ class MetricsObserver:
             log.warning("could not read the previous metrics textfile %s: %s", self.textfile, e)
         return None
 
-    def _probe_dlq(self) -> None:
+    def _probe_dlq(self, failed: int = 0) -> None:
+        """Count the DLQ; ``failed``: the run's failures so far (all of them are in it)."""
         if self.dlq_probe is None or not self.source_type:
             return
         try:
             depth = self.dlq_probe(self.source_type)
         except Exception as e:  # a metric is not worth failing a run for
             log.warning("could not read the DLQ depth: %s", scrub(str(e)))
+            self._estimate_dlq(failed)
             return
-        self.dlq_depth.labels(self.source_type).set(depth)
+        with self._lock:
+            self._dlq_counted, self._failed_at_count = depth, failed
+            self.dlq_depth.labels(self.loader, self.source_type).set(depth)
+
+    def _estimate_dlq(self, failed: int) -> None:
+        """Between counts: the last count plus this run's failures since (each one is a row
+        of the DLQ), so the gauge moves with every batch without a COUNT per batch."""
+        with self._lock:
+            if self._dlq_counted is None:
+                return
+            depth = self._dlq_counted + max(0, failed - self._failed_at_count)
+            self.dlq_depth.labels(self.loader, self.source_type).set(depth)
 
 
 class StoreDlqProbe:

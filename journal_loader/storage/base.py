@@ -29,7 +29,7 @@ from journal_loader.secrets import mask_url
 from journal_loader.storage.errors import DB_ERRORS, classify
 from journal_loader.storage.sql import to_pyformat
 
-SCHEMA_HEAD = "0003"  # tests/test_schema.py checks this is the migrations' head
+SCHEMA_HEAD = "0004"  # tests/test_schema.py checks this is the migrations' head
 
 
 def utcnow() -> dt.datetime:
@@ -143,6 +143,11 @@ class Tx(ABC):
     @abstractmethod
     def reserve_positions(self, n: int) -> list[int]:
         """n journal positions, increasing, in commit order with other writers'."""
+
+    @abstractmethod
+    def advisory_xact_lock(self, names: Sequence[str]) -> None:
+        """Lock these names until the transaction ends, all in one sorted order (so two
+        transactions locking overlapping sets cannot deadlock)."""
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:

@@ -14,6 +14,7 @@ import sqlite3
 from sqlalchemy import exc as sa_exc
 
 from journal_loader.errors import (
+    ConflictError,
     FatalError,
     IntegrityConflictError,
     JournalLoaderError,
@@ -45,6 +46,8 @@ _TRANSIENT_STATES = {
     "58000",  # system_error
     "25P04",  # idle_session_timeout
 }
+# Two writers in each other's way (no server trouble): retried at once, on their own budget.
+_CONFLICT_STATES = {"40001", "40P01"}
 _TRANSIENT_CLASSES = {"08"}  # connection exceptions
 _FATAL_STATES = {
     "42501",  # insufficient_privilege
@@ -121,6 +124,8 @@ def classify(error: BaseException, where: str | None = None) -> JournalLoaderErr
     if state is not None:
         if state == "23505":
             return IntegrityConflictError(message)
+        if state in _CONFLICT_STATES:
+            return ConflictError(message)
         if state in _TRANSIENT_STATES or state[:2] in _TRANSIENT_CLASSES:
             return TransientError(message)
         if state in _FATAL_STATES or state[:2] in _FATAL_CLASSES:
@@ -130,6 +135,10 @@ def classify(error: BaseException, where: str | None = None) -> JournalLoaderErr
         if state[:2] in _RECORD_CLASSES:
             return StorageError(message)  # a record's values; the runner isolates the record
         return FatalError(message)
+    if psycopg is not None and isinstance(root, psycopg.DataError):
+        # Refused by psycopg before it reached the server (no SQLSTATE): a value it cannot
+        # send, such as text with a NUL byte. One record's values, like class 22 above.
+        return StorageError(message)
     if psycopg is not None and isinstance(root, psycopg.OperationalError):
         # no SQLSTATE: the connection could not be made or was lost
         lowered = str(root).lower()

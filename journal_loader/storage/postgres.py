@@ -27,7 +27,7 @@ from sqlalchemy import Connection, create_engine, make_url, text
 
 from journal_loader.errors import JournalLoaderError, SourceLockedError
 from journal_loader.storage.base import SourceLock, Store, Tx, lock_key
-from journal_loader.storage.errors import classify
+from journal_loader.storage.errors import DB_ERRORS, classify
 
 _ID_BLOCK = 5000
 _HOLDER_SQL = """
@@ -124,6 +124,23 @@ class PostgresTx(Tx):
         if pool:
             return pool.popleft()
         return self.reserve_ids(table, 1)[0]
+
+    def advisory_xact_lock(self, names: Sequence[str]) -> None:
+        # Keys sorted in Python and taken in that order by one statement: the subquery's
+        # ORDER BY feeds the aggregate row by row, so lock k+1 is requested only once lock k
+        # is granted. Scoped to database.schema like every lock key here.
+        namespace = self.store.namespace
+        keys = sorted({lock_key(f"{namespace}:{name}") for name in names})
+        if keys:
+            try:
+                self.cursor.execute(
+                    "SELECT count(pg_advisory_xact_lock(k)) "
+                    "FROM (SELECT unnest(%s::bigint[]) AS k ORDER BY 1) AS sorted_keys",
+                    (keys,),
+                )
+                self.cursor.fetchone()
+            except DB_ERRORS as e:
+                raise classify(e, where=self.store.display_url) from e
 
     def reserve_positions(self, n: int) -> list[int]:
         # Under the append lock nobody else takes positions, so one setval reserves a block

@@ -78,6 +78,8 @@ Index(
     postgresql_where=text("event_type = 'RecordFailed'"),
 )
 
+# source_id: on PostgreSQL taken from the sequence sources_source_id_seq (migration 0004),
+# not a column default; SQLite takes MAX + 1 under its single-writer lock.
 sources = Table(
     "sources",
     metadata,
@@ -236,3 +238,74 @@ OPTIONAL_INDEXES = ("ix_nodes_fuzzy_key_trgm",)
 
 GRAPH_TABLES = ("nodes", "attributes", "relationships", "provenance")
 PROJECTION_TABLES = ("sources", "failed_records")
+
+
+# --- what is not a table: functions, triggers, views, sequences --------------------------
+# The migrations create these with SQL text; they are declared here as the SQL that builds
+# them today, so tests/test_schema.py can build a database from this module alone
+# (``create_all`` + ``DECLARED_DDL``) and compare it with the migrated one object by object,
+# views and triggers included (as procrastinate compares its migrations with schema.sql).
+
+_STATUS_COLUMNS = """
+    s.source_id, s.source_type, s.source_name, s.source_version, s.file_name, s.status,
+    s.records_in_file, s.records_processed, s.records_imported, s.records_failed,
+    s.records_skipped,
+    (SELECT count(*) FROM failed_records f WHERE f.source_id = s.source_id) AS dlq_depth,
+    s.current_run_id, s.error_message, s.import_started_at, s.import_completed_at,
+    s.updated_at AS last_event_at"""
+
+# health: STALLED when a source is 'processing' and its last event is older than the
+# threshold in loader_settings (default one hour); ABANDONED once retired.
+_HEALTH_TAIL = """
+      WHEN s.status = 'processing' THEN 'RUNNING'
+      WHEN s.status = 'failed' THEN 'FAILED'
+      WHEN s.status = 'partial' THEN 'PARTIAL'
+      WHEN s.status = 'abandoned' THEN 'ABANDONED'
+      ELSE 'OK'
+    END AS health
+FROM sources s
+"""
+
+DECLARED_DDL: dict[str, list[str]] = {
+    "sqlite": [
+        # Invariant 1: the database itself refuses to change the journal.
+        """CREATE TRIGGER journal_refuse_update BEFORE UPDATE ON journal
+       BEGIN SELECT RAISE(ABORT, 'journal is append-only: UPDATE refused'); END""",
+        """CREATE TRIGGER journal_refuse_delete BEFORE DELETE ON journal
+       BEGIN SELECT RAISE(ABORT, 'journal is append-only: DELETE refused'); END""",
+        f"""
+CREATE VIEW loader_status AS
+SELECT {_STATUS_COLUMNS},
+    CAST((julianday('now') - julianday(s.updated_at)) * 86400 AS INTEGER)
+        AS last_event_age_seconds,
+    CASE
+      WHEN s.status = 'processing'
+       AND (julianday('now') - julianday(s.updated_at)) * 86400 >
+           COALESCE((SELECT CAST(value AS REAL) FROM loader_settings
+                     WHERE name = 'stall_threshold_seconds'), 3600)
+        THEN 'STALLED'{_HEALTH_TAIL}""",  # noqa: S608 - constants, no input
+    ],
+    "postgresql": [
+        """CREATE FUNCTION journal_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN
+         RAISE EXCEPTION 'journal is append-only: % refused', TG_OP
+           USING ERRCODE = 'restrict_violation';
+       END $$""",
+        """CREATE TRIGGER journal_refuse_update_delete BEFORE UPDATE OR DELETE ON journal
+       FOR EACH ROW EXECUTE FUNCTION journal_refuse_change()""",
+        """CREATE TRIGGER journal_refuse_truncate BEFORE TRUNCATE ON journal
+       FOR EACH STATEMENT EXECUTE FUNCTION journal_refuse_change()""",
+        f"""
+CREATE VIEW loader_status AS
+SELECT {_STATUS_COLUMNS},
+    CAST(EXTRACT(EPOCH FROM (now() - s.updated_at)) AS BIGINT) AS last_event_age_seconds,
+    CASE
+      WHEN s.status = 'processing'
+       AND EXTRACT(EPOCH FROM (now() - s.updated_at)) >
+           COALESCE((SELECT CAST(value AS DOUBLE PRECISION) FROM loader_settings
+                     WHERE name = 'stall_threshold_seconds'), 3600)
+        THEN 'STALLED'{_HEALTH_TAIL}""",  # noqa: S608 - constants, no input
+        # source ids (migration 0004); not a column default, see journal/queries.postgresql.sql
+        "CREATE SEQUENCE sources_source_id_seq OWNED BY sources.source_id",
+    ],
+}

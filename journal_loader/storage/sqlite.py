@@ -79,6 +79,10 @@ class SQLiteTx(Tx):
         self._next_id[table] = next_id + 1
         return next_id
 
+    def advisory_xact_lock(self, names: Sequence[str]) -> None:
+        """Nothing to take: a write transaction here (BEGIN IMMEDIATE) already excludes every
+        other writer until it ends."""
+
     def reserve_positions(self, n: int) -> list[int]:
         return self._reserve("journal", "position", n)
 

@@ -1,0 +1,136 @@
+"""Retiring a partial source: ``journal-loader source abandon N --reason ...``, and the
+automatic retirement of a partial source when its file comes back with new content.
+
+A source is its type + SHA-256. Edit, append to or truncate a file whose load was killed,
+and the rerun is a *new* source: the old one can never be resumed from that file, and it
+would stay ``processing`` (DEAD) forever, failing ``status --stalled`` every night. Retiring
+it journals ``SourceAbandoned`` on the old source's own chain and deletes nothing: its facts
+stay in the graph with their provenance (``lineage`` still shows them), its failures stay in
+the DLQ, its history stays readable. Health and ``--stalled`` ignore it from then on.
+
+Superseding is automatic (the decision, documented in the README's "When things go wrong"):
+a run that registers a new source retires the partial sources with the same type and the
+same file name whose runs are dead (their lock is free), and says so. The old content is
+gone from that path, so nothing could resume them from it; should a copy of the old file
+come back, a run of it resumes the old source as before (the event is not an end state for
+data, only for health). A source whose run is alive is never touched.
+Pinned by tests/test_abandon.py.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+from journal_loader import projections
+from journal_loader.errors import JournalLoaderError, SourceLockedError
+from journal_loader.journal import queries
+from journal_loader.journal.events import SourceAbandoned
+from journal_loader.journal.writer import JournalWriter, PendingEvent
+from journal_loader.storage.base import Store, utcnow
+
+# statuses a source can be retired from: a load that did not finish
+RETIRABLE = ("registered", "processing", "partial", "failed")
+
+
+class AbandonError(JournalLoaderError):
+    """The source cannot be abandoned (unknown, or completed): a usage error, exit 2."""
+
+    exit_code = 2
+
+
+@dataclass(slots=True)
+class Abandoned:
+    source_id: int
+    file_name: str
+    status_before: str
+    next_offset: int  # where it was left: records before it have their outcome
+    already: bool = False
+
+
+def abandon(
+    store: Store, source_id: int, reason: str, *, superseded_by: int | None = None
+) -> Abandoned:
+    """Journal ``SourceAbandoned`` for a source that did not complete. Takes the source's
+    lock (SourceLockedError while a run holds it: a live run is never retired) and bumps its
+    lease generation, so a run that was merely frozen can never append after this."""
+    if not reason.strip():
+        raise AbandonError("abandoning a source needs a reason saying why (--reason)")
+    with store.transaction() as tx:
+        row = tx.fetchone(
+            queries.queries(tx.store.dialect)["source_for_abandon"], {"source_id": source_id}
+        )
+    if row is None:
+        raise AbandonError(f"no source {source_id} (see `journal-loader status`)")
+    source_type, file_hash, file_name, status, _ = row
+    if status == "abandoned":
+        return Abandoned(source_id, file_name, status, 0, already=True)
+    if status not in RETIRABLE:
+        raise AbandonError(
+            f"source {source_id} ({file_name}) is {status}: only a load that did not finish "
+            "can be abandoned"
+        )
+    run_id = f"abandon-{os.getpid()}-{utcnow():%Y%m%dT%H%M%S}"[:36]
+    holder = {"run_id": run_id, "pid": os.getpid(), "hostname": socket.gethostname()}
+    with store.lock_source(f"{source_type}:{file_hash}", holder), store.transaction() as tx:
+        q = queries.queries(tx.store.dialect)
+        now_row = tx.fetchone(q["source_for_abandon"], {"source_id": source_id})
+        if now_row[3] not in RETIRABLE:  # retired (or completed) meanwhile by another run
+            return Abandoned(source_id, file_name, status, 0, already=True)
+        head = tx.fetchone(q["event_at"], {"position": int(now_row[4])})
+        resume = queries.checkpoint(tx, source_id)
+        now = utcnow()
+        tx.fetchone(
+            q["acquire_lease"],
+            {
+                "source_id": source_id,
+                "run_id": run_id,
+                "hostname": socket.gethostname()[:255],
+                "pid": os.getpid(),
+                "now": tx.timestamp(now),
+            },
+        )
+        writer = JournalWriter(source_id, run_id, bytes(head[9]))
+        event = SourceAbandoned(
+            reason=reason, superseded_by=superseded_by, next_offset=resume.offset
+        )
+        rows = writer.append(tx, [PendingEvent.of(None, event)], now)
+        projections.apply(tx, rows)
+    writer.confirm()
+    return Abandoned(source_id, file_name, status, resume.offset)
+
+
+def supersede_partial(
+    store: Store, source_id: int, source_type: str, file_name: str, file_hash: str
+) -> tuple[list[Abandoned], list[str]]:
+    """Retire the partial sources of this type and file name with other content, whose runs
+    are dead. Returns (what was retired, notes on what was left because a run holds it)."""
+    with store.transaction() as tx:
+        rows = tx.fetchall(
+            queries.queries(tx.store.dialect)["partial_predecessors"],
+            {
+                "source_type": source_type,
+                "file_name": file_name,
+                "file_hash": file_hash,
+                "source_id": source_id,
+            },
+        )
+    done, notes = [], []
+    for (old,) in rows:
+        try:
+            done.append(
+                abandon(
+                    store,
+                    int(old),
+                    f"superseded by source {source_id}: {file_name} now has other content "
+                    f"(sha256 {file_hash[:12]})",
+                    superseded_by=source_id,
+                )
+            )
+        except SourceLockedError:
+            notes.append(
+                f"source {old} ({file_name}, other content) is being loaded by another run: "
+                "left as it is"
+            )
+    return done, notes

@@ -1,0 +1,113 @@
+-- Read-only views of the embedded graph for `journal-loader graph` (journal_loader/graph/browse.py).
+-- Every lookup of one node goes through an index: nodes' primary key, ix_nodes_type_name,
+-- uq_nodes_type_key, uq_relationships_endpoints (source first), ix_relationships_target,
+-- uq_attributes_node_type_value (node first), ix_attributes_type_norm, ix_provenance_subject.
+-- Only the counts of `graph stats` read whole tables.
+
+-- name: node_counts
+SELECT node_type, COUNT(*) FROM nodes GROUP BY node_type ORDER BY node_type
+
+-- name: relationship_counts
+SELECT rel_type, COUNT(*) FROM relationships GROUP BY rel_type ORDER BY rel_type
+
+-- name: attribute_counts
+SELECT attr_type, COUNT(*) FROM attributes GROUP BY attr_type ORDER BY attr_type
+
+-- name: provenance_counts
+SELECT subject_kind, COUNT(*) FROM provenance GROUP BY subject_kind ORDER BY subject_kind
+
+-- name: opposing_pairs
+-- Conflicts: pairs of nodes with a relationship of one type and one of the type opposing
+-- it, in the same direction (both are stored; the later one with its strength
+-- times the conflict penalty).
+SELECT COUNT(*)
+FROM relationships a
+JOIN relationships b
+  ON b.source_node_id = a.source_node_id AND b.rel_type = :other_type
+ AND b.target_node_id = a.target_node_id
+WHERE a.rel_type = :rel_type
+
+-- name: node_types
+-- The distinct node types, one index probe each (a loose index scan over ix_nodes_type_name)
+-- rather than a pass over every node.
+WITH RECURSIVE t(node_type) AS (
+    SELECT MIN(node_type) FROM nodes
+    UNION ALL
+    SELECT (SELECT MIN(n.node_type) FROM nodes n WHERE n.node_type > t.node_type)
+    FROM t WHERE t.node_type IS NOT NULL
+)
+SELECT node_type FROM t WHERE node_type IS NOT NULL
+
+-- name: node
+SELECT id, node_type, name, external_key, created_at, updated_at FROM nodes WHERE id = :id
+
+-- name: nodes_by_name
+SELECT id, node_type, name, external_key
+FROM nodes
+WHERE node_type = :node_type AND norm_name = :norm_name
+ORDER BY id
+
+-- name: nodes_by_alias
+SELECT n.id, n.node_type, n.name, n.external_key
+FROM attributes a JOIN nodes n ON n.id = a.node_id
+WHERE a.attr_type = :alias_type AND a.norm_value = :norm_name AND n.node_type = :node_type
+ORDER BY n.id
+
+-- name: nodes_by_key
+SELECT id, node_type, name, external_key
+FROM nodes
+WHERE node_type = :node_type AND external_key = :external_key
+ORDER BY id
+
+-- name: node_attributes
+-- Each attribute with how many records asserted it and the first of them.
+SELECT a.id, a.attr_type, a.value,
+       (SELECT COUNT(*) FROM provenance c
+        WHERE c.subject_kind = 'attribute' AND c.subject_id = a.id) AS assertions,
+       p.source_id, p.record_offset
+FROM attributes a
+LEFT JOIN provenance p
+       ON p.id = (SELECT MIN(f.id) FROM provenance f
+                  WHERE f.subject_kind = 'attribute' AND f.subject_id = a.id)
+WHERE a.node_id = :id
+ORDER BY a.attr_type, a.id
+
+-- name: out_counts
+SELECT rel_type, COUNT(*) FROM relationships WHERE source_node_id = :id
+GROUP BY rel_type ORDER BY rel_type
+
+-- name: in_counts
+SELECT rel_type, COUNT(*) FROM relationships WHERE target_node_id = :id
+GROUP BY rel_type ORDER BY rel_type
+
+-- name: relationships_out
+SELECT r.id, r.rel_type, r.strength, n.id, n.node_type, n.name, n.external_key
+FROM relationships r JOIN nodes n ON n.id = r.target_node_id
+WHERE r.source_node_id = :id
+ORDER BY r.id
+LIMIT :limit
+
+-- name: relationships_in
+SELECT r.id, r.rel_type, r.strength, n.id, n.node_type, n.name, n.external_key
+FROM relationships r JOIN nodes n ON n.id = r.source_node_id
+WHERE r.target_node_id = :id
+ORDER BY r.id
+LIMIT :limit
+
+-- name: provenance_count
+SELECT COUNT(*) FROM provenance WHERE subject_kind = :kind AND subject_id = :id
+
+-- name: provenance
+-- The records that asserted a subject, oldest first, each with its source and the
+-- RecordParsed of the run that wrote the row (line and byte range; the same join as
+-- `lineage`, through ix_journal_source_offset).
+SELECT p.id, p.source_id, p.record_offset, p.fact_index, p.run_id, p.confidence,
+       s.file_name, s.source_type, rp.payload
+FROM provenance p
+LEFT JOIN sources s ON s.source_id = p.source_id
+LEFT JOIN journal rp
+       ON rp.source_id = p.source_id AND rp.record_offset = p.record_offset
+      AND rp.event_type = 'RecordParsed' AND rp.run_id = p.run_id
+WHERE p.subject_kind = :kind AND p.subject_id = :id
+ORDER BY p.id
+LIMIT :limit
