@@ -74,8 +74,8 @@ def _answers(db: Path) -> dict[str, tuple[int, str]]:
     for args in READ_COMMANDS:
         done = _ro_cli(*args, "--db", f"sqlite:///{db}", cwd=db.parent)
         assert "Traceback" not in done.stderr
-        # what moves on by itself: ages (status) and timings (verify)
-        text = re.sub(r"\d+[smhd] ago|in \d+\.\d+ s", "~", done.stdout)
+        # what moves on by itself: ages (status) and timings (verify); and where it is
+        text = re.sub(r"\d+[smhd] ago|in \d+\.\d+ s", "~", done.stdout.replace(str(db), "DB"))
         out[" ".join(args)] = (done.returncode, text)
     return out
 
