@@ -193,7 +193,7 @@ class _BatchResult:
     events: list[PendingEvent] = field(default_factory=list)
     stats: Statistics = field(default_factory=Statistics)
     propose_seconds: list[float] = field(default_factory=list)
-    end: ResumePoint | None = None  # where the batch ended, when fail-fast cut it short
+    end: ResumePoint | None = None  # where the batch ended (fail-fast may cut it short)
 
 
 @dataclass(slots=True)
@@ -615,21 +615,33 @@ class Runner:
             if remaining is not None and remaining <= 0:
                 return PARTIAL, f"stopped by --limit {opt.limit}; rerun to continue", None
 
+    def _cut_short(self, batch: list[RawRecord], result: _BatchResult) -> None:
+        """Raise _CutShort when fail-fast trips before the last record of this batch, so
+        that the batch is redone up to the record that trips it: the run then stops right
+        there (``fail_fast_records`` records in the DLQ, not a whole batch of them)."""
+        trial = dataclasses.replace(self._fail_fast)
+        for pending in _outcomes(result):
+            trial.see(pending.event)
+            if not trial.armed:
+                return
+            if trial.tripped:
+                keep = (pending.record_offset or 0) - batch[0].offset + 1
+                if keep < len(batch):
+                    raise _CutShort(keep)
+                return
+
     def _check_fail_fast(self, result: _BatchResult) -> None:
         """Stop a run whose first ``fail_fast_records`` records all failed at parse,
         validate or propose with the same kind of error: a loader that reads a column the
         file does not have, a node type the config does not list. Rerunning cannot help, so
         the run stops (exit 2) after those records, which are in the DLQ; a fixed loader
         resumes after them. Skips and unreadable records neither count nor disarm it. The
-        batch itself ended at the record that tripped it (``_batch_transaction``)."""
+        batch itself ended at the record that tripped it (``_cut_short``), except on a
+        target outside the journal's transaction, which is checked after its batch."""
         ff = self._fail_fast
         if not ff.armed:
             return
-        outcomes = sorted(
-            (e for e in result.events if isinstance(e.event, ProposeSucceeded | RecordFailed)),
-            key=lambda e: e.record_offset or 0,
-        )
-        for pending in outcomes:
+        for pending in _outcomes(result):
             ff.see(pending.event)
         if ff.tripped and ff.kind is not None:
             stage, error_type = ff.kind
@@ -674,8 +686,13 @@ class Runner:
         while True:
             try:
 
-                def attempt(mode: bool = safe) -> _BatchResult:
-                    return self._batch_transaction(batch, position, mode, ends)
+                def attempt(
+                    mode: bool = safe,
+                    records: list[RawRecord] = batch,
+                    at: ResumePoint | None = position,
+                    record_ends: list[ResumePoint] | None = ends,
+                ) -> _BatchResult:
+                    return self._batch_transaction(records, at, mode, record_ends)
 
                 done: _BatchResult = self._retrying(attempt, f"batch at record {batch[0].offset}")
                 # What survived the batch is long-lived (the graph's caches): move it out of the
@@ -687,6 +704,12 @@ class Runner:
                 for o in self.observers:  # committed batches only: a retried one counts once
                     _call(o, "on_propose_durations", done.propose_seconds)
                 return done
+            except _CutShort as cut:
+                # fail-fast trips inside this batch: the batch ends with the record that
+                # tripped it (nothing of the longer attempt was kept: it rolled back)
+                assert ends is not None
+                batch, ends = batch[: cut.keep], ends[: cut.keep]
+                position = ends[-1]
             except StorageError as e:
                 if safe or not is_record_error(e):
                     raise
@@ -711,17 +734,7 @@ class Runner:
                 self._check_lease(tx)
                 self.target.begin_batch(tx, safe_mode=safe)
                 result = _BatchResult()
-                if ends is not None and self._fail_fast.armed and position is not None:
-                    # Record by record (no prefetch: only a cache warm-up), so that the
-                    # batch can end with the record that trips fail-fast.
-                    trial = dataclasses.replace(self._fail_fast)
-                    for rec, end in zip(batch, ends, strict=True):
-                        self._process(rec, result)
-                        trial.see(result.events[-1].event)  # the record's terminal event
-                        if trial.tripped:
-                            position = result.end = end
-                            break
-                elif self.target.wants_prefetch:
+                if self.target.wants_prefetch:
                     prepared = [
                         (rec, parsed)
                         for rec in batch
@@ -733,6 +746,9 @@ class Runner:
                 else:
                     for rec in batch:
                         self._process(rec, result)
+                if ends is not None and position is not None:
+                    self._cut_short(batch, result)  # rolls back: redo only up to the trip
+                    result.end = position
                 if position is not None:  # None: a DLQ retry, which must not move the checkpoint
                     result.events.append(PendingEvent.of(None, self._checkpoint(position, result)))
                 self.target.flush(tx)
@@ -1187,6 +1203,22 @@ def describe_error(error: Exception, record: Any, stage: str) -> str:
             + did_you_mean(key, keys)
         )
     return str(error) or repr(error)
+
+
+class _CutShort(Exception):
+    """Redo this batch with its first ``keep`` records only (fail-fast trips there)."""
+
+    def __init__(self, keep: int) -> None:
+        super().__init__(f"fail-fast: the batch ends after {keep} records")
+        self.keep = keep
+
+
+def _outcomes(result: _BatchResult) -> list[PendingEvent]:
+    """The batch's records' outcomes (success or failure), in record order."""
+    return sorted(
+        (e for e in result.events if isinstance(e.event, ProposeSucceeded | RecordFailed)),
+        key=lambda e: e.record_offset or 0,
+    )
 
 
 class _ProposeAnswer(RecordError):
