@@ -647,7 +647,7 @@ class Runner:
             stage, error_type = ff.kind
             raise FailFastError(
                 f"the first {ff.limit} records of this run all failed at {stage} with "
-                f"{error_type}: {ff.example}. The loader or the config looks wrong, not the "
+                f"{error_type} ({ff.example}): the loader or the config looks wrong, not the "
                 f"data (processing.fail_fast_records: {ff.limit}; 0 turns this check off). "
                 f"Those records are in the DLQ (journal-loader dlq list --source "
                 f"{self.source_id}); fix it and rerun: the run resumes after them, and "

@@ -49,8 +49,13 @@ def open_db(
     try:
         return open_store(url, upgrade=upgrade, create=create, read_only=read_only)
     except NoDatabaseError as e:
+        where = (
+            "the default: no --db, $JOURNAL_LOADER_DB_URL or config database was given"
+            if origin == "the default"
+            else f"the URL came from {origin}"
+        )
         raise NoDatabaseError(
-            f"{e} (the URL is {origin}; give another with --db, $JOURNAL_LOADER_DB_URL or "
+            f"{e} ({where}; give the right one with --db, $JOURNAL_LOADER_DB_URL or "
             "-c CONFIG, or load a file first with `journal-loader run`)"
         ) from None
 
