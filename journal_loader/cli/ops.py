@@ -110,7 +110,11 @@ def jobs_group() -> None:
 
 @jobs_group.command("run", epilog=EXAMPLES_JOBS)
 @click.argument("folder", type=click.Path(file_okay=False))
-@click.option("--db", metavar="URL", help="Database URL for every job (default: each config's).")
+@click.option(
+    "--db",
+    metavar="URL",
+    help="Database URL for every job (default: as for run: $JOURNAL_LOADER_DB_URL, each config's).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Pass --quiet to every job.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), help="Every job's log format.")
 @click.option(
