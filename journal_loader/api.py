@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ def run(
     batch_size: int | None = None,
     force: bool = False,
     observers: Sequence[RunObserver] = (),
+    stop: Callable[[], bool] | None = None,
+    run_id: str | None = None,
     fail_fast_records: int | None = None,
     raise_on_failure: bool = False,
 ) -> RunReport:
@@ -42,6 +44,8 @@ def run(
     the first N records all fail the same way (default: the config's, 100; 0: never).
     ``raise_on_failure``: raise ``RunFailedError`` (``RunInterruptedError`` after a
     SIGTERM/SIGINT) instead of returning a failed report, for orchestrators' tasks.
+    ``stop``: asked before each batch; True ends the run after the batch in progress,
+    resumable (``RunOptions.stop``). ``run_id``: the run's id (default: a new UUID).
     """
     cfg = _config(config)
     if loader is None:
@@ -58,6 +62,7 @@ def run(
     options.limit = limit if limit is not None else options.limit
     options.start_from = start_from
     options.force = force
+    options.stop = stop
     if fail_fast_records is not None:
         options.fail_fast_records = fail_fast_records
     own_store = store is None
@@ -66,7 +71,7 @@ def run(
     target: GraphTarget | None = None
     try:
         target = graph or make_target(store, cfg)
-        report = Runner(loader, store, target, path, options, observers).run()
+        report = Runner(loader, store, target, path, options, observers, run_id=run_id).run()
     finally:
         if graph is None and target is not None:
             target.close()  # a client we made holds a connection for the run

@@ -97,6 +97,9 @@ FAILURE_GROUPS = 10  # in a RunReport
 COMPLETED, PARTIAL, FAILED, ALREADY = "completed", "partial", "failed", "already_processed"
 # Conflicts in a row before a run gives up (at least max_retries): see Runner._retrying.
 CONFLICT_RETRIES = 20
+# The reason journaled when ``RunOptions.stop`` asked a run to stop (a worker shutting down):
+# the run is resumable, and a worker tells this stop from a failure by it.
+STOP_REQUESTED = "stopped: the worker is shutting down; the next run resumes after this batch"
 
 
 @dataclass(slots=True)
@@ -122,6 +125,10 @@ class RunOptions:
     failure_rate_min_records: int = 100
     fail_fast_records: int = 100
     circuit_breaker: int = 10
+    # Asked before each batch: True stops the run after the batch in progress (committed),
+    # journaled as failed with STOP_REQUESTED. Signals reach only a main thread's run; a run
+    # in a worker's thread is stopped through this (journal_loader/ops/fleet.py).
+    stop: Callable[[], bool] | None = None
 
 
 class RunReport(msgspec.Struct, kw_only=True):
@@ -240,6 +247,7 @@ class Runner:
         options: RunOptions | None = None,
         observers: Sequence[RunObserver] = (),
         sleep: Callable[[float], None] = time.sleep,
+        run_id: str | None = None,
     ) -> None:
         self.loader = loader
         self.store = store
@@ -248,7 +256,9 @@ class Runner:
         self.opt = options or RunOptions()
         self.observers = list(observers)
         self.sleep = sleep
-        self.run_id = str(uuid.uuid4())
+        # A worker names its runs after its job (fleet.job_run_id), so the journal says
+        # which delivery of which job made a run.
+        self.run_id = run_id or str(uuid.uuid4())
         self.source_type = self.opt.source_type or loader.source_type_name
         self.stats = Statistics()
         self._stop_reason: str | None = None
@@ -372,10 +382,20 @@ class Runner:
             opened.clear()
             with self.store.transaction() as tx:
                 q = queries.queries(tx.store.dialect)
-                row = tx.fetchone(
-                    q["source_by_identity"],
-                    {"source_type": self.source_type, "file_hash": src.sha256},
-                )
+                identity = {"source_type": self.source_type, "file_hash": src.sha256}
+                row = tx.fetchone(q["source_by_identity"], identity)
+                if row is not None and tx.store.dialect == "postgresql":
+                    # A run that lost its lock may still be inside a batch transaction (a
+                    # stopped or cut-off process): wait for it to end before reading where
+                    # the source stands, or this run would resume from a checkpoint that
+                    # batch then moves. The batch holds this row since its check_lease.
+                    # (SQLite has one writer at a time: a stale read fails its write.)
+                    tx.fetchone(
+                        "SELECT generation FROM source_leases WHERE source_id = :source_id "
+                        "FOR UPDATE",
+                        {"source_id": int(row[0])},
+                    )
+                    row = tx.fetchone(q["source_by_identity"], identity)
                 events: list[PendingEvent] = []
                 head: bytes | None = None
                 self._registered_new = row is None
@@ -585,6 +605,8 @@ class Runner:
         records = _Peekable(reader)
         remaining = opt.limit
         while True:
+            if self._stop_reason is None and opt.stop is not None and opt.stop():
+                self._stop_reason = STOP_REQUESTED
             if self._stop_reason:
                 raise _Stop(self._stop_reason)
             size = opt.batch_size if remaining is None else min(opt.batch_size, remaining)
@@ -755,6 +777,7 @@ class Runner:
                 rows = self.writer.append(tx, result.events)
                 projections.apply(tx, rows)
                 faults.point("before_commit")
+                self._check_lock()
         except BaseException:
             self.writer.discard()
             self.target.after_rollback()
@@ -763,6 +786,16 @@ class Runner:
         self.target.after_commit()
         faults.point("after_commit")
         return result
+
+    def _check_lock(self) -> None:
+        """Just before COMMIT: a run whose lock connection ended while it was inside the
+        batch (stopped, cut off) must not commit it; the run that took the lock waits for
+        this transaction to end (see _register) and then resumes before this batch."""
+        if not self.lock.is_held():
+            raise FencedOutError(
+                f"run {self.run_id} lost its lock on source {self.source_id} during a batch "
+                "(its lock connection ended); the batch is rolled back"
+            )
 
     def _batch_two_phase(
         self, batch: list[RawRecord], position: ResumePoint | None
@@ -815,6 +848,7 @@ class Runner:
                 rows = self.writer.append(tx, result.events)
                 projections.apply(tx, rows)
                 faults.point("before_commit")
+                self._check_lock()
         except BaseException:
             self.writer.discard()
             self.target.after_rollback()

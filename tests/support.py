@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import text
 
 from journal_loader import Loader, ProposeClient, ProposeResult
-from journal_loader.storage import Store
+from journal_loader.storage import Store, open_store
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -163,6 +163,111 @@ def readme_section(title: str) -> str:
     m = re.search(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", text, re.M | re.S)
     assert m, f"README.md has no section {title!r}"
     return m.group(0)
+
+
+def content_state(db: str) -> dict[str, Any]:
+    """The database by content, with sources named by their file's sha256: what a load by
+    several processes must share with a sequential one. Keyed nodes are compared by type and
+    key, keyless ones by type and normalised name (a node keeps the spelling of the record
+    that created it, which depends on commit order); ids, times, run ids and source ids are
+    left out. The same comparison as tests/test_concurrency.py."""
+
+    def node(alias: str) -> str:  # a node's identity: its key, else its normalised name
+        return f"COALESCE('key ' || {alias}.external_key, 'name ' || {alias}.norm_name)"
+
+    queries = {
+        # a keyed node's names depend on commit order (see the module docstring)
+        "nodes": f"""SELECT node_type, {node("n")} FROM nodes n""",
+        "attributes": f"""SELECT n.node_type, {node("n")}, a.attr_type, a.value
+                          FROM attributes a JOIN nodes n ON n.id = a.node_id""",
+        "relationships": f"""SELECT s.node_type, {node("s")}, r.rel_type, t.node_type,
+                                    {node("t")}, r.strength
+                             FROM relationships r JOIN nodes s ON s.id = r.source_node_id
+                             JOIN nodes t ON t.id = r.target_node_id""",
+        "provenance": f"""SELECT p.subject_kind,
+                                 COALESCE(n.node_type, an.node_type, rs.node_type),
+                                 COALESCE({node("n")}, {node("an")}, {node("rs")}),
+                                 COALESCE(a.attr_type, r.rel_type),
+                                 COALESCE(a.value, {node("rt")}),
+                                 src.file_hash, p.record_offset, p.fact_index, p.confidence
+                          FROM provenance p
+                          JOIN sources src ON src.source_id = p.source_id
+                          LEFT JOIN nodes n ON p.subject_kind = 'node' AND n.id = p.subject_id
+                          LEFT JOIN attributes a
+                            ON p.subject_kind = 'attribute' AND a.id = p.subject_id
+                          LEFT JOIN nodes an ON an.id = a.node_id
+                          LEFT JOIN relationships r
+                            ON p.subject_kind = 'relationship' AND r.id = p.subject_id
+                          LEFT JOIN nodes rs ON rs.id = r.source_node_id
+                          LEFT JOIN nodes rt ON rt.id = r.target_node_id""",
+        "sources": """SELECT file_hash, status, records_in_file, records_processed,
+                             records_imported, records_failed, records_skipped FROM sources""",
+        "dlq": """SELECT s.file_hash, f.record_offset, f.line_number, f.stage, f.error_type,
+                         f.error_message, f.raw_input
+                  FROM failed_records f JOIN sources s ON s.source_id = f.source_id""",
+        "terminal_events_per_record": """
+            SELECT s.file_hash, j.record_offset, COUNT(*) FROM journal j
+            JOIN sources s ON s.source_id = j.source_id
+            WHERE j.event_type IN ('ProposeSucceeded', 'RecordFailed', 'RecordSkipped')
+            GROUP BY s.file_hash, j.record_offset""",
+    }
+    store = open_store(db)
+    try:
+        out: dict[str, Any] = {}
+        with store.read() as conn:
+            for name, sql in queries.items():
+                out[name] = sorted(
+                    (tuple("" if v is None else v for v in r) for r in conn.execute(text(sql))),
+                    key=repr,
+                )
+        return out
+    finally:
+        store.dispose()
+
+
+def typed_config(
+    folder: Path, source_type: str, batch: int = 100, *, file: Path | None = None, name: str = ""
+) -> Path:
+    """The example's loader and config, with the config's source type (a loader subclass
+    that leaves source_type to the config) and small batches."""
+    folder.mkdir(parents=True, exist_ok=True)
+    module = folder / "typed_loader.py"
+    module.write_text(
+        "import importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('example_registry_loader', {str(REPO / 'examples' / 'business_registry' / 'loader.py')!r})\n"
+        "example = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(example)\n\n\n"
+        "class TypedLoader(example.BusinessRegistryLoader):\n"
+        "    source_type = ''\n"
+    )
+    config = folder / f"{name or source_type}.yaml"
+    config.write_text(
+        f"""loader:
+  name: {source_type}
+  class: typed_loader.py:TypedLoader
+source:
+  type: {source_type}
+  format: csv{f"{chr(10)}  file: {file}" if file else ""}
+  update_frequency: quarterly
+processing:
+  batch_size: {batch}
+  retry_delay: 0.05
+validation:
+  required_fields: [corp_number, legal_name, corporation_type]
+  date_fields:
+    effective_date: MM/DD/YYYY
+graph:
+  node_types: [Company, Person, City, State, Address]
+  relationship_types: [LOCATED_IN, IN_STATE, HEADQUARTERED_AT, REGISTERED_AGENT_OF, HAS_ADDRESS]
+"""
+    )
+    return config
+
+
+def registry(path: Path, rows: int, seed: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    generator().generate(path, rows=rows, seed=seed)
+    return path
 
 
 def schema_catalog(engine: Any) -> dict[str, str]:

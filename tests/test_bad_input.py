@@ -212,7 +212,10 @@ def test_file_replaced_under_the_same_name_is_a_new_source(tmp_path: Path, sqlit
     second = run(PairLoader, path, db=sqlite_url)
     assert second.status == "completed" and second.source_id == 2 and second.resumed_from == 0
     store = open_store(sqlite_url)
-    assert [s[2] for s in sources_snapshot(store)] == ["partial", "completed"]
+    # the partial source of the old content is superseded (issue 9: it stayed partial, or
+    # DEAD, for ever); its rows stay
+    assert [s[2] for s in sources_snapshot(store)] == ["abandoned", "completed"]
+    assert second.notes and "source 1" in second.notes[0] and "superseded" in second.notes[0]
     store.dispose()
 
 

@@ -191,6 +191,7 @@ crash_points = st.lists(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
+@pytest.mark.slow
 @given(points=crash_points)
 def test_any_crash_points_equal_a_clean_run(small: Any, points: list[tuple[str, int]]) -> None:
     data, clean, dbs = small
@@ -222,7 +223,11 @@ def _committed_boundaries(db: str, kind: str) -> int:
         store.dispose()
 
 
-@pytest.mark.parametrize("kind", BOUNDARIES)
+@pytest.mark.parametrize(
+    # one boundary kind in the default run; every kind in the slow run (and in CI)
+    "kind",
+    [k if k == "after_commit" else pytest.param(k, marks=pytest.mark.slow) for k in BOUNDARIES],
+)
 def test_every_boundary_kind_of_a_small_file(small: Any, kind: str) -> None:
     """Kill at every boundary of that kind, in file order, one run per boundary."""
     data, clean, dbs = small

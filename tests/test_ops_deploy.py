@@ -210,15 +210,27 @@ def parse_unit(path: Path) -> configparser.RawConfigParser:
 
 def test_systemd_units_parse_and_call_real_options() -> None:
     names = {p.name for p in UNITS}
-    assert {"journal-loader@.service", "journal-loader@.timer"} <= names
+    assert {
+        "journal-loader@.service",
+        "journal-loader@.timer",
+        "journal-loader-worker@.service",
+    } <= names
     for path in UNITS:
         unit = parse_unit(path)
         assert unit.get("Unit", "Description")
         if path.suffix == ".service":
-            assert unit.get("Service", "Type") == "oneshot"
-            argv = shlex.split(unit.get("Service", "ExecStart").replace("%i", "example"))
+            argv = shlex.split(
+                unit.get("Service", "ExecStart").replace("%i", "example").replace("%H", "host")
+            )
             check_command_line(argv)
             assert unit.get("Service", "KillSignal") == "SIGTERM"
+            if argv[1] == "worker":  # long-running: restarted, stopped with time for a batch
+                assert unit.get("Service", "Type") == "exec"
+                assert unit.get("Service", "Restart") == "on-failure"
+                assert int(unit.get("Service", "TimeoutStopSec")) >= 60
+                assert unit.get("Install", "WantedBy") == "multi-user.target"
+            else:
+                assert unit.get("Service", "Type") == "oneshot"
         else:
             assert unit.get("Timer", "OnCalendar")
             assert unit.get("Install", "WantedBy") == "timers.target"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -136,3 +138,61 @@ def test_an_empty_folder_is_a_usage_error(tmp_path: Path) -> None:
     assert r.returncode == 2 and "no *.yaml or *.yml config" in r.stderr
     r = run_cli("jobs", "run", tmp_path / "missing")
     assert r.returncode == 2
+
+
+def test_jobs_run_workers_keeps_one_type_at_a_time_and_equals_one_at_a_time(
+    tmp_path: Path,
+) -> None:
+    """`jobs run DIR --workers 2` on SQLite: two registries side by side, each registry's
+    quarters in order; the result equals `jobs run DIR` (one job at a time)."""
+    import sqlite3
+
+    from tests.support import content_state, registry, typed_config
+
+    data = tmp_path / "data"
+    folder = tmp_path / "jobs.d"
+    files = {
+        "a1": ("registry_a", registry(data / "a" / "business_registry_20250101.csv", 1500, 11)),
+        "a2": ("registry_a", registry(data / "a" / "business_registry_20250401.csv", 1500, 12)),
+        "b1": ("registry_b", registry(data / "b" / "business_registry_20250101.csv", 1500, 13)),
+    }
+    for name, (source_type, path) in files.items():
+        typed_config(folder, source_type, file=path, name=name)
+    states = {}
+    for workers in ("1", "2"):
+        db = tmp_path / f"w{workers}.db"
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "journal_loader",
+                "jobs",
+                "run",
+                str(folder),
+                "--quiet",
+                "--workers",
+                workers,
+                "--db",
+                f"sqlite:///{db}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "3 jobs: 3 ok, 0 failed" in r.stdout
+        states[workers] = content_state(f"sqlite:///{db}")
+    for part in states["1"]:
+        assert states["2"][part] == states["1"][part], f"{part} differs"
+    with sqlite3.connect(tmp_path / "w2.db") as conn:
+        rows = conn.execute(
+            "SELECT src.source_type, src.source_version, "
+            "min(CASE WHEN j.event_type = 'RunStarted' THEN j.position END), "
+            "max(CASE WHEN j.event_type = 'RunFinished' THEN j.position END) "
+            "FROM journal j JOIN sources src ON src.source_id = j.source_id GROUP BY 1, 2"
+        ).fetchall()
+    by = {(t, v): (start, end) for t, v, start, end in rows}
+    assert by[("registry_a", "2025-Q1")][1] < by[("registry_a", "2025-Q2")][0], rows
+    a_span = (by[("registry_a", "2025-Q1")][0], by[("registry_a", "2025-Q2")][1])
+    b_span = by[("registry_b", "2025-Q1")]
+    assert a_span[0] < b_span[1] and b_span[0] < a_span[1], rows  # side by side

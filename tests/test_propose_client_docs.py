@@ -203,6 +203,7 @@ def _run_blocks(part: Part, env: Env) -> None:
 
 
 @pytest.mark.postgres
+@pytest.mark.slow  # each walkthrough loads the example through the PL/pgSQL stand-in
 @pytest.mark.parametrize(
     "title",
     [

@@ -95,7 +95,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from journal_loader.cli import admin, inspect, run_cmd, source
+    from journal_loader.cli import admin, fleet, inspect, run_cmd, source
 
     optional_modules = []
     for optional in ("dlq", "audit", "ops", "graph"):  # command groups added by later modules
@@ -108,7 +108,7 @@ def _register() -> None:
         optional_modules.append(module)
     # Imported first, registered after: an optional module may add options to `run`
     # (run_cmd.RUN_OPTIONS) at import time, and `run` takes them when it registers.
-    for module in (run_cmd, inspect, admin, source, *optional_modules):
+    for module in (run_cmd, inspect, admin, source, fleet, *optional_modules):
         module.register(main)
 
 

@@ -72,13 +72,10 @@ def db_group() -> None:
 )
 @db_options
 def upgrade_command(db: str | None, config_path: str | None) -> None:
-    """Apply the migrations (also done automatically on first use); creates the database
-    (or the schema in an empty PostgreSQL database) when there is none."""
-    from journal_loader.config import load_config, resolve_database
-    from journal_loader.storage import open_store
-
-    url, _ = resolve_database(db, load_config(config_path) if config_path else None)
-    store = open_store(url, check_schema=False)
+    """Apply the migrations (also done automatically on first use; on an empty database,
+    create the schema); on PostgreSQL, also install the job queue's tables (procrastinate's
+    schema) for `submit` and `worker`."""
+    store = open_db(db, config_path, upgrade=False, check=False, create=True)
     before = store.current_revision()
     store.ensure_schema(upgrade=True)  # refuses a schema newer than this journal-loader
     after = store.current_revision()
@@ -87,6 +84,10 @@ def upgrade_command(db: str | None, config_path: str | None) -> None:
         if before != after
         else f"{store.display_url}: schema up to date ({after})"
     )
+    if store.dialect == "postgresql":
+        from journal_loader.ops.fleet import install_queue
+
+        click.echo(f"{store.display_url}: {install_queue(store)}")
 
 
 def register(main: click.Group) -> None:

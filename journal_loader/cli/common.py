@@ -38,6 +38,7 @@ def open_db(
     upgrade: bool = True,
     create: bool = False,
     read_only: bool = False,
+    check: bool = True,
     config: Config | None = None,
 ) -> Store:
     """The database a command works on (``--db``, ``$JOURNAL_LOADER_DB_URL``, the config's,
@@ -47,7 +48,7 @@ def open_db(
         config = load_config(config_path)
     url, origin = resolve_database(db, config)
     try:
-        return open_store(url, upgrade=upgrade, create=create, read_only=read_only)
+        return open_store(url, upgrade=upgrade, create=create, read_only=read_only, check=check)
     except NoDatabaseError as e:
         where = (
             "the default: no --db, $JOURNAL_LOADER_DB_URL or config database was given"

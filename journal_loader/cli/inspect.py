@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 from typing import Any
 
 import click
@@ -32,9 +33,12 @@ def status_command(
 
     health: RUNNING, STALLED (processing, no event for an hour), DEAD (processing, but no
     process holds its lock: the run died; the next run resumes it), FAILED, PARTIAL, OK.
+    On PostgreSQL with the worker queue (`submit`, `worker`), the queued, running and
+    failed load jobs follow, each with its source.
     """
     store = open_db(db, config_path, read_only=True)
     rows = source_status(store)
+    jobs = queue_status(store, rows)
     if as_json:
         echo_json(rows)
     elif not rows:
@@ -75,8 +79,53 @@ def status_command(
                 ],
             )
         )
+    if jobs and not as_json:
+        click.echo("")
+        click.echo(
+            table(
+                ["job", "state", "attempts", "worker", "source", "type", "version", "file"],
+                [
+                    [
+                        j["job_id"],
+                        j["state"],
+                        j["attempts"],
+                        j["worker_id"],
+                        j["source_id"],
+                        j["source_type"],
+                        j["version"],
+                        os.path.basename(j["file"] or "-"),
+                    ]
+                    for j in jobs
+                ],
+            )
+        )
+        counts = {s: sum(j["status"] == s for j in jobs) for s in ("todo", "doing", "failed")}
+        click.echo(
+            f"jobs: {counts['todo']} queued, {counts['doing']} running, {counts['failed']} failed"
+        )
     if stalled and any(r["health"] in ("STALLED", "DEAD") for r in rows):
         ctx.exit(1)
+
+
+def queue_status(store: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The worker queue's queued, running and failed jobs (PostgreSQL with the queue
+    installed), each with its source when it has one; each source row gains ``job`` (its
+    latest such job) for --json."""
+    if store.dialect != "postgresql":
+        return []
+    from journal_loader.ops.fleet import queue_jobs, retry_at_text
+
+    jobs = queue_jobs(store)
+    by_identity = {(r["source_type"], r["file_hash"]): r for r in rows}
+    for j in jobs:
+        source = by_identity.get((j["source_type"], j["sha256"]))
+        j["source_id"] = source["source_id"] if source else None
+        state = {"todo": "queued", "doing": "running"}.get(j["status"], j["status"])
+        note = retry_at_text(j["scheduled_at"]) if j["status"] == "todo" else ""
+        j["state"] = f"{state} ({note})" if note else state
+        if source is not None:
+            source["job"] = {k: j[k] for k in ("job_id", "status", "attempts", "worker_id")}
+    return jobs
 
 
 def source_status(store: Any) -> list[dict[str, Any]]:

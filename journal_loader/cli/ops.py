@@ -25,6 +25,7 @@ EXAMPLES_JOBS = """\b
 Examples:
   journal-loader jobs run /etc/journal-loader/daily.d
   journal-loader jobs run jobs.d --quiet --metrics-textfile-dir /var/lib/node_exporter/tc
+  journal-loader jobs run jobs.d --workers 2     # one source type at a time, types in parallel
 \b
 Exit codes: 0 every job ok (a job whose source another run holds counts as skipped, not
 failed); 1 one or more jobs failed; 2 no config in the folder."""
@@ -130,6 +131,13 @@ def jobs_group() -> None:
     type=click.FloatRange(min=1),
     help="Stop a job after this many seconds (SIGTERM, then SIGKILL); it counts as failed.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Jobs at once (one source type at a time, in name order).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.pass_context
 def jobs_run(
@@ -143,6 +151,7 @@ def jobs_run(
     on_success: str | None,
     on_failure: str | None,
     timeout: float | None,
+    workers: int,
     as_json: bool,
 ) -> None:
     """Run every *.yaml / *.yml config in FOLDER, in name order, each in its own process.
@@ -175,7 +184,7 @@ def jobs_run(
             str(Path(metrics_textfile_dir) / f"journal_loader_{config.stem}.prom"),
         ]
 
-    results = jobs.run_all(folder, args, timeout=timeout, per_job_args=per_job)
+    results = jobs.run_all(folder, args, timeout=timeout, per_job_args=per_job, workers=workers)
     if as_json:
         from journal_loader.cli.common import echo_json
 

@@ -16,10 +16,16 @@ child exit                 outcome     counts as
 ========================  ==========  ===========================================
 
 ``jobs run`` exits 1 when any job failed, else 0; 2 when the folder holds no config.
+
+``--workers N`` runs up to N jobs at once (``_run_pool``), with the worker fleet's rule
+(journal_loader/ops/fleet.py): one source type at a time, in name order. On SQLite that
+means N processes parse, validate and propose side by side while their batches commit one
+after the other (SQLite has one writer; a writer waits up to its busy timeout).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -85,6 +91,7 @@ def run_job(
     timeout: float | None = None,
     grace: float = 60.0,
     stderr: IO[str] | None = None,
+    procs: set[subprocess.Popen[bytes]] | None = None,
 ) -> JobResult:
     """Run one config in a child process; never raises for the job's own failure."""
     argv = [sys.executable, "-c", _CHILD, "run", str(config), "--json", *args]
@@ -97,6 +104,8 @@ def run_job(
         stderr=subprocess.PIPE,
         start_new_session=True,  # a timeout can stop the job and everything it started
     )
+    if procs is not None:  # a pool's jobs, for stopping them all on SIGTERM
+        procs.add(proc)
     tail: list[str] = []
     chunks: list[bytes] = []
 
@@ -131,6 +140,8 @@ def run_job(
     finally:
         for t in threads:
             t.join(timeout=5)
+        if procs is not None:
+            procs.discard(proc)
     seconds = time.monotonic() - started
     report = _report(b"".join(chunks))
     code = proc.returncode
@@ -199,15 +210,97 @@ def run_all(
     timeout: float | None = None,
     per_job_args: Callable[[Path], Sequence[str]] | None = None,
     on_result: Callable[[JobResult], None] | None = None,
+    workers: int = 1,
 ) -> list[JobResult]:
+    configs = discover(folder)
+    if workers > 1:
+        return _run_pool(configs, args, workers, timeout, per_job_args, on_result)
     results = []
-    for config in discover(folder):
+    for config in configs:
         extra = list(per_job_args(config)) if per_job_args is not None else []
         result = run_job(config, [*args, *extra], timeout=timeout)
         results.append(result)
         if on_result is not None:
             on_result(result)
     return results
+
+
+def source_type_of(config: Path) -> str:
+    """The source type a config loads (its loader's, else its own); a config that cannot
+    be read gets a key of its own (its job fails and says why)."""
+    from journal_loader.api import run_options
+    from journal_loader.config import load_config
+    from journal_loader.loader import loader_from_config
+
+    try:
+        cfg = load_config(config)
+        loader = loader_from_config(cfg)
+        return run_options(cfg, loader).source_type or loader.source_type_name
+    except Exception:
+        return f"config:{config}"
+
+
+def _run_pool(
+    configs: list[Path],
+    args: Sequence[str],
+    workers: int,
+    timeout: float | None,
+    per_job_args: Callable[[Path], Sequence[str]] | None,
+    on_result: Callable[[JobResult], None] | None,
+) -> list[JobResult]:
+    """Up to ``workers`` jobs at once, each in its own process, with the fleet's rule: the
+    configs of one source type run one at a time, in name order (a registry's versions stay
+    in order); different types run side by side. SIGTERM or Ctrl-C: every running job
+    gets SIGTERM (it finishes its batch and journals the stop), no new job starts."""
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+    keys = {c: source_type_of(c) for c in configs}
+    pending = list(configs)
+    running: dict[Future[JobResult], Path] = {}
+    busy: set[str] = set()
+    procs: set[subprocess.Popen[bytes]] = set()
+    results: dict[Path, JobResult] = {}
+    stopping = threading.Event()
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        while pending or running:
+            for config in list(pending):
+                if len(running) >= workers or stopping.is_set():
+                    break
+                if keys[config] in busy:
+                    continue
+                pending.remove(config)
+                busy.add(keys[config])
+                extra = list(per_job_args(config)) if per_job_args is not None else []
+                future = pool.submit(run_job, config, [*args, *extra], timeout=timeout, procs=procs)
+                running[future] = config
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                config = running.pop(future)
+                busy.discard(keys[config])
+                results[config] = future.result()
+                if on_result is not None:
+                    on_result(results[config])
+    except BaseException:
+        stopping.set()
+        for proc in list(procs):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return [results[c] for c in configs if c in results]
 
 
 def exit_code(results: Sequence[JobResult]) -> int:

@@ -19,7 +19,7 @@ def open_store(
     upgrade: bool = True,
     create: bool = True,
     read_only: bool = False,
-    check_schema: bool = True,
+    check: bool = True,
 ) -> Store:
     """The store at ``url``, its schema brought up to date (``upgrade``) or only checked.
 
@@ -27,8 +27,8 @@ def open_store(
     file that does not exist, or a database without journal-loader's schema, is a
     NoDatabaseError (exit 2), and nothing is written. ``read_only=True``: the caller only
     reads; a SQLite file (or its folder) that cannot be written is opened read-only,
-    without a WAL or lock files (an auditor's copy). ``check_schema=False``: connect only
-    (``db upgrade`` looks at the revision itself).
+    without a WAL or lock files (an auditor's copy). ``check=False``: no schema check at
+    all (``db upgrade`` looks at the revision itself, and migrates an empty database).
     """
     register_secret(password_from_url(url))
     scheme = url.split(":", 1)[0].lower()
@@ -57,6 +57,6 @@ def open_store(
             f"no journal-loader database at {store.display_url}{store.describe_missing()}: "
             "this command reads an existing journal and never creates one"
         )
-    if check_schema:
+    if check:
         store.ensure_schema(upgrade=upgrade and store.writable)
     return store
