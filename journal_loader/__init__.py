@@ -13,19 +13,60 @@ print(report.status, report.statistics)
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from journal_loader.api import run
-from journal_loader.errors import (
-    ConfigError,
-    JournalLoaderError,
-    ProposeError,
-    SkipRecord,
-    ValidationError,
-)
-from journal_loader.graph.protocol import Entity, ProposeClient, ProposeResult
-from journal_loader.loader import Loader
-from journal_loader.runner import RunReport
+# The public names are imported on first use (PEP 562), not here: `journal-loader` imports
+# this package before anything else, and a Ctrl-C while SQLAlchemy and pydantic load must
+# reach the command's own handler (journal_loader/__main__.py), not print a traceback.
+_EXPORTS = {
+    "run": "journal_loader.api",
+    "ConfigError": "journal_loader.errors",
+    "JournalLoaderError": "journal_loader.errors",
+    "ProposeError": "journal_loader.errors",
+    "RunFailedError": "journal_loader.errors",
+    "RunInterruptedError": "journal_loader.errors",
+    "RunPartialError": "journal_loader.errors",
+    "SkipRecord": "journal_loader.errors",
+    "ValidationError": "journal_loader.errors",
+    "Entity": "journal_loader.graph.protocol",
+    "ProposeClient": "journal_loader.graph.protocol",
+    "ProposeResult": "journal_loader.graph.protocol",
+    "Loader": "journal_loader.loader",
+    "RunReport": "journal_loader.runner",
+}
+
+if TYPE_CHECKING:
+    from journal_loader.api import run
+    from journal_loader.errors import (
+        ConfigError,
+        JournalLoaderError,
+        ProposeError,
+        RunFailedError,
+        RunInterruptedError,
+        RunPartialError,
+        SkipRecord,
+        ValidationError,
+    )
+    from journal_loader.graph.protocol import Entity, ProposeClient, ProposeResult
+    from journal_loader.loader import Loader
+    from journal_loader.runner import RunReport
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'journal_loader' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __all__ = [
     "ConfigError",
@@ -35,6 +76,9 @@ __all__ = [
     "ProposeClient",
     "ProposeError",
     "ProposeResult",
+    "RunFailedError",
+    "RunInterruptedError",
+    "RunPartialError",
     "RunReport",
     "SkipRecord",
     "ValidationError",

@@ -31,16 +31,21 @@ def run(
     observers: Sequence[RunObserver] = (),
     stop: Callable[[], bool] | None = None,
     run_id: str | None = None,
+    fail_fast_records: int | None = None,
+    raise_on_failure: bool = False,
 ) -> RunReport:
     """Load one file; returns a RunReport (status, statistics, source and run ids).
 
     ``loader``: a Loader instance or class; if omitted, the config's ``loader.class`` (or its
     ``facts:`` mapping) is used. ``file``: the input; if omitted, the config's ``source.file``.
-    ``db`` / ``store``: where the journal lives (default: the config's database, then
-    ``$JOURNAL_LOADER_DB_URL``, then ``sqlite:///journal.db``). ``graph``: the target
-    (default: the embedded graph in the same database). ``stop``: asked before each batch;
-    True ends the run after the batch in progress, resumable (``RunOptions.stop``).
-    ``run_id``: the run's id (default: a new UUID).
+    ``db`` / ``store``: where the journal lives (default: ``$JOURNAL_LOADER_DB_URL``, then
+    the config's database, then ``sqlite:///journal.db``). ``graph``: the target
+    (default: the embedded graph in the same database). ``fail_fast_records``: stop when
+    the first N records all fail the same way (default: the config's, 100; 0: never).
+    ``raise_on_failure``: raise ``RunFailedError`` (``RunInterruptedError`` after a
+    SIGTERM/SIGINT) instead of returning a failed report, for orchestrators' tasks.
+    ``stop``: asked before each batch; True ends the run after the batch in progress,
+    resumable (``RunOptions.stop``). ``run_id``: the run's id (default: a new UUID).
     """
     cfg = _config(config)
     if loader is None:
@@ -58,18 +63,23 @@ def run(
     options.start_from = start_from
     options.force = force
     options.stop = stop
+    if fail_fast_records is not None:
+        options.fail_fast_records = fail_fast_records
     own_store = store is None
     if store is None:
         store = open_store(resolve_database_url(db, cfg))
     target: GraphTarget | None = None
     try:
         target = graph or make_target(store, cfg)
-        return Runner(loader, store, target, path, options, observers, run_id=run_id).run()
+        report = Runner(loader, store, target, path, options, observers, run_id=run_id).run()
     finally:
         if graph is None and target is not None:
             target.close()  # a client we made holds a connection for the run
         if own_store:
             store.dispose()
+    if raise_on_failure:
+        report.raise_for_status()
+    return report
 
 
 def run_options(cfg: Config, loader: Loader) -> RunOptions:
@@ -93,6 +103,7 @@ def run_options(cfg: Config, loader: Loader) -> RunOptions:
         max_failed_records=processing.max_failed_records,
         max_failure_rate=processing.max_failure_rate,
         failure_rate_min_records=processing.failure_rate_min_records,
+        fail_fast_records=processing.fail_fast_records,
         circuit_breaker=processing.circuit_breaker,
     )
 

@@ -27,12 +27,16 @@ from __future__ import annotations
 
 import os
 import re
+import types
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -42,12 +46,99 @@ from pydantic import (
 from pydantic import ValidationError as PydanticValidationError
 
 from journal_loader.errors import ConfigError
-from journal_loader.secrets import register_secret
+from journal_loader.secrets import MASK, mask_url, password_from_url, register_secret, scrub
 from journal_loader.sources.identity import FREQUENCIES
+from journal_loader.suggest import did_you_mean
 
 DEFAULT_DB_URL = "sqlite:///journal.db"
+DB_URL_VARIABLE = "JOURNAL_LOADER_DB_URL"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TYPE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_ .\-]{0,99}$")
+
+
+def _not_a_boolean(value: Any) -> Any:
+    # YAML's `true` is a bool, and pydantic's lax ints take it as 1: `max_retries: true`
+    # would mean one retry. Numbers in the config are numbers (or numeric strings, which
+    # ${VAR} expansion produces), never booleans.
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, not {str(value).lower()}")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_a_boolean)]
+Float = Annotated[float, BeforeValidator(_not_a_boolean)]
+
+# --- declared date formats ----------------------------------------------------------------------
+
+_DATE_TOKENS = (
+    ("YYYY", "%Y"),
+    ("YY", "%y"),
+    ("MM", "%m"),
+    ("DD", "%d"),
+    ("HH", "%H"),
+    ("mm", "%M"),
+    ("ss", "%S"),
+)
+_STRPTIME_DIRECTIVES = frozenset("aAbBcdfGHIjmMpSuUVwWxXyYzZ%")
+DATE_FORMS = (
+    "tokens YYYY, YY, MM, DD, HH, mm, ss between separators (MM/DD/YYYY, YYYY-MM-DD, "
+    "DD.MM.YYYY, YYYYMMDD, YYYY-MM-DDTHH:mm:ss) or strptime directives (%d.%m.%Y)"
+)
+
+
+def date_format(declared: str) -> str:
+    """A declared date format (``MM/DD/YYYY``, or strptime's ``%m/%d/%Y``) as a strptime
+    format; a ValueError naming the unknown token and the accepted forms when it is not one.
+    Checked when the config is read: a format no value can match would fail every record."""
+    if "%" in declared:
+        directives = re.findall(r"%(.?)", declared)
+        for d in directives:
+            if d not in _STRPTIME_DIRECTIVES:
+                raise ValueError(
+                    f"unknown directive {'%' + d!r} in {declared!r}; a date format is made of "
+                    f"{DATE_FORMS}"
+                )
+        return declared
+    out: list[str] = []
+    found = False
+    i = 0
+    while i < len(declared):
+        for token, directive in _DATE_TOKENS:
+            if declared.startswith(token, i):
+                out.append(directive)
+                i += len(token)
+                found = True
+                break
+        else:
+            if not declared[i].isalpha():
+                out.append(declared[i])
+                i += 1
+                continue
+            j = i + 1  # a run of letters, up to where a token starts
+            while (
+                j < len(declared)
+                and declared[j].isalpha()
+                and not any(declared.startswith(t, j) for t, _ in _DATE_TOKENS)
+            ):
+                j += 1
+            word = declared[i:j]
+            if word not in ("T", "Z"):  # ISO 8601's separators are literal letters
+                raise ValueError(
+                    f"unknown token {word!r} in {declared!r}; a date format is made of {DATE_FORMS}"
+                )
+            out.append(word)
+            i = j
+    if not found:
+        raise ValueError(f"{declared!r} has no date tokens; a date format is made of {DATE_FORMS}")
+    return "".join(out)
+
+
+def _check_date_format(declared: str) -> str:
+    date_format(declared)
+    return declared
+
+
+DateFormat = Annotated[str, AfterValidator(_check_date_format)]
 
 
 class _Section(BaseModel):
@@ -74,8 +165,8 @@ class SourceSection(_Section):
     encoding: str = "utf-8"
     delimiter: str | None = Field(default=None, min_length=1, max_length=1)  # None: by format
     quotechar: str = Field(default='"', min_length=1, max_length=1)
-    field_size_limit: int = Field(default=1_048_576, gt=0)
-    max_record_bytes: int = Field(default=8_388_608, gt=0)
+    field_size_limit: Int = Field(default=1_048_576, gt=0)
+    max_record_bytes: Int = Field(default=8_388_608, gt=0)
     update_frequency: str = "hash"
 
     @field_validator("type")
@@ -108,7 +199,7 @@ class DatabaseSection(_Section):
     url: str | None = None
     driver: Literal["sqlite", "postgresql"] | None = None
     host: str | None = None
-    port: int | None = Field(default=None, gt=0, lt=65536)
+    port: Int | None = Field(default=None, gt=0, lt=65536)
     name: str | None = None
     user: str | None = None
     password: SecretStr | None = None
@@ -153,20 +244,22 @@ class DatabaseSection(_Section):
 
 
 class ProcessingSection(_Section):
-    batch_size: int = Field(default=1000, ge=1, le=1_000_000)
+    batch_size: Int = Field(default=1000, ge=1, le=1_000_000)
     # A checkpoint is every committed batch (the batch is the transaction); an interval is
     # accepted for configs written for older loaders and must be a multiple of batch_size.
-    checkpoint_interval: int | None = Field(default=None, ge=1)
-    max_retries: int = Field(default=5, ge=0, le=100)
-    retry_delay: float = Field(default=0.5, ge=0)
-    retry_max_delay: float = Field(default=30.0, ge=0)
-    limit: int | None = Field(default=None, ge=0)
+    checkpoint_interval: Int | None = Field(default=None, ge=1)
+    max_retries: Int = Field(default=5, ge=0, le=100)
+    retry_delay: Float = Field(default=0.5, ge=0)
+    retry_max_delay: Float = Field(default=30.0, ge=0)
+    limit: Int | None = Field(default=None, ge=0)
     # Stop a run whose input is plainly wrong (failures counted in this run):
-    max_failed_records: int | None = Field(default=None, ge=0)
-    max_failure_rate: float | None = Field(default=None, ge=0, le=1)
-    failure_rate_min_records: int = Field(default=100, ge=1)
+    max_failed_records: Int | None = Field(default=None, ge=0)
+    max_failure_rate: Float | None = Field(default=None, ge=0, le=1)
+    failure_rate_min_records: Int = Field(default=100, ge=1)
+    # Stop a run whose first N records all fail the same way (a broken loader); 0: never.
+    fail_fast_records: Int = Field(default=100, ge=0)
     # Stop after this many transient failures in a row (across batches) instead of grinding.
-    circuit_breaker: int = Field(default=10, ge=1)
+    circuit_breaker: Int = Field(default=10, ge=1)
 
     @model_validator(mode="after")
     def _interval(self) -> ProcessingSection:
@@ -180,14 +273,14 @@ class ProcessingSection(_Section):
 
 class ValidationSection(_Section):
     required_fields: list[str] = []
-    date_fields: dict[str, str] = {}
+    date_fields: dict[str, DateFormat] = {}
 
 
 class FuzzyMatching(_Section):
     """Fuzzy matching of one node type's names (pg_trgm's trigram similarity, 0..1)."""
 
     enabled: bool = True
-    threshold: float = Field(default=0.8, gt=0, le=1)
+    threshold: Float = Field(default=0.8, gt=0, le=1)
 
 
 class ProposeApiSection(_Section):
@@ -200,7 +293,7 @@ class ProposeApiSection(_Section):
     function: str = "propose_fact"
     source_name: str | None = None  # p_source_name; default: source.name, then source.type
     source_type: str | None = None  # p_source_type; default: source.type
-    connect_timeout: int = Field(default=10, gt=0)
+    connect_timeout: Int = Field(default=10, gt=0)
     # The search_path the function runs with (its SQL is usually unqualified). Default: the
     # schema `function` is qualified with; else the journal's own path when it finds the
     # function in the journal's schema; else public.
@@ -262,7 +355,7 @@ class GraphSection(_Section):
     # Pairs of relationship types that contradict each other between the same two entities.
     opposing_relationships: list[tuple[str, str]] = []
     # A relationship proposed against an opposing one is stored with strength * penalty.
-    conflict_penalty: float = Field(default=0.7, gt=0, le=1)
+    conflict_penalty: Float = Field(default=0.7, gt=0, le=1)
     alias_attribute: str = "nameAlias"
     propose_api: ProposeApiSection | None = None
 
@@ -304,7 +397,7 @@ class GraphSection(_Section):
             if self.node_types is not None and type_name not in self.node_types:
                 raise ValueError(
                     f"fuzzy_matching: {type_name!r} is not one of node_types "
-                    f"({', '.join(self.node_types)})"
+                    f"({', '.join(self.node_types)}){did_you_mean(type_name, self.node_types)}"
                 )
         for a, b in self.opposing_relationships:
             if a == b:
@@ -316,6 +409,7 @@ class GraphSection(_Section):
                     raise ValueError(
                         f"opposing_relationships: {name!r} is not one of relationship_types "
                         f"({', '.join(self.relationship_types)})"
+                        + did_you_mean(name, self.relationship_types)
                     )
         return self
 
@@ -329,8 +423,8 @@ class LoggingSection(_Section):
     format: Literal["text", "json"] = "text"
     file: str | None = None  # relative to the config file's directory
     max_size: str = "10MB"  # rotate at this size: 512KB, 10MB, 1GB (x1024), or bytes; 0: never
-    retention: int = Field(default=5, ge=0)  # rotated files kept; 0: never rotate
-    progress_interval: float = Field(default=30.0, gt=0)  # seconds between progress lines
+    retention: Int = Field(default=5, ge=0)  # rotated files kept; 0: never rotate
+    progress_interval: Float = Field(default=30.0, gt=0)  # seconds between progress lines
 
     @field_validator("max_size")
     @classmethod
@@ -358,12 +452,12 @@ _SIZE_UNITS.update({"G": 1024**3, "GB": 1024**3})
 class MetricsSection(_Section):
     """Prometheus output of ``run`` (the --metrics-* options override it)."""
 
-    port: int | None = Field(default=None, ge=0, le=65535)  # serve /metrics during the run
+    port: Int | None = Field(default=None, ge=0, le=65535)  # serve /metrics during the run
     address: str = "0.0.0.0"  # noqa: S104 - an exporter is scraped from another host
     textfile: str | None = None  # node_exporter textfile; relative to the config file
     pushgateway: str | None = None  # URL; pushed at the end of the run
     job: str = "journal_loader"  # the pushgateway job name
-    dlq_every: int = Field(default=10, ge=1)  # query the DLQ depth every N batches
+    dlq_every: Int = Field(default=10, ge=1)  # query the DLQ depth every N batches
 
     @field_validator("pushgateway")
     @classmethod
@@ -378,7 +472,7 @@ class HooksSection(_Section):
 
     on_success: str | None = None
     on_failure: str | None = None
-    timeout: float = Field(default=60.0, gt=0)
+    timeout: Float = Field(default=60.0, gt=0)
 
 
 class Config(_Section):
@@ -440,8 +534,9 @@ def _expand(s: str, i: int, path: str, *, inside: bool) -> tuple[str, int]:
         elif c == "$" and s.startswith("${", i):
             m = _NAME.match(s, i + 2)
             if m is None:
+                shown = _echo_part(s, s[i : i + 12], path)
                 raise ConfigError(
-                    f"{path}: malformed reference at {s[i : i + 12]!r}: expected "
+                    f"{path}: malformed reference at {shown}: expected "
                     "${NAME} or ${NAME:-default} (write $$ for a literal $)"
                 )
             name, j = m.group(0), m.end()
@@ -470,22 +565,100 @@ def _expand(s: str, i: int, path: str, *, inside: bool) -> tuple[str, int]:
             out.append(c)
             i += 1
     if inside:
-        raise ConfigError(f"{path}: unterminated default in {s!r}: missing }}")
+        raise ConfigError(f"{path}: unterminated default in {_echo_part(s, s, path)}: missing }}")
     return "".join(out), i
+
+
+def _echo_part(whole: str, part: str, path: str) -> str:
+    """``part`` of a value for an error, unless the value is a password or holds one."""
+    if _secret_key(path) or password_from_url(whole) is not None:
+        return MASK
+    return repr(part)
 
 
 def _format_pydantic(source: str, error: PydanticValidationError) -> str:
     lines = []
     for e in error.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        loc = tuple(e["loc"])
+        where = ".".join(str(p) for p in loc) or "(top level)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif "input" in e and e["type"] not in ("missing",) and "password" not in where:
-            shown = repr(e["input"])
-            msg += f" (got {shown[:60]})"
+            msg = "unknown key" + did_you_mean(str(loc[-1]), allowed_keys(Config, loc[:-1]))
+        elif "input" in e and e["type"] not in ("missing",) and not _secret_key(where):
+            msg += f" (got {echo(e['input'])})"
         lines.append(f"{source}: {where}: {msg}")
     return "\n".join(lines)
+
+
+def _secret_key(key: str) -> bool:
+    return any(word in key.lower() for word in ("password", "secret"))
+
+
+def echo(value: Any, width: int = 60) -> str:
+    """A refused value, shown in an error: passwords (under a password key, or in a URL)
+    are *** before the text is cut to ``width``, so a cut never saves half a password."""
+
+    def masked(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: MASK if _secret_key(str(k)) else masked(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [masked(x) for x in v]
+        if isinstance(v, str):
+            return scrub(mask_url(v))
+        return v
+
+    shown = repr(masked(value))
+    return shown if len(shown) <= width else shown[: width - 3] + "..."
+
+
+def allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys a mapping at ``loc`` (a pydantic error location) may have, for "did you
+    mean": walks the models' annotations through optionals, unions, lists and dicts."""
+    current: Any = model
+    for step in loc:
+        current = _descend(current, step)
+        if current is None:
+            return []
+    for candidate in _members(current):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return [f.alias or n for n, f in candidate.model_fields.items() if not f.exclude]
+    return []
+
+
+def _members(annotation: Any) -> list[Any]:
+    """The types an annotation may hold (Optional/Union/Annotated unwrapped)."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _members(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [m for a in typing.get_args(annotation) for m in _members(a)]
+    return [annotation]
+
+
+def _descend(annotation: Any, step: Any) -> Any:
+    if isinstance(step, str) and step.startswith("function-"):
+        # a validated union member: 'function-after[_one_source(), ValueSpec]'
+        m = re.search(r"(\w+)\]$", step)
+        step = m.group(1) if m else step
+    for candidate in _members(annotation):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            if not isinstance(step, str):
+                continue
+            if step == candidate.__name__:  # pydantic names the union member it tried
+                return candidate
+            for name, f in candidate.model_fields.items():
+                if step in (name, f.alias):
+                    return f.annotation
+            continue
+        origin = typing.get_origin(candidate)
+        args = typing.get_args(candidate)
+        if origin is dict and len(args) == 2 and isinstance(step, str):
+            return args[1]
+        if origin is list and args and isinstance(step, int):
+            return args[0]
+        if origin is tuple and args and isinstance(step, int) and step < len(args):
+            return args[step]
+    return None
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -530,16 +703,36 @@ def config_from_dict(
         raise ConfigError(_format_pydantic(source, e)) from None
 
 
-def resolve_database_url(cli_url: str | None, config: Config | None) -> str:
-    """--db, then the config's database section, then JOURNAL_LOADER_DB_URL, then journal.db;
-    on PostgreSQL with the config's schema for journal-loader's tables (``journal_schema``)."""
-    url = cli_url or (config.database.resolved_url() if config is not None else None)
-    url = url or os.environ.get("JOURNAL_LOADER_DB_URL") or DEFAULT_DB_URL
-    if config is None:
-        return url
-    from journal_loader.storage import with_schema
+def resolve_database(cli_url: str | None, config: Config | None) -> tuple[str, str]:
+    """The database a command uses, and where that choice came from. One rule for every
+    command: ``--db``, then ``$JOURNAL_LOADER_DB_URL``, then the config's ``database:``, then
+    ``./journal.db`` (a per-invocation choice beats a per-shell one, which beats the file).
+    On PostgreSQL with the config's schema for journal-loader's tables (``journal_schema``)."""
+    url, where = _pick_database(cli_url, config)
+    if config is not None:
+        from journal_loader.storage import with_schema
 
-    return with_schema(url, journal_schema(config))
+        url = with_schema(url, journal_schema(config))
+    return url, where
+
+
+def _pick_database(cli_url: str | None, config: Config | None) -> tuple[str, str]:
+    if cli_url:
+        return cli_url, "--db"
+    env = os.environ.get(DB_URL_VARIABLE)
+    if env:
+        return env, f"${DB_URL_VARIABLE}"
+    if config is not None:
+        url = config.database.resolved_url()
+        if url:
+            where = f" of {config.config_path}" if config.config_path else ""
+            return url, f"the database section{where}"
+    return DEFAULT_DB_URL, "the default"
+
+
+def resolve_database_url(cli_url: str | None, config: Config | None) -> str:
+    """--db, then JOURNAL_LOADER_DB_URL, then the config's database section, then journal.db."""
+    return resolve_database(cli_url, config)[0]
 
 
 def journal_schema(config: Config) -> str | None:

@@ -29,7 +29,7 @@ import msgspec
 from sqlalchemy import Row, and_, select
 
 from journal_loader import projections
-from journal_loader.errors import JournalLoaderError, SkipRecord
+from journal_loader.errors import JournalLoaderError, SkipRecord, UnknownIdError
 from journal_loader.graph.target import GraphTarget
 from journal_loader.journal import queries
 from journal_loader.journal.events import RecordResolved, RunStarted, decode
@@ -43,6 +43,10 @@ from journal_loader.storage.schema import failed_records, journal, sources
 
 class DlqError(JournalLoaderError):
     pass
+
+
+class UnknownEntryError(DlqError, UnknownIdError):
+    """A DLQ entry id (or a source id) that does not exist: exit code 2."""
 
 
 def list_entries(
@@ -98,7 +102,7 @@ def _entry(store: Store, entry_id: int) -> Row[Any]:
             .where(failed_records.c.id == entry_id)
         ).first()
     if row is None:
-        raise DlqError(f"no DLQ entry {entry_id} (see `journal-loader dlq list`)")
+        raise UnknownEntryError(f"no DLQ entry {entry_id} (see `journal-loader dlq list`)")
     return row
 
 
@@ -208,7 +212,7 @@ def retry(
         entries = [dict(r) for r in conn.execute(query).mappings()]
     missing = set(entry_ids) - {e["id"] for e in entries}
     if missing:
-        raise DlqError(
+        raise UnknownEntryError(
             f"no DLQ entr{'y' if len(missing) == 1 else 'ies'} "
             f"{', '.join(map(str, sorted(missing)))}"
         )

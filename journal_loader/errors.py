@@ -102,6 +102,50 @@ class FailureLimitError(JournalLoaderError):
     """max_failed_records / max_failure_rate exceeded: the input looks plainly wrong."""
 
 
+class FailFastError(JournalLoaderError):
+    """The first ``fail_fast_records`` records of a run all failed the same way: the loader
+    or the config is wrong, not the data (exit code 2: rerunning will not help; fix it, and
+    the next run resumes after the records already failed)."""
+
+    exit_code = 2
+
+
+class UnknownIdError(UsageError):
+    """An id given on the command line (a source, a DLQ entry, a node...) that does not
+    exist: a usage error, exit code 2, like any other wrong argument."""
+
+
+class UnknownSourceError(UnknownIdError):
+    """A source id that does not exist."""
+
+
+class NoDatabaseError(UsageError):
+    """A command that reads or maintains a journal found no journal-loader database at the
+    URL it was given (it never creates one)."""
+
+
+class RunError(JournalLoaderError):
+    """Raised by ``RunReport.raise_for_status()`` (and ``run(raise_on_failure=True)``);
+    ``report`` is the run's report, ``exit_code`` the CLI's code for it."""
+
+    def __init__(self, message: str, report: Any) -> None:
+        super().__init__(message)
+        self.report = report
+        self.exit_code = int(report.exit_code) or 1
+
+
+class RunFailedError(RunError):
+    """The run failed (status ``failed``); the journal says why and the next run resumes."""
+
+
+class RunInterruptedError(RunFailedError):
+    """The run was stopped by a signal (SIGTERM, SIGINT) after finishing its batch."""
+
+
+class RunPartialError(RunError):
+    """The run stopped early by design (``--limit``): raised only when asked for."""
+
+
 class FatalError(StorageError):
     """Retrying cannot help: authentication, permission, missing table or function."""
 

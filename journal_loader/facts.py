@@ -54,10 +54,11 @@ from typing import Any, Union
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from journal_loader.config import Config
+from journal_loader.config import Config, allowed_keys
 from journal_loader.errors import ConfigError, ValidationError
 from journal_loader.graph.protocol import Entity, ProposeClient, ProposeResult
 from journal_loader.loader import Loader, strptime_format
+from journal_loader.suggest import closest, did_you_mean
 
 Getter = Callable[[Mapping[str, Any]], Any]
 Predicate = Callable[[Mapping[str, Any]], bool]
@@ -178,8 +179,13 @@ def parse_facts_section(raw: Any) -> FactsSection:
     except PydanticValidationError as e:
         lines = []
         for err in e.errors():
-            where = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            loc = tuple(err["loc"])
+            where = ".".join(str(p) for p in loc if not str(p).startswith("function-"))
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key" + did_you_mean(
+                    str(loc[-1]), allowed_keys(FactsSection, loc[:-1])
+                )
             lines.append(f"facts.{where}: {msg}")
         raise ConfigError("\n".join(lines)) from None
 
@@ -273,7 +279,7 @@ class _Compiler:
         if name not in self.fields:
             raise ConfigError(
                 f"{where}: unknown field {name!r} (fields: {', '.join(self.fields)}; "
-                "a raw column is {column: ...})"
+                "a raw column is {column: ...})" + did_you_mean(name, self.fields)
             )
         return lambda record: record.get(name)
 
@@ -327,7 +333,7 @@ class _Compiler:
             default = spec.default
             steps.append(lambda v: default if _empty(v) else v)
         if spec.date is not None:
-            fmt, declared = strptime_format(spec.date), spec.date
+            fmt, declared = _date_format(spec.date, f"{where}.date"), spec.date
             steps.append(lambda v: _to_iso_date(v, fmt, declared, where))
         if spec.matches is not None:
             rx = _regex(spec.matches, where)
@@ -379,7 +385,10 @@ class _Compiler:
             named = self.section.entities.get(spec)
             if named is None:
                 known = ", ".join(self.section.entities) or "none"
-                raise ConfigError(f"{where}: unknown entity {spec!r} (entities: {known})")
+                raise ConfigError(
+                    f"{where}: unknown entity {spec!r} (entities: {known})"
+                    + did_you_mean(spec, self.section.entities)
+                )
             return self.entity(named, f"facts.entities.{spec}")
         if isinstance(spec.type, str):
             self._check_type(spec.type, f"{where}.type")
@@ -409,8 +418,15 @@ class _Compiler:
         if self.node_types is not None and name not in self.node_types:
             raise ConfigError(
                 f"{where}: {name!r} is not one of graph.node_types "
-                f"({', '.join(sorted(self.node_types))})"
+                f"({', '.join(sorted(self.node_types))}){did_you_mean(name, self.node_types)}"
             )
+
+
+def _date_format(declared: str, where: str) -> str:
+    try:
+        return strptime_format(declared)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def _to_iso_date(value: Any, fmt: str, declared: str, where: str) -> Any:
@@ -437,6 +453,7 @@ class _CompiledFact:
             raise ConfigError(
                 f"{where}.relationship: {spec.relationship!r} is not one of "
                 f"graph.relationship_types ({', '.join(sorted(c.relationship_types))})"
+                + did_you_mean(spec.relationship, c.relationship_types)
             )
         self.relationship = spec.relationship
         self.when = c.condition(spec.when, f"{where}.when")
@@ -520,7 +537,7 @@ class FactsLoader(Loader):
             if name not in ("value", "field"):
                 raise ConfigError(f"{where}.message: only {{value}} and {{field}} can be used")
         rx = _regex(check.matches, f"{where}.matches") if check.matches is not None else None
-        fmt = strptime_format(check.date) if check.date is not None else None
+        fmt = _date_format(check.date, f"{where}.date") if check.date is not None else None
 
         def run(record: Mapping[str, Any]) -> str | None:
             value = get(record)
@@ -557,8 +574,12 @@ class FactsLoader(Loader):
             return
         missing = [c for c in self._columns if c not in raw]
         if missing:
+            named = []
+            for m in missing:
+                match = closest(m, raw)
+                named.append(f"{m!r}" + (f" (did you mean {match!r}?)" if match else ""))
             raise ConfigError(
-                f"facts: the input has no column {', '.join(repr(m) for m in missing)} "
+                f"facts: the input has no column {', '.join(named)} "
                 f"(its columns: {', '.join(repr(k) for k in raw)}); fix the mapping, or set "
                 "facts.allow_missing_columns for optional keys"
             )

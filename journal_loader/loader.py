@@ -33,29 +33,16 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn
 
-from journal_loader.config import Config, ValidationSection
+from journal_loader.config import Config, ValidationSection, date_format
 from journal_loader.errors import ConfigError, SkipRecord
 from journal_loader.graph.protocol import ProposeClient, ProposeResult
-
-_TOKENS = (
-    ("YYYY", "%Y"),
-    ("YY", "%y"),
-    ("MM", "%m"),
-    ("DD", "%d"),
-    ("HH", "%H"),
-    ("mm", "%M"),
-    ("ss", "%S"),
-)
+from journal_loader.suggest import did_you_mean
 
 
 def strptime_format(declared: str) -> str:
-    """'MM/DD/YYYY' -> '%m/%d/%Y'; a format that already has % directives is kept."""
-    if "%" in declared:
-        return declared
-    out = declared
-    for token, directive in _TOKENS:
-        out = out.replace(token, directive)
-    return out
+    """'MM/DD/YYYY' -> '%m/%d/%Y'; a format that already has % directives is kept; a
+    ValueError (naming the unknown token and the accepted forms) for anything else."""
+    return date_format(declared)
 
 
 _FIELDS = {"%Y": r"(?P<Y>\d{4})", "%m": r"(?P<m>\d{1,2})", "%d": r"(?P<d>\d{1,2})"}
@@ -149,6 +136,7 @@ def load_loader_class(spec: str, base_dir: Path) -> type[Loader]:
             f"loader.class {spec!r}: expected 'file.py:ClassName' or 'module:ClassName'"
         )
     target, _, class_name = spec.rpartition(":")
+    where = target
     if not re.match(r"^[A-Za-z_]\w*$", class_name):
         raise ConfigError(f"loader.class {spec!r}: {class_name!r} is not a class name")
     if target.endswith(".py"):
@@ -157,6 +145,7 @@ def load_loader_class(spec: str, base_dir: Path) -> type[Loader]:
             path = base_dir / path
         if not path.is_file():
             raise ConfigError(f"loader.class {spec!r}: file {path} not found")
+        where = path.name
         module_name = f"journal_loader_user_{abs(hash(str(path.resolve())))}"
         module = sys.modules.get(module_name)
         if module is None:
@@ -176,11 +165,29 @@ def load_loader_class(spec: str, base_dir: Path) -> type[Loader]:
         except ImportError as e:
             raise ConfigError(f"loader.class {spec!r}: cannot import {target}: {e}") from e
     cls = getattr(module, class_name, None)
+    if cls is None:
+        found = _loader_classes(module)
+        raise ConfigError(
+            f"loader.class {spec!r}: class {class_name} not found in {where} (Loader classes "
+            f"in that file: {', '.join(found) or 'none'}){did_you_mean(class_name, found)}"
+        )
     if not (isinstance(cls, type) and issubclass(cls, Loader)):
         raise ConfigError(
             f"loader.class {spec!r}: {class_name} is not a journal_loader.Loader subclass"
         )
     return cls
+
+
+def _loader_classes(module: Any) -> list[str]:
+    """The Loader subclasses a module defines (not those it imports)."""
+    return sorted(
+        name
+        for name, value in vars(module).items()
+        if isinstance(value, type)
+        and issubclass(value, Loader)
+        and value is not Loader
+        and value.__module__ == module.__name__
+    )
 
 
 def loader_from_config(config: Config) -> Loader:

@@ -30,6 +30,7 @@ Two variants of the batch, chosen by the target:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import logging
 import os
@@ -50,11 +51,15 @@ from journal_loader.abandon import supersede_partial
 from journal_loader.errors import (
     CircuitOpenError,
     ConflictError,
+    FailFastError,
     FailureLimitError,
     FencedOutError,
     JournalLoaderError,
     ProposeAnswerError,
     RecordError,
+    RunFailedError,
+    RunInterruptedError,
+    RunPartialError,
     SkipRecord,
     SourceFileError,
     StorageError,
@@ -85,6 +90,7 @@ from journal_loader.sources.identity import SourceFile, open_source
 from journal_loader.sources.readers import RawRecord, RecordReader, ResumePoint, open_reader
 from journal_loader.storage.base import SourceLock, Store, Tx, utcnow
 from journal_loader.storage.errors import is_record_error
+from journal_loader.suggest import did_you_mean
 
 log = logging.getLogger("journal_loader.runner")
 
@@ -118,6 +124,7 @@ class RunOptions:
     max_failed_records: int | None = None
     max_failure_rate: float | None = None
     failure_rate_min_records: int = 100
+    fail_fast_records: int = 100
     circuit_breaker: int = 10
     # Asked before each batch: True stops the run after the batch in progress (committed),
     # journaled as failed with STOP_REQUESTED. Signals reach only a main thread's run; a run
@@ -147,10 +154,35 @@ class RunReport(msgspec.Struct, kw_only=True):
     # This run's failures grouped by what went wrong (journal_loader/failures.py), largest
     # first, at most FAILURE_GROUPS of them; the CLI's summary shows the top three.
     failure_groups: list[FailureGroup] = msgspec.field(default_factory=list)
+    # Why a failed run failed: "usage" (the loader or config is wrong: exit 2, rerunning
+    # will not help), "interrupted" (a signal stopped it), "error" (anything else: exit 1).
+    error_kind: str = ""
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.status == FAILED else 0
+        if self.status != FAILED:
+            return 0
+        return 2 if self.error_kind == "usage" else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain JSON types (an orchestrator's XCom, a task's return value),
+        with ``exit_code``."""
+        data: dict[str, Any] = msgspec.to_builtins(self)
+        data["exit_code"] = self.exit_code
+        return data
+
+    def raise_for_status(self, *, partial: bool = False) -> RunReport:
+        """Raise ``RunFailedError`` (``RunInterruptedError`` when a signal stopped the run)
+        if the run failed, and ``RunPartialError`` if it stopped early (``limit``) and
+        ``partial`` is true; otherwise return the report."""
+        if self.status == FAILED:
+            error = RunInterruptedError if self.error_kind == "interrupted" else RunFailedError
+            raise error(f"{self.source_type}: the run failed: {self.message}", self)
+        if partial and self.status == PARTIAL:
+            raise RunPartialError(
+                f"{self.source_type}: the run stopped early: {self.message}", self
+            )
+        return self
 
 
 class RunObserver(Protocol):
@@ -169,6 +201,37 @@ class _BatchResult:
     events: list[PendingEvent] = field(default_factory=list)
     stats: Statistics = field(default_factory=Statistics)
     propose_seconds: list[float] = field(default_factory=list)
+    end: ResumePoint | None = None  # where the batch ended (fail-fast may cut it short)
+
+
+@dataclass(slots=True)
+class _FailFast:
+    """The run's first records, while they all fail the same way (``fail_fast_records``)."""
+
+    limit: int
+    armed: bool
+    failed: int = 0
+    kind: tuple[str, str] | None = None  # (stage, error type)
+    example: str = ""
+
+    def see(self, event: Any) -> None:
+        """One record's terminal event, in record order."""
+        if not self.armed:
+            return
+        if isinstance(event, ProposeSucceeded):
+            self.armed = False  # a record made it: the loader works
+        elif isinstance(event, RecordFailed) and event.stage != "read":
+            kind = (event.stage, event.error_type)
+            if self.kind is None:
+                self.kind, self.example = kind, event.message
+            elif kind != self.kind:
+                self.armed = False  # failures of several kinds: the data, not the loader
+                return
+            self.failed += 1
+
+    @property
+    def tripped(self) -> bool:
+        return self.armed and self.failed >= self.limit
 
 
 class _Stop(Exception):
@@ -208,6 +271,9 @@ class Runner:
         self._attempts: dict[int, set[str]] = {}  # their attempts' tokens (ProposeAttempted)
         self._reached: set[int] = set()  # offsets of this attempt whose calls may have committed
         self.file_hash = ""
+        # Fail fast: armed until a record of this run succeeds or fails differently.
+        limit = self.opt.fail_fast_records
+        self._fail_fast = _FailFast(limit, armed=limit > 0)
 
     # --- the whole run ---------------------------------------------------------------------
     def run(self) -> RunReport:
@@ -291,10 +357,15 @@ class Runner:
                 report.status, report.message = FAILED, str(e)
                 report.statistics = self.stats
                 return
-            except (JournalLoaderError, _Stop) as e:
+            except _Stop as e:
                 status, reason = FAILED, scrub(str(e))
+                report.error_kind = "interrupted"
+            except JournalLoaderError as e:
+                status, reason = FAILED, scrub(str(e))
+                report.error_kind = "usage" if e.exit_code == 2 else "error"
             except Exception as e:  # a bug: still journal why the run stopped
                 status, reason = FAILED, scrub(f"{type(e).__name__}: {e}")
+                report.error_kind = "error"
                 log.exception("run %s stopped by an unexpected error", self.run_id)
         report.status, report.message = status, reason
         report.statistics = self.stats
@@ -545,19 +616,23 @@ class Runner:
                 raise _Stop(self._stop_reason)
             size = opt.batch_size if remaining is None else min(opt.batch_size, remaining)
             batch: list[RawRecord] = []
+            # While fail-fast may trip, where each record ends: a batch can end early there.
+            ends: list[ResumePoint] | None = [] if self._fail_fast.armed else None
             file_error: SourceFileError | None = None
             try:
-                records.take(size, batch)
+                records.take(size, batch, ends)
             except SourceFileError as e:  # e.g. truncated gzip: keep what came before it
                 file_error = e
             if batch:
                 position = records.position()
                 src.check_unchanged()
-                self._commit_batch(batch, position)
+                done = self._commit_batch(batch, position, ends)
+                position = done.end or position
                 if remaining is not None:
                     remaining -= len(batch)
                 for o in self.observers:
                     _call(o, "on_batch", self.stats, position, reader.bytes_read())
+                self._check_fail_fast(done)
                 self._check_failure_limits()
             if file_error is not None:
                 raise file_error
@@ -566,6 +641,45 @@ class Runner:
                 return COMPLETED, "", reader.position.offset
             if remaining is not None and remaining <= 0:
                 return PARTIAL, f"stopped by --limit {opt.limit}; rerun to continue", None
+
+    def _cut_short(self, batch: list[RawRecord], result: _BatchResult) -> None:
+        """Raise _CutShort when fail-fast trips before the last record of this batch, so
+        that the batch is redone up to the record that trips it: the run then stops right
+        there (``fail_fast_records`` records in the DLQ, not a whole batch of them)."""
+        trial = dataclasses.replace(self._fail_fast)
+        for pending in _outcomes(result):
+            trial.see(pending.event)
+            if not trial.armed:
+                return
+            if trial.tripped:
+                keep = (pending.record_offset or 0) - batch[0].offset + 1
+                if keep < len(batch):
+                    raise _CutShort(keep)
+                return
+
+    def _check_fail_fast(self, result: _BatchResult) -> None:
+        """Stop a run whose first ``fail_fast_records`` records all failed at parse,
+        validate or propose with the same kind of error: a loader that reads a column the
+        file does not have, a node type the config does not list. Rerunning cannot help, so
+        the run stops (exit 2) after those records, which are in the DLQ; a fixed loader
+        resumes after them. Skips and unreadable records neither count nor disarm it. The
+        batch itself ended at the record that tripped it (``_cut_short``), except on a
+        target outside the journal's transaction, which is checked after its batch."""
+        ff = self._fail_fast
+        if not ff.armed:
+            return
+        for pending in _outcomes(result):
+            ff.see(pending.event)
+        if ff.tripped and ff.kind is not None:
+            stage, error_type = ff.kind
+            raise FailFastError(
+                f"the first {ff.limit} records of this run all failed at {stage} with "
+                f"{error_type} ({ff.example}): the loader or the config looks wrong, not the "
+                f"data (processing.fail_fast_records: {ff.limit}; 0 turns this check off). "
+                f"Those records are in the DLQ (journal-loader dlq list --source "
+                f"{self.source_id}); fix it and rerun: the run resumes after them, and "
+                "`journal-loader dlq retry` loads them again"
+            )
 
     def _check_failure_limits(self) -> None:
         """Stop a run whose input is plainly wrong (``max_failed_records``, ``max_failure_rate``)
@@ -589,13 +703,23 @@ class Runner:
                 f"{self.source_id}`; fix the input or the loader and rerun to continue"
             )
 
-    def _commit_batch(self, batch: list[RawRecord], position: ResumePoint | None) -> None:
+    def _commit_batch(
+        self,
+        batch: list[RawRecord],
+        position: ResumePoint | None,
+        ends: list[ResumePoint] | None = None,
+    ) -> _BatchResult:
         safe = False
         while True:
             try:
 
-                def attempt(mode: bool = safe) -> _BatchResult:
-                    return self._batch_transaction(batch, position, mode)
+                def attempt(
+                    mode: bool = safe,
+                    records: list[RawRecord] = batch,
+                    at: ResumePoint | None = position,
+                    record_ends: list[ResumePoint] | None = ends,
+                ) -> _BatchResult:
+                    return self._batch_transaction(records, at, mode, record_ends)
 
                 done: _BatchResult = self._retrying(attempt, f"batch at record {batch[0].offset}")
                 # What survived the batch is long-lived (the graph's caches): move it out of the
@@ -606,7 +730,13 @@ class Runner:
                 self.stats.add(done.stats)
                 for o in self.observers:  # committed batches only: a retried one counts once
                     _call(o, "on_propose_durations", done.propose_seconds)
-                return
+                return done
+            except _CutShort as cut:
+                # fail-fast trips inside this batch: the batch ends with the record that
+                # tripped it (nothing of the longer attempt was kept: it rolled back)
+                assert ends is not None
+                batch, ends = batch[: cut.keep], ends[: cut.keep]
+                position = ends[-1]
             except StorageError as e:
                 if safe or not is_record_error(e):
                     raise
@@ -618,10 +748,14 @@ class Runner:
                 safe = True
 
     def _batch_transaction(
-        self, batch: list[RawRecord], position: ResumePoint | None, safe: bool
+        self,
+        batch: list[RawRecord],
+        position: ResumePoint | None,
+        safe: bool,
+        ends: list[ResumePoint] | None = None,
     ) -> _BatchResult:
         if not self.target.transactional:
-            return self._batch_two_phase(batch, position)
+            return self._batch_two_phase(batch, position)  # fail-fast checks after the batch
         try:
             with self.store.transaction() as tx:
                 self._check_lease(tx)
@@ -639,6 +773,9 @@ class Runner:
                 else:
                     for rec in batch:
                         self._process(rec, result)
+                if ends is not None and position is not None:
+                    self._cut_short(batch, result)  # rolls back: redo only up to the trip
+                    result.end = position
                 if position is not None:  # None: a DLQ retry, which must not move the checkpoint
                     result.events.append(PendingEvent.of(None, self._checkpoint(position, result)))
                 self.target.flush(tx)
@@ -867,8 +1004,9 @@ class Runner:
             raise
         except Exception as e:
             # A bug in the loader's code, or a value msgspec cannot encode: this record fails;
-            # a loader that fails every record is stopped by the failure limits.
-            self._fail(rec, stage, type(e).__name__, str(e) or repr(e), parsed, out)
+            # a loader that fails every record is stopped by fail-fast or the failure limits.
+            message = describe_error(e, rec.data if stage == "parse" else parsed, stage)
+            self._fail(rec, stage, type(e).__name__, message, parsed, out)
             return None
         out.events.append(parsed_event)
         if problems:
@@ -892,7 +1030,9 @@ class Runner:
         except (JournalLoaderError, KeyboardInterrupt):
             raise
         except Exception as e:
-            self._fail(rec, "propose", type(e).__name__, str(e) or repr(e), parsed, out)
+            self._fail(
+                rec, "propose", type(e).__name__, describe_error(e, parsed, "propose"), parsed, out
+            )
             return
         finally:
             out.propose_seconds.append(time.perf_counter() - started)
@@ -1150,6 +1290,42 @@ class Runner:
                 signal.signal(s, h)
 
 
+def describe_error(error: Exception, record: Any, stage: str) -> str:
+    """A loader's exception as a DLQ message. A KeyError for a key the record does not have
+    names the key, the keys it has (the file's columns, at parse) and the closest one."""
+    if (
+        isinstance(error, KeyError)
+        and len(error.args) == 1
+        and isinstance(error.args[0], str)
+        and isinstance(record, dict)
+        and error.args[0] not in record
+    ):
+        key, keys = error.args[0], [k for k in record if isinstance(k, str)]
+        what = "column" if stage == "parse" else "field"
+        where = "the record" if stage == "parse" else "the parsed record"
+        return (
+            f"no {what} {key!r} in {where} (its {what}s: {', '.join(map(repr, keys))})"
+            + did_you_mean(key, keys)
+        )
+    return str(error) or repr(error)
+
+
+class _CutShort(Exception):
+    """Redo this batch with its first ``keep`` records only (fail-fast trips there)."""
+
+    def __init__(self, keep: int) -> None:
+        super().__init__(f"fail-fast: the batch ends after {keep} records")
+        self.keep = keep
+
+
+def _outcomes(result: _BatchResult) -> list[PendingEvent]:
+    """The batch's records' outcomes (success or failure), in record order."""
+    return sorted(
+        (e for e in result.events if isinstance(e.event, ProposeSucceeded | RecordFailed)),
+        key=lambda e: e.record_offset or 0,
+    )
+
+
 class _Peekable:
     """One record of look-ahead (to tell "the limit ended the run" from "the file ended").
 
@@ -1172,12 +1348,15 @@ class _Peekable:
             self._head = next(self._it, None)
         return self._head is not None
 
-    def take(self, n: int, batch: list[RawRecord]) -> None:
-        """Append up to n records to ``batch`` (fewer at the end of the file)."""
+    def take(self, n: int, batch: list[RawRecord], ends: list[ResumePoint] | None = None) -> None:
+        """Append up to n records to ``batch`` (fewer at the end of the file); and, when
+        ``ends`` is given, where the record after each one starts (its resume point)."""
         if n > 0 and self._head is not None:
             batch.append(self._head)
             self._head = None
             n -= 1
+            if ends is not None:  # the reader has not moved since it read the head
+                ends.append(self._reader.position)
         it = self._it
         try:
             for _ in range(n):
@@ -1185,6 +1364,8 @@ class _Peekable:
                 if record is None:
                     break
                 batch.append(record)
+                if ends is not None:
+                    ends.append(self._reader.position)
         finally:  # also when the reader raises (a truncated gzip): the records before count
             self._after_taken = self._reader.position
 

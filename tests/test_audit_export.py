@@ -74,7 +74,7 @@ def test_export_of_one_source_from_a_position(db_url: str, store: Store, tmp_pat
     assert got == expected and got
     assert f"{len(got)} events written to {out}" in result.stderr
     unknown = cli("export", "--db", db_url, "--source", "7")
-    assert unknown.exit_code == 1 and "no source 7" in unknown.stderr
+    assert unknown.exit_code == 2 and "no source 7" in unknown.stderr
 
 
 def test_export_is_the_same_in_small_batches(

@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from journal_loader import Entity, Loader, ProposeClient, ProposeResult, run
 from journal_loader.audit.lineage import _raw_json, lineage
-from journal_loader.storage import Store
+from journal_loader.storage import Store, open_store
 from tests.support import PairLoader
 from tests.test_audit_support import cli, write_pairs_csv
 
@@ -175,8 +175,9 @@ def test_lineage_checks_the_source_file(loaded: tuple[str, Path, list[str]], sto
 
 @pytest.mark.parametrize("kind", ["node", "relationship", "attribute"])
 def test_lineage_of_an_unknown_subject(sqlite_url: str, kind: str) -> None:
+    open_store(sqlite_url).dispose()  # lineage reads a database; it never creates one
     result = cli("lineage", kind, "424242", "--db", sqlite_url)
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # an id that does not exist is a usage error
     assert result.stderr.startswith(f"error: no {kind} 424242 in ")
 
 

@@ -74,7 +74,7 @@ def test_verify_passes_on_an_intact_journal(db_url: str, tmp_path: Path, store: 
 def test_verify_an_unknown_source_is_an_error(db_url: str, store: Store) -> None:
     journal_of_two_sources(store)
     result = cli("verify", "--db", db_url, "--source", "99")
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # an id that does not exist is a usage error
     assert result.stderr.startswith("error: no source 99 in the journal")
 
 

@@ -110,10 +110,11 @@ def test_summary_groups_the_examples_21_failures_into_three(example: tuple[str, 
     for count, pattern, offset in ((9, DATE, 508), (7, RA_ZIP, 589), (5, HO_ZIP, 232)):
         (line,) = [x for x in lines if pattern in x]
         assert line.split()[0] == str(count) and f" {offset} " in line and run_id[:8] in line
-    # every source at once is the same here; an unknown source has nothing
+    # every source at once is the same here; an unknown source is a usage error (exit 2),
+    # as for every command that takes a source id
     assert json.loads(_cli("dlq", "summary", "--json", "--db", url).output) == groups
-    empty = _cli("dlq", "summary", "--source", "9", "--db", url)
-    assert "empty" in empty.output
+    unknown = _cli("dlq", "summary", "--source", "9", "--db", url)
+    assert unknown.exit_code == 2 and "no source 9" in unknown.output
 
 
 def test_run_prints_its_top_three_failure_groups(tmp_path: Path) -> None:

@@ -214,9 +214,9 @@ def test_node_by_name_as_the_graph_matches_names(example: str) -> None:
         "State"
     )
     missing = _cli("graph", "node", "--name", "no such company", "--db", example)
-    assert missing.exit_code == 1 and "no node with name 'no such company'" in missing.output
+    assert missing.exit_code == 2 and "no node with name 'no such company'" in missing.output
     unknown = _cli("graph", "node", "999999999", "--db", example)
-    assert unknown.exit_code == 1 and "no node 999999999" in unknown.output
+    assert unknown.exit_code == 2 and "no node 999999999" in unknown.output
     both = _cli("graph", "node", "7", "--name", "x", "--db", example)
     assert both.exit_code == 2
 

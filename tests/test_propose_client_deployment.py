@@ -236,7 +236,7 @@ def test_history_and_lineage_show_the_deployments_ids(
     text_out = cli("lineage", "node", springfield, "-c", str(config)).output
     assert "the Propose API's own provenance: 1 row(s)" in text_out
     missing = cli("lineage", "node", "01ZZZZZZZZZZZZZZZZZZZZZZZZ", "--db", pg_url)
-    assert missing.exit_code == 1 and "no node 01ZZZZZZZZZZZZZZZZZZZZZZZZ" in missing.output
+    assert missing.exit_code == 2 and "no node 01ZZZZZZZZZZZZZZZZZZZZZZZZ" in missing.output
 
 
 # --- conflicts ------------------------------------------------------------------------------------

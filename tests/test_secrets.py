@@ -92,3 +92,49 @@ def test_scrub_and_mask_cover_urls_and_registered_secrets() -> None:
         "dsn postgresql+psycopg://app:***@db:5432/x"
     )
     assert scrub("password=abc123 host=x") == "password=*** host=x"
+
+
+# Config validation errors echo the value they refused: whatever its shape, a password in
+# it is ***. (issue 9: a password beside url, a URL echo cut before its '@', nested values.)
+_LONG_USER = "loader_writer_01"  # puts the 60-character cut of the echo inside the password
+CONFIG_SHAPES = {
+    "password beside url": {"url": "sqlite:///x.db", "password": SENTINEL},
+    "url with port, echo cut before the @": {
+        "url": f"postgresql://{_LONG_USER}:{SENTINEL}@db.example.internal:5432/graph",
+        "port": 5432,
+    },
+    "url nested in a mapping": {"url": {"primary": f"postgresql://u:{SENTINEL}@h/graph"}},
+    "password nested in a list": {"host": "h", "password": [SENTINEL]},
+    "password nested under another key": {"host": "h", "user": {"name": "u", "password": SENTINEL}},
+    "database as a list": [f"postgresql://u:{SENTINEL}@h/graph"],
+    "password under another section": {"url": "sqlite:///x.db"},
+}
+
+
+@pytest.mark.parametrize("shape", list(CONFIG_SHAPES))
+def test_config_errors_never_print_the_password(tmp_path: Path, shape: str) -> None:
+    import yaml
+
+    from tests.test_ops_support import pairs_config
+
+    jobs = tmp_path / "jobs"
+    config = pairs_config(jobs)
+    data = yaml.safe_load(config.read_text())
+    data["database"] = CONFIG_SHAPES[shape]
+    if shape == "password under another section":
+        data["processing"]["batch_size"] = {"password": SENTINEL, "url": f"x://u:{SENTINEL}@h"}
+    config.write_text(yaml.safe_dump(data, sort_keys=False))  # url first: the cut lands in it
+    outputs = []
+    for args in (
+        ["config", "check", str(config)],
+        ["run", str(config)],
+        ["jobs", "run", str(jobs)],
+    ):
+        done = _cli(*args, cwd=tmp_path)
+        assert done.returncode in (1, 2), (args, done.stdout, done.stderr)
+        assert "Traceback" not in done.stderr
+        outputs += [done.stdout, done.stderr]
+    text = "\n".join(outputs)
+    assert "***" in text or "password" in text  # the error is there, the value is not
+    for needle in (SENTINEL, "Pa55word", "Sentinel-Pa"):
+        assert needle not in text, (shape, text)

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from journal_loader.errors import JournalLoaderError
+from journal_loader.errors import JournalLoaderError, UnknownSourceError
 from journal_loader.storage.base import Store
 from journal_loader.storage.sql import load_queries, to_pyformat
 
@@ -25,6 +25,10 @@ _cursor_names = itertools.count(1)
 
 class AuditError(JournalLoaderError):
     """An audit command cannot do what was asked (an unknown id, an unusable heads file...)."""
+
+
+class UnknownSubjectError(AuditError, UnknownSourceError):
+    """An id that is not in the journal or the graph: a usage error (exit code 2)."""
 
 
 def queries(dialect: str) -> dict[str, str]:
@@ -41,7 +45,7 @@ def utc(value: dt.datetime) -> dt.datetime:
 def require_source(store: Store, source_id: int) -> None:
     """An AuditError unless the journal has events of this source."""
     if not fetchall(store, queries(store.dialect)["source_exists"], {"source_id": source_id}):
-        raise AuditError(f"no source {source_id} in the journal of {store.display_url}")
+        raise UnknownSubjectError(f"no source {source_id} in the journal of {store.display_url}")
 
 
 def fetchall(store: Store, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:

@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-from journal_loader.audit.base import AuditError, fetchall, queries, utc
+from journal_loader.audit.base import AuditError, UnknownSubjectError, fetchall, queries, utc
 from journal_loader.graph.protocol import GraphId
 from journal_loader.journal.events import ProposeSucceeded, RecordParsed, decode
 from journal_loader.storage import Store
@@ -146,7 +146,7 @@ def lineage(
         key: GraphId = number if number is not None else str(subject_id)
         answered = _from_answers(store, kind, key, limit)
         if answered is None:
-            raise AuditError(f"no {kind} {subject_id} in {store.display_url}")
+            raise UnknownSubjectError(f"no {kind} {subject_id} in {store.display_url}")
         if check_files:
             _check_files(answered.assertions)
         return answered

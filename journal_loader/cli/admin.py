@@ -72,11 +72,12 @@ def db_group() -> None:
 )
 @db_options
 def upgrade_command(db: str | None, config_path: str | None) -> None:
-    """Apply the migrations (also done automatically on first use); on PostgreSQL, also
-    install the job queue's tables (procrastinate's schema) for `submit` and `worker`."""
-    store = open_db(db, config_path, upgrade=False, check=False)
+    """Apply the migrations (also done automatically on first use; on an empty database,
+    create the schema); on PostgreSQL, also install the job queue's tables (procrastinate's
+    schema) for `submit` and `worker`."""
+    store = open_db(db, config_path, upgrade=False, check=False, create=True)
     before = store.current_revision()
-    store.upgrade()
+    store.ensure_schema(upgrade=True)  # refuses a schema newer than this journal-loader
     after = store.current_revision()
     click.echo(
         f"{store.display_url}: schema {before or 'empty'} -> {after}"

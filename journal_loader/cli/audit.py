@@ -87,7 +87,7 @@ def _lineage_command(kind: str) -> click.Command:
     ) -> None:
         from journal_loader.audit.lineage import lineage
 
-        store = open_db(db, config_path)
+        store = open_db(db, config_path, read_only=True)
         result = lineage(store, kind, subject_id, limit=limit, check_files=check_files)
         deployment = _deployment_provenance(store, config_path, kind, subject_id)
         if as_json:
@@ -201,7 +201,7 @@ def verify_command(
     from journal_loader.audit.verify import read_heads, verify, write_heads
 
     against = read_heads(against_path) if against_path else None
-    store = open_db(db, config_path)
+    store = open_db(db, config_path, read_only=True)
     report = verify(store, source_id=source_id, against=against)
     if report.ok and export_path:
         write_heads(export_path, report)
@@ -285,7 +285,7 @@ def export_command(
     """Stream the journal's events with their hashes (constant memory)."""
     from journal_loader.audit.export import export_events
 
-    store = open_db(db, config_path)
+    store = open_db(db, config_path, read_only=True)
     if output == "-":
         try:
             export_events(
@@ -335,7 +335,7 @@ def replay_command(db: str | None, config_path: str | None, until: str, into_url
     from journal_loader.audit.cut import parse_cut
 
     cut = parse_cut(until)
-    store = open_db(db, config_path)
+    store = open_db(db, config_path, read_only=True)
     report = replay(store, cut, into_url)
     counts = ", ".join(f"{name} {fmt(n)} rows" for name, n in report.rows.items())
     click.echo(
@@ -390,7 +390,7 @@ def _status_as_of(
     if stalled:
         raise UsageError("--stalled asks about now; it cannot be combined with --as-of")
     cut = parse_cut(as_of)
-    store = open_db(db, config_path)
+    store = open_db(db, config_path, read_only=True)
     result = status_at(store, cut)
     position, time, rows = result.position, result.time, result.rows
     if as_json:

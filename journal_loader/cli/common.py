@@ -9,7 +9,8 @@ from typing import Any, TypeVar
 
 import click
 
-from journal_loader.config import Config, load_config, resolve_database_url
+from journal_loader.config import Config, load_config, resolve_database
+from journal_loader.errors import NoDatabaseError
 from journal_loader.storage import Store, open_store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -23,20 +24,41 @@ def db_options(fn: F) -> F:
         type=click.Path(dir_okay=False),
         help="Take the database from this config file.",
     )(fn)
-    return click.option(
-        "--db",
-        metavar="URL",
-        envvar="JOURNAL_LOADER_DB_URL",
-        show_envvar=True,
-        help="Database URL (default: the config's, else sqlite:///journal.db).",
-    )(fn)
+    return click.option("--db", metavar="URL", help=DB_HELP)(fn)
+
+
+# The one rule, for every command (journal_loader.config.resolve_database).
+DB_HELP = "Database URL (default: $JOURNAL_LOADER_DB_URL, the config's, sqlite:///journal.db)."
 
 
 def open_db(
-    db: str | None, config_path: str | None, *, upgrade: bool = True, check: bool = True
+    db: str | None,
+    config_path: str | None,
+    *,
+    upgrade: bool = True,
+    create: bool = False,
+    read_only: bool = False,
+    check: bool = True,
+    config: Config | None = None,
 ) -> Store:
-    config: Config | None = load_config(config_path) if config_path else None
-    return open_store(resolve_database_url(db, config), upgrade=upgrade, check=check)
+    """The database a command works on (``--db``, ``$JOURNAL_LOADER_DB_URL``, the config's,
+    ``./journal.db``). Only ``run`` and ``db upgrade`` create one (``create=True``); the
+    others stop with exit 2, naming the URL and where it came from."""
+    if config is None and config_path:
+        config = load_config(config_path)
+    url, origin = resolve_database(db, config)
+    try:
+        return open_store(url, upgrade=upgrade, create=create, read_only=read_only, check=check)
+    except NoDatabaseError as e:
+        where = (
+            "the default: no --db, $JOURNAL_LOADER_DB_URL or config database was given"
+            if origin == "the default"
+            else f"the URL came from {origin}"
+        )
+        raise NoDatabaseError(
+            f"{e} ({where}; give the right one with --db, $JOURNAL_LOADER_DB_URL or "
+            "-c CONFIG, or load a file first with `journal-loader run`)"
+        ) from None
 
 
 def json_default(value: Any) -> Any:

@@ -44,10 +44,14 @@ def list_command(
     as_json: bool,
 ) -> None:
     """List DLQ entries (ID is what show, retry and resolve take)."""
+    from journal_loader.audit.base import require_source
     from journal_loader.dlq import list_entries
 
+    store = open_db(db, config_path, read_only=True)
+    if source_id is not None:
+        require_source(store, source_id)
     rows = list_entries(
-        open_db(db, config_path),
+        store,
         source_id=source_id,
         stage=stage,
         error_type=error_type,
@@ -100,9 +104,12 @@ def summary_command(
     """The DLQ grouped by what went wrong: stage, error type and message (with its numbers
     and quoted values folded), largest group first, each with its count, one example entry
     and the first and last run that failed it."""
+    from journal_loader.audit.base import require_source
     from journal_loader.failures import summarise
 
-    store = open_db(db, config_path)
+    store = open_db(db, config_path, read_only=True)
+    if source_id is not None:
+        require_source(store, source_id)
     groups = summarise(store, source_id=source_id)
     if as_json:
         echo_json([msgspec.to_builtins(g) for g in groups])
@@ -153,7 +160,7 @@ def show_command(entry_id: int, db: str | None, config_path: str | None, as_json
     """One entry: raw input, parsed record, every attempt with its error."""
     from journal_loader.dlq import show_entry
 
-    e = show_entry(open_db(db, config_path), entry_id)
+    e = show_entry(open_db(db, config_path, read_only=True), entry_id)
     if as_json:
         echo_json(e)
         return
@@ -198,18 +205,20 @@ def retry_command(
     """Re-parse (from the journal's raw bytes), validate and propose failed records again
     with the current loader code. Records that succeed leave the DLQ."""
     from journal_loader.api import make_target, run_options
-    from journal_loader.config import load_config, resolve_database_url
+    from journal_loader.audit.base import require_source
+    from journal_loader.config import load_config
     from journal_loader.dlq import retry
     from journal_loader.errors import UsageError
     from journal_loader.loader import loader_from_config
-    from journal_loader.storage import open_store
 
     if not config_path:
         raise UsageError("dlq retry needs the loader's config: -c CONFIG")
     if source_id is None and not entry_ids:
         raise UsageError("say what to retry: --source ID and/or --id ID")
     cfg = load_config(config_path)
-    store = open_store(resolve_database_url(db, cfg))
+    store = open_db(db, None, config=cfg)
+    if source_id is not None:
+        require_source(store, source_id)
     loader = loader_from_config(cfg)
     target = make_target(store, cfg)
     try:

@@ -35,7 +35,7 @@ worker (it was unresponsive for too long) and stopped without touching it."""
 @click.option(
     "--db",
     metavar="URL",
-    help="The queue's and journal's database (default: config, $JOURNAL_LOADER_DB_URL).",
+    help="The queue's and journal's database (default: $JOURNAL_LOADER_DB_URL, the config's).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON.")
 def submit_command(config: str, files: tuple[str, ...], db: str | None, as_json: bool) -> None:

@@ -41,7 +41,7 @@ def _store_and_config(db: str | None, config_path: str | None) -> tuple[Any, Any
             "database; `journal-loader graph` reads the embedded graph only (query that "
             "database's tables directly)"
         )
-    return open_db(db, config_path), cfg
+    return open_db(db, config_path, read_only=True), cfg
 
 
 @graph_group.command(

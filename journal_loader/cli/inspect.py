@@ -11,7 +11,7 @@ import msgspec
 from sqlalchemy import select
 
 from journal_loader.cli.common import db_options, echo_json, open_db, table
-from journal_loader.errors import JournalLoaderError
+from journal_loader.errors import UnknownIdError, UnknownSourceError
 
 
 @click.command(
@@ -36,7 +36,7 @@ def status_command(
     On PostgreSQL with the worker queue (`submit`, `worker`), the queued, running and
     failed load jobs follow, each with its source.
     """
-    store = open_db(db, config_path)
+    store = open_db(db, config_path, read_only=True)
     rows = source_status(store)
     jobs = queue_status(store, rows)
     if as_json:
@@ -178,7 +178,7 @@ def history_command(
     from journal_loader.journal.queries import record_events
     from journal_loader.storage.schema import sources
 
-    store = open_db(db, config_path)
+    store = open_db(db, config_path, read_only=True)
     with store.transaction() as tx:
         src = (
             tx.conn.execute(select(sources).where(sources.c.source_id == source_id))
@@ -186,10 +186,10 @@ def history_command(
             .first()
         )
         if src is None:
-            raise JournalLoaderError(f"no source {source_id} in {store.display_url}")
+            raise UnknownSourceError(f"no source {source_id} in {store.display_url}")
         events = record_events(tx, source_id, offset)
     if not events:
-        raise JournalLoaderError(
+        raise UnknownIdError(
             f"source {source_id} ({src['file_name']}) has no events for record {offset}"
         )
     if as_json:

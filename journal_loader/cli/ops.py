@@ -16,6 +16,7 @@ from journal_loader.ops import cli_hooks  # noqa: F401 - adds the run options on
 EXAMPLES_CONFIG = """\b
 Examples:
   journal-loader config check examples/business_registry/loader.yaml
+  journal-loader config check loader.yaml data/registry_20260101.csv   # against this file
   DB_PASSWORD=secret journal-loader config check /etc/journal-loader/registry.yaml
 \b
 Exit codes: 0 the config is valid; 2 it is not (each problem names its key)."""
@@ -37,40 +38,57 @@ def config_group() -> None:
 
 @config_group.command("check", epilog=EXAMPLES_CONFIG)
 @click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
 @click.option("--no-loader", is_flag=True, help="Do not import the loader class to check it.")
-def config_check(config: str, no_loader: bool) -> None:
+def config_check(config: str, file: str | None, no_loader: bool) -> None:
     """Validate CONFIG and print it resolved (variables expanded, secrets masked as ***).
 
-    Unknown keys, wrong types, a missing environment variable and a loader class that cannot
-    be imported are errors; each names the key.
+    Unknown keys, wrong types, a missing environment variable, a date format no value can
+    match and a loader class that cannot be imported are errors; each names the key. With
+    FILE (default: the config's source.file, when it is there), the loader also runs on
+    the file's first records, writing nothing: a column it reads that the file lacks, a
+    required_fields / date_fields entry its records lack, dates not in the declared format
+    and node or relationship types the graph: section does not list are errors too.
     """
-    from journal_loader.config import load_config
+    from journal_loader.config import load_config, resolve_database
     from journal_loader.errors import ConfigError
-    from journal_loader.ops.configcheck import masked, unexpanded
+    from journal_loader.ops.configcheck import check_against_file, masked, unexpanded
+    from journal_loader.secrets import mask_url, scrub
 
     cfg = load_config(config)
     problems = unexpanded(cfg, config)
     if problems:
         raise ConfigError("\n".join(problems))
     loader_note = "(not imported: --no-loader)"
+    loader = None
     if not no_loader:
-        loader_note = _check_loader(cfg, config)
-    from journal_loader.config import resolve_database_url
-    from journal_loader.secrets import mask_url, scrub
-
-    path = cfg.source_path()
-    file_note = (
-        "-" if path is None else f"{path} ({'found' if Path(path).is_file() else 'missing'})"
-    )
+        loader, loader_note = _check_loader(cfg, config)
+    path = cfg.source_path(file)
+    if path is None:
+        file_note = "-"
+    elif not Path(path).is_file():
+        if file is not None:
+            raise ConfigError(f"{file}: file not found")
+        file_note = f"{path} (missing: not checked against a file)"
+    elif loader is None:
+        file_note = f"{path} (found; not checked: --no-loader)"
+    else:
+        found = check_against_file(cfg, loader, path)
+        for warning in found.warnings:
+            click.echo(f"warning: {config}: {scrub(warning)}", err=True)
+        if found.problems:
+            raise ConfigError("\n".join(f"{config}: {p}" for p in found.problems))
+        file_note = f"{path} (found; checked: {found.note})"
+    url, origin = resolve_database(None, cfg)
     click.echo(f"# {config}: valid")
-    click.echo(f"# database: {scrub(mask_url(resolve_database_url(None, cfg)))}")
+    click.echo(f"# database: {scrub(mask_url(url))} (from {origin})")
     click.echo(f"# source file: {scrub(file_note)}")
     click.echo(f"# loader: {scrub(loader_note)}")
     # masked() scrubbed each value already (scrubbing the YAML would mask "password: null")
     click.echo(yaml.safe_dump(masked(cfg), sort_keys=False, allow_unicode=True).rstrip())
 
 
-def _check_loader(cfg: Any, config: str) -> str:
+def _check_loader(cfg: Any, config: str) -> tuple[Any, str]:
     from journal_loader.errors import ConfigError
     from journal_loader.loader import loader_from_config
 
@@ -83,7 +101,7 @@ def _check_loader(cfg: Any, config: str) -> str:
             f"{config}: loader.class: cannot load the loader: {type(e).__name__}: {e}"
         ) from None
     spec = cfg.loader.class_ or "facts:"
-    return f"{spec}: {type(loader).__name__} imported (name {loader.name})"
+    return loader, f"{spec}: {type(loader).__name__} imported (name {loader.name})"
 
 
 @click.group("jobs", epilog=EXAMPLES_JOBS)
@@ -93,7 +111,11 @@ def jobs_group() -> None:
 
 @jobs_group.command("run", epilog=EXAMPLES_JOBS)
 @click.argument("folder", type=click.Path(file_okay=False))
-@click.option("--db", metavar="URL", help="Database URL for every job (default: each config's).")
+@click.option(
+    "--db",
+    metavar="URL",
+    help="Database URL for every job (default: as for run: $JOURNAL_LOADER_DB_URL, each config's).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Pass --quiet to every job.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), help="Every job's log format.")
 @click.option(

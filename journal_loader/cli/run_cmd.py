@@ -31,7 +31,7 @@ Exit codes: 0 completed, partial (--limit) or already processed; 1 failed (rerun
 @click.option(
     "--db",
     metavar="URL",
-    help="Database URL (default: config, $JOURNAL_LOADER_DB_URL, sqlite:///journal.db).",
+    help="Database URL (default: $JOURNAL_LOADER_DB_URL, the config's, sqlite:///journal.db).",
 )
 @click.option(
     "--limit", type=click.IntRange(min=0), help="Process at most N records, then stop as 'partial'."

@@ -32,7 +32,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection, text
 
-from journal_loader.errors import JournalLoaderError, UsageError
+from journal_loader.errors import UnknownIdError, UsageError
 from journal_loader.graph.normalize import normalize_name
 from journal_loader.storage.base import Store
 from journal_loader.storage.sql import load_queries
@@ -40,8 +40,8 @@ from journal_loader.storage.sql import load_queries
 DEFAULT_LIMIT = 20
 
 
-class GraphLookupError(JournalLoaderError):
-    """No such node (exit 1, like ``lineage`` for an unknown id)."""
+class GraphLookupError(UnknownIdError):
+    """No such node (exit 2, like ``lineage`` for an unknown id)."""
 
 
 @cache

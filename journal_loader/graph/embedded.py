@@ -98,6 +98,7 @@ from journal_loader.graph.target import GraphTarget
 from journal_loader.storage.base import Store, Tx
 from journal_loader.storage.errors import classify, describe
 from journal_loader.storage.sql import load_queries
+from journal_loader.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from journal_loader.config import Config, GraphSection
@@ -1264,6 +1265,7 @@ def check_fact(
         unknown = src.type if src.type not in node_types else tgt.type
         raise ValidationError(
             f"unknown node type {unknown!r} (allowed: {', '.join(sorted(node_types))})"
+            + did_you_mean(unknown, sorted(node_types))
         )
     if relationship_types is None:
         _check_type("relationship type", relationship)
@@ -1271,6 +1273,7 @@ def check_fact(
         raise ValidationError(
             f"unknown relationship type {relationship!r} "
             f"(allowed: {', '.join(sorted(relationship_types))})"
+            + did_you_mean(relationship, sorted(relationship_types))
         )
     src_norm, tgt_norm = _checked_norm(src), _checked_norm(tgt)
     if strength.__class__ is not float or not 0.0 <= strength <= 1.0:

@@ -29,7 +29,7 @@ Metrics (``loader`` is the loader's name, ``source_type`` the source's type):
 * ``journal_loader_last_event_timestamp_seconds{loader}``: time of the run's last batch;
 * ``journal_loader_run_start_timestamp_seconds{loader}``,
   ``journal_loader_run_end_timestamp_seconds{loader}`` (0 while the run lasts);
-* ``journal_loader_run_exit_code{loader}``: 0, 1, 75; -1 while the run lasts;
+* ``journal_loader_run_exit_code{loader}``: 0, 1, 2, 75; -1 while the run lasts;
 * ``journal_loader_read_bytes{loader,source_type}``,
   ``journal_loader_source_size_bytes{loader,source_type}``: progress through the file.
 

@@ -6,7 +6,7 @@ schema up to date (migrations run on first use).
 
 from __future__ import annotations
 
-from journal_loader.errors import ConfigError
+from journal_loader.errors import ConfigError, NoDatabaseError
 from journal_loader.secrets import mask_url, password_from_url, register_secret
 from journal_loader.storage.base import SourceLock, Store, Tx
 
@@ -48,8 +48,23 @@ def with_schema(url: str, schema: str | None) -> str:
     return parsed.update_query_dict({"options": joined}).render_as_string(hide_password=False)
 
 
-def open_store(url: str, *, upgrade: bool = True, check: bool = True) -> Store:
-    """``check=False``: no schema check at all (``db upgrade`` migrates an empty database)."""
+def open_store(
+    url: str,
+    *,
+    upgrade: bool = True,
+    create: bool = True,
+    read_only: bool = False,
+    check: bool = True,
+) -> Store:
+    """The store at ``url``, its schema brought up to date (``upgrade``) or only checked.
+
+    ``create=False``: the commands that read or maintain a journal never make one: a SQLite
+    file that does not exist, or a database without journal-loader's schema, is a
+    NoDatabaseError (exit 2), and nothing is written. ``read_only=True``: the caller only
+    reads; a SQLite file (or its folder) that cannot be written is opened read-only,
+    without a WAL or lock files (an auditor's copy). ``check=False``: no schema check at
+    all (``db upgrade`` looks at the revision itself, and migrates an empty database).
+    """
     register_secret(password_from_url(url))
     scheme = url.split(":", 1)[0].lower()
     store: Store
@@ -57,7 +72,7 @@ def open_store(url: str, *, upgrade: bool = True, check: bool = True) -> Store:
         if scheme.startswith("sqlite"):
             from journal_loader.storage.sqlite import SQLiteStore
 
-            store = SQLiteStore(url)
+            store = SQLiteStore(url, read_only=read_only)
         elif scheme.startswith("postgres"):
             from journal_loader.storage.postgres import PostgresStore
 
@@ -71,6 +86,12 @@ def open_store(url: str, *, upgrade: bool = True, check: bool = True) -> Store:
         raise
     except Exception as e:  # a malformed URL (bad port, bad %-escape...) must not echo it
         raise ConfigError(f"invalid database URL {mask_url(url)!r}: {type(e).__name__}") from e
+    if not create and not store.exists():
+        store.dispose()
+        raise NoDatabaseError(
+            f"no journal-loader database at {store.display_url}{store.describe_missing()}: "
+            "this command reads an existing journal and never creates one"
+        )
     if check:
-        store.ensure_schema(upgrade=upgrade)
+        store.ensure_schema(upgrade=upgrade and store.writable)
     return store

@@ -183,6 +183,17 @@ class Store(ABC):
     def display_url(self) -> str:
         return mask_url(self.url)
 
+    #: False when the store was opened read-only (a SQLite file that cannot be written).
+    writable: bool = True
+
+    def exists(self) -> bool:
+        """Does the database hold journal-loader's schema (any revision)?"""
+        return self.current_revision() is not None
+
+    def describe_missing(self) -> str:
+        """Why ``exists()`` said no, for the message (e.g. the file that is not there)."""
+        return ""
+
     # --- schema ---
     def current_revision(self) -> str | None:
         try:

@@ -10,7 +10,12 @@
   (max(id) + 1) safe: nobody else can insert while we hold the lock.
 * The per-source lock is an ``flock`` on a file beside the database
   (``journal.db.locks/<name>.lock``); the kernel drops it when the process dies, so a
-  killed run never blocks the next (pinned by tests/test_locking.py).
+  killed run never blocks the next (pinned by tests/test_locking.py). "Beside" is beside the
+  file's real path: two runs reaching one file through different symlinks meet one lock.
+* Read-only use (``read_only=True``: status, verify, history...): a file or folder this
+  process cannot write is opened ``mode=ro``, and ``immutable=1`` unless its ``-wal`` and
+  ``-shm`` are there to read: SQLite then writes nothing, not even a WAL (an auditor's copy
+  on read-only media). A writable file is opened as usual, so a running load is seen live.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.pool import NullPool
@@ -104,14 +110,13 @@ class _FileLock(SourceLock):
 class SQLiteStore(Store):
     dialect = "sqlite"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
         engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 60})
         database = engine.url.database
         if not database or database == ":memory:" or engine.url.query.get("mode") == "memory":
             raise ConfigError(
                 f"{url}: journal-loader needs a SQLite database file (sqlite:///path/journal.db)"
             )
-        super().__init__(url, engine)
         # sqlite:///file:/path/j.db?mode=ro&uri=true names the file in URI form
         if str(engine.url.query.get("uri", "")).lower() in ("true", "1") and database.startswith(
             "file:"
@@ -120,14 +125,29 @@ class SQLiteStore(Store):
         self.path = Path(database)
         if not self.path.parent.exists():
             raise ConfigError(f"{url}: the directory {self.path.parent} does not exist")
+        # Locks live beside the real file, whichever symlink led here.
+        self.real_path = self.path.resolve()
+        self.open_mode = self._open_mode() if read_only else ""
+        if self.open_mode:
+            engine.dispose()
+            uri = f"file:{quote(str(self.real_path))}?{self.open_mode}"
+            engine = create_engine(
+                "sqlite://",
+                poolclass=NullPool,
+                creator=lambda: sqlite3.connect(uri, uri=True, timeout=60, check_same_thread=False),
+            )
+            self.writable = False
+        super().__init__(url, engine)
+        writable = not self.open_mode
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA busy_timeout = 60000")
-            cur.execute("PRAGMA journal_mode = WAL")
-            cur.execute("PRAGMA synchronous = FULL")
+            if writable:  # setting the journal mode writes the file
+                cur.execute("PRAGMA journal_mode = WAL")
+                cur.execute("PRAGMA synchronous = FULL")
             cur.execute("PRAGMA foreign_keys = ON")
             # The graph's indexes take random inserts; with SQLite's default 8 MB page cache
             # they miss it once the database outgrows it (measured: inserts 2x slower).
@@ -138,8 +158,34 @@ class SQLiteStore(Store):
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
-            mode = "DEFERRED" if conn.get_execution_options().get("jl_read_only") else "IMMEDIATE"
-            conn.exec_driver_sql(f"BEGIN {mode}")
+            read = not writable or conn.get_execution_options().get("jl_read_only")
+            conn.exec_driver_sql(f"BEGIN {'DEFERRED' if read else 'IMMEDIATE'}")
+
+    def _open_mode(self) -> str:
+        """'' (as usual) when this process can write the file and its folder; else the URI
+        parameters that read it without writing anything."""
+        path, folder = self.real_path, self.real_path.parent
+        if not path.is_file():
+            return ""  # nothing to open read-only (exists() says so)
+        if os.access(path, os.W_OK) and os.access(folder, os.W_OK):
+            return ""
+        wal, shm = (path.with_name(path.name + suffix) for suffix in ("-wal", "-shm"))
+        if wal.is_file() and shm.is_file():
+            return "mode=ro"  # the WAL holds committed pages: read them too
+        return "mode=ro&immutable=1"
+
+    def exists(self) -> bool:
+        try:
+            if self.path.stat().st_size == 0:
+                return False  # an empty file is no database (and opening it would write one)
+        except OSError:
+            return False
+        return super().exists()
+
+    def describe_missing(self) -> str:
+        if not self.path.exists():
+            return f" ({self.path.absolute()} does not exist)"
+        return f" ({self.path.absolute()} has no journal-loader schema)"
 
     def _make_tx(self, conn: Connection) -> Tx:
         return SQLiteTx(self, conn)
@@ -150,7 +196,7 @@ class SQLiteStore(Store):
     # --- locks ---
     @property
     def lock_dir(self) -> Path:
-        return self.path.with_name(self.path.name + ".locks")
+        return self.real_path.with_name(self.real_path.name + ".locks")
 
     def _lock_path(self, name: str) -> Path:
         return self.lock_dir / f"{lock_key(name) & 0xFFFFFFFFFFFFFFFF:016x}.lock"
