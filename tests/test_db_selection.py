@@ -72,6 +72,7 @@ READERS = [
 ]
 
 
+@pytest.mark.slow  # every read command, one subprocess each
 def test_read_commands_never_create_a_database(tmp_path: Path) -> None:
     config = pairs_config(tmp_path / "cfg")
     empty = tmp_path / "empty"

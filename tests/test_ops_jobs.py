@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from journal_loader.storage import open_store
@@ -140,6 +141,7 @@ def test_an_empty_folder_is_a_usage_error(tmp_path: Path) -> None:
     assert r.returncode == 2
 
 
+@pytest.mark.slow
 def test_jobs_run_workers_keeps_one_type_at_a_time_and_equals_one_at_a_time(
     tmp_path: Path,
 ) -> None:

@@ -71,6 +71,7 @@ def _drop(*stores: Store) -> None:
         drop_pg_schema(s._test_schema)  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow  # the example loaded twice; the small equivalence tests run by default
 def test_the_example_with_and_without_prefetch(tmp_path: Path) -> None:
     """Twice: the second load (--force) matches everything the first created, so the
     prefetch answers from found rows (keys, names, attributes, relationships) too."""

@@ -107,8 +107,22 @@ def readonly() -> Iterator[list[Path]]:
         path.chmod(path.stat().st_mode | stat.S_IWUSR)
 
 
-@pytest.mark.parametrize("wal", [True, False], ids=["wal", "rollback-journal"])
-@pytest.mark.parametrize("what", ["file", "folder", "both"])
+@pytest.mark.parametrize(
+    ("what", "wal"),
+    # a read-only WAL file in the default run; every combination in the slow run (and CI)
+    [("file", True)]
+    + [
+        pytest.param(w, m, marks=pytest.mark.slow)
+        for w, m in [
+            ("file", False),
+            ("folder", True),
+            ("folder", False),
+            ("both", True),
+            ("both", False),
+        ]
+    ],
+    ids=lambda v: {True: "wal", False: "rollback-journal"}.get(v, v) if isinstance(v, bool) else v,
+)
 def test_read_commands_on_a_read_only_copy(
     loaded: Path,
     reference: dict[str, tuple[int, str]],

@@ -40,7 +40,7 @@ def _with_password(url: str, password: str) -> str:
     return f"{u.drivername}://{u.username or 'postgres'}:{password}@{rest}"
 
 
-@pytest.mark.parametrize("password", [SENTINEL, MALFORMED])
+@pytest.mark.parametrize("password", [SENTINEL, pytest.param(MALFORMED, marks=pytest.mark.slow)])
 def test_password_never_leaks(pg_url: str, tmp_path: Path, password: str) -> None:
     url = _with_password(pg_url, password)
     outputs = []
