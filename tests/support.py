@@ -170,7 +170,7 @@ def content_state(db: str) -> dict[str, Any]:
     several processes must share with a sequential one. Keyed nodes are compared by type and
     key, keyless ones by type and normalised name (a node keeps the spelling of the record
     that created it, which depends on commit order); ids, times, run ids and source ids are
-    left out. The same comparison as tests/test_concurrency.py."""
+    left out. Used by tests/test_concurrency.py and tests/test_fleet.py."""
 
     def node(alias: str) -> str:  # a node's identity: its key, else its normalised name
         return f"COALESCE('key ' || {alias}.external_key, 'name ' || {alias}.norm_name)"

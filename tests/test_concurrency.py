@@ -31,11 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
-from journal_loader.storage import open_store
 from tests.conftest import EXAMPLE_CONFIG, drop_pg_schema, make_pg_schema
-from tests.support import generator
+from tests.support import content_state, generator
 
 REPO = Path(__file__).resolve().parent.parent
 BATCH = 100
@@ -87,62 +85,6 @@ def _concurrent(db: str, files: list[Path]) -> list[subprocess.CompletedProcess[
         stdout, stderr = p.communicate(timeout=600)
         out.append(subprocess.CompletedProcess([str(f)], p.returncode, stdout, stderr))
     return out
-
-
-def _state(db: str) -> dict[str, Any]:
-    """The database by content, with sources named by their file's sha256."""
-
-    def node(alias: str) -> str:  # a node's identity: its key, else its normalised name
-        return f"COALESCE('key ' || {alias}.external_key, 'name ' || {alias}.norm_name)"
-
-    queries = {
-        # a keyed node's names depend on commit order (see the module docstring)
-        "nodes": f"""SELECT node_type, {node("n")} FROM nodes n""",
-        "attributes": f"""SELECT n.node_type, {node("n")}, a.attr_type, a.value
-                          FROM attributes a JOIN nodes n ON n.id = a.node_id""",
-        "relationships": f"""SELECT s.node_type, {node("s")}, r.rel_type, t.node_type,
-                                    {node("t")}, r.strength
-                             FROM relationships r JOIN nodes s ON s.id = r.source_node_id
-                             JOIN nodes t ON t.id = r.target_node_id""",
-        "provenance": f"""SELECT p.subject_kind,
-                                 COALESCE(n.node_type, an.node_type, rs.node_type),
-                                 COALESCE({node("n")}, {node("an")}, {node("rs")}),
-                                 COALESCE(a.attr_type, r.rel_type),
-                                 COALESCE(a.value, {node("rt")}),
-                                 src.file_hash, p.record_offset, p.fact_index, p.confidence
-                          FROM provenance p
-                          JOIN sources src ON src.source_id = p.source_id
-                          LEFT JOIN nodes n ON p.subject_kind = 'node' AND n.id = p.subject_id
-                          LEFT JOIN attributes a
-                            ON p.subject_kind = 'attribute' AND a.id = p.subject_id
-                          LEFT JOIN nodes an ON an.id = a.node_id
-                          LEFT JOIN relationships r
-                            ON p.subject_kind = 'relationship' AND r.id = p.subject_id
-                          LEFT JOIN nodes rs ON rs.id = r.source_node_id
-                          LEFT JOIN nodes rt ON rt.id = r.target_node_id""",
-        "sources": """SELECT file_hash, status, records_in_file, records_processed,
-                             records_imported, records_failed, records_skipped FROM sources""",
-        "dlq": """SELECT s.file_hash, f.record_offset, f.line_number, f.stage, f.error_type,
-                         f.error_message, f.raw_input
-                  FROM failed_records f JOIN sources s ON s.source_id = f.source_id""",
-        "terminal_events_per_record": """
-            SELECT s.file_hash, j.record_offset, COUNT(*) FROM journal j
-            JOIN sources s ON s.source_id = j.source_id
-            WHERE j.event_type IN ('ProposeSucceeded', 'RecordFailed', 'RecordSkipped')
-            GROUP BY s.file_hash, j.record_offset""",
-    }
-    store = open_store(db)
-    try:
-        out: dict[str, Any] = {}
-        with store.read() as conn:
-            for name, sql in queries.items():
-                out[name] = sorted(
-                    (tuple("" if v is None else v for v in r) for r in conn.execute(text(sql))),
-                    key=repr,
-                )
-        return out
-    finally:
-        store.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +145,7 @@ def sequential_state(dbs: _Databases, registry_files: list[Path]) -> Any:
         if n not in done:
             db = dbs.new()
             _sequential(db, registry_files[:n])
-            done[n] = _state(db)
+            done[n] = content_state(db)
         return done[n]
 
     return state
@@ -230,7 +172,7 @@ def test_concurrent_loaders_complete_and_equal_the_sequential_load(
         # The batches' sorted locks (EmbeddedGraph.prefetch) leave nothing to collide on:
         # without them, 4 loaders of 8,000 rows retried 62 conflicts (and 2.2x the time).
         assert "conflict with another writer" not in r.stderr
-    state, reference = _state(db), sequential_state(loaders)
+    state, reference = content_state(db), sequential_state(loaders)
     for part in reference:
         assert state[part] == reference[part], f"{part} differs from the sequential load"
     assert {row[2] for row in state["terminal_events_per_record"]} == {1}
