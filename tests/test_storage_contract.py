@@ -223,3 +223,33 @@ def test_source_ids_move_past_rows_written_without_the_sequence(pg_url: str) -> 
             assert int(tx.fetchone(queries.queries(store.dialect)["next_source_id"])[0]) == 8
     finally:
         store.dispose()
+
+
+def test_advisory_locks_are_capped_per_call(pg_url: str) -> None:
+    """20,000 names (a first-load batch of 5,000 records names about that many) would
+    overflow the server's shared lock table ("out of shared memory"): past the cap they share
+    bucket locks, and a name still excludes another transaction that wants it."""
+    import psycopg
+    from sqlalchemy import make_url
+
+    from journal_loader.storage.base import lock_key
+    from journal_loader.storage.postgres import MAX_ADVISORY_LOCKS, _bucket_key
+
+    store = open_store(pg_url)
+    admin = make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        names = [f"graph:name:Company:acme {i}" for i in range(20_000)]
+        with store.transaction() as tx:
+            tx.advisory_xact_lock(names)
+            held = tx.fetchone(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND pid = pg_backend_pid()"
+            )[0]
+            assert 0 < held <= MAX_ADVISORY_LOCKS
+            ns = store.namespace
+            wanted = _bucket_key(ns, lock_key(f"{ns}:{names[123]}") % MAX_ADVISORY_LOCKS)
+            with psycopg.connect(admin, autocommit=True) as other:
+                got = other.execute("SELECT pg_try_advisory_lock(%s)", (wanted,)).fetchone()
+                assert got is not None and got[0] is False
+    finally:
+        store.dispose()
