@@ -238,16 +238,17 @@ def test_advisory_locks_are_capped_per_call(pg_url: str) -> None:
     store = open_store(pg_url)
     admin = make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
     try:
-        names = [f"graph:name:Company:acme {i}" for i in range(20_000)]
+        names = [f"name:Company:acme {i}" for i in range(20_000)]
         with store.transaction() as tx:
-            tx.advisory_xact_lock(names)
+            tx.advisory_xact_lock("graph-entities", names)
             held = tx.fetchone(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
                 "AND pid = pg_backend_pid()"
             )[0]
             assert 0 < held <= MAX_ADVISORY_LOCKS
             ns = store.namespace
-            wanted = _bucket_key(ns, lock_key(f"{ns}:{names[123]}") % MAX_ADVISORY_LOCKS)
+            bucket = lock_key(f"{ns}:graph-entities:{names[123]}") % MAX_ADVISORY_LOCKS
+            wanted = _bucket_key(ns, "graph-entities", bucket)
             with psycopg.connect(admin, autocommit=True) as other:
                 got = other.execute("SELECT pg_try_advisory_lock(%s)", (wanted,)).fetchone()
                 assert got is not None and got[0] is False

@@ -448,8 +448,9 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
            ``(node, attribute, value)``.
 
         A phase-1 holder waits only for phase-1 locks, a phase-2 holder only for phase-2
-        locks, and each phase takes its locks in one statement in key order, so no cycle can
-        form. Existing entities take no lock, so a refresh load does not wait at all.
+        locks (each phase is a lock scope of its own, so their keys never coincide, also when
+        a large batch's names share bucket locks: Tx.advisory_xact_lock), and each phase
+        takes its locks in one statement in key order, so no cycle can form. Existing entities take no lock, so a refresh load does not wait at all.
         What the planning pass did not see (a loader whose ``propose`` is not deterministic)
         is still caught by the unique indexes: a conflict, retried narrowly by the runner.
         Pinned by tests/test_concurrency.py (2 and 4 loaders sharing entities, both
@@ -462,8 +463,8 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
         new_names, new_keys = self._unresolved(entities)
         if new_names or new_keys:
             tx.advisory_xact_lock(
-                [f"graph:name:{t}:{n}" for t, n in new_names]
-                + [f"graph:key:{t}:{k}" for t, k in new_keys]
+                "graph-entities",
+                [f"name:{t}:{n}" for t, n in new_names] + [f"key:{t}:{k}" for t, k in new_keys],
             )
             for name in new_names:
                 self._by_name.pop(name, None)
@@ -504,8 +505,9 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
                     )
         if new_rels or new_attrs:
             tx.advisory_xact_lock(
-                [f"graph:rel:{s}:{r}:{t}" for s, r, t in new_rels]
-                + [f"graph:attr:{n}:{a}:{v}" for n, a, v in new_attrs]
+                "graph-facts",
+                [f"rel:{s}:{r}:{t}" for s, r, t in new_rels]
+                + [f"attr:{n}:{a}:{v}" for n, a, v in new_attrs],
             )
             self._prefetch_attributes(tx, sorted({n for n, _a, _v in new_attrs}), refresh=True)
             self._prefetch_relationships(tx, {(s, t) for s, _r, t in new_rels}, refresh=True)

@@ -145,9 +145,11 @@ class Tx(ABC):
         """n journal positions, increasing, in commit order with other writers'."""
 
     @abstractmethod
-    def advisory_xact_lock(self, names: Sequence[str]) -> None:
-        """Lock these names until the transaction ends, all in one sorted order (so two
-        transactions locking overlapping sets cannot deadlock)."""
+    def advisory_xact_lock(self, scope: str, names: Sequence[str]) -> None:
+        """Lock these names (within ``scope``) until the transaction ends, all in one sorted
+        order, so two transactions locking overlapping sets cannot deadlock. A caller that
+        locks in phases gives each phase its own scope: no key of one phase is ever a key
+        of another (the order between phases is then the callers' to keep)."""
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:

@@ -88,8 +88,8 @@ MAX_ADVISORY_LOCKS = 1024
 
 
 @functools.cache
-def _bucket_key(namespace: str, bucket: int) -> int:
-    return lock_key(f"{namespace}:lock-bucket:{bucket}")
+def _bucket_key(namespace: str, scope: str, bucket: int) -> int:
+    return lock_key(f"{namespace}:{scope}:lock-bucket:{bucket}")
 
 
 class PostgresTx(Tx):
@@ -134,21 +134,21 @@ class PostgresTx(Tx):
             return pool.popleft()
         return self.reserve_ids(table, 1)[0]
 
-    def advisory_xact_lock(self, names: Sequence[str]) -> None:
+    def advisory_xact_lock(self, scope: str, names: Sequence[str]) -> None:
         # Keys sorted in Python and taken in that order by one statement: the subquery's
         # ORDER BY feeds the aggregate row by row, so lock k+1 is requested only once lock k
         # is granted. Scoped to database.schema like every lock key here.
         namespace = self.store.namespace
-        keys = sorted({lock_key(f"{namespace}:{name}") for name in names})
+        keys = sorted({lock_key(f"{namespace}:{scope}:{name}") for name in names})
         if len(keys) > MAX_ADVISORY_LOCKS:
             # Advisory locks live in the server's shared lock table, sized by
             # max_locks_per_transaction x max_connections (about 12,000 here, shared by every
             # session): a first-load batch of 5,000 records names ~20,000 identities and got
             # "out of shared memory". Past the cap, names share one of MAX_ADVISORY_LOCKS
-            # bucket locks: two batches may then wait for each other without need, never
-            # exclude each other less. Pinned by
+            # bucket locks of the same scope (phases never share a key): two batches may then
+            # wait for each other without need, never exclude each other less. Pinned by
             # tests/test_storage_contract.py::test_advisory_locks_are_capped_per_call.
-            keys = sorted({_bucket_key(namespace, k % MAX_ADVISORY_LOCKS) for k in keys})
+            keys = sorted({_bucket_key(namespace, scope, k % MAX_ADVISORY_LOCKS) for k in keys})
         if keys:
             try:
                 self.cursor.execute(

@@ -79,7 +79,7 @@ class SQLiteTx(Tx):
         self._next_id[table] = next_id + 1
         return next_id
 
-    def advisory_xact_lock(self, names: Sequence[str]) -> None:
+    def advisory_xact_lock(self, scope: str, names: Sequence[str]) -> None:
         """Nothing to take: a write transaction here (BEGIN IMMEDIATE) already excludes every
         other writer until it ends."""
 
