@@ -450,7 +450,8 @@ class EmbeddedGraph(GraphTarget, ProposeClient):
         A phase-1 holder waits only for phase-1 locks, a phase-2 holder only for phase-2
         locks (each phase is a lock scope of its own, so their keys never coincide, also when
         a large batch's names share bucket locks: Tx.advisory_xact_lock), and each phase
-        takes its locks in one statement in key order, so no cycle can form. Existing entities take no lock, so a refresh load does not wait at all.
+        takes its locks in one statement in key order, so no cycle can form. Existing
+        entities take no lock, so a refresh load does not wait at all.
         What the planning pass did not see (a loader whose ``propose`` is not deterministic)
         is still caught by the unique indexes: a conflict, retried narrowly by the runner.
         Pinned by tests/test_concurrency.py (2 and 4 loaders sharing entities, both
