@@ -4,7 +4,8 @@
 * pg_trgm's index (candidates) and the in-process index find exactly what brute force
   finds, so a graph decides the same with either;
 * the threshold reaches pg_trgm (below its 0.3 default too);
-* migration 0002 gives the nodes already there their fuzzy keys.
+* migration 0002 gives the nodes already there their fuzzy keys, and migration 0005 builds
+  pg_trgm's index.
 """
 
 from __future__ import annotations
@@ -254,6 +255,40 @@ def test_migration_0002_gives_existing_nodes_their_fuzzy_keys(db_url: str) -> No
         ]
     finally:
         migrated.dispose()
+
+
+INDEX_VALID = (
+    "SELECT i.indisvalid FROM pg_index i "
+    "WHERE i.indexrelid = to_regclass('ix_nodes_fuzzy_key_trgm')"
+)
+
+
+@pytest.mark.postgres
+def test_migration_0005_builds_the_trigram_index_on_a_graph_in_use(pg_url: str) -> None:
+    old = _bare_store(pg_url)  # a graph from before 0005, with nodes: built CONCURRENTLY
+    try:
+        upgrade(old.engine, "0004")
+        with old.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO nodes (node_type, name, norm_name, created_at, updated_at,"
+                    " fuzzy_key) VALUES ('Company', 'Halcyon Widgets Inc', 'halcyon widgets inc',"
+                    " now(), now(), 'halcyon widgets inc')"
+                )
+            )
+        upgrade(old.engine)
+    finally:
+        old.dispose()
+    store = open_store(pg_url)
+    try:
+        assert rows(store, INDEX_VALID) == [(True,)]
+        ((node_id,),) = rows(store, "SELECT id FROM nodes")
+        graph = EmbeddedGraph(store, fuzzy={"Company": 0.8})
+        assert graph.fuzzy_backend == "pg_trgm"
+        near = Direct(graph, store).propose(("Company", "Halcyon Widget Inc"), ("City", "X"), "IN")
+        assert (near.source_entity_id, near.actions[0].match_reason) == (node_id, "fuzzy_match")
+    finally:
+        store.dispose()
 
 
 def _bare_store(db_url: str) -> Store:

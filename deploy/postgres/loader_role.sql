@@ -19,10 +19,10 @@
 -- loaders with   --db postgresql+psycopg://journal_loader_writer@db/graph
 -- Run the file again after `db upgrade` if a migration added tables. Re-running is safe.
 --
--- What stays with the owner: migrations (`db upgrade`), `projections rebuild` (it deletes and
--- locks the projections), and the optional pg_trgm GIN index of fuzzy matching (CREATE INDEX
--- needs the owner: build it once as the owner, see the README). `status --as-of` and `replay`
--- use temporary tables: the TEMPORARY privilege on the database, which PUBLIC has by default.
+-- What stays with the owner: migrations (`db upgrade`, which also builds the pg_trgm GIN index
+-- of fuzzy matching where pg_trgm is installed), and `projections rebuild` (it deletes and
+-- locks the projections). `status --as-of` and `replay` use temporary tables: the TEMPORARY
+-- privilege on the database, which PUBLIC has by default.
 
 \set ON_ERROR_STOP on
 

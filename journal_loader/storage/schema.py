@@ -182,6 +182,14 @@ Index(
     postgresql_where=text("external_key IS NULL"),
 )
 Index("ix_nodes_type_name", nodes.c.node_type, nodes.c.norm_name)
+# Fuzzy candidates through pg_trgm (migration 0005, PostgreSQL only, where pg_trgm is
+# installed: in public, see 0002). Optional: OPTIONAL_INDEXES below.
+Index(
+    "ix_nodes_fuzzy_key_trgm",
+    nodes.c.fuzzy_key,
+    postgresql_using="gin",
+    postgresql_ops={"fuzzy_key": "public.gin_trgm_ops"},
+).ddl_if(dialect="postgresql")
 
 attributes = Table(
     "attributes",
@@ -230,10 +238,10 @@ provenance = Table(
 )
 Index("ix_provenance_subject", provenance.c.subject_kind, provenance.c.subject_id)
 
-# Indexes that may exist in a database without being declared here: accelerators the
-# embedded graph builds on first use when the database can have them. The GIN trigram index
-# over nodes.fuzzy_key needs the pg_trgm extension, which is optional (see
-# journal_loader/graph/fuzzy.py); without it fuzzy candidates come from an in-process index.
+# Indexes declared above that a database may lack: the GIN trigram index over
+# nodes.fuzzy_key needs the pg_trgm extension, which is optional (see
+# journal_loader/graph/fuzzy.py); migration 0005 builds it where pg_trgm is installed, and
+# without it fuzzy candidates come from an in-process index.
 OPTIONAL_INDEXES = ("ix_nodes_fuzzy_key_trgm",)
 
 GRAPH_TABLES = ("nodes", "attributes", "relationships", "provenance")
