@@ -5,7 +5,7 @@
   finds, so a graph decides the same with either;
 * the threshold reaches pg_trgm (below its 0.3 default too);
 * migration 0002 gives the nodes already there their fuzzy keys, and migration 0005 builds
-  pg_trgm's index.
+  pg_trgm's index (a run never does: without it, fuzzy matching uses the in-process index).
 """
 
 from __future__ import annotations
@@ -287,6 +287,26 @@ def test_migration_0005_builds_the_trigram_index_on_a_graph_in_use(pg_url: str) 
         assert graph.fuzzy_backend == "pg_trgm"
         near = Direct(graph, store).propose(("Company", "Halcyon Widget Inc"), ("City", "X"), "IN")
         assert (near.source_entity_id, near.actions[0].match_reason) == (node_id, "fuzzy_match")
+    finally:
+        store.dispose()
+
+
+@pytest.mark.postgres
+def test_without_the_trigram_index_a_run_builds_nothing_and_matches_in_process(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = open_store(pg_url)
+    try:
+        with store.engine.begin() as conn:
+            conn.execute(text("DROP INDEX ix_nodes_fuzzy_key_trgm"))  # as if pg_trgm came later
+        with caplog.at_level("WARNING", logger="journal_loader.graph"):
+            graph = EmbeddedGraph(store, fuzzy={"Company": THRESHOLD})
+        assert graph.fuzzy_backend == "memory"
+        assert "ix_nodes_fuzzy_key_trgm does not exist" in caplog.text
+        assert "CREATE INDEX CONCURRENTLY ix_nodes_fuzzy_key_trgm" in caplog.text
+        names = _names(11, 60)
+        assert _decisions(graph, store, names) == _reference(names)
+        assert rows(store, INDEX_VALID) == []  # no DDL in a run
     finally:
         store.dispose()
 

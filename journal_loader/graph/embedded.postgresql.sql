@@ -1,5 +1,6 @@
--- PostgreSQL-only queries of the embedded graph: a batch's lookups in one round trip each
--- (EmbeddedGraph.prefetch). Arrays are unnested pairwise.
+-- PostgreSQL-only queries of the embedded graph (run by journal_loader/graph/store.py): a
+-- batch's lookups in one round trip each (EmbeddedGraph.prefetch; arrays are unnested
+-- pairwise), and whether pg_trgm can find fuzzy candidates.
 
 -- name: prefetch_nodes
 SELECT n.id, n.external_key, n.norm_name, n.node_type, 0 AS via_alias
@@ -27,3 +28,13 @@ JOIN unnest(CAST(:sources AS bigint[]), CAST(:targets AS bigint[])) AS q(s, t)
 
 -- name: prefetch_attributes
 SELECT node_id, id, attr_type, value FROM attributes WHERE node_id = ANY(CAST(:ids AS bigint[]))
+
+-- name: pg_trgm_schema
+-- Fuzzy matching through pg_trgm (GraphStore.pg_trgm_ready): the schema the extension is
+-- installed in (its operator and opclass are qualified with it), NULL when it is not.
+SELECT n.nspname FROM pg_extension e
+JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_trgm'
+
+-- name: index_is_valid
+-- NULL: no such index; false: a CREATE INDEX CONCURRENTLY that did not finish.
+SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(:name)

@@ -1,4 +1,5 @@
--- Lookups and updates of the embedded graph (journal_loader/graph/embedded.py).
+-- Lookups and updates of the embedded graph (journal_loader/graph/embedded.py), run by
+-- journal_loader/graph/store.py.
 -- Inserts are bulk (Tx.insert_rows); these run per cache miss or per change.
 
 -- name: find_nodes

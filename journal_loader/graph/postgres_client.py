@@ -78,7 +78,7 @@ from journal_loader.errors import (
     ProposeAnswerError,
     TransientError,
 )
-from journal_loader.graph.embedded import _as_date, _attribute_values, check_fact
+from journal_loader.graph.checks import as_date, attribute_values, check_fact
 from journal_loader.graph.protocol import (
     STATUS_CONFLICTS,
     STATUS_ERROR,
@@ -677,8 +677,8 @@ class PostgresProposeClient(GraphTarget, ProposeClient):
             raise RuntimeError("propose_fact() is called by a loader's propose(), inside a run")
         src = as_entity(source_entity, source_attributes)
         tgt = as_entity(target_entity, target_attributes)
-        valid_from = _as_date("valid_from", valid_from)
-        valid_to = _as_date("valid_to", valid_to)
+        valid_from = as_date("valid_from", valid_from)
+        valid_to = as_date("valid_to", valid_to)
         check_fact(
             self.node_types,
             self.relationship_types,
@@ -1064,7 +1064,7 @@ def _attributes(e: Entity) -> list[dict[str, str]]:
     return [
         {"type": attr_type, "value": text}
         for attr_type, value in e.attributes.items()
-        for text in _attribute_values(attr_type, value)
+        for text in attribute_values(attr_type, value)
     ]
 
 

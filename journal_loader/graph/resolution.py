@@ -1,0 +1,261 @@
+"""Entity resolution in the embedded graph, and the answers it gives (the ``entity_*``
+actions; ``AmbiguousMatchError`` naming the candidates).
+
+The order (journal_loader/graph/embedded.py lists the rules): external key, exact normalised
+name, alias, fuzzy name for the types that have it, else a new node. Answers come from the
+caches of ``GraphState``; a miss costs one query (``GraphStore.find_nodes``: the name, the
+key and, once the graph has aliases, the aliases at once). Fuzzy candidates come from pg_trgm
+where it is ready, else from an in-process trigram index of the type's names
+(``journal_loader.graph.fuzzy``); either way the score that decides is computed here.
+"""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+from journal_loader.errors import AmbiguousMatchError
+from journal_loader.graph.fuzzy import (
+    PG_THRESHOLD_SLACK,
+    best_matches,
+    fuzzy_key,
+    trigram_similarity,
+    trigrams,
+)
+from journal_loader.graph.protocol import Action, Entity
+from journal_loader.graph.state import Candidate, Candidates, GraphState
+from journal_loader.storage.base import Tx
+
+ALIAS_CONFIDENCE = 0.9
+
+
+class Resolver(GraphState):
+    """Which node an entity is: found, adopted (it gets the entity's key) or created."""
+
+    def _candidates(self, tx: Tx, node_type: str, norm: str, key: str | None) -> Candidates:
+        """Nodes of the type with this name (and, cached alongside, the nodes with it as an
+        alias); also loads the keyed node into the key cache. One query."""
+        cached = self._by_name.get((node_type, norm))
+        if cached is not None and (
+            key is None or (node_type, key) in self._by_key or (node_type, key) in self._absent_keys
+        ):
+            return cached
+        rows = self._db.find_nodes(
+            tx, node_type, norm, key, self.alias_attribute if self._aliases_exist else None
+        )
+        by_name: list[Candidate] = []
+        by_alias: dict[int, Candidate] = {}
+        for node_id, ext_key, node_norm, via_alias in rows:
+            if ext_key is not None:
+                self._by_key.setdefault((node_type, ext_key), node_id)
+            if via_alias:
+                by_alias[node_id] = (node_id, ext_key, node_norm)
+            elif node_norm == norm:
+                by_name.append((node_id, ext_key, node_norm))
+        if cached is None:
+            # nodes created in this batch are in the cache already; rows are committed ones
+            candidates = tuple(sorted(by_name))
+            self._by_name[(node_type, norm)] = candidates
+            self._by_alias.setdefault((node_type, norm), tuple(sorted(by_alias.values())))
+            return candidates
+        return cached
+
+    def _keyless(self, candidate: Candidate) -> bool:
+        return candidate[1] is None and candidate[0] not in self._key_of
+
+    def _resolve(
+        self, tx: Tx, e: Entity, norm: str, role: str
+    ) -> tuple[int, Action, str | None, str]:
+        """(node id, action, the node's external key and normalised name as far as known)."""
+        node_type = e.type
+        key = e.key
+        names: Candidates | None = None
+        if key is not None:
+            node_id = self._by_key.get((node_type, key))
+            if node_id is None:
+                names = self._candidates(tx, node_type, norm, key)
+                node_id = self._by_key.get((node_type, key))
+            if node_id is not None:
+                return node_id, _matched(role, node_id, 1.0, "external_key"), key, norm
+        if names is None:
+            names = self._candidates(tx, node_type, norm, key)
+
+        # exact normalised name (with a key: only a node that has none)
+        if key is None and len(names) == 1:  # the common case, first
+            node_id = names[0][0]
+            found = names[0]
+            return node_id, _matched(role, node_id, 1.0, "exact_name_match"), found[1], found[2]
+        eligible = names if key is None else tuple(c for c in names if self._keyless(c))
+        if eligible:
+            found = self._one(e, eligible, "exact_name_match")
+            return self._adopt(e, found, 1.0, "exact_name_match", role)
+
+        # alias (the nameAlias attributes)
+        aliases = self._by_alias.get((node_type, norm), ())
+        if key is not None:
+            aliases = tuple(c for c in aliases if self._keyless(c))
+        if aliases:
+            found = self._one(e, aliases, "alias_match")
+            return self._adopt(e, found, ALIAS_CONFIDENCE, "alias_match", role)
+
+        # fuzzy, for the types that have it
+        threshold = self.fuzzy.get(node_type)
+        if threshold is not None:
+            fuzzy = self._fuzzy(tx, e, threshold)
+            if fuzzy is not None:
+                found, score = fuzzy
+                return self._adopt(e, found, round(score, 6), "fuzzy_match", role)
+
+        node_id = self._create_node(tx, e, norm, names)
+        action = Action(
+            action="entity_created",
+            role=role,
+            entity_id=node_id,
+            confidence=1.0,
+            match_reason="new_entity",
+        )
+        return node_id, action, key, norm
+
+    def _one(self, e: Entity, candidates: Candidates, reason: str) -> Candidate:
+        unique = {c[0]: c for c in candidates}
+        if len(unique) > 1:
+            _ambiguous(e, [(*c, None) for c in sorted(unique.values())], reason)
+        return next(iter(unique.values()))
+
+    def _adopt(
+        self, e: Entity, found: Candidate, confidence: float, reason: str, role: str
+    ) -> tuple[int, Action, str | None, str]:
+        """A node matched by name, alias or fuzzily. For an entity with a key, the node had
+        none (only keyless nodes match a keyed entity that way): it gets the key."""
+        node_id = found[0]
+        node_key = found[1] if found[1] is not None else self._key_of.get(node_id)
+        if e.key is not None:
+            self._undo.set(self._by_key, (e.type, e.key), node_id)
+            self._undo.set(self._key_of, node_id, e.key)
+            self._buf.key_updates.append(
+                {"id": node_id, "external_key": e.key, "updated_at": self._stamp}
+            )
+            node_key = e.key
+        return node_id, _matched(role, node_id, confidence, reason), node_key, found[2]
+
+    def _create_node(self, tx: Tx, e: Entity, norm: str, candidates: Candidates) -> int:
+        node_id = tx.next_id("nodes")
+        key = fuzzy_key(e.name, norm)
+        self._buf.nodes.append(
+            (node_id, e.type, e.name, norm, e.key, self._stamp, self._stamp, key)
+        )
+        self._undo.set(self._new_nodes, node_id, True)
+        self._undo.set(
+            self._by_name, (e.type, norm), tuple(sorted((*candidates, (node_id, e.key, norm))))
+        )
+        if e.key is not None:
+            self._undo.set(self._by_key, (e.type, e.key), node_id)
+        self._undo.set(self._attrs, node_id, {})
+        index = self._fuzzy_index.get(e.type)
+        if index is not None and key is not None:
+            index.add(node_id, key, (e.key, norm))
+            self._fuzzy_pending.append((e.type, node_id))
+        return node_id
+
+    # --- fuzzy -----------------------------------------------------------------------------
+    def _fuzzy(self, tx: Tx, e: Entity, threshold: float) -> tuple[Candidate, float] | None:
+        key = fuzzy_key(e.name)
+        if key is None:
+            return None  # letters outside Latin script: exact and alias matching only
+        index = self._fuzzy_index[e.type]
+        scored: dict[int, tuple[float, str | None, str]] = {}
+        if self._pg_trgm:
+            if not self._pg_threshold_set:
+                limit = max(0.0, min(self.fuzzy.values()) - PG_THRESHOLD_SLACK)
+                self._db.set_trgm_threshold(tx, limit)
+                self._pg_threshold_set = True
+            query = trigrams(key)
+            for node_id, ext_key, node_norm, node_key in self._db.fuzzy_candidates(tx, e.type, key):
+                score = trigram_similarity(query, trigrams(node_key))
+                if score >= threshold:
+                    scored[node_id] = (score, ext_key, node_norm)
+        else:
+            self._refresh_fuzzy(tx, e.type)
+        for node_id, score in index.candidates(key, threshold):
+            ext_key, node_norm = index.payload(node_id)
+            scored[node_id] = (score, ext_key, node_norm)
+        if e.key is not None:
+            scored = {i: s for i, s in scored.items() if s[1] is None and i not in self._key_of}
+        if not scored:
+            return None
+        ranked = best_matches((i, s[0]) for i, s in scored.items())
+        if len(ranked) > 1:
+            _ambiguous(
+                e,
+                [(i, scored[i][1], scored[i][2], score) for i, score in ranked],
+                "fuzzy_match",
+                threshold,
+            )
+        node_id, score = ranked[0]
+        return (node_id, scored[node_id][1], scored[node_id][2]), score
+
+    def _refresh_fuzzy(self, tx: Tx, node_type: str) -> None:
+        """Without pg_trgm: load the type's committed names not in the index yet (once per
+        batch). On SQLite ids grow in commit order (one writer at a time), so "after the
+        highest id loaded" is exactly what others committed since; on PostgreSQL without
+        pg_trgm a concurrent runner's node can be missed (a near-duplicate node, never a
+        wrong merge: docs/propose_api.md)."""
+        if node_type in self._fuzzy_refreshed:
+            return
+        index = self._fuzzy_index[node_type]
+        after = self._fuzzy_loaded.get(node_type, 0)
+        rows = self._db.load_fuzzy(tx, node_type, after)
+        for node_id, ext_key, node_norm, node_key in rows:
+            if node_id not in self._new_nodes:  # safe mode writes our rows early
+                index.add(node_id, node_key, (ext_key, node_norm))
+            after = max(after, node_id)
+        self._fuzzy_loaded[node_type] = after
+        self._fuzzy_refreshed.add(node_type)
+
+    def _drop_pending_fuzzy(self, mark: int) -> None:
+        pending = self._fuzzy_pending
+        while len(pending) > mark:
+            type_name, node_id = pending.pop()
+            self._fuzzy_index[type_name].remove(node_id)
+
+
+def _matched(role: str, node_id: int, confidence: float, reason: str) -> Action:
+    return Action(
+        action="entity_matched",
+        role=role,
+        entity_id=node_id,
+        confidence=confidence,
+        match_reason=reason,
+    )
+
+
+def _ambiguous(
+    e: Entity,
+    candidates: list[tuple[int, str | None, str, float | None]],
+    reason: str,
+    threshold: float | None = None,
+) -> NoReturn:
+    how = {
+        "exact_name_match": "by exact name",
+        "alias_match": "by alias",
+        "fuzzy_match": f"fuzzily (similarity >= {threshold})",
+    }[reason]
+    shown = []
+    for node_id, ext_key, norm, score in candidates[:10]:
+        text = f"{node_id} {norm!r}"
+        if ext_key is not None:
+            text += f" key {ext_key!r}"
+        if score is not None:
+            text += f" {score:.3f}"
+        shown.append(text)
+    more = f" and {len(candidates) - 10} more" if len(candidates) > 10 else ""
+    raise AmbiguousMatchError(
+        f"{e.type} {e.name!r} matches {len(candidates)} entities {how}: "
+        f"{'; '.join(shown)}{more}; not merged: give an external key to say which",
+        details={
+            "match_reason": reason,
+            "candidates": [
+                {"id": i, "name": n, "external_key": k, **({"score": s} if s is not None else {})}
+                for i, k, n, s in candidates
+            ],
+        },
+    )

@@ -1,0 +1,201 @@
+"""What a fact adds to the embedded graph besides its nodes: attribute values, the
+relationship (created, a duplicate, or updated to a higher strength; opposing relationships
+as conflicts) and one provenance row per subject per record.
+
+Each decision is made against the caches (a miss costs one query, ``GraphStore``), and its
+rows are appended to the batch's buffers in their table's column order
+(``journal_loader.graph.store``); every cache change goes through the undo log, so a record
+that fails takes them all back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import msgspec
+
+from journal_loader.errors import ValidationError
+from journal_loader.graph.checks import attribute_values, has_nul
+from journal_loader.graph.normalize import normalize_name
+from journal_loader.graph.protocol import Action, Conflict, Entity
+from journal_loader.graph.resolution import Resolver
+from journal_loader.graph.state import Candidate, _Record
+from journal_loader.storage.base import Tx
+
+
+class RowBuilder(Resolver):
+    """Attributes, relationships and provenance of a fact, as buffered rows."""
+
+    # --- attributes --------------------------------------------------------------------
+    def _attribute_map(self, tx: Tx, node_id: int) -> dict[tuple[str, str], int]:
+        existing = self._attrs.get(node_id)
+        if existing is None:
+            rows = self._db.find_attributes(tx, node_id)
+            existing = {(t, v): i for i, t, v in rows}
+            self._attrs[node_id] = existing  # committed rows: no undo needed
+        return existing
+
+    def _attributes(self, tx: Tx, node_id: int, node: list[Any], e: Entity) -> list[int]:
+        """``node``: [external key, normalised name] of the node, as far as known."""
+        attributes = e.attributes
+        if not attributes:
+            return []
+        ids: list[int] = []
+        existing = self._attribute_map(tx, node_id)
+        for attr_type, value in attributes.items():
+            if type(value) is str:  # the common case: a known text value, one lookup
+                if not value:
+                    continue
+                known = existing.get((attr_type, value))
+                if known is not None:
+                    ids.append(known)
+                    continue
+            for text_value in attribute_values(attr_type, value):
+                key = (attr_type, text_value)
+                attr_id = existing.get(key)
+                if attr_id is None:
+                    attr_id = tx.next_id("attributes")
+                    norm_value = normalize_name(text_value)
+                    self._buf.attributes.append(
+                        (attr_id, node_id, attr_type, text_value, norm_value, self._stamp)
+                    )
+                    self._undo.set(existing, key, attr_id)
+                    if attr_type == self.alias_attribute and norm_value:
+                        self._add_alias(tx, e.type, norm_value, (node_id, node[0], node[1]))
+                ids.append(attr_id)
+        return ids
+
+    def _add_alias(self, tx: Tx, node_type: str, norm_value: str, node: Candidate) -> None:
+        self._aliases_exist = True  # (a record undone leaves it set: lookups stay right)
+        self._candidates(tx, node_type, norm_value, None)  # loads the committed aliases
+        known = self._by_alias.get((node_type, norm_value), ())
+        if any(c[0] == node[0] for c in known):
+            return
+        self._undo.set(self._by_alias, (node_type, norm_value), tuple(sorted((*known, node))))
+
+    # --- relationships -----------------------------------------------------------------
+    def _relationship(
+        self,
+        tx: Tx,
+        source_id: int,
+        rel_type: str,
+        target_id: int,
+        strength: float,
+        valid_from: dt.date | None,
+        valid_to: dt.date | None,
+        metadata: dict[str, Any] | None,
+    ) -> tuple[int, Action, list[Conflict]]:
+        key = (source_id, rel_type, target_id)
+        opposites = self.opposites.get(rel_type, ())
+        committed = source_id not in self._new_nodes and target_id not in self._new_nodes
+        found = self._rels.get(key)
+        if committed and (source_id, target_id) not in self._pairs:
+            if opposites:
+                # one query for the relationship and its opposites: every type between them
+                for rel_id, other_type, other_strength in self._db.find_relationships_between(
+                    tx, source_id, target_id
+                ):
+                    self._rels.setdefault(
+                        (source_id, other_type, target_id), (rel_id, float(other_strength))
+                    )
+                self._pairs.add((source_id, target_id))  # committed rows: no undo needed
+                found = self._rels.get(key)
+            elif found is None:
+                row = self._db.find_relationship(tx, source_id, rel_type, target_id)
+                if row is not None:
+                    found = (row[0], float(row[1]))
+                    self._rels[key] = found  # committed row: no undo needed
+
+        conflicts: list[Conflict] = []
+        for other in opposites:
+            opposing = self._rels.get((source_id, other, target_id))
+            if opposing is not None:
+                conflicts.append(
+                    Conflict(
+                        relationship_id=opposing[0],
+                        relationship_type=other,
+                        source_entity_id=source_id,
+                        target_entity_id=target_id,
+                    )
+                )
+        if conflicts:
+            strength = strength * self.conflict_penalty
+
+        meta = None if metadata is None else msgspec.json.encode(metadata).decode()
+        if meta is not None and "\\u0000" in meta and has_nul(metadata):
+            # JSON could carry it escaped, but no consumer of the graph's text wants it (a
+            # cast to jsonb refuses it): refused like a NUL byte anywhere else in a fact.
+            raise ValidationError("relationship metadata contains a NUL byte")
+        if found is None:
+            rel_id = tx.next_id("relationships")
+            self._buf.relationships.append(
+                (
+                    rel_id,
+                    source_id,
+                    rel_type,
+                    target_id,
+                    strength,
+                    valid_from,
+                    valid_to,
+                    meta,
+                    self._stamp,
+                    self._stamp,
+                )
+            )
+            self._undo.set(self._rels, key, (rel_id, strength))
+            action = Action(action="relationship_created", relationship_id=rel_id)
+            return rel_id, action, conflicts
+        rel_id, old_strength = found
+        if strength > old_strength:
+            self._buf.rel_updates.append(
+                {
+                    "id": rel_id,
+                    "strength": strength,
+                    "valid_from": valid_from,
+                    "valid_to": valid_to,
+                    "metadata": meta,
+                    "updated_at": self._stamp,
+                }
+            )
+            self._undo.set(self._rels, key, (rel_id, strength))
+            return rel_id, Action(action="relationship_updated", relationship_id=rel_id), conflicts
+        action = Action(action="relationship_duplicate", relationship_id=rel_id)
+        return rel_id, action, conflicts
+
+    # --- provenance ----------------------------------------------------------------------
+    def _provenance(
+        self,
+        tx: Tx,
+        rec: _Record,
+        subjects: list[tuple[str, int]],
+        fact_index: int,
+        confidence: float,
+    ) -> list[int]:
+        """One row per subject per record (the first fact of the record that asserted it);
+        returns the ids of the rows written."""
+        done = rec.provenanced
+        new = [subject for subject in subjects if subject not in done]
+        if not new:
+            return []
+        done.update(new)
+        ids = tx.reserve_ids("provenance", len(new))
+        stamp = self._stamp
+        source_id, offset, run_id = rec.source_id, rec.record_offset, rec.run_id
+        self._buf.provenance.extend(
+            [
+                (
+                    prov_id,
+                    kind,
+                    subject_id,
+                    source_id,
+                    offset,
+                    fact_index,
+                    run_id,
+                    confidence,
+                    stamp,
+                )
+                for prov_id, (kind, subject_id) in zip(ids, new, strict=True)
+            ]
+        )
+        return ids

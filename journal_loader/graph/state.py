@@ -1,0 +1,169 @@
+"""What the embedded graph keeps: its caches of committed rows, the undo log of every change
+to them, and the rows a batch has buffered (journal_loader/graph/embedded.py explains the
+unit of work).
+
+``GraphState`` holds it all; the parts of ``EmbeddedGraph`` (resolution, row building,
+prefetch) are mixins over it, so the hot path reads plain attributes of one object, with no
+layer in between.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from journal_loader.graph.fuzzy import TrigramIndex
+from journal_loader.graph.protocol import ProposeResult
+from journal_loader.graph.store import GraphStore
+from journal_loader.storage.base import Store, Tx
+
+_MISSING: Any = object()
+# (node id, external key, normalised name) per node found by a name or an alias
+Candidate = tuple[int, str | None, str]
+Candidates = tuple[Candidate, ...]
+
+
+class _UndoLog:
+    """Every cache change, so a record or a batch can be taken back."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[dict[Any, Any], Any, Any]] = []
+
+    def set(self, mapping: dict[Any, Any], key: Any, value: Any) -> None:
+        self.entries.append((mapping, key, mapping.get(key, _MISSING)))
+        mapping[key] = value
+
+    def mark(self) -> int:
+        return len(self.entries)
+
+    def rollback_to(self, mark: int) -> None:
+        entries = self.entries
+        while len(entries) > mark:
+            mapping, key, old = entries.pop()
+            if old is _MISSING:
+                mapping.pop(key, None)
+            else:
+                mapping[key] = old
+
+
+@dataclass(slots=True)
+class _Buffers:
+    """Rows to write at flush, each a tuple in its table's column order
+    (``journal_loader.graph.store``'s ``*_COLUMNS``)."""
+
+    nodes: list[tuple[Any, ...]] = field(default_factory=list)
+    key_updates: list[dict[str, Any]] = field(default_factory=list)
+    attributes: list[tuple[Any, ...]] = field(default_factory=list)
+    relationships: list[tuple[Any, ...]] = field(default_factory=list)
+    rel_updates: list[dict[str, Any]] = field(default_factory=list)
+    provenance: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def marks(self) -> tuple[int, ...]:
+        return (
+            len(self.nodes),
+            len(self.key_updates),
+            len(self.attributes),
+            len(self.relationships),
+            len(self.rel_updates),
+            len(self.provenance),
+        )
+
+    def truncate(self, marks: tuple[int, ...]) -> None:
+        for buf, mark in zip(self._all(), marks, strict=True):
+            del buf[mark:]
+
+    def clear(self) -> None:
+        for buf in self._all():
+            buf.clear()
+
+    def _all(self) -> tuple[list[Any], ...]:
+        return (
+            self.nodes,
+            self.key_updates,
+            self.attributes,
+            self.relationships,
+            self.rel_updates,
+            self.provenance,
+        )
+
+
+@dataclass(slots=True)
+class _Record:
+    source_id: int
+    record_offset: int
+    run_id: str
+    undo_mark: int
+    buffer_marks: tuple[int, ...]
+    fuzzy_mark: int
+    facts: int = 0
+    results: list[ProposeResult] = field(default_factory=list)
+    provenanced: set[tuple[str, int]] = field(default_factory=set)
+
+
+class GraphState:
+    """The embedded graph's state; its configuration is set by ``EmbeddedGraph``."""
+
+    # configuration (EmbeddedGraph.__init__)
+    store: Store
+    node_types: frozenset[str] | None
+    relationship_types: frozenset[str] | None
+    fuzzy: dict[str, float]
+    opposites: dict[str, tuple[str, ...]]
+    conflict_penalty: float
+    alias_attribute: str
+    cache_limit: int
+
+    def __init__(self, store: Store, fuzzy_types: Iterable[str]) -> None:
+        self._db = GraphStore(store)
+        self._by_key: dict[tuple[str, str], int] = {}
+        self._absent_keys: set[tuple[str, str]] = set()  # looked up in bulk, not there
+        self._by_name: dict[tuple[str, str], Candidates] = {}
+        self._by_alias: dict[tuple[str, str], Candidates] = {}
+        self._key_of: dict[int, str] = {}  # keys this graph gave to keyless nodes
+        self._attrs: dict[int, dict[tuple[str, str], int]] = {}
+        self._rels: dict[tuple[int, str, int], tuple[int, float]] = {}
+        self._pairs: set[tuple[int, int]] = set()  # (source, target): every rel type loaded
+        self._new_nodes: dict[int, bool] = {}  # created in the open batch: nothing to look up
+        self._undo = _UndoLog()
+        self._buf = _Buffers()
+        self._tx: Tx | None = None
+        self._rec: _Record | None = None
+        self._safe = False
+        self._now: dt.datetime = dt.datetime.now(dt.UTC)
+        self._stamp: Any = None
+        # Fuzzy matching: per type, a trigram index of names (see journal_loader.graph.fuzzy).
+        # With pg_trgm it holds only the open batch's new nodes (the database finds the
+        # committed ones); without, every node of the type, loaded and kept up to date.
+        self._fuzzy_index: dict[str, TrigramIndex] = {t: TrigramIndex() for t in fuzzy_types}
+        self._fuzzy_pending: list[tuple[str, int]] = []  # (type, node id) added in the batch
+        self._fuzzy_loaded: dict[str, int] = {}  # type -> highest committed id loaded
+        self._fuzzy_refreshed: set[str] = set()  # types refreshed in the open batch
+        self._pg_threshold_set = False
+        self._pg_trgm = False  # fuzzy candidates from the database (EmbeddedGraph.__init__)
+        # Alias lookups ride along the name lookup (one query), but only once the graph has an
+        # alias at all: until then the plain name query, and one probe per batch.
+        self._aliases_exist = False
+
+    def _forget(self) -> None:
+        """Drop the caches of committed rows (they are looked up again when needed)."""
+        self._absent_keys.clear()
+        self._by_key.clear()
+        self._by_name.clear()
+        self._by_alias.clear()
+        self._attrs.clear()
+        self._rels.clear()
+        self._pairs.clear()
+
+    def _require_record(self) -> _Record:
+        if self._rec is None:
+            raise RuntimeError("propose_fact() is called by a loader's propose(), inside a run")
+        return self._rec
+
+    def _require_tx(self) -> Tx:
+        if self._tx is None:
+            raise RuntimeError("the graph is used outside a batch transaction")
+        return self._tx
