@@ -12,9 +12,10 @@ graph stats|node|neighbours``), on both backends.
 * ``neighbours``: the nodes within ``depth`` relationships of one node, either direction,
   breadth first, each with the relationship that reached it; at most ``limit`` of them.
 
-The queries are in ``browse.sql``; every per-node lookup is an index search, so a node with a
-million neighbours costs its counts and ``limit`` rows, not a million. Reads only, in a read
-transaction (on SQLite a deferred one: a running load is not held up).
+The queries are in ``browse.sql``, run by ``journal_loader.graph.store`` (the graph's SQL
+module); every per-node lookup is an index search, so a node with a million neighbours costs
+its counts and ``limit`` rows, not a million. Reads only, in a read transaction (on SQLite a
+deferred one: a running load is not held up).
 
 An existing Propose API database (``graph.propose_api``) keeps its graph in its own tables:
 these views do not read it.
@@ -25,17 +26,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
 from journal_loader.errors import UnknownIdError, UsageError
 from journal_loader.graph.normalize import normalize_name
+from journal_loader.graph.store import browse_rows
 from journal_loader.storage.base import Store
-from journal_loader.storage.sql import load_queries
 
 DEFAULT_LIMIT = 20
 
@@ -44,13 +43,8 @@ class GraphLookupError(UnknownIdError):
     """No such node (exit 2, like ``lineage`` for an unknown id)."""
 
 
-@cache
-def _queries(dialect: str) -> dict[str, str]:
-    return load_queries(Path(__file__).with_name("browse.sql"), dialect)
-
-
 def _rows(conn: Connection, store: Store, name: str, **params: Any) -> list[Any]:
-    return list(conn.execute(text(_queries(store.dialect)[name]), params).all())
+    return browse_rows(conn, store.dialect, name, params)
 
 
 # --- stats ---------------------------------------------------------------------------------
