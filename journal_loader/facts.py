@@ -1,15 +1,8 @@
 """Loaders without code: a ``facts:`` section in the YAML config maps columns to facts.
 
 A config with ``facts:`` and no ``loader.class`` runs ``FactsLoader`` (``loader_from_config``).
-The short form is a list of facts over the row's columns::
-
-    facts:
-      - source: {type: Company, name: Legal Name, key: Corp Number}
-        target: {type: City, name: "{HO City}, {HO State}"}
-        relationship: LOCATED_IN
-        when: {present: [HO City, HO State]}
-
-The long form is a mapping (examples/business_registry/facts.yaml is the whole example)::
+The short form is a list of facts over the row's columns (README: "Loaders without code");
+the long form is a mapping (examples/business_registry/facts.yaml is the whole example)::
 
     facts:
       fields:    {name: value, ...}     # the record, computed from the row (else: the row)
@@ -225,11 +218,12 @@ class _Template:
                 out.append(p)
             else:
                 v = lookup(p[0])
-                out.append(repr(v) if p[1] else _text(v))
+                out.append(repr(v) if p[1] else _as_str(v))
         return "".join(out)
 
 
-def _text(value: Any) -> str:
+def _as_str(value: Any) -> str:
+    """A value as template text: None is empty, a date is ISO."""
     if value is None:
         return ""
     if isinstance(value, dt.date):
@@ -320,7 +314,7 @@ class _Compiler:
             parts = [self.value(p, f"{where}.join[{i}]", in_fields=in_fields) for i, p in
                      enumerate(spec.join)]  # fmt: skip
             sep = spec.sep
-            base = lambda r: sep.join(t for g in parts if (t := _text(g(r))))  # noqa: E731
+            base = lambda r: sep.join(t for g in parts if (t := _as_str(g(r))))  # noqa: E731
         else:
             literal = spec.value
             base = lambda _r: literal  # noqa: E731
@@ -339,9 +333,9 @@ class _Compiler:
             rx = _regex(spec.matches, where)
             then, other = spec.then, spec.else_
             if then is not None or other is not None:
-                steps.append(lambda v: then if rx.search(_text(v)) else other)
+                steps.append(lambda v: then if rx.search(_as_str(v)) else other)
             else:
-                steps.append(lambda v: v if rx.search(_text(v)) else "")
+                steps.append(lambda v: v if rx.search(_as_str(v)) else "")
         if not steps:
             return base
 
@@ -372,7 +366,7 @@ class _Compiler:
         if cond.matches is not None:
             rxs = [(self._field(n, f"{where}.matches"), _regex(p, f"{where}.matches.{n}"))
                    for n, p in cond.matches.items()]  # fmt: skip
-            tests.append(lambda r: all(rx.search(_text(g(r))) for g, rx in rxs))
+            tests.append(lambda r: all(rx.search(_as_str(g(r))) for g, rx in rxs))
         if cond.not_ is not None:
             inner = self.condition(cond.not_, f"{where}.not")
             assert inner is not None
@@ -406,9 +400,9 @@ class _Compiler:
         def build(r: Mapping[str, Any]) -> Entity:
             key = get_key(r)
             return Entity(
-                type=_text(get_type(r)),
-                name=_text(get_name(r)),
-                key=None if _empty(key) else _text(key),
+                type=_as_str(get_type(r)),
+                name=_as_str(get_name(r)),
+                key=None if _empty(key) else _as_str(key),
                 attributes={a: g(r) for a, g in attrs},
             )
 
@@ -543,11 +537,11 @@ class FactsLoader(Loader):
             value = get(record)
             if _empty(value) or (when is not None and not when(record)):
                 return None
-            if rx is not None and rx.search(_text(value)):
+            if rx is not None and rx.search(_as_str(value)):
                 return None
             if fmt is not None:
                 try:
-                    dt.datetime.strptime(_text(value).strip(), fmt)
+                    dt.datetime.strptime(_as_str(value).strip(), fmt)
                     return None
                 except ValueError:
                     pass
