@@ -191,14 +191,14 @@ def test_lock_vanishes_when_its_holder_is_killed(db_url: str) -> None:
 def test_two_registrations_at_once_get_two_source_ids(pg_url: str) -> None:
     """Both transactions take an id before either commits: MAX(source_id) + 1 gave both the
     same one (and the second was refused by sources_pkey); the sequence gives two."""
-    from journal_loader.journal import queries
+    from journal_loader.storage.journal_store import journal_store
 
     store = open_store(pg_url)
     try:
-        q = queries.queries(store.dialect)
+        journal = journal_store(store)
         with store.transaction() as a, store.transaction() as b:
-            first = int(a.fetchone(q["next_source_id"])[0])
-            second = int(b.fetchone(q["next_source_id"])[0])
+            first = journal.next_source_id(a)
+            second = journal.next_source_id(b)
         assert first != second
     finally:
         store.dispose()
@@ -207,7 +207,7 @@ def test_two_registrations_at_once_get_two_source_ids(pg_url: str) -> None:
 def test_source_ids_move_past_rows_written_without_the_sequence(pg_url: str) -> None:
     """A database filled by `replay --into` has sources the sequence never handed out: the
     next registration still gets a free id."""
-    from journal_loader.journal import queries
+    from journal_loader.storage.journal_store import journal_store
 
     store = open_store(pg_url)
     try:
@@ -220,7 +220,7 @@ def test_source_ids_move_past_rows_written_without_the_sequence(pg_url: str) -> 
                 "'completed', 0, now(), now())"
             )
         with store.transaction() as tx:
-            assert int(tx.fetchone(queries.queries(store.dialect)["next_source_id"])[0]) == 8
+            assert journal_store(store).next_source_id(tx) == 8
     finally:
         store.dispose()
 
