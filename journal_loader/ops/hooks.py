@@ -32,12 +32,16 @@ import signal
 import socket
 import subprocess
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from journal_loader.ops.observers import exit_code_of, pending_error
 from journal_loader.secrets import scrub
+
+if TYPE_CHECKING:
+    from journal_loader.runner.observers import RunInfo
+    from journal_loader.runner.options import RunReport
 
 log = logging.getLogger("journal_loader.hooks")
 
@@ -165,11 +169,11 @@ class HooksObserver:
         self.timeout = timeout
         self.results: list[HookResult] = []
 
-    def on_start(self, info: dict[str, Any]) -> None:
+    def on_start(self, info: RunInfo) -> None:
         if info.get("loader"):
             self.loader = str(info["loader"])
 
-    def on_finish(self, report: Any) -> None:
+    def on_finish(self, report: RunReport) -> None:
         code = exit_code_of(report)
         if code == 0:
             command, which = self.on_success, "on-success"

@@ -1,5 +1,6 @@
 """What a run is asked to do (``RunOptions``), what it reports (``RunReport``), who watches it
-(``RunObserver``), and the named values a run deals in (``RunStatus``, ``RunMode``, ...).
+(``RunObserver``, defined in ``runner/observers.py``), and the named values a run deals in
+(``RunStatus``, ``RunMode``, ...).
 
 The enums are ``StrEnum``: their members are the very strings the journal stores, the
 projections read and the CLI prints (``RunStatus.COMPLETED == "completed"``).
@@ -7,20 +8,28 @@ projections read and the CLI prints (``RunStatus.COMPLETED == "completed"``).
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ParamSpec, Protocol, TypedDict, runtime_checkable
+from typing import Any
 
 import msgspec
 
 from journal_loader.errors import RunFailedError, RunInterruptedError, RunPartialError
 from journal_loader.failures import FailureGroup
 from journal_loader.journal.events import Statistics
-from journal_loader.sources.readers import ResumePoint
-
-log = logging.getLogger("journal_loader.runner")
+from journal_loader.runner.observers import (
+    BatchObserver,
+    FinishObserver,
+    Observer,
+    Observers,
+    ProposeDurationsObserver,
+    RetryKind,
+    RetryObserver,
+    RunInfo,
+    RunObserver,
+    StartObserver,
+)
 
 
 class RunStatus(StrEnum):
@@ -65,14 +74,6 @@ class Stage(StrEnum):
     PARSE = "parse"
     VALIDATE = "validate"
     PROPOSE = "propose"
-
-
-class RetryKind(StrEnum):
-    """What ``RunObserver.on_retry`` reports (a metric's label)."""
-
-    TRANSIENT = "transient"  # the database or target failed for a moment: backoff
-    CONFLICT = "conflict"  # another writer got there first: a short random delay
-    RECORD_BY_RECORD = "record_by_record"  # a value the database refused: the batch is redone
 
 
 COMPLETED, PARTIAL, FAILED = RunStatus.COMPLETED, RunStatus.PARTIAL, RunStatus.FAILED
@@ -171,105 +172,28 @@ class RunReport(msgspec.Struct, kw_only=True):
         return self
 
 
-class RunInfo(TypedDict, total=False):
-    """What ``on_start`` is told about the run."""
-
-    source_id: int
-    run_id: str
-    source_type: str
-    file: str
-    file_size: int
-    resumed_from: int
-    resumed_byte: int
-    loader: str
-
-
-# --- observers ---------------------------------------------------------------------------
-# An observer implements any of the hooks below (one Protocol each, so a class with only
-# ``on_retry`` is an observer too); ``RunObserver`` is all of them. The runner calls each
-# hook directly on the observers that have it (``Observers``).
-
-
-@runtime_checkable
-class StartObserver(Protocol):
-    def on_start(self, info: RunInfo) -> None: ...
-
-
-@runtime_checkable
-class BatchObserver(Protocol):
-    def on_batch(self, stats: Statistics, position: ResumePoint, bytes_read: int) -> None:
-        """After each committed batch: the run's totals so far and where it is."""
-
-
-@runtime_checkable
-class RetryObserver(Protocol):
-    def on_retry(self, kind: RetryKind, message: str, delay: float) -> None: ...
-
-
-@runtime_checkable
-class ProposeDurationsObserver(Protocol):
-    def on_propose_durations(self, seconds: list[float]) -> None:
-        """Each committed batch's per-record propose times (a retried batch counts once)."""
-
-
-@runtime_checkable
-class FinishObserver(Protocol):
-    def on_finish(self, report: RunReport) -> None: ...
-
-
-class RunObserver(
-    StartObserver,
-    BatchObserver,
-    RetryObserver,
-    ProposeDurationsObserver,
-    FinishObserver,
-    Protocol,
-):
-    """Progress, metrics and logs hook in here (journal_loader/ops). Every method is
-    optional (an observer may implement any of the hooks above); an observer that raises
-    is logged and ignored, never fails the run."""
-
-
-Observer = StartObserver | BatchObserver | RetryObserver | ProposeDurationsObserver | FinishObserver
-
-_P = ParamSpec("_P")
-
-
-def _notify(observer: object, hook: Callable[_P, None], *args: _P.args, **kw: _P.kwargs) -> None:
-    try:
-        hook(*args, **kw)
-    except Exception:  # an observer must never break a run
-        log.exception("observer %r failed in %s", observer, hook.__name__)
-
-
-class Observers:
-    """Several observers as one: each hook goes to the members that implement it, in order;
-    a member's error is logged and does not reach the others (or the run)."""
-
-    def __init__(self, members: Iterable[Observer] = ()) -> None:
-        self.members: list[Observer] = list(members)
-
-    def on_start(self, info: RunInfo) -> None:
-        for o in self.members:
-            if isinstance(o, StartObserver):
-                _notify(o, o.on_start, info)
-
-    def on_batch(self, stats: Statistics, position: ResumePoint, bytes_read: int) -> None:
-        for o in self.members:
-            if isinstance(o, BatchObserver):
-                _notify(o, o.on_batch, stats, position, bytes_read)
-
-    def on_retry(self, kind: RetryKind, message: str, delay: float) -> None:
-        for o in self.members:
-            if isinstance(o, RetryObserver):
-                _notify(o, o.on_retry, kind, message, delay)
-
-    def on_propose_durations(self, seconds: list[float]) -> None:
-        for o in self.members:
-            if isinstance(o, ProposeDurationsObserver):
-                _notify(o, o.on_propose_durations, seconds)
-
-    def on_finish(self, report: RunReport) -> None:
-        for o in self.members:
-            if isinstance(o, FinishObserver):
-                _notify(o, o.on_finish, report)
+__all__ = [
+    "ALREADY",
+    "COMPLETED",
+    "FAILED",
+    "FAILURE_GROUPS",
+    "PARTIAL",
+    "STOP_REQUESTED",
+    "BatchObserver",
+    "ErrorKind",
+    "FinishObserver",
+    "Observer",
+    "Observers",
+    "ProposeDurationsObserver",
+    "RecordOutcome",
+    "RetryKind",
+    "RetryObserver",
+    "RunInfo",
+    "RunMode",
+    "RunObserver",
+    "RunOptions",
+    "RunReport",
+    "RunStatus",
+    "Stage",
+    "StartObserver",
+]
