@@ -105,7 +105,7 @@ def run_hook(
         return HookResult(command, None, False, "", f"cannot start it: {e.strerror or e}")
     try:
         out, _ = proc.communicate(payload, timeout=timeout)
-        return HookResult(command, proc.returncode, False, _text(out))
+        return HookResult(command, proc.returncode, False, _decoded(out))
     except subprocess.TimeoutExpired:
         _kill_group(proc, signal.SIGTERM)
         try:
@@ -113,7 +113,7 @@ def run_hook(
         except subprocess.TimeoutExpired:
             _kill_group(proc, signal.SIGKILL)
             out, _ = proc.communicate()
-        return HookResult(command, proc.returncode, True, _text(out))
+        return HookResult(command, proc.returncode, True, _decoded(out))
 
 
 def _kill_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
@@ -121,7 +121,7 @@ def _kill_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
         os.killpg(proc.pid, sig)  # the session we started: the command and its children
 
 
-def _text(data: bytes | None) -> str:
+def _decoded(data: bytes | None) -> str:
     return (data or b"")[-65536:].decode("utf-8", errors="replace")
 
 

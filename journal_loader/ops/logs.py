@@ -44,7 +44,7 @@ TEXT_FORMAT = (
 )
 
 
-class RunContext:
+class RunLabels:
     """What every line of the run carries; updated when the run knows its ids."""
 
     def __init__(self, loader: str = "-") -> None:
@@ -56,7 +56,7 @@ class RunContext:
 class ContextFilter(logging.Filter):
     """Adds ``loader``, ``source_id`` and ``run_id`` to every record (``-`` while unknown)."""
 
-    def __init__(self, context: RunContext) -> None:
+    def __init__(self, context: RunLabels) -> None:
         super().__init__()
         self.context = context
 
@@ -177,7 +177,7 @@ class LogSetup:
         console_level: str | int | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
-        self.context = RunContext(loader)
+        self.context = RunLabels(loader)
         self.logger = logger if logger is not None else logging.getLogger()
         self._level = _level(level)
         self._previous_level = self.logger.level
