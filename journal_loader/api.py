@@ -12,7 +12,7 @@ from journal_loader.errors import ConfigError
 from journal_loader.graph.embedded import EmbeddedGraph
 from journal_loader.graph.target import GraphTarget
 from journal_loader.loader import Loader, loader_from_config
-from journal_loader.runner import Runner, RunObserver, RunOptions, RunReport
+from journal_loader.runner import Observer, Runner, RunOptions, RunReport
 from journal_loader.storage import Store, open_store
 
 
@@ -28,7 +28,7 @@ def run(
     start_from: int | None = None,
     batch_size: int | None = None,
     force: bool = False,
-    observers: Sequence[RunObserver] = (),
+    observers: Sequence[Observer] = (),
     stop: Callable[[], bool] | None = None,
     run_id: str | None = None,
     fail_fast_records: int | None = None,

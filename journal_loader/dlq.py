@@ -7,8 +7,8 @@ and the projection follows, inline and in a rebuild alike.
 ``retry`` needs no source file: it re-parses each record's raw bytes, kept in the journal,
 with the header and dialect the run journaled (``RunStarted.header_raw``/``reader``) and the
 *current* loader code, then validates and proposes it like a run does, one transaction per
-batch (``Runner.commit_records``), holding the source's lock. Records that now succeed leave
-the DLQ; records that fail again stay, with one more attempt.
+batch (``journal_loader.runner.retry_records``), holding the source's lock. Records that
+now succeed leave the DLQ; records that fail again stay, with one more attempt.
 
 Only failures of the source's current load are retried: after a ``--force`` reload started,
 an older failure is the new load's business (it will read that record again).
@@ -21,7 +21,7 @@ import getpass
 import io
 import os
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,7 @@ from journal_loader.journal import queries
 from journal_loader.journal.events import RecordResolved, RunStarted, decode
 from journal_loader.journal.writer import JournalWriter, PendingEvent
 from journal_loader.loader import Loader
-from journal_loader.runner import Runner, RunOptions
+from journal_loader.runner import RecordOutcome, RunOptions, retry_records
 from journal_loader.sources.readers import RawRecord, ResumePoint, open_reader
 from journal_loader.storage.base import Store, utcnow
 from journal_loader.storage.schema import failed_records, journal, sources
@@ -268,21 +268,22 @@ def _retry_source(
                 )
             )
         return
-    runner = Runner(loader, store, target, f"<dlq retry of source {source_id}>", options)
-    holder = {
-        "run_id": runner.run_id,
-        "pid": os.getpid(),
-        "hostname": socket.gethostname(),
-        "started_at": utcnow().isoformat(timespec="seconds"),
-    }
-    with store.lock_source(f"{src['source_type']}:{src['file_hash']}", holder) as lock:
-        runner.attach(source_id, lock)
-        runner.retry_of = {e["record_offset"]: e["last_position"] for e in current}
-        for chunk in _chunks(records, options.batch_size):
-            runner.commit_records(chunk)
-    outcome = _outcomes(store, source_id, runner.run_id)
+    run_id = retry_records(
+        store,
+        loader,
+        target,
+        source_id=source_id,
+        source_type=src["source_type"],
+        file_hash=src["file_hash"],
+        records=records,
+        retry_of={e["record_offset"]: e["last_position"] for e in current},
+        options=options,
+    )
+    outcome = _outcomes(store, source_id, run_id)
     for e in current:
-        status, message = outcome.get(e["record_offset"], ("failed", "no outcome journaled"))
+        status, message = outcome.get(
+            e["record_offset"], (RecordOutcome.FAILED, "no outcome journaled")
+        )
         report.outcomes.append(
             RetryOutcome(e["id"], source_id, e["record_offset"], status, message)
         )
@@ -372,11 +373,6 @@ def _outcomes(store: Store, source_id: int, run_id: str) -> dict[int, tuple[str,
         message = getattr(ev, "message", "") or getattr(ev, "reason", "")
         out[int(offset)] = (names[event_type], message)
     return out
-
-
-def _chunks(items: list[RawRecord], size: int) -> Iterable[list[RawRecord]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 def _whoami() -> str:

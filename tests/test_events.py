@@ -103,7 +103,7 @@ STRATEGIES: dict[type[ev.Event], Any] = {
         next_offset=ints,
         next_line=ints,
         next_byte=ints,
-        succeeded=ints,
+        imported=ints,
         failed=ints,
         skipped=ints,
     ),

@@ -286,7 +286,7 @@ def test_eta_from_the_recent_rate_not_the_whole_run() -> None:
     p.on_start({"file_size": 1000, "resumed_from": 0})
 
     class S:
-        total_processed, successful, failed, skipped = 50, 50, 0, 0
+        total_processed, imported, failed, skipped = 50, 50, 0, 0
 
     class P:
         offset = 50
@@ -307,7 +307,7 @@ def test_eta_and_percent_from_bytes() -> None:
     p.on_start({"file_size": 1000, "resumed_from": 0})
 
     class S:
-        total_processed, successful, failed, skipped = 50, 45, 3, 2
+        total_processed, imported, failed, skipped = 50, 45, 3, 2
 
     class P:
         offset = 50

@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
@@ -191,14 +192,14 @@ def test_lock_vanishes_when_its_holder_is_killed(db_url: str) -> None:
 def test_two_registrations_at_once_get_two_source_ids(pg_url: str) -> None:
     """Both transactions take an id before either commits: MAX(source_id) + 1 gave both the
     same one (and the second was refused by sources_pkey); the sequence gives two."""
-    from journal_loader.journal import queries
+    from journal_loader.storage.journal_store import journal_store
 
     store = open_store(pg_url)
     try:
-        q = queries.queries(store.dialect)
+        journal = journal_store(store)
         with store.transaction() as a, store.transaction() as b:
-            first = int(a.fetchone(q["next_source_id"])[0])
-            second = int(b.fetchone(q["next_source_id"])[0])
+            first = journal.next_source_id(a)
+            second = journal.next_source_id(b)
         assert first != second
     finally:
         store.dispose()
@@ -207,7 +208,7 @@ def test_two_registrations_at_once_get_two_source_ids(pg_url: str) -> None:
 def test_source_ids_move_past_rows_written_without_the_sequence(pg_url: str) -> None:
     """A database filled by `replay --into` has sources the sequence never handed out: the
     next registration still gets a free id."""
-    from journal_loader.journal import queries
+    from journal_loader.storage.journal_store import journal_store
 
     store = open_store(pg_url)
     try:
@@ -220,7 +221,7 @@ def test_source_ids_move_past_rows_written_without_the_sequence(pg_url: str) -> 
                 "'completed', 0, now(), now())"
             )
         with store.transaction() as tx:
-            assert int(tx.fetchone(queries.queries(store.dialect)["next_source_id"])[0]) == 8
+            assert journal_store(store).next_source_id(tx) == 8
     finally:
         store.dispose()
 
@@ -252,5 +253,54 @@ def test_advisory_locks_are_capped_per_call(pg_url: str) -> None:
             with psycopg.connect(admin, autocommit=True) as other:
                 got = other.execute("SELECT pg_try_advisory_lock(%s)", (wanted,)).fetchone()
                 assert got is not None and got[0] is False
+    finally:
+        store.dispose()
+
+
+def test_journal_store_reads_what_a_run_wrote(db_url: str, tmp_path: Path) -> None:
+    """JournalStore, the repository the runner resumes and fences with, answers the same on
+    both backends: where the source stands, its chain head, its checkpoint, one record's
+    events, and a lease that a newer generation takes away."""
+    from journal_loader import run
+    from journal_loader.storage.journal_store import journal_store
+    from tests.support import PairLoader, write_csv
+
+    rows = [[f"Company {i}", f"City {i % 3}"] for i in range(10)]
+    data = write_csv(tmp_path / "pairs.csv", ["name", "city"], rows)
+    report = run(PairLoader, data, db=db_url, batch_size=4, limit=8)
+    assert report.status == "partial" and report.source_id is not None
+    source_id = report.source_id
+    store = open_store(db_url)
+    try:
+        journal = journal_store(store)
+        with store.transaction() as tx:
+            row = journal.source_for_run(tx, "pairs", report.file_hash)
+            assert row is not None and row.source_id == source_id
+            assert row.status == "partial" and row.current_run_id == report.run_id
+            assert journal.source_by_identity(tx, "pairs", "no such hash") is None
+            last = tx.fetchone(
+                "SELECT position, hash FROM journal WHERE source_id = :s "
+                "ORDER BY position DESC LIMIT 1",
+                {"s": source_id},
+            )
+            assert row.last_position == int(last[0])
+            assert journal.chain_head(tx, source_id) == bytes(last[1])
+            assert journal.chain_head(tx, source_id + 1) is None
+            mark = journal.load_mark(tx, source_id)
+            assert mark is not None and mark.event_type == "BatchCommitted"
+            entry = journal.event_at(tx, mark.position)
+            assert entry is not None and entry.event_type == "BatchCommitted"
+            assert entry.payload == mark.payload and entry.recorded_at.tzinfo is not None
+            events = journal.record_events(tx, source_id, 5)
+            assert [e.event_type for e in events] == ["RecordParsed", "ProposeSucceeded"]
+            assert journal.record_events(tx, source_id, 8) == []  # past --limit
+            assert journal.attempts_after(tx, source_id, 0) == []  # an embedded graph's run
+            assert journal.next_source_id(tx) == source_id + 1
+            now = dt.datetime.now(dt.UTC)
+            first = journal.acquire_lease(tx, source_id, "run-a", "host", 1, now)
+            second = journal.acquire_lease(tx, source_id, "run-b", "host", 2, now)
+            assert second == first + 1
+            assert not journal.check_lease(tx, source_id, first, now)  # fenced out
+            assert journal.check_lease(tx, source_id, second, now)
     finally:
         store.dispose()

@@ -66,7 +66,8 @@ GRANT SELECT, INSERT ON :"schema".provenance TO :"role";
 -- under the append lock. (Moving that sequence cannot rewrite history: a position already
 -- taken is refused by the primary key.)
 -- Source ids (migration 0004): nextval, and setval when a database filled by `replay
--- --into` holds ids the sequence never handed out (journal/queries.postgresql.sql).
+-- --into` holds ids the sequence never handed out
+-- (journal_loader/storage/queries/journal.postgresql.sql).
 GRANT USAGE, UPDATE ON SEQUENCE :"schema".sources_source_id_seq TO :"role";
 SELECT format('GRANT USAGE%s ON SEQUENCE %s TO %I',
               CASE WHEN t.name = 'journal' THEN ', UPDATE' ELSE '' END,

@@ -107,14 +107,18 @@ class BatchCommitted(Event, frozen=True):
     next_offset: int
     next_line: int
     next_byte: int
-    succeeded: int = 0
+    # The batch's records by outcome. "imported" is the users' word (sources.records_imported);
+    # the payload keeps its first name, so every journal decodes as it always did.
+    imported: int = msgspec.field(default=0, name="succeeded")
     failed: int = 0
     skipped: int = 0
 
 
 class Statistics(msgspec.Struct, kw_only=True):
     total_processed: int = 0
-    successful: int = 0
+    # Records that ended with ProposeSucceeded: what sources.records_imported counts. Encoded
+    # (RunFinished.statistics, RunReport.to_dict(), --json) as "successful", as before.
+    imported: int = msgspec.field(default=0, name="successful")
     failed: int = 0
     skipped: int = 0
     entities_created: int = 0
@@ -130,6 +134,15 @@ class Statistics(msgspec.Struct, kw_only=True):
     def add(self, other: Statistics) -> None:
         for f in self.__struct_fields__:
             setattr(self, f, getattr(self, f) + getattr(other, f))
+
+    @property
+    def successful(self) -> int:
+        """Deprecated: ``imported``."""
+        return self.imported
+
+    @successful.setter
+    def successful(self, value: int) -> None:
+        self.imported = value
 
 
 class RunFinished(Event, frozen=True):

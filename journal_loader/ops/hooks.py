@@ -32,12 +32,16 @@ import signal
 import socket
 import subprocess
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from journal_loader.ops.observers import exit_code_of, pending_error
 from journal_loader.secrets import scrub
+
+if TYPE_CHECKING:
+    from journal_loader.runner.observers import RunInfo
+    from journal_loader.runner.options import RunReport
 
 log = logging.getLogger("journal_loader.hooks")
 
@@ -101,7 +105,7 @@ def run_hook(
         return HookResult(command, None, False, "", f"cannot start it: {e.strerror or e}")
     try:
         out, _ = proc.communicate(payload, timeout=timeout)
-        return HookResult(command, proc.returncode, False, _text(out))
+        return HookResult(command, proc.returncode, False, _decoded(out))
     except subprocess.TimeoutExpired:
         _kill_group(proc, signal.SIGTERM)
         try:
@@ -109,7 +113,7 @@ def run_hook(
         except subprocess.TimeoutExpired:
             _kill_group(proc, signal.SIGKILL)
             out, _ = proc.communicate()
-        return HookResult(command, proc.returncode, True, _text(out))
+        return HookResult(command, proc.returncode, True, _decoded(out))
 
 
 def _kill_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
@@ -117,7 +121,7 @@ def _kill_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
         os.killpg(proc.pid, sig)  # the session we started: the command and its children
 
 
-def _text(data: bytes | None) -> str:
+def _decoded(data: bytes | None) -> str:
     return (data or b"")[-65536:].decode("utf-8", errors="replace")
 
 
@@ -165,11 +169,11 @@ class HooksObserver:
         self.timeout = timeout
         self.results: list[HookResult] = []
 
-    def on_start(self, info: dict[str, Any]) -> None:
+    def on_start(self, info: RunInfo) -> None:
         if info.get("loader"):
             self.loader = str(info["loader"])
 
-    def on_finish(self, report: Any) -> None:
+    def on_finish(self, report: RunReport) -> None:
         code = exit_code_of(report)
         if code == 0:
             command, which = self.on_success, "on-success"

@@ -30,9 +30,13 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from journal_loader.secrets import scrub
+
+if TYPE_CHECKING:
+    from journal_loader.runner.observers import RunInfo
+    from journal_loader.runner.options import RunReport
 
 TEXT_FORMAT = (
     "%(asctime)s %(levelname)-7s %(name)s [%(loader)s source=%(source_id)s run=%(run_id)s] "
@@ -40,7 +44,7 @@ TEXT_FORMAT = (
 )
 
 
-class RunContext:
+class RunLabels:
     """What every line of the run carries; updated when the run knows its ids."""
 
     def __init__(self, loader: str = "-") -> None:
@@ -52,7 +56,7 @@ class RunContext:
 class ContextFilter(logging.Filter):
     """Adds ``loader``, ``source_id`` and ``run_id`` to every record (``-`` while unknown)."""
 
-    def __init__(self, context: RunContext) -> None:
+    def __init__(self, context: RunLabels) -> None:
         super().__init__()
         self.context = context
 
@@ -173,7 +177,7 @@ class LogSetup:
         console_level: str | int | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
-        self.context = RunContext(loader)
+        self.context = RunLabels(loader)
         self.logger = logger if logger is not None else logging.getLogger()
         self._level = _level(level)
         self._previous_level = self.logger.level
@@ -218,13 +222,13 @@ class LogSetup:
                 noisy.setLevel(max(noisy.level, logging.WARNING))
 
     # RunObserver
-    def on_start(self, info: dict[str, Any]) -> None:
+    def on_start(self, info: RunInfo) -> None:
         self.context.source_id = info.get("source_id")
         self.context.run_id = info.get("run_id")
         if info.get("loader"):
             self.context.loader = str(info["loader"])
 
-    def on_finish(self, report: Any) -> None:
+    def on_finish(self, report: RunReport) -> None:
         if self.context.run_id is None:
             self.context.run_id = getattr(report, "run_id", None)
         if self.context.source_id is None:
@@ -242,7 +246,7 @@ class LogSetup:
             name: int(getattr(stats, attr, 0) or 0)
             for name, attr in (
                 ("records", "total_processed"),
-                ("succeeded", "successful"),
+                ("succeeded", "imported"),
                 ("failed", "failed"),
                 ("skipped", "skipped"),
             )

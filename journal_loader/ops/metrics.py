@@ -51,7 +51,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -67,6 +67,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from journal_loader.errors import ConfigError
 from journal_loader.ops.observers import exit_code_of
 from journal_loader.secrets import mask_url, password_from_url, register_secret, scrub
+
+if TYPE_CHECKING:
+    from journal_loader.journal.events import Statistics
+    from journal_loader.runner.observers import RunInfo
+    from journal_loader.runner.options import RunReport
+    from journal_loader.sources.readers import ResumePoint
 
 log = logging.getLogger("journal_loader.metrics")
 
@@ -288,7 +294,7 @@ class MetricsObserver:
             close_probe()
 
     # --- RunObserver ------------------------------------------------------------------------
-    def on_start(self, info: dict[str, Any]) -> None:
+    def on_start(self, info: RunInfo) -> None:
         with self._lock:
             self.source_type = str(info.get("source_type") or "")
             loader, st = self.loader, self.source_type
@@ -302,11 +308,11 @@ class MetricsObserver:
         self._probe_dlq()
         self.write_textfile()
 
-    def on_batch(self, stats: Any, position: Any, bytes_read: int) -> None:
+    def on_batch(self, stats: Statistics, position: ResumePoint, bytes_read: int) -> None:
         now = time.monotonic()
         with self._lock:
             loader, st = self.loader, self.source_type
-            done = {"succeeded": stats.successful, "failed": stats.failed, "skipped": stats.skipped}
+            done = {"succeeded": stats.imported, "failed": stats.failed, "skipped": stats.skipped}
             for outcome, value in done.items():
                 delta = int(value) - self._counted[outcome]
                 if delta > 0:
@@ -335,7 +341,7 @@ class MetricsObserver:
     def on_retry(self, kind: str, error: str, delay: float) -> None:
         self.retries.labels(self.loader, kind).inc()
 
-    def on_finish(self, report: Any) -> None:
+    def on_finish(self, report: RunReport) -> None:
         if self._finished:
             return
         self._finished = True

@@ -5,10 +5,14 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from journal_loader.errors import JournalLoaderError
+from journal_loader.runner.observers import Observer, Observers
 from journal_loader.secrets import scrub
+
+if TYPE_CHECKING:
+    from journal_loader.runner.options import RunReport
 
 log = logging.getLogger("journal_loader.ops")
 
@@ -35,46 +39,29 @@ def pending_error(report: Any) -> str:
     return scrub(str(error) or type(error).__name__)
 
 
-class ObserverGroup:
-    """Calls each member in order; one member's error is logged and does not stop the others.
-    Forwards every hook a member implements (``on_retry``, ``on_propose_durations`` too)."""
+@runtime_checkable
+class Closable(Protocol):
+    def close(self) -> None: ...
 
-    def __init__(self, members: Iterable[Any] = ()) -> None:
-        self.members = list(members)
+
+class ObserverGroup(Observers):
+    """The CLI's observers as one (``Observers``: each hook goes to the members that have
+    it, one member's error is logged and does not stop the others); it remembers whether
+    the run reached ``on_finish``, and closes its members."""
+
+    def __init__(self, members: Iterable[Observer] = ()) -> None:
+        super().__init__(members)
         self.finished = False
 
-    def _each(self, method: str, *args: Any) -> None:
-        for member in self.members:
-            fn = getattr(member, method, None)
-            if fn is None:
-                continue
-            try:
-                fn(*args)
-            except Exception:
-                log.exception("observer %s failed in %s", type(member).__name__, method)
-
-    def on_start(self, info: dict[str, Any]) -> None:
-        self._each("on_start", info)
-
-    def on_batch(self, stats: Any, position: Any, bytes_read: int) -> None:
-        self._each("on_batch", stats, position, bytes_read)
-
-    def on_retry(self, kind: str, error: str, delay: float) -> None:
-        self._each("on_retry", kind, error, delay)
-
-    def on_propose_durations(self, durations: Any) -> None:
-        self._each("on_propose_durations", durations)
-
-    def on_finish(self, report: Any) -> None:
+    def on_finish(self, report: RunReport) -> None:
         self.finished = True
-        self._each("on_finish", report)
+        super().on_finish(report)
 
     def close(self) -> None:
         """Release what members hold (servers, log handlers), last member first."""
         for member in reversed(self.members):
-            fn = getattr(member, "close", None)
-            if fn is not None:
+            if isinstance(member, Closable):
                 try:
-                    fn()
+                    member.close()
                 except Exception:
                     log.exception("closing %s failed", type(member).__name__)

@@ -26,7 +26,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from journal_loader.journal.events import Statistics
+    from journal_loader.runner.observers import RunInfo
+    from journal_loader.runner.options import RunReport
+    from journal_loader.sources.readers import ResumePoint
 
 log = logging.getLogger("journal_loader.progress")
 
@@ -102,7 +108,7 @@ class ProgressObserver:
         return self._stream if self._stream is not None else sys.stderr
 
     # --- RunObserver ------------------------------------------------------------------------
-    def on_start(self, info: dict[str, Any]) -> None:
+    def on_start(self, info: RunInfo) -> None:
         now = self.clock()
         f = self.figures
         self._started = now
@@ -130,7 +136,7 @@ class ProgressObserver:
                 extra={"fields": {"file_size": f.file_size, "resumed_from": f.position}},
             )
 
-    def on_batch(self, stats: Any, position: Any, bytes_read: int) -> None:
+    def on_batch(self, stats: Statistics, position: ResumePoint, bytes_read: int) -> None:
         now = self.clock()
         with self._lock:
             self._update(now, stats, position, bytes_read)
@@ -141,7 +147,7 @@ class ProgressObserver:
                 self._last_log = now
                 self.log_line()
 
-    def on_finish(self, report: Any) -> None:
+    def on_finish(self, report: RunReport) -> None:
         """On a terminal the bar is drawn once more with the final figures and left there."""
         with self._lock:
             if self.tty and self._shown:
@@ -154,11 +160,13 @@ class ProgressObserver:
                 self._shown = ""
 
     # --- figures ----------------------------------------------------------------------------
-    def _update(self, now: float, stats: Any, position: Any, bytes_read: int) -> None:
+    def _update(
+        self, now: float, stats: Statistics, position: ResumePoint, bytes_read: int
+    ) -> None:
         f = self.figures
         f.processed = int(stats.total_processed)
         f.succeeded, f.failed, f.skipped = (
-            int(stats.successful),
+            int(stats.imported),
             int(stats.failed),
             int(stats.skipped),
         )

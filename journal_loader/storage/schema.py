@@ -313,7 +313,8 @@ SELECT {_STATUS_COLUMNS},
            COALESCE((SELECT CAST(value AS DOUBLE PRECISION) FROM loader_settings
                      WHERE name = 'stall_threshold_seconds'), 3600)
         THEN 'STALLED'{_HEALTH_TAIL}""",  # noqa: S608 - constants, no input
-        # source ids (migration 0004); not a column default, see journal/queries.postgresql.sql
+        # source ids (migration 0004); not a column default, see
+        # storage/queries/journal.postgresql.sql
         "CREATE SEQUENCE sources_source_id_seq OWNED BY sources.source_id",
     ],
 }

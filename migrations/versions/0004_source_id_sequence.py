@@ -9,8 +9,8 @@ moment on one PostgreSQL both read the same maximum, and the second to commit wa
 ``sources_pkey`` (a retry hid it). A sequence hands out distinct ids without either waiting
 for the other. It is not the column's default (the id is journaled in ``SourceRegistered``
 and the projection's rebuild writes it back as it was); ``next_source_id`` in
-journal_loader/journal/queries.postgresql.sql takes it, and moves it past the table's maximum
-when a database was filled by other means (``replay --into``).
+journal_loader/storage/queries/journal.postgresql.sql takes it, and moves it past the
+table's maximum when a database was filled by other means (``replay --into``).
 
 SQLite keeps ``MAX + 1``: a write transaction there excludes every other writer.
 

@@ -1,4 +1,5 @@
--- Reads of the journal (journal_loader/journal/queries.py).
+-- The journal's statements (journal_loader/storage/journal_store.py): resume points, chain
+-- heads, leases, source identity. PostgreSQL overrides in journal.postgresql.sql.
 
 -- name: checkpoint
 -- Where the current load stands: the last checkpoint, or the start of the load if it has
@@ -29,6 +30,13 @@ SELECT position, source_id, record_offset, event_type, schema_version, payload, 
 FROM journal
 WHERE source_id = :source_id AND record_offset = :record_offset
 ORDER BY position
+
+-- name: chain_head
+-- The hash the source's next event chains to: that of its last event (the sources
+-- projection moves last_position in the transaction that appends).
+SELECT j.hash
+FROM sources AS s JOIN journal AS j ON j.position = s.last_position
+WHERE s.source_id = :source_id
 
 -- name: source_by_identity
 SELECT source_id, status, current_run_id, last_position

@@ -1,4 +1,4 @@
--- PostgreSQL versions of journal/queries.sql blocks.
+-- PostgreSQL versions of journal.sql blocks.
 
 -- name: next_source_id
 -- From a sequence (migration 0004): two registrations at once get two ids, where MAX + 1
@@ -10,3 +10,8 @@ FROM (
   SELECT nextval('sources_source_id_seq') AS n,
          (SELECT COALESCE(MAX(source_id), 0) FROM sources) AS m
 ) AS s
+
+-- name: wait_for_lease
+-- A run that lost its lock may still be inside a batch transaction: its check_lease holds
+-- this row until that transaction ends (journal_store.PostgresJournalStore.source_for_run).
+SELECT generation FROM source_leases WHERE source_id = :source_id FOR UPDATE

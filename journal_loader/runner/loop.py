@@ -1,0 +1,118 @@
+"""The batch loop: read the file in batches, commit each (``BatchCommitter``), and decide when
+the run ends: the file ended (completed), ``--limit`` (partial), or a stop, a fail-fast or
+a failure limit (raised).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from journal_loader.errors import SourceFileError
+from journal_loader.runner.committer import BatchCommitter
+from journal_loader.runner.limits import FailFast, check_failure_limits
+from journal_loader.runner.options import COMPLETED, PARTIAL, Observers, RunOptions, RunStatus
+from journal_loader.runner.signals import StopSignal
+from journal_loader.sources.identity import SourceFile
+from journal_loader.sources.readers import RawRecord, RecordReader, ResumePoint
+
+
+class BatchLoop:
+    def __init__(
+        self,
+        committer: BatchCommitter,
+        *,
+        options: RunOptions,
+        stop: StopSignal,
+        fail_fast: FailFast,
+        observers: Observers,
+    ) -> None:
+        self.committer = committer
+        self.opt = options
+        self.stop = stop
+        self.fail_fast = fail_fast
+        self.observers = observers
+
+    def run(self, src: SourceFile, reader: RecordReader) -> tuple[RunStatus, str, int | None]:
+        """(status, reason, records in the file when it was read to its end)."""
+        opt = self.opt
+        committer = self.committer
+        records = _Peekable(reader)
+        remaining = opt.limit
+        while True:
+            self.stop.check()
+            size = opt.batch_size if remaining is None else min(opt.batch_size, remaining)
+            batch: list[RawRecord] = []
+            # While fail-fast may trip, where each record ends: a batch can end early there.
+            ends: list[ResumePoint] | None = [] if self.fail_fast.armed else None
+            file_error: SourceFileError | None = None
+            try:
+                records.take(size, batch, ends)
+            except SourceFileError as e:  # e.g. truncated gzip: keep what came before it
+                file_error = e
+            if batch:
+                position = records.position()
+                src.check_unchanged()
+                done = committer.commit(batch, position, ends)
+                position = done.end or position
+                if remaining is not None:
+                    remaining -= len(batch)
+                self.observers.on_batch(committer.stats, position, reader.bytes_read())
+                if self.fail_fast.armed:
+                    # (On a target outside the journal's transaction the batch was not cut
+                    # short at the trip: it is checked after the batch.)
+                    self.fail_fast.check(done.outcomes(), committer.source_id)
+                check_failure_limits(committer.stats, opt, committer.source_id)
+            if file_error is not None:
+                raise file_error
+            if not records.has_next():
+                src.check_unchanged()
+                return COMPLETED, "", reader.position.offset
+            if remaining is not None and remaining <= 0:
+                return PARTIAL, f"stopped by --limit {opt.limit}; rerun to continue", None
+
+
+class _Peekable:
+    """One record of look-ahead (to tell "the limit ended the run" from "the file ended").
+
+    ``position()`` is where the record after the last one taken starts: the exact resume
+    point. It is read from the reader once per batch (just before the look-ahead moves the
+    reader on), not once per record.
+    """
+
+    __slots__ = ("_after_taken", "_head", "_it", "_reader")
+
+    def __init__(self, reader: RecordReader) -> None:
+        self._reader = reader
+        self._it: Iterator[RawRecord] = iter(reader)
+        self._head: RawRecord | None = None
+        self._after_taken: ResumePoint = reader.position
+
+    def has_next(self) -> bool:
+        if self._head is None:
+            self._after_taken = self._reader.position  # before the reader moves past it
+            self._head = next(self._it, None)
+        return self._head is not None
+
+    def take(self, n: int, batch: list[RawRecord], ends: list[ResumePoint] | None = None) -> None:
+        """Append up to n records to ``batch`` (fewer at the end of the file); and, when
+        ``ends`` is given, where the record after each one starts (its resume point)."""
+        if n > 0 and self._head is not None:
+            batch.append(self._head)
+            self._head = None
+            n -= 1
+            if ends is not None:  # the reader has not moved since it read the head
+                ends.append(self._reader.position)
+        it = self._it
+        try:
+            for _ in range(n):
+                record = next(it, None)
+                if record is None:
+                    break
+                batch.append(record)
+                if ends is not None:
+                    ends.append(self._reader.position)
+        finally:  # also when the reader raises (a truncated gzip): the records before count
+            self._after_taken = self._reader.position
+
+    def position(self) -> ResumePoint:
+        return self._after_taken

@@ -1,0 +1,234 @@
+"""The journal's repository: every statement the runner and the journal's readers run on the
+journal, the sources projection's identity columns and the source leases.
+
+It takes and returns plain values (ints, strings, encoded payloads, the NamedTuples below):
+storage never decodes an event; ``journal_loader.journal.queries`` does. The SQL is named text
+in ``queries/journal.sql``, with ``queries/journal.<dialect>.sql`` overriding what a backend
+spells differently; ``journal_store(store)`` picks the backend's class, and that choice is
+the only place the dialect is looked at.
+
+Every method runs in the caller's transaction (``tx``): a batch's lease check, its events and
+its checkpoint commit together (invariant 2 in journal_loader/runner).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import cache
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from journal_loader.storage.base import Store, Tx
+from journal_loader.storage.sql import load_queries
+
+_SQL = Path(__file__).with_name("queries") / "journal.sql"
+
+
+def source_lock_name(source_type: str, file_hash: str) -> str:
+    """The name of a source's run lock (``Store.lock_source``): one run per source at once."""
+    return f"{source_type}:{file_hash}"
+
+
+class SourceRow(NamedTuple):
+    source_id: int
+    status: str
+    current_run_id: str | None
+    last_position: int
+
+
+class LoadMark(NamedTuple):
+    """The last checkpoint of a source's current load (``BatchCommitted``), or the load's
+    start (``LoadStarted``) when it has none yet."""
+
+    position: int
+    event_type: str
+    payload: str
+
+
+class Attempt(NamedTuple):
+    """A ``ProposeAttempted`` event: an offset proposed to a remote target."""
+
+    record_offset: int
+    payload: str
+
+
+class JournalEntry(NamedTuple):
+    """One journal row, its values as Python types on every backend."""
+
+    position: int
+    source_id: int
+    record_offset: int | None
+    event_type: str
+    schema_version: int
+    payload: str
+    run_id: str
+    recorded_at: dt.datetime  # UTC, aware
+    prev_hash: bytes | None
+    hash: bytes
+
+    @classmethod
+    def from_row(cls, row: Any) -> JournalEntry:
+        recorded_at = row[7]
+        if isinstance(recorded_at, str):  # SQLite via the driver
+            recorded_at = dt.datetime.fromisoformat(recorded_at).replace(tzinfo=dt.UTC)
+        elif recorded_at.tzinfo is None:
+            recorded_at = recorded_at.replace(tzinfo=dt.UTC)
+        return cls(
+            int(row[0]),
+            int(row[1]),
+            None if row[2] is None else int(row[2]),
+            row[3],
+            int(row[4]),
+            row[5],
+            row[6],
+            recorded_at,
+            None if row[8] is None else bytes(row[8]),
+            bytes(row[9]),
+        )
+
+
+class AbandonCandidate(NamedTuple):
+    source_type: str
+    file_hash: str
+    file_name: str
+    status: str
+    last_position: int
+
+
+class JournalStore:
+    """The portable statements (SQLite's); a backend overrides what it does differently."""
+
+    dialect = "sqlite"
+
+    def __init__(self) -> None:
+        self.sql = load_queries(_SQL, self.dialect)
+
+    # --- sources ---------------------------------------------------------------------------
+    def source_by_identity(self, tx: Tx, source_type: str, file_hash: str) -> SourceRow | None:
+        row = tx.fetchone(
+            self.sql["source_by_identity"], {"source_type": source_type, "file_hash": file_hash}
+        )
+        return None if row is None else SourceRow(int(row[0]), row[1], row[2], int(row[3]))
+
+    def source_for_run(self, tx: Tx, source_type: str, file_hash: str) -> SourceRow | None:
+        """The source a run is about to register or resume, once no batch of an earlier run
+        can still move it. (SQLite has one writer at a time: a stale read fails its write.)"""
+        return self.source_by_identity(tx, source_type, file_hash)
+
+    def next_source_id(self, tx: Tx) -> int:
+        return int(tx.fetchone(self.sql["next_source_id"])[0])
+
+    def source_for_abandon(self, tx: Tx, source_id: int) -> AbandonCandidate | None:
+        row = tx.fetchone(self.sql["source_for_abandon"], {"source_id": source_id})
+        if row is None:
+            return None
+        return AbandonCandidate(row[0], row[1], row[2], row[3], int(row[4]))
+
+    def partial_predecessors(
+        self, tx: Tx, *, source_type: str, file_name: str, file_hash: str, source_id: int
+    ) -> list[int]:
+        """Sources of this type and file name with other content whose load did not finish."""
+        rows = tx.fetchall(
+            self.sql["partial_predecessors"],
+            {
+                "source_type": source_type,
+                "file_name": file_name,
+                "file_hash": file_hash,
+                "source_id": source_id,
+            },
+        )
+        return [int(r[0]) for r in rows]
+
+    # --- leases (the fencing token) ---------------------------------------------------------
+    def acquire_lease(
+        self, tx: Tx, source_id: int, run_id: str, hostname: str, pid: int, now: dt.datetime
+    ) -> int:
+        """Bump the source's lease generation; returns the new one (the caller's token)."""
+        row = tx.fetchone(
+            self.sql["acquire_lease"],
+            {
+                "source_id": source_id,
+                "run_id": run_id,
+                "hostname": hostname[:255],
+                "pid": pid,
+                "now": tx.timestamp(now),
+            },
+        )
+        return int(row[0])
+
+    def check_lease(self, tx: Tx, source_id: int, generation: int, now: dt.datetime) -> bool:
+        """Still this generation's? (And a heartbeat.) The row stays locked to COMMIT."""
+        updated = tx.run(
+            self.sql["check_lease"],
+            {"source_id": source_id, "generation": generation, "now": tx.timestamp(now)},
+        )
+        return updated == 1
+
+    # --- the journal ------------------------------------------------------------------------
+    def load_mark(self, tx: Tx, source_id: int) -> LoadMark | None:
+        row = tx.fetchone(self.sql["checkpoint"], {"source_id": source_id})
+        return None if row is None else LoadMark(int(row[0]), row[1], row[2])
+
+    def attempts_after(self, tx: Tx, source_id: int, after: int) -> list[Attempt]:
+        """The source's ``ProposeAttempted`` events after position ``after``."""
+        rows = tx.fetchall(self.sql["in_doubt"], {"source_id": source_id, "after": after})
+        return [Attempt(int(offset), payload) for offset, payload in rows]
+
+    def chain_head(self, tx: Tx, source_id: int) -> bytes | None:
+        """The hash of the source's last event (None: no such source)."""
+        row = tx.fetchone(self.sql["chain_head"], {"source_id": source_id})
+        return None if row is None else bytes(row[0])
+
+    def event_at(self, tx: Tx, position: int) -> JournalEntry | None:
+        row = tx.fetchone(self.sql["event_at"], {"position": position})
+        return None if row is None else JournalEntry.from_row(row)
+
+    def record_events(self, tx: Tx, source_id: int, record_offset: int) -> list[JournalEntry]:
+        rows = tx.fetchall(
+            self.sql["record_events"], {"source_id": source_id, "record_offset": record_offset}
+        )
+        return [JournalEntry.from_row(r) for r in rows]
+
+
+class PostgresJournalStore(JournalStore):
+    dialect = "postgresql"
+
+    def source_for_run(self, tx: Tx, source_type: str, file_hash: str) -> SourceRow | None:
+        """A run that lost its lock may still be inside a batch transaction (a stopped or
+        cut-off process): wait for it to end before reading where the source stands, or the
+        new run would resume from a checkpoint that batch then moves. The batch holds the
+        lease row from its check_lease to its end."""
+        row = self.source_by_identity(tx, source_type, file_hash)
+        if row is None:
+            return None
+        tx.fetchone(self.sql["wait_for_lease"], {"source_id": row.source_id})
+        return self.source_by_identity(tx, source_type, file_hash)
+
+
+_BACKENDS: dict[str, type[JournalStore]] = {
+    "sqlite": JournalStore,
+    "postgresql": PostgresJournalStore,
+}
+
+
+@cache
+def _for_dialect(dialect: str) -> JournalStore:
+    return _BACKENDS[dialect]()
+
+
+def journal_store(store: Store) -> JournalStore:
+    """The journal repository for this store's backend (one shared instance per backend)."""
+    return _for_dialect(store.dialect)
+
+
+__all__ = [
+    "AbandonCandidate",
+    "Attempt",
+    "JournalEntry",
+    "JournalStore",
+    "LoadMark",
+    "PostgresJournalStore",
+    "SourceRow",
+    "journal_store",
+    "source_lock_name",
+]
