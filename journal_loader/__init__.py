@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from journal_loader.version import __version__
 
 # The public names are imported on first use (PEP 562), not here: `journal-loader` imports
 # this package before anything else, and a Ctrl-C while SQLAlchemy and pydantic load must

@@ -15,9 +15,9 @@ from typing import Any
 
 import click
 
-from journal_loader import __version__
 from journal_loader.errors import JournalLoaderError
 from journal_loader.secrets import scrub
+from journal_loader.version import __version__
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
