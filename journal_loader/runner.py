@@ -998,7 +998,7 @@ class Runner:
             self._skip(rec, s.reason, out)
             return None
         except RecordError as e:
-            self._fail(rec, stage, type(e).__name__, e.message, parsed, out, e.details)
+            self._fail(rec, stage, e.error_type, e.message, parsed, out, e.details)
             return None
         except (JournalLoaderError, KeyboardInterrupt):
             raise
@@ -1025,7 +1025,7 @@ class Runner:
             self._skip(rec, s.reason, out)
             return
         except RecordError as e:
-            self._fail(rec, e.stage, type(e).__name__, e.message, parsed, out, e.details)
+            self._fail(rec, e.stage, e.error_type, e.message, parsed, out, e.details)
             return
         except (JournalLoaderError, KeyboardInterrupt):
             raise

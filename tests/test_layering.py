@@ -101,9 +101,7 @@ def _runtime_imports(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
 
 def imports(root: Path, package: str = PACKAGE) -> list[Import]:
     """The package's imports of its own modules, one per imported module and statement."""
-    modules = {
-        _module_name(p, root): p for p in sorted((root / package).rglob("*.py"))
-    }
+    modules = {_module_name(p, root): p for p in sorted((root / package).rglob("*.py"))}
     found: list[Import] = []
     for source, path in modules.items():
         is_package = path.name == "__init__.py"
