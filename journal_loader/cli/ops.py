@@ -90,7 +90,7 @@ def config_check(config: str, file: str | None, no_loader: bool) -> None:
 
 def _check_loader(cfg: Any, config: str) -> tuple[Any, str]:
     from journal_loader.errors import ConfigError
-    from journal_loader.loader import loader_from_config
+    from journal_loader.factory import loader_from_config
 
     try:
         loader = loader_from_config(cfg)

@@ -230,7 +230,7 @@ def source_type_of(config: Path) -> str:
     be read gets a key of its own (its job fails and says why)."""
     from journal_loader.api import run_options
     from journal_loader.config import load_config
-    from journal_loader.loader import loader_from_config
+    from journal_loader.factory import loader_from_config
 
     try:
         cfg = load_config(config)
