@@ -16,5 +16,6 @@ runner knows nothing of Prometheus, terminals or log formats:
 From Python: ``journal_loader.run(..., observers=[MetricsObserver("my_loader",
 textfile="/var/lib/node_exporter/textfile_collector/my_loader.prom")])``.
 
-``cli_hooks`` adds the matching options to ``journal-loader run``.
+``observer_options``: the matching options of ``journal-loader run`` and the factory that builds
+its observers from them; the CLI asks for both (ops never imports cli).
 """
