@@ -209,6 +209,15 @@ def test_every_part_of_the_package_has_a_layer() -> None:
     assert sorted(parts - LAYERS.keys()) == []
 
 
+def test_every_package_says_what_it_owns_and_may_import() -> None:
+    missing = []
+    for init in sorted(SOURCE.glob("*/__init__.py")):
+        doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))) or ""
+        if "may import" not in doc.lower():
+            missing.append(str(init.relative_to(SOURCE.parent)))
+    assert missing == []
+
+
 def test_the_package_keeps_its_layers() -> None:
     assert check(SOURCE.parent) == []
 

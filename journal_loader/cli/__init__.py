@@ -1,7 +1,9 @@
-"""The ``journal-loader`` command line: the top layer, which may import every other one.
+"""The ``journal-loader`` command line.
 
-One module per command group, each imported below and registered on ``main`` by name (a
-group that fails to import fails the command line: nothing is optional). Every error that
+Owns: the commands and their output (tables, JSON), one module per command group, each
+imported below and registered on ``main`` by name (a group that fails to import fails the
+command line: nothing is optional). May import every layer (it is the top one, see
+tests/test_layering.py); nothing imports it but ``__main__``. Every error that
 journal-loader raises on purpose becomes one line on stderr and its exit code
 (``JournalLoaderError.exit_code``): 1 failed, 2 usage or config, 75 source locked. Anything
 else is a bug: one line, exit 1, and the traceback only with ``JOURNAL_LOADER_DEBUG=1``.
