@@ -46,7 +46,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from journal_loader import __version__, faults, projections
+from journal_loader import faults, projections
 from journal_loader.abandon import supersede_partial
 from journal_loader.errors import (
     CircuitOpenError,
@@ -91,6 +91,7 @@ from journal_loader.sources.readers import RawRecord, RecordReader, ResumePoint,
 from journal_loader.storage.base import SourceLock, Store, Tx, utcnow
 from journal_loader.storage.errors import is_record_error
 from journal_loader.suggest import did_you_mean
+from journal_loader.version import __version__
 
 log = logging.getLogger("journal_loader.runner")
 
