@@ -1,4 +1,4 @@
-"""The import layering of /work/notes/design10.md, checked over the source with ``ast``.
+"""The import layering of the package (issue 10's design), checked over the source with ``ast``.
 
 Each top-level part of ``journal_loader`` (a package such as ``storage/`` or a module such as
 ``loader.py``) sits on one layer of ``LAYERS``; a module may import its own layer or a lower
@@ -16,6 +16,8 @@ an upward import and a cycle into a copy under tmp_path and see it caught.
 from __future__ import annotations
 
 import ast
+import itertools
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -216,6 +218,21 @@ def test_every_package_says_what_it_owns_and_may_import() -> None:
         if "may import" not in doc.lower():
             missing.append(str(init.relative_to(SOURCE.parent)))
     assert missing == []
+
+
+def test_the_facade_docstring_lists_the_layers_in_this_order() -> None:
+    doc = ast.get_docstring(ast.parse((SOURCE / "__init__.py").read_text(encoding="utf-8")))
+    assert doc is not None and "bottom to top" in doc
+    text = doc[doc.index("bottom to top") :]
+    where = {}
+    for part in LAYERS.keys() - {"", "__main__"}:
+        m = re.search(rf"\b{part}\b", text)
+        assert m is not None, f"{part} is not named in journal_loader/__init__.py's docstring"
+        where[part] = m.start()
+    for lower, higher in itertools.pairwise(LAYER_NAMES[:-1]):  # (the facade is not listed)
+        top_of_lower = max(where[p] for p in lower[1] if p in where)
+        bottom_of_higher = min(where[p] for p in higher[1] if p in where)
+        assert top_of_lower < bottom_of_higher, (lower[0], higher[0])
 
 
 # Left for the helpers who own these files (issue 10, round 1); remove the mark once the
