@@ -19,7 +19,6 @@ runner knows nothing of Prometheus, terminals or log formats:
 From Python: ``journal_loader.run(..., observers=[MetricsObserver("my_loader",
 textfile="/var/lib/node_exporter/textfile_collector/my_loader.prom")])``.
 
-May import: every layer but the command line (``api``, ``audit``, the runner and everything
-below); never ``journal_loader.cli``: the CLI imports ops, not the other way round (the
-layers: tests/test_layering.py).
+May import: ``api``, ``audit``, the runner and every layer below; never the command line
+(``cli``): the CLI imports ops, not the other way round (the layers: tests/test_layering.py).
 """
