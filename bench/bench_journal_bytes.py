@@ -5,9 +5,11 @@
 Loads the first ``--rows`` records of the example (examples/business_registry; past its
 3,000 rows, the bench generator's file of that many rows) into a new SQLite database with
 the embedded graph, then prints, per event type, how many events and how many payload bytes
-(UTF-8, as hashed), and the journal's payload bytes divided by the records. Also the time to
-encode the stored events again with today's codec (``journal.events.encode``) and to decode
-them, per event (CPU time, best of ``--encode-loops``), and the database's size per record.
+(UTF-8, as hashed), and the journal's payload bytes divided by the records, beside what the
+same events take in version 1 (every event's Struct as JSON, as before issue 11). Also the
+time to encode the stored events again with today's codec (``journal.events.encode``) and
+to decode them, per event (CPU time, best of ``--encode-loops``), and the database's size
+per record.
 
 ``--write``: the same events appended again to a new SQLite journal, a transaction per 1,000
 records (encode, hash chain, insert, commit), once with each version's encoding (version 1:
@@ -121,20 +123,32 @@ def main() -> None:
     ).fetchall()
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
+    version_1 = msgspec.json.Encoder().encode  # what every event was before issue 11
     by_type: dict[tuple[str, int], list[int]] = {}
     payloads: dict[str, list[bytes]] = {}
     for kind, version, payload, _ in rows:
         data_bytes = payload.encode()
-        n = by_type.setdefault((kind, version), [0, 0])
+        n = by_type.setdefault((kind, version), [0, 0, 0])
         n[0] += 1
         n[1] += len(data_bytes)
+        n[2] += len(version_1(decode(data_bytes)))
         payloads.setdefault(kind, []).append(data_bytes)
     total = sum(n[1] for n in by_type.values())
+    total_1 = sum(n[2] for n in by_type.values())
     print(f"{records:,} records of {data.name}, {len(rows):,} events")
-    print(f"{'event_type':<18} {'ver':>3} {'events':>7} {'bytes':>11} {'bytes/event':>11}")
-    for (kind, version), (count, size) in sorted(by_type.items()):
-        print(f"{kind:<18} {version:>3} {count:>7,} {size:>11,} {size / count:>11,.0f}")
-    print(f"journal payload bytes per record: {total / records:,.0f}")
+    print(
+        f"{'event_type':<18} {'ver':>3} {'events':>7} {'bytes':>11} {'bytes/event':>11} "
+        f"{'in version 1':>12}"
+    )
+    for (kind, version), (count, size, size_1) in sorted(by_type.items()):
+        print(
+            f"{kind:<18} {version:>3} {count:>7,} {size:>11,} {size / count:>11,.0f} "
+            f"{size_1 / count:>12,.0f}"
+        )
+    print(
+        f"journal payload bytes per record: {total / records:,.0f} "
+        f"(the same events in version 1: {total_1 / records:,.0f})"
+    )
     print(f"database size per record (SQLite, checkpointed): {db.stat().st_size / records:,.0f}")
     for kind in ("RecordParsed", "ProposeSucceeded"):
         stored = payloads.get(kind, [])
