@@ -36,7 +36,7 @@ from journal_loader.journal.events import RecordResolved, RunStarted, decode
 from journal_loader.journal.writer import JournalWriter, PendingEvent
 from journal_loader.loader import Loader
 from journal_loader.runner import RecordOutcome, RunOptions, retry_records
-from journal_loader.sources.readers import RawRecord, ResumePoint, open_reader
+from journal_loader.sources.readers import RawRecord, ReaderOptions, ResumePoint, open_reader
 from journal_loader.storage.base import Store, utcnow
 from journal_loader.storage.schema import failed_records, journal, sources
 
@@ -307,15 +307,9 @@ def _last_source_event(conn: Any, source_id: int, event_type: str) -> tuple[int,
 
 
 def _reparser(run_started: RunStarted) -> Any:
-    opts = run_started.reader
     reader = open_reader(
         "<journal>",
-        format=opts.get("format"),
-        encoding=opts.get("encoding", "utf-8"),
-        delimiter=opts.get("delimiter"),
-        quotechar=opts.get("quotechar", '"'),
-        field_size_limit=opts.get("field_size_limit", 1_048_576),
-        max_record_bytes=opts.get("max_record_bytes", 8_388_608),
+        ReaderOptions.from_journal(run_started.reader),
         fileobj=io.BytesIO(run_started.header_raw or b""),
     )
 

@@ -85,17 +85,8 @@ def check_against_file(cfg: Config, loader: Loader, path: str) -> FileCheck:
     from journal_loader.runner import describe_error
     from journal_loader.sources.readers import open_reader
 
-    source = cfg.source
     try:
-        reader = open_reader(
-            path,
-            format=source.format,
-            encoding=source.encoding,
-            delimiter=source.delimiter,
-            quotechar=source.quotechar,
-            field_size_limit=source.field_size_limit,
-            max_record_bytes=source.max_record_bytes,
-        )
+        reader = open_reader(path, cfg.source.reader_options())
     except JournalLoaderError as e:
         return FileCheck("unreadable", [str(e)])
     raws: list[dict[str, Any]] = []

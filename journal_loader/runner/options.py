@@ -30,6 +30,7 @@ from journal_loader.runner.observers import (
     RunObserver,
     StartObserver,
 )
+from journal_loader.sources.options import DEFAULT_READER_OPTIONS, ReaderOptions
 
 
 class RunStatus(StrEnum):
@@ -96,12 +97,7 @@ class RunOptions:
     source_type: str | None = None
     source_name: str | None = None
     update_frequency: str = "hash"
-    format: str | None = None
-    encoding: str = "utf-8"
-    delimiter: str | None = None
-    quotechar: str = '"'
-    field_size_limit: int = 1_048_576
-    max_record_bytes: int = 8_388_608
+    reader: ReaderOptions = DEFAULT_READER_OPTIONS  # frozen: sharing the default is safe
     max_failed_records: int | None = None
     max_failure_rate: float | None = None
     failure_rate_min_records: int = 100

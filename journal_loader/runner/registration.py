@@ -13,7 +13,6 @@ import logging
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import Any
 
 from journal_loader import projections
 from journal_loader.abandon import supersede_partial
@@ -179,15 +178,9 @@ class Registrar:
         return notes
 
     def _open_reader(self, src: SourceFile, start: queries.Checkpoint) -> RecordReader:
-        opt = self.opt
         return open_reader(
             src.path,
-            format=opt.format,
-            encoding=opt.encoding,
-            delimiter=opt.delimiter,
-            quotechar=opt.quotechar,
-            field_size_limit=opt.field_size_limit,
-            max_record_bytes=opt.max_record_bytes,
+            self.opt.reader,
             start=None if start.at_start else ResumePoint(start.offset, start.line, start.byte),
             fileobj=src.fileobj,
         )
@@ -209,23 +202,11 @@ class Registrar:
             version=__version__,
             header=reader.header,
             header_raw=reader.header_raw,
-            reader=self._reader_options(reader),
+            reader=reader.options.journaled(format=reader.format, gzipped=reader.gzipped),
         )
 
-    def _reader_options(self, reader: RecordReader) -> dict[str, Any]:
-        opt = self.opt
-        return {
-            "format": reader.format,
-            "gzipped": reader.gzipped,
-            "encoding": opt.encoding,
-            "delimiter": opt.delimiter,
-            "quotechar": opt.quotechar,
-            "field_size_limit": opt.field_size_limit,
-            "max_record_bytes": opt.max_record_bytes,
-        }
-
     def _source_registered(self, src: SourceFile) -> SourceRegistered:
-        fmt, gz = detect_format(src.path, self.opt.format)
+        fmt, gz = detect_format(src.path, self.opt.reader.format)
         return SourceRegistered(
             source_type=self.source_type,
             source_name=self.opt.source_name or self.source_type,
