@@ -23,6 +23,7 @@ import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import msgspec
@@ -173,12 +174,19 @@ def resolve(store: Store, entry_id: int, note: str, resolved_by: str | None = No
     return rows[0].position
 
 
+class RetryDecision(StrEnum):
+    """A DLQ entry's outcome when it was not retried (``RetryOutcome.outcome``)."""
+
+    WOULD_RETRY = "would retry"  # --dry-run
+    NOT_RETRIED = "not retried"  # it failed in an earlier load: the current one reads it
+
+
 @dataclass(slots=True)
 class RetryOutcome:
     entry_id: int
     source_id: int
     record_offset: int
-    outcome: str  # succeeded | failed | skipped | would retry | not retried
+    outcome: RecordOutcome | RetryDecision  # succeeded, failed, skipped; or not tried
     message: str = ""
 
 
@@ -249,7 +257,7 @@ def _retry_source(
                     e["id"],
                     source_id,
                     e["record_offset"],
-                    "not retried",
+                    RetryDecision.NOT_RETRIED,
                     "failed in an earlier load of this source; the current load (--force) "
                     "reads it again",
                 )
@@ -264,7 +272,11 @@ def _retry_source(
         for e, rec in zip(current, records, strict=True):
             report.outcomes.append(
                 RetryOutcome(
-                    e["id"], source_id, e["record_offset"], "would retry", _dry(loader, rec)
+                    e["id"],
+                    source_id,
+                    e["record_offset"],
+                    RetryDecision.WOULD_RETRY,
+                    _dry(loader, rec),
                 )
             )
         return
@@ -349,8 +361,12 @@ def _dry(loader: Loader, rec: RawRecord) -> str:
     return ("validate still fails: " + "; ".join(problems)) if problems else "parses and validates"
 
 
-def _outcomes(store: Store, source_id: int, run_id: str) -> dict[int, tuple[str, str]]:
-    names = {"ProposeSucceeded": "succeeded", "RecordFailed": "failed", "RecordSkipped": "skipped"}
+def _outcomes(store: Store, source_id: int, run_id: str) -> dict[int, tuple[RecordOutcome, str]]:
+    names = {
+        "ProposeSucceeded": RecordOutcome.IMPORTED,
+        "RecordFailed": RecordOutcome.FAILED,
+        "RecordSkipped": RecordOutcome.SKIPPED,
+    }
     with store.read() as conn:
         rows = conn.execute(
             select(journal.c.record_offset, journal.c.event_type, journal.c.payload).where(

@@ -125,7 +125,7 @@ def _decoded(data: bytes | None) -> str:
     return (data or b"")[-65536:].decode("utf-8", errors="replace")
 
 
-def summary(report: Any, *, loader: str, exit_code: int) -> dict[str, Any]:
+def summary(report: RunReport | None, *, loader: str, exit_code: int) -> dict[str, Any]:
     data: dict[str, Any] = msgspec.to_builtins(report) if report is not None else {}
     data.update(
         loader=loader,
@@ -136,7 +136,7 @@ def summary(report: Any, *, loader: str, exit_code: int) -> dict[str, Any]:
     return _scrubbed(data)  # type: ignore[no-any-return]
 
 
-def summary_json(report: Any, *, loader: str, exit_code: int) -> bytes:
+def summary_json(report: RunReport | None, *, loader: str, exit_code: int) -> bytes:
     return json.dumps(
         summary(report, loader=loader, exit_code=exit_code), ensure_ascii=False
     ).encode()
@@ -186,7 +186,9 @@ class HooksObserver:
         data = summary(report, loader=self.loader, exit_code=code)
         error = pending_error(report)
         if error:  # the run is ending with an error the report was not told about
-            data["status"] = "failed"
+            from journal_loader.runner.options import RunStatus
+
+            data["status"] = RunStatus.FAILED
             data["message"] = data.get("message") or error
         env = {
             "JOURNAL_LOADER_STATUS": str(data.get("status", "")),

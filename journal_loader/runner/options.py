@@ -34,7 +34,8 @@ from journal_loader.sources.options import DEFAULT_READER_OPTIONS, ReaderOptions
 
 
 class RunStatus(StrEnum):
-    """How a run ended (``RunReport.status``, ``RunFinished.status``, ``sources.status``)."""
+    """How a run ended (``RunReport.status``, ``RunFinished.status``; ``sources.status``
+    takes it, see ``journal_loader.sources.status.SourceStatus``)."""
 
     COMPLETED = "completed"
     PARTIAL = "partial"  # stopped early by --limit: rerun to continue
@@ -112,9 +113,9 @@ class RunOptions:
 class RunReport(msgspec.Struct, kw_only=True):
     """What a run did; ``run()`` returns it and the CLI prints it."""
 
-    # A RunStatus (always one once constructed). Typed str because code outside the runner
-    # builds failed reports from plain strings (journal_loader/ops/observer_options.py).
-    status: str
+    # msgspec does not check a Struct's fields when it is constructed: __post_init__ turns a
+    # plain string a caller passes (an orchestrator's code) into the RunStatus.
+    status: RunStatus
     message: str = ""
     source_id: int | None = None
     run_id: str | None = None

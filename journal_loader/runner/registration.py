@@ -28,10 +28,11 @@ from journal_loader.journal.events import (
 from journal_loader.journal.writer import JournalWriter, PendingEvent
 from journal_loader.loader import Loader
 from journal_loader.runner.lease import Lease
-from journal_loader.runner.options import COMPLETED, RunMode, RunOptions
+from journal_loader.runner.options import RunMode, RunOptions
 from journal_loader.runner.retry import RetryPolicy
 from journal_loader.sources.identity import SourceFile
 from journal_loader.sources.readers import RecordReader, ResumePoint, detect_format, open_reader
+from journal_loader.sources.status import SourceStatus
 from journal_loader.storage.base import SourceLock, Store, utcnow
 from journal_loader.storage.journal_store import journal_store
 from journal_loader.version import __version__
@@ -101,14 +102,14 @@ class Registrar:
                     mode = RunMode.NEW
                 else:
                     source_id = row.source_id
-                    if row.status == COMPLETED and not self.opt.force:
+                    if row.status == SourceStatus.COMPLETED and not self.opt.force:
                         return AlreadyProcessed(
                             source_id,
                             f"already processed: source {source_id} ({src.file_name}, "
                             f"sha256 {src.sha256[:12]}) completed; use --force to load it again",
                         )
                     head = journal.chain_head(tx, source_id)
-                    if row.status == "processing":
+                    if row.status == SourceStatus.PROCESSING:
                         # We hold the lock, so the run that left it 'processing' is dead.
                         events.append(
                             PendingEvent.of(
