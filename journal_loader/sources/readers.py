@@ -303,7 +303,7 @@ class RecordReader:
                 return self._raw.tell()
             except (OSError, ValueError):
                 pass
-        return self._progress.next[2]
+        return self._progress.byte
 
     def reparse(self, raw: bytes, at: ResumePoint | None = None) -> RawRecord:
         """Decode one record's ``raw`` bytes again with this reader's header and dialect.
