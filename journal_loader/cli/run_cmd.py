@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 import msgspec
@@ -61,7 +61,7 @@ def run_command(
     start_from: int | None,
     force: bool,
     as_json: bool,
-    **observer_values: Any,
+    **observer_values: object,
 ) -> None:
     """Load FILE (default: the config's source.file) as described by CONFIG.
 

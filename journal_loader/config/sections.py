@@ -28,7 +28,7 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TYPE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_ .\-]{0,99}$")
 
 
-def _not_a_boolean(value: Any) -> Any:
+def _not_a_boolean(value: object) -> object:
     # YAML's `true` is a bool, and pydantic's lax ints take it as 1: `max_retries: true`
     # would mean one retry. Numbers in the config are numbers (or numeric strings, which
     # ${VAR} expansion produces), never booleans.
@@ -281,10 +281,10 @@ class GraphSection(_Section):
 
     @field_validator("fuzzy_matching", mode="before")
     @classmethod
-    def _fuzzy_shorthand(cls, v: Any) -> Any:
+    def _fuzzy_shorthand(cls, v: object) -> object:
         if not isinstance(v, dict):
             return v
-        out: dict[Any, Any] = {}
+        out: dict[object, object] = {}
         for type_name, setting in v.items():
             if isinstance(setting, bool):
                 out[type_name] = {"enabled": setting}

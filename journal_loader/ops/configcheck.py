@@ -9,6 +9,7 @@ from journal_loader.config import Config
 from journal_loader.secrets import MASK, mask_url, scrub
 
 if TYPE_CHECKING:
+    from journal_loader.graph.target import FactRecorder
     from journal_loader.loader import Loader
 
 _SECRET_KEYS = ("password",)
@@ -140,7 +141,11 @@ def check_against_file(cfg: Config, loader: Loader, path: str) -> FileCheck:
 
 
 def _check_records(
-    cfg: Config, loader: Loader, parsed: list[dict[str, Any]], recorder: Any, check: FileCheck
+    cfg: Config,
+    loader: Loader,
+    parsed: list[dict[str, Any]],
+    recorder: FactRecorder,
+    check: FileCheck,
 ) -> None:
     from journal_loader.loader import parse_date, strptime_format
     from journal_loader.suggest import did_you_mean

@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any
 
 from journal_loader.errors import UsageError
@@ -262,7 +263,7 @@ def _run_pool(
     results: dict[Path, JobResult] = {}
     stopping = threading.Event()
 
-    def interrupt(signum: int, _frame: Any) -> None:
+    def interrupt(signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     previous = None

@@ -120,7 +120,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=lambda v: scrub(str(v)))
 
 
-def _or_none(value: Any) -> Any:
+def _or_none(value: object) -> object:
     return None if value == "-" else value
 
 

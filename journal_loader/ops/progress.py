@@ -26,7 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from journal_loader.journal.events import Statistics
@@ -60,7 +60,7 @@ class Figures:
         self.percent: float | None = None
         self.eta: float | None = None
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, int | float | None]:
         return {
             "records": self.processed,
             "succeeded": self.succeeded,

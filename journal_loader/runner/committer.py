@@ -483,7 +483,7 @@ def _count_imported(results: list[ProposeResult], stats: Statistics, in_doubt: b
         stats.conflicts_detected += len(r.conflicts)
 
 
-def describe_error(error: Exception, record: Any, stage: str) -> str:
+def describe_error(error: Exception, record: object, stage: str) -> str:
     """A loader's exception as a DLQ message. A KeyError for a key the record does not have
     names the key, the keys it has (the file's columns, at parse) and the closest one."""
     if (
