@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from journal_loader.errors import SourceLockedError
 from journal_loader.ops.observers import exit_code_of, pending_error
 from journal_loader.secrets import scrub
 
@@ -177,7 +178,7 @@ class HooksObserver:
         code = exit_code_of(report)
         if code == 0:
             command, which = self.on_success, "on-success"
-        elif code == 75:
+        elif code == SourceLockedError.exit_code:
             return
         else:
             command, which = self.on_failure, "on-failure"

@@ -39,10 +39,10 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from journal_loader.errors import UsageError
+from journal_loader.errors import SourceLockedError, UsageError
 from journal_loader.secrets import scrub
 
-LOCKED = 75
+LOCKED = SourceLockedError.exit_code  # another run holds the source: not a failure
 
 
 @dataclass(slots=True)

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from journal_loader.errors import SourceLockedError
 from journal_loader.secrets import scrub
 
 if TYPE_CHECKING:
@@ -260,7 +261,8 @@ class LogSetup:
             "records_per_second": report.records_per_second,
             "reason": reason or None,
         }
-        level = logging.INFO if code == 0 else logging.WARNING if code == 75 else logging.ERROR
+        locked = SourceLockedError.exit_code
+        level = logging.INFO if code == 0 else logging.WARNING if code == locked else logging.ERROR
         logging.getLogger("journal_loader.run").log(
             level,
             "run finished: %s, exit code %d: %s records, %s succeeded, %s failed, %s skipped "
