@@ -19,7 +19,7 @@ from pydantic import (
 
 from journal_loader.config.dates import DateFormat
 from journal_loader.secrets import register_secret
-from journal_loader.sources.identity import FREQUENCIES
+from journal_loader.sources.identity import FREQUENCIES, UpdateFrequency
 from journal_loader.sources.options import DEFAULT_READER_OPTIONS as _READER
 from journal_loader.sources.options import ReaderOptions
 from journal_loader.suggest import did_you_mean
@@ -68,7 +68,7 @@ class SourceSection(_Section):
     quotechar: str = Field(default=_READER.quotechar, min_length=1, max_length=1)
     field_size_limit: Int = Field(default=_READER.field_size_limit, gt=0)
     max_record_bytes: Int = Field(default=_READER.max_record_bytes, gt=0)
-    update_frequency: str = "hash"
+    update_frequency: str = UpdateFrequency.HASH.value
 
     def reader_options(self) -> ReaderOptions:
         """How a run (or ``config check``) reads this source's file."""

@@ -83,7 +83,7 @@ def check_against_file(cfg: Config, loader: Loader, path: str) -> FileCheck:
     field the loader sets only sometimes is legitimate)."""
     from journal_loader.errors import ConfigError, JournalLoaderError, SkipRecord, error_type_of
     from journal_loader.graph.target import FactRecorder
-    from journal_loader.runner import describe_error
+    from journal_loader.runner import Stage, describe_error
     from journal_loader.sources.readers import open_reader
 
     try:
@@ -116,14 +116,14 @@ def check_against_file(cfg: Config, loader: Loader, path: str) -> FileCheck:
         except ConfigError as e:  # the facts: mapping names a column the file lacks
             return FileCheck(note, [f"{path}: {e}"])
         except KeyError as e:
-            message = describe_error(e, raw, "parse")
+            message = describe_error(e, raw, Stage.PARSE)
             if message.startswith("no column"):
                 problem = f"{path}: the loader reads a column the file does not have: {message}"
                 return FileCheck(note, [problem])
             failures.append(f"{type(e).__name__}: {message}")
             continue
         except Exception as e:
-            failures.append(f"{error_type_of(e)}: {describe_error(e, raw, 'parse')}")
+            failures.append(f"{error_type_of(e)}: {describe_error(e, raw, Stage.PARSE)}")
             continue
         if record is not None:
             parsed.append(record)

@@ -30,6 +30,7 @@ from journal_loader.runner.observers import (
     RunObserver,
     StartObserver,
 )
+from journal_loader.sources.identity import UpdateFrequency
 from journal_loader.sources.options import DEFAULT_READER_OPTIONS, ReaderOptions
 
 
@@ -97,7 +98,7 @@ class RunOptions:
     retry_max_delay: float = 30.0
     source_type: str | None = None
     source_name: str | None = None
-    update_frequency: str = "hash"
+    update_frequency: str = UpdateFrequency.HASH.value
     reader: ReaderOptions = DEFAULT_READER_OPTIONS  # frozen: sharing the default is safe
     max_failed_records: int | None = None
     max_failure_rate: float | None = None
