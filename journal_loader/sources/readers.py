@@ -72,7 +72,14 @@ from typing import BinaryIO, Unpack, cast
 
 from journal_loader.errors import SourceChangedError, SourceFileError
 from journal_loader.sources.csv_decoder import CsvDecoder, check_dialect, ensure_csv_field_limit
-from journal_loader.sources.encoding import Codec, detect, detect_format, looks_wide, resolve_codec
+from journal_loader.sources.encoding import (
+    Codec,
+    RecordFormat,
+    detect,
+    detect_format,
+    looks_wide,
+    resolve_codec,
+)
 from journal_loader.sources.jsonl_decoder import MAX_JSON_DEPTH, JsonlDecoder
 from journal_loader.sources.lines import byte_lines, wide_lines
 from journal_loader.sources.options import DEFAULT_READER_OPTIONS, ReaderOptions, ReaderOverrides
@@ -125,7 +132,7 @@ class RecordReader:
 
     path: str
     options: ReaderOptions  # as given (format: as configured, None when detected)
-    format: str  # what the reader found: csv or jsonl
+    format: RecordFormat  # what the reader found
     gzipped: bool
     encoding: str
     header: list[str] | None
