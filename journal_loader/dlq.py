@@ -23,6 +23,7 @@ import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import msgspec
@@ -36,7 +37,7 @@ from journal_loader.journal.events import RecordResolved, RunStarted, decode
 from journal_loader.journal.writer import JournalWriter, PendingEvent
 from journal_loader.loader import Loader
 from journal_loader.runner import RecordOutcome, RunOptions, retry_records
-from journal_loader.sources.readers import RawRecord, ResumePoint, open_reader
+from journal_loader.sources.readers import RawRecord, ReaderOptions, ResumePoint, open_reader
 from journal_loader.storage.base import Store, utcnow
 from journal_loader.storage.schema import failed_records, journal, sources
 
@@ -173,12 +174,19 @@ def resolve(store: Store, entry_id: int, note: str, resolved_by: str | None = No
     return rows[0].position
 
 
+class RetryDecision(StrEnum):
+    """A DLQ entry's outcome when it was not retried (``RetryOutcome.outcome``)."""
+
+    WOULD_RETRY = "would retry"  # --dry-run
+    NOT_RETRIED = "not retried"  # it failed in an earlier load: the current one reads it
+
+
 @dataclass(slots=True)
 class RetryOutcome:
     entry_id: int
     source_id: int
     record_offset: int
-    outcome: str  # succeeded | failed | skipped | would retry | not retried
+    outcome: RecordOutcome | RetryDecision  # succeeded, failed, skipped; or not tried
     message: str = ""
 
 
@@ -249,7 +257,7 @@ def _retry_source(
                     e["id"],
                     source_id,
                     e["record_offset"],
-                    "not retried",
+                    RetryDecision.NOT_RETRIED,
                     "failed in an earlier load of this source; the current load (--force) "
                     "reads it again",
                 )
@@ -264,7 +272,11 @@ def _retry_source(
         for e, rec in zip(current, records, strict=True):
             report.outcomes.append(
                 RetryOutcome(
-                    e["id"], source_id, e["record_offset"], "would retry", _dry(loader, rec)
+                    e["id"],
+                    source_id,
+                    e["record_offset"],
+                    RetryDecision.WOULD_RETRY,
+                    _dry(loader, rec),
                 )
             )
         return
@@ -307,15 +319,9 @@ def _last_source_event(conn: Any, source_id: int, event_type: str) -> tuple[int,
 
 
 def _reparser(run_started: RunStarted) -> Any:
-    opts = run_started.reader
     reader = open_reader(
         "<journal>",
-        format=opts.get("format"),
-        encoding=opts.get("encoding", "utf-8"),
-        delimiter=opts.get("delimiter"),
-        quotechar=opts.get("quotechar", '"'),
-        field_size_limit=opts.get("field_size_limit", 1_048_576),
-        max_record_bytes=opts.get("max_record_bytes", 8_388_608),
+        ReaderOptions.from_journal(run_started.reader),
         fileobj=io.BytesIO(run_started.header_raw or b""),
     )
 
@@ -355,8 +361,12 @@ def _dry(loader: Loader, rec: RawRecord) -> str:
     return ("validate still fails: " + "; ".join(problems)) if problems else "parses and validates"
 
 
-def _outcomes(store: Store, source_id: int, run_id: str) -> dict[int, tuple[str, str]]:
-    names = {"ProposeSucceeded": "succeeded", "RecordFailed": "failed", "RecordSkipped": "skipped"}
+def _outcomes(store: Store, source_id: int, run_id: str) -> dict[int, tuple[RecordOutcome, str]]:
+    names = {
+        "ProposeSucceeded": RecordOutcome.IMPORTED,
+        "RecordFailed": RecordOutcome.FAILED,
+        "RecordSkipped": RecordOutcome.SKIPPED,
+    }
     with store.read() as conn:
         rows = conn.execute(
             select(journal.c.record_offset, journal.c.event_type, journal.c.payload).where(
