@@ -38,6 +38,7 @@ from journal_loader.loader import Loader
 from journal_loader.runner import RecordOutcome, RunOptions, retry_records
 from journal_loader.sources.readers import RawRecord, ReaderOptions, ResumePoint, open_reader
 from journal_loader.storage.base import Store, utcnow
+from journal_loader.storage.journal_store import journal_store, source_lock_name
 from journal_loader.storage.ops_store import ops_store
 
 
@@ -111,16 +112,10 @@ def resolve(store: Store, entry_id: int, note: str, resolved_by: str | None = No
     row = _entry(store, entry_id)
     who = resolved_by or _whoami()
     run_id = f"resolve-{os.getpid()}-{utcnow():%Y%m%dT%H%M%S}"[:36]
-    lock_name = f"{row['source_type']}:{row['file_hash']}"
+    lock_name = source_lock_name(row["source_type"], row["file_hash"])
     with store.lock_source(lock_name, {"run_id": run_id}), store.transaction() as tx:
-        last = tx.fetchone(
-            "SELECT last_position FROM sources WHERE source_id = :s",
-            {"s": row["source_id"]},
-        )
-        head = tx.fetchone(
-            queries.queries(tx.store.dialect)["event_at"], {"position": int(last[0])}
-        )
-        writer = JournalWriter(row["source_id"], run_id, bytes(head[9]))
+        head = journal_store(store).chain_head(tx, row["source_id"])
+        writer = JournalWriter(row["source_id"], run_id, head)
         rows = writer.append(
             tx,
             [

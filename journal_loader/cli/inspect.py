@@ -130,12 +130,13 @@ def queue_status(store: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]
 
 
 def source_status(store: Any) -> list[dict[str, Any]]:
+    from journal_loader.storage.journal_store import source_lock_name
     from journal_loader.storage.ops_store import ops_store
 
     rows = ops_store(store).source_status()
     for r in rows:
         if r["status"] == "processing" and store.lock_is_free(
-            f"{r['source_type']}:{r['file_hash']}"
+            source_lock_name(r["source_type"], r["file_hash"])
         ):
             r["health"] = "DEAD"
     return rows
