@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import cache
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, delete, insert, text
@@ -73,8 +74,21 @@ class ProjectionStore:
 
     dialect: str
 
+    def __init__(self) -> None:
+        self._dir: Path | None = None
+        self._queries: dict[str, dict[str, str]] = {}
+
     def queries(self, name: str) -> dict[str, str]:
-        return load_queries(projections_dir() / f"{name}.sql", self.dialect)
+        """Projection ``name``'s named SQL. Looked up per statement of the inline updates, so
+        kept at hand (building the path each time cost 5 us a statement); a different
+        projections folder (bench_rebuild.py --projections-dir) is read afresh."""
+        folder = projections_dir()
+        if folder is not self._dir:
+            self._dir, self._queries = folder, {}
+        found = self._queries.get(name)
+        if found is None:
+            found = self._queries[name] = load_queries(folder / f"{name}.sql", self.dialect)
+        return found
 
     # --- inline updates (in the transaction that appends the events) -------------------------
     def register_source(
