@@ -17,6 +17,7 @@ an older failure is the new load's business (it will read that record again).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import getpass
 import io
 import os
@@ -213,7 +214,7 @@ def _retry_source(
             current.append(e)
     if not current:
         return
-    reparse = _reparser(run_started)
+    reparse = _reparser(run_started, str(src.get("file_name") or ""))
     records = [reparse(e) for e in current]
     if dry_run:
         for e, rec in zip(current, records, strict=True):
@@ -248,10 +249,20 @@ def _retry_source(
         )
 
 
-def _reparser(run_started: RunStarted) -> Any:
+def _reparser(run_started: RunStarted, file_name: str = "") -> Any:
+    options = ReaderOptions.from_journal(run_started.reader)
+    if (
+        options.delimiter is None
+        and options.format in (None, "csv")
+        and file_name.lower().removesuffix(".gz").endswith(".tsv")
+    ):
+        # A journal written before the reader recorded the delimiter it used: a .tsv
+        # file's null delimiter meant a tab, not a comma (only `format: csv` set by hand on
+        # a .tsv file read it with commas, and such a journal cannot say so).
+        options = dataclasses.replace(options, delimiter="\t")
     reader = open_reader(
         "<journal>",
-        ReaderOptions.from_journal(run_started.reader),
+        options,
         fileobj=io.BytesIO(run_started.header_raw or b""),
     )
 

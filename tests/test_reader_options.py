@@ -164,12 +164,6 @@ def test_dlq_retry_reparses_with_the_journaled_options(db_url: str, tmp_path: Pa
         store.dispose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug, not this change's: a .tsv source's RunStarted journals delimiter null "
-    "and the detected format csv, so the re-parser splits its records on commas; fixing it "
-    "changes what new journals record (the effective delimiter), left to a decision",
-)
 def test_dlq_retry_of_a_tsv_source(tmp_path: Path) -> None:
     path = tmp_path / "pairs.tsv"
     path.write_text("name\tcity\nAcme\tBAD\nBolt\tBoston\n", encoding="utf-8")
@@ -183,3 +177,32 @@ def test_dlq_retry_of_a_tsv_source(tmp_path: Path) -> None:
         assert [o.outcome for o in done.outcomes] == ["succeeded"]
     finally:
         store.dispose()
+
+
+def test_a_tsv_source_journals_the_tab_it_read_with_and_old_journals_reparse_by_name(
+    tmp_path: Path,
+) -> None:
+    from journal_loader.dlq import _reparser  # the re-parser of a journal's RunStarted
+
+    path = tmp_path / "pairs.tsv"
+    path.write_text("name\tcity\nAcme\tBAD\nBolt\tBoston\n", encoding="utf-8")
+    db = tmp_path / "journal.db"
+    run(PairLoader, path, db=f"sqlite:///{db}")
+    with sqlite3.connect(db) as conn:
+        (payload,) = conn.execute(
+            "SELECT payload FROM journal WHERE event_type = 'RunStarted'"
+        ).fetchone()
+    started = decode(payload.encode())
+    assert isinstance(started, RunStarted)
+    assert started.reader["delimiter"] == "\t"
+    # A journal written before: the delimiter null. The file's name still says tab.
+    old = msgspec.structs.replace(started, reader={**started.reader, "delimiter": None})
+    raw = b"Acme\tBAD\n"
+    for name, expected in (("pairs.tsv", {"name": "Acme", "city": "BAD"}), ("p.csv", None)):
+        rec = _reparser(old, name)(
+            {"record_offset": 0, "line_number": 2, "byte_start": 9, "raw_input": raw}
+        )
+        if expected is None:  # a .csv name: commas, so the header's one column
+            assert rec.data != {"name": "Acme", "city": "BAD"}
+        else:
+            assert rec.data == expected

@@ -62,6 +62,7 @@ UTF-16 / UTF-32 (with or without a BOM; without one, little-endian) through a sl
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import os
@@ -228,6 +229,11 @@ class RecordReader:
 
         if fmt == "csv":
             delim = delimiter if delimiter is not None else ("\t" if tsv else ",")
+            if delimiter is None and tsv:
+                # Journaled as used (RunStarted.reader): a DLQ retry re-parses raw bytes
+                # without the file name, and a null delimiter there means a comma.
+                # tests/test_reader_options.py::test_dlq_retry_of_a_tsv_source pins it.
+                self.options = dataclasses.replace(self.options, delimiter=delim)
             check_dialect(delim, quotechar)
             ensure_csv_field_limit(max_record_bytes + 1)
             decoder = CsvDecoder(
