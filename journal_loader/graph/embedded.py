@@ -69,6 +69,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from journal_loader.errors import JournalLoaderError, ProposeError
+from journal_loader.graph.batch import CollectedFact, FactCollector
 from journal_loader.graph.checks import (
     MAX_NAME_CHARS,
     MAX_TYPE_CHARS,
@@ -81,6 +82,7 @@ from journal_loader.graph.protocol import (
     STATUS_CONFLICTS,
     STATUS_SUCCESS,
     Action,
+    Entity,
     EntityLike,
     GraphId,
     ProposeClient,
@@ -286,6 +288,65 @@ class EmbeddedGraph(Prefetcher, RowBuilder, GraphTarget, ProposeClient):
             valid_to,
             confidence,
         )
+        return self._fact(
+            rec,
+            tx,
+            src,
+            tgt,
+            src_norm,
+            tgt_norm,
+            relationship,
+            strength,
+            valid_from,
+            valid_to,
+            metadata,
+            confidence,
+        )
+
+    # --- a batch's facts, collected first (journal_loader/graph/batch.py) ------------------
+    @property
+    def wants_batch(self) -> bool:
+        return True
+
+    def collector(self) -> FactCollector:
+        return FactCollector(self.node_types, self.relationship_types)
+
+    def propose_collected(
+        self, source_id: int, record_offset: int, run_id: str, facts: list[CollectedFact]
+    ) -> list[ProposeResult]:
+        """One record's collected facts, resolved in order: the answers ``propose_fact``
+        would have given them. A fact the graph refuses undoes the record and raises."""
+        self.begin_record(source_id, record_offset, run_id)
+        rec = self._require_record()
+        tx = self._require_tx()
+        fact = self._fact
+        try:
+            for f in facts:
+                fact(rec, tx, *f)
+        except BaseException:
+            self.abort_record()
+            raise
+        results = rec.results
+        self.finish_record()  # in safe mode this writes, and may fail the record
+        return results
+
+    def _fact(
+        self,
+        rec: _Record,
+        tx: Tx,
+        src: Entity,
+        tgt: Entity,
+        src_norm: str,
+        tgt_norm: str,
+        relationship: str,
+        strength: float,
+        valid_from: dt.date | None,
+        valid_to: dt.date | None,
+        metadata: dict[str, Any] | None,
+        confidence: float,
+    ) -> ProposeResult:
+        """A checked fact, resolved against the graph as it stands (the open batch's rows
+        included)."""
         fact_index = rec.facts
         rec.facts += 1
 

@@ -61,8 +61,9 @@ class Prefetcher(GraphState):
         names, keys = self._identities_to_look_up(entities)
         if names or keys:
             self._prefetch_nodes(tx, names, keys)
+        locks = self._db.concurrent_writers
         # phase 1: lock what may be created, then look it up again
-        new_names, new_keys = self._unresolved(entities)
+        new_names, new_keys = self._unresolved(entities) if locks else (set(), set())
         if new_names or new_keys:
             tx.advisory_xact_lock(
                 "graph-entities",
@@ -86,6 +87,8 @@ class Prefetcher(GraphState):
                 pairs.add((s_id, t_id))
         if pairs:
             self._prefetch_relationships(tx, pairs)
+        if not locks:
+            return  # SQLite: one writer at a time (BEGIN IMMEDIATE), nobody to wait for
         # phase 2: lock what the batch would add to existing nodes, then look it up again
         new_rels: set[tuple[int, str, int]] = set()
         for src, rel, tgt in facts:
