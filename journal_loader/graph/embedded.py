@@ -52,7 +52,9 @@ The Propose API's semantics (results shaped like the API's response):
   lookup of opposing relationships and of the relationship itself is one query.
 * **Types** come from the config; an unknown one fails the record at stage ``validate``.
 * **Provenance**: one row per node, attribute and relationship per record that asserted it,
-  with the record's (source, offset), the fact's index and the confidence given.
+  with the record's (source, offset), the fact's index and the confidence given (the view
+  ``provenance``; stored as a row per record and a short row per subject:
+  ``storage/schema.py``).
 
 Where each part lives: resolution and its answers in ``graph/resolution.py``; attributes,
 relationships and provenance rows in ``graph/rows.py``; the bulk lookups and locks of a batch
@@ -96,7 +98,8 @@ from journal_loader.graph.store import (
     ATTRIBUTE_COLUMNS,
     FUZZY_INDEX_NAME,
     NODE_COLUMNS,
-    PROVENANCE_COLUMNS,
+    PROVENANCE_RECORD_COLUMNS,
+    PROVENANCE_SUBJECT_COLUMNS,
     RELATIONSHIP_COLUMNS,
 )
 from journal_loader.graph.target import GraphTarget
@@ -198,6 +201,7 @@ class EmbeddedGraph(Prefetcher, RowBuilder, GraphTarget, ProposeClient):
 
     def finish_record(self) -> None:
         rec = self._require_record()
+        self._provenance_rows(rec)
         if self._safe:
             tx = self._require_tx()
             try:
@@ -411,7 +415,8 @@ __all__ = [
     "MAX_TYPE_CHARS",
     "MAX_VALUE_BYTES",
     "NODE_COLUMNS",
-    "PROVENANCE_COLUMNS",
+    "PROVENANCE_RECORD_COLUMNS",
+    "PROVENANCE_SUBJECT_COLUMNS",
     "RELATIONSHIP_COLUMNS",
     "Candidate",
     "Candidates",

@@ -1,6 +1,6 @@
 """What a fact adds to the embedded graph besides its nodes: attribute values, the
 relationship (created, a duplicate, or updated to a higher strength; opposing relationships
-as conflicts) and one provenance row per subject per record.
+as conflicts) and its provenance (a row per record, a row per subject per record).
 
 Each decision is made against the caches (a miss costs one query, ``GraphStore``), and its
 rows are appended to the batch's buffers in their table's column order
@@ -172,30 +172,32 @@ class RowBuilder(Resolver):
         fact_index: int,
         confidence: float,
     ) -> list[int]:
-        """One row per subject per record (the first fact of the record that asserted it);
-        returns the ids of the rows written."""
+        """One provenance id per subject per record (the first fact of the record that
+        asserted it); returns the ids. The rows follow when the record is done."""
         done = rec.provenanced
         new = [subject for subject in subjects if subject not in done]
         if not new:
             return []
         done.update(new)
-        ids = tx.reserve_ids("provenance", len(new))
-        stamp = self._stamp
-        source_id, offset, run_id = rec.source_id, rec.record_offset, rec.run_id
-        self._buf.provenance.extend(
+        ids = tx.reserve_ids("provenance_records", len(new))
+        rec.provenance.extend(
             [
-                (
-                    prov_id,
-                    kind,
-                    subject_id,
-                    source_id,
-                    offset,
-                    fact_index,
-                    run_id,
-                    confidence,
-                    stamp,
-                )
+                (kind, subject_id, prov_id, fact_index, confidence)
                 for prov_id, (kind, subject_id) in zip(ids, new, strict=True)
             ]
         )
         return ids
+
+    def _provenance_rows(self, rec: _Record) -> None:
+        """The record's provenance as rows: one for the record (its id the last of its
+        subjects' ids), one per subject (storage/schema.py, ``provenance_records``)."""
+        subjects = rec.provenance
+        if not subjects:
+            return
+        record_id = max(s[2] for s in subjects)
+        self._buf.provenance_records.append(
+            (record_id, rec.source_id, rec.record_offset, rec.run_id, self._stamp)
+        )
+        self._buf.provenance_subjects.extend(
+            [(kind, sid, pid, record_id, fi, conf) for kind, sid, pid, fi, conf in subjects]
+        )

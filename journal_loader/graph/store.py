@@ -1,5 +1,6 @@
 """The embedded graph's SQL: the one module of ``journal_loader.graph`` that runs queries on
-the graph's tables (``nodes``, ``attributes``, ``relationships``, ``provenance``).
+the graph's tables (``nodes``, ``attributes``, ``relationships``, ``provenance_records``,
+``provenance_subjects``).
 
 The queries are named text in ``embedded.sql`` (with ``embedded.postgresql.sql``: the bulk
 lookups of a batch, and pg_trgm) and ``browse.sql`` (``journal-loader graph ...``). Every
@@ -56,16 +57,14 @@ RELATIONSHIP_COLUMNS = (
     "created_at",
     "updated_at",
 )
-PROVENANCE_COLUMNS = (
-    "id",
+PROVENANCE_RECORD_COLUMNS = ("id", "source_id", "record_offset", "run_id", "created_at")
+PROVENANCE_SUBJECT_COLUMNS = (
     "subject_kind",
     "subject_id",
-    "source_id",
-    "record_offset",
+    "id",
+    "record_id",
     "fact_index",
-    "run_id",
     "confidence",
-    "created_at",
 )
 
 
@@ -247,7 +246,8 @@ class GraphStore:
                 for u in updates
             ]
         tx.executemany(self._q["update_relationship"], updates)
-        tx.insert_rows("provenance", PROVENANCE_COLUMNS, b.provenance)
+        tx.insert_rows("provenance_records", PROVENANCE_RECORD_COLUMNS, b.provenance_records)
+        tx.insert_rows("provenance_subjects", PROVENANCE_SUBJECT_COLUMNS, b.provenance_subjects)
 
 
 def _json(values: list[Any]) -> str:
