@@ -4,9 +4,10 @@ The runner runs the loader's ``propose`` for every record of a batch against a
 ``FactCollector`` first. The collector checks each fact as ``propose_fact`` would (arguments,
 types, names, numbers, dates: everything that does not depend on the graph), keeps it, and
 answers with a placeholder. The graph then looks the whole batch up at once
-(``Prefetcher.prefetch``: a few queries, not one per cache miss) and resolves the records in
-their order (``EmbeddedGraph.propose_collected``): a record's later fact still sees what an
-earlier one created, and the answers are those ``propose_fact`` gives, from the same code.
+(``Prefetcher.prefetch_collected``: a few queries, not one per cache miss) and resolves the
+records in their order (``EmbeddedGraph.propose_collected``): a record's later fact still
+sees what an earlier one created, and the answers are those ``propose_fact`` gives, from the
+same code.
 
 Nothing changes for a loader, because every case the collector cannot stand for goes the way
 it always went: the record is proposed again, alone and in its place, through ``propose_fact``
@@ -74,7 +75,8 @@ _PENDING = _Pending(status="pending")
 
 class FactCollector(ProposeClient):
     """Collects the facts of a batch's records (``collect`` per record), checked as
-    ``propose_fact`` checks them; ``entities`` and ``plan`` are what the prefetch looks up."""
+    ``propose_fact`` checks them; ``collected`` (every record's) is what the prefetch looks
+    up."""
 
     def __init__(
         self, node_types: frozenset[str] | None, relationship_types: frozenset[str] | None
@@ -82,8 +84,7 @@ class FactCollector(ProposeClient):
         self._node_types = node_types
         self._relationship_types = relationship_types
         self._facts: list[CollectedFact] = []
-        self.entities: list[Entity] = []
-        self.plan: list[tuple[Entity, str, Entity]] = []
+        self.collected: list[CollectedFact] = []
         self.answers_read = False
 
     def collect(
@@ -93,7 +94,6 @@ class FactCollector(ProposeClient):
         instead (its ``propose`` raised, or read an answer: ``answers_read`` then says so)."""
         facts: list[CollectedFact] = []
         self._facts = facts
-        entities, plan = len(self.entities), len(self.plan)
         try:
             propose(record, self)
         except AnswerNeeded:
@@ -101,8 +101,8 @@ class FactCollector(ProposeClient):
         except Exception:  # noqa: S110 - proposed again, it raises where it always did
             pass
         else:
+            self.collected += facts
             return facts
-        del self.entities[entities:], self.plan[plan:]
         return None
 
     def propose_fact(
@@ -150,6 +150,4 @@ class FactCollector(ProposeClient):
                 confidence,
             )
         )
-        self.entities += (src, tgt)
-        self.plan.append((src, relationship, tgt))
         return _PENDING

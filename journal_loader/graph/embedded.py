@@ -356,28 +356,46 @@ class EmbeddedGraph(Prefetcher, RowBuilder, GraphTarget, ProposeClient):
         fact_index = rec.facts
         rec.facts += 1
 
-        source_id, source_action, *source_node = self._resolve(tx, src, src_norm, "source")
-        target_id, target_action, *target_node = self._resolve(tx, tgt, tgt_norm, "target")
-        attribute_ids = self._attributes(tx, source_id, source_node, src)
-        attribute_ids += self._attributes(tx, target_id, target_node, tgt)
+        source_id, source_action, source_key, source_norm = self._resolve(
+            tx, src, src_norm, "source"
+        )
+        target_id, target_action, target_key, target_norm = self._resolve(
+            tx, tgt, tgt_norm, "target"
+        )
+        attribute_ids: list[int] = []
+        if src.attributes:
+            attribute_ids = self._attributes(tx, source_id, source_key, source_norm, src)
+        if tgt.attributes:
+            attribute_ids += self._attributes(tx, target_id, target_key, target_norm, tgt)
         rel_id, rel_action, conflicts = self._relationship(
             tx, source_id, relationship, target_id, strength, valid_from, valid_to, metadata
         )
         actions = [source_action, target_action, rel_action]
-        actions += [
-            Action(
-                action="relationship_conflicted",
-                relationship_id=c.relationship_id,
-                message=f"{c.relationship_type} opposes {relationship}",
-            )
-            for c in conflicts
-        ]
+        if conflicts:
+            actions += [
+                Action(
+                    action="relationship_conflicted",
+                    relationship_id=c.relationship_id,
+                    message=f"{c.relationship_type} opposes {relationship}",
+                )
+                for c in conflicts
+            ]
 
+        # provenance: one id per subject per record, for the first fact that asserts it
+        done = rec.provenanced
         subjects = [("node", source_id), ("node", target_id)]
         if attribute_ids:
             subjects += [("attribute", attribute_id) for attribute_id in attribute_ids]
         subjects.append(("relationship", rel_id))
-        provenance_ids = self._provenance(tx, rec, subjects, fact_index, confidence)
+        new = [subject for subject in subjects if subject not in done]
+        provenance_ids: list[int] = []
+        if new:
+            done.update(new)
+            provenance_ids = tx.reserve_ids("provenance_records", len(new))
+            rec.provenance += [
+                (kind, subject_id, prov_id, fact_index, confidence)
+                for prov_id, (kind, subject_id) in zip(provenance_ids, new, strict=True)
+            ]
 
         result = ProposeResult(
             status=STATUS_CONFLICTS if conflicts else STATUS_SUCCESS,

@@ -131,6 +131,7 @@ class GraphState:
         self._by_alias: dict[tuple[str, str], Candidates] = {}
         self._key_of: dict[int, str] = {}  # keys this graph gave to keyless nodes
         self._attrs: dict[int, dict[tuple[str, str], int]] = {}
+        self._attr_types: set[str] = set()  # attribute type names known to be valid
         self._rels: dict[tuple[int, str, int], tuple[int, float]] = {}
         self._pairs: set[tuple[int, int]] = set()  # (source, target): every rel type loaded
         self._new_nodes: dict[int, bool] = {}  # created in the open batch: nothing to look up

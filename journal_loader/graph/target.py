@@ -89,6 +89,9 @@ class GraphTarget(ABC):
     def collector(self) -> FactCollector:
         raise NotImplementedError(f"{type(self).__name__} does not resolve batches")
 
+    def prefetch_collected(self, tx: Tx, facts: list[CollectedFact]) -> None:  # noqa: B027
+        """``prefetch`` for a batch's collected facts (``wants_batch`` targets)."""
+
     def propose_collected(
         self, source_id: int, record_offset: int, run_id: str, facts: list[CollectedFact]
     ) -> list[ProposeResult]:

@@ -272,8 +272,8 @@ class BatchCommitter:
             planned.append((rec, parsed, facts))
         if collector.answers_read:
             self._answers_read = True  # this loader reads answers: propose_fact from now on
-        if collector.entities:
-            target.prefetch(tx, collector.entities, collector.plan)
+        if collector.collected:
+            target.prefetch_collected(tx, collector.collected)
         del collector
         source_id, run_id, seconds = self.source_id, self.run_id, out.propose_seconds
         for rec, parsed, facts in planned:
