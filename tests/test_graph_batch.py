@@ -202,6 +202,15 @@ def _answers(store: Store) -> list[tuple[int, int, Any]]:
     return out
 
 
+def _journal(store: Store) -> list[tuple[str, int | None]]:
+    """Every event's type and record, in journal order."""
+    with store.read() as conn:
+        rows = conn.execute(
+            text("SELECT event_type, record_offset FROM journal ORDER BY position")
+        ).all()
+    return [(str(t), None if o is None else int(o)) for t, o in rows]
+
+
 def _load(url: str, graph_class: type[EmbeddedGraph], data: Path, config: Path) -> Store:
     store = open_store(url)
     cfg = load_config(config)
@@ -227,6 +236,7 @@ def test_a_batch_resolved_at_once_equals_fact_by_fact(
         assert graph_snapshot(batch) == graph_snapshot(per_fact)
         assert _answers(batch) == _answers(per_fact)
         assert dlq_snapshot(batch) == dlq_snapshot(per_fact)
+        assert _journal(batch) == _journal(per_fact)  # each record's events together
         # the file does what it says: every way of failing, and the answers it names
         failures = {(r[1], r[3], r[4]) for r in dlq_snapshot(batch)}
         assert {f[2] for f in failures} == {"AmbiguousMatchError", "ValidationError", "ValueError"}

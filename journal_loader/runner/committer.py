@@ -260,23 +260,31 @@ class BatchCommitter:
         ``propose`` raised or read an answer, or the graph refused a fact) is proposed again
         in its place through ``propose_fact``: the same answers and failures as ever."""
         target = self.target
-        prepared = [
-            (rec, parsed) for rec in batch if (parsed := self.prepare(rec, out)) is not None
-        ]
         collector = target.collector()
-        planned = []
-        for rec, parsed in prepared:
-            facts = (
-                None if collector.answers_read else collector.collect(self.loader.propose, parsed)
-            )
-            planned.append((rec, parsed, facts))
+        events = out.events
+        # (record, parsed record or None, its events so far, its facts or None): a record's
+        # events are put back in record order below, so the journal reads as if each record
+        # had been proposed before the next was parsed
+        planned: list[tuple[RawRecord, dict[str, Any] | None, list[PendingEvent], Any]] = []
+        for rec in batch:
+            mark = len(events)
+            parsed = self.prepare(rec, out)
+            early = events[mark:]
+            del events[mark:]
+            facts = None
+            if parsed is not None and not collector.answers_read:
+                facts = collector.collect(self.loader.propose, parsed)
+            planned.append((rec, parsed, early, facts))
         if collector.answers_read:
             self._answers_read = True  # this loader reads answers: propose_fact from now on
         if collector.collected:
             target.prefetch_collected(tx, collector.collected)
         del collector
         source_id, run_id, seconds = self.source_id, self.run_id, out.propose_seconds
-        for rec, parsed, facts in planned:
+        for rec, parsed, early, facts in planned:
+            events += early
+            if parsed is None:
+                continue  # concluded by prepare (a read error, a skip, a validation failure)
             if facts is None:
                 self.propose_record(rec, parsed, out)
                 continue
