@@ -2,6 +2,7 @@
 
     python bench/bench_load.py [--rows 200000] [--pg postgresql://postgres@127.0.0.1/test]
                                [--only sqlite|postgresql] [--skip-graph]
+    python bench/bench_load.py --scaling [--sizes 20000,200000,1000000] [--batch 1000]
 
 Prints, for each backend:
 
@@ -14,6 +15,20 @@ Prints, for each backend:
   90% of the file (hash the file, lock, read the checkpoint, seek), against the time a full
   read of the file takes.
 
+Each rate is given per wall-second (``N records/s``, the figure the README's table shows)
+and per CPU-second: this process's CPU (``time.process_time``: the loader, and SQLite, which
+runs in it) plus, on PostgreSQL, the CPU of the server backends that served the load
+(``utime + stime`` from ``/proc/<pid>/stat``, the pids from ``pg_stat_activity`` by the
+run's ``application_name``, sampled every 0.1 s while it runs: a backend's last 0.1 s
+before it exits can be missed). On a shared machine wall-clock rates swing with the other
+processes' load; CPU rates much less. The end: this process's peak RSS.
+
+``--scaling``: the example loader with the embedded graph at each size of ``--sizes``
+(files from bench/generate_registry.py, deterministic), each load in a process of its own,
+so that its peak RSS is its own: records per wall- and CPU-second, peak RSS, and both rates
+relative to the first size (flat = the graph's growth costs nothing per record; on a
+shared machine, trust the CPU ratio).
+
 Targets on the 2-core machine: >= 5,000 records/s (SQLite) and 3,000 (PostgreSQL) with the
 embedded graph; >= 100,000 and 50,000 with a no-op propose; resume start-up < 0.2 s.
 """
@@ -25,9 +40,13 @@ import csv
 import importlib.util
 import io
 import json
+import os
+import resource
 import sqlite3
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -38,6 +57,7 @@ import psycopg
 
 from journal_loader import Loader, ProposeClient, ProposeResult, run
 from journal_loader.sources.readers import open_reader
+from journal_loader.storage import open_store
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "examples" / "business_registry" / "loader.yaml"
@@ -75,10 +95,122 @@ class FirstRecord:
         self.started = time.perf_counter()
 
 
-def baseline(path: Path, backend: str, pg_url: str | None) -> float:
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int) -> float | None:
+    """utime + stime of a local process, in seconds (None: gone, or not on this machine)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+class ServerCPU:
+    """The CPU of the PostgreSQL backends whose application_name is one of ``names``, summed
+    over every backend seen while it ran: a thread polls pg_stat_activity and /proc."""
+
+    def __init__(self, pg_url: str, names: list[str]) -> None:
+        self.pg_url, self.names = pg_url, names
+        self.last: dict[int, float] = {}
+        self.own_cpu = 0.0  # this thread's CPU, not the load's
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> ServerCPU:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        t0 = time.thread_time()
+        with psycopg.connect(self.pg_url, autocommit=True) as conn:
+            while True:
+                done = self._stop.is_set()  # then this is the last look, after the load
+                pids = conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = ANY(%s)",
+                    (self.names,),
+                ).fetchall()
+                for (pid,) in pids:
+                    self.last.setdefault(pid, 0.0)
+                for pid in self.last:
+                    cpu = _proc_cpu(pid)
+                    if cpu is not None:
+                        self.last[pid] = cpu
+                if done:
+                    break
+                self._stop.wait(0.1)
+        self.own_cpu = time.thread_time() - t0
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.last.values())
+
+
+class Meter:
+    """Wall and CPU seconds of what runs inside ``with``: this process's CPU, and with
+    ``server`` the PostgreSQL backends' (whose processes all start inside it: the names are
+    new). ``records``: how many records that was, once known."""
+
+    def __init__(self, server: ServerCPU | None = None) -> None:
+        self.server = server
+        self.wall = self.loader_cpu = self.server_cpu = 0.0
+        self.records = 0
+        self._stopped = False
+
+    def __enter__(self) -> Meter:
+        if self.server:
+            self.server.__enter__()
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self.wall = time.perf_counter() - self._wall
+        self.loader_cpu = time.process_time() - self._cpu
+        if self.server:
+            self.server.__exit__()
+            self.loader_cpu -= self.server.own_cpu
+            self.server_cpu = self.server.seconds
+
+    @property
+    def cpu_rate(self) -> float:
+        return self.records / (self.loader_cpu + self.server_cpu)
+
+    def cpu_text(self, base: Meter | None = None) -> str:
+        """``N records per CPU-second (loader a s + server b s of CPU, x% of baseline's)``"""
+        parts = f"loader {self.loader_cpu:.2f} s"
+        if self.server:
+            parts += f" + server {self.server_cpu:.2f} s"
+        share = f", {self.cpu_rate / base.cpu_rate:.0%} of baseline's" if base else ""
+        return f"{self.cpu_rate:,.0f} records per CPU-second ({parts} of CPU{share})"
+
+
+def _app_name() -> str:
+    return f"bench_{uuid.uuid4().hex[:12]}"
+
+
+def _server(pg_url: str | None, *names: str) -> ServerCPU | None:
+    return ServerCPU(pg_url, list(names)) if pg_url else None
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+
+
+def baseline(path: Path, backend: str, pg_url: str | None) -> Meter:
     """CSV parse + two JSON events per record, raw driver, 10k-row transactions."""
     payload = json.dumps({"type": "RecordParsed", "line": 1, "x": "y" * 150})
-    t0 = time.perf_counter()
+    app = _app_name()
+    meter = Meter(_server(pg_url if backend == "postgresql" else None, app))
+    meter.__enter__()
     n = 0
     with path.open(newline="", encoding="utf-8") as f:
         rows = csv.reader(f)
@@ -106,7 +238,9 @@ def baseline(path: Path, backend: str, pg_url: str | None) -> float:
             with psycopg.connect(pg_url, autocommit=True) as admin:
                 admin.execute(f"CREATE SCHEMA {schema}")
             try:
-                with psycopg.connect(pg_url, options=f"-csearch_path={schema}") as db:
+                with psycopg.connect(
+                    pg_url, options=f"-csearch_path={schema}", application_name=app
+                ) as db:
                     db.execute(
                         "CREATE TABLE j (p BIGSERIAL PRIMARY KEY, s INT, o INT, t TEXT, "
                         "payload TEXT)"
@@ -127,17 +261,23 @@ def baseline(path: Path, backend: str, pg_url: str | None) -> float:
                                 copy = copy_ctx.__enter__()
                         copy_ctx.__exit__(None, None, None)
                     db.commit()
+                    meter.__exit__()  # before the backend exits with the connection
             finally:
+                meter.__exit__()
                 with psycopg.connect(pg_url, autocommit=True) as admin:
                     admin.execute(f"DROP SCHEMA {schema} CASCADE")
-    return n / (time.perf_counter() - t0)
+    if backend == "sqlite":
+        meter.__exit__()
+    meter.records = n
+    return meter
 
 
 class Databases:
     def __init__(self, backend: str, pg_url: str | None, tmp: Path) -> None:
         self.backend, self.pg_url, self.tmp, self.schemas = backend, pg_url, tmp, []
 
-    def new(self) -> str:
+    def new(self, app: str | None = None) -> str:
+        """A new database; on PostgreSQL a schema, its connections named ``app``."""
         if self.backend == "sqlite":
             return f"sqlite:///{self.tmp / f'{uuid.uuid4().hex[:8]}.db'}"
         assert self.pg_url
@@ -147,7 +287,16 @@ class Databases:
         self.schemas.append(schema)
         base = self.pg_url.replace("postgresql://", "postgresql+psycopg://", 1)
         sep = "&" if "?" in base else "?"
-        return f"{base}{sep}options=-csearch_path%3D{schema}"
+        name = f"&application_name={app}" if app else ""
+        return f"{base}{sep}options=-csearch_path%3D{schema}{name}"
+
+    def measured(self) -> tuple[str, str, Meter]:
+        """A new database, a run id, and a meter for a run() into it (on PostgreSQL: the
+        run's connections, and its lock's, which names itself after the run)."""
+        app, run_id = _app_name(), str(uuid.uuid4())
+        url = self.new(app)
+        server = _server(self.pg_url, app, f"journal-loader run {run_id}")
+        return url, run_id, Meter(server if self.backend == "postgresql" else None)
 
     def close(self) -> None:
         if self.schemas:
@@ -160,20 +309,26 @@ def bench_backend(backend: str, data: Path, rows: int, pg_url: str | None, graph
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-{backend}-"))
     dbs = Databases(backend, pg_url, tmp)
     try:
-        base = baseline(data, backend, pg_url)
+        base_meter = baseline(data, backend, pg_url)
+        base = base_meter.records / base_meter.wall
         print(
             f"\n[{backend}] baseline (csv parse + 2 events/record, raw driver): "
-            f"{base:,.0f} records/s"
+            f"{base:,.0f} records/s; {base_meter.cpu_text()}"
         )
 
-        url = dbs.new()
-        t0 = time.perf_counter()
-        report = run(NullLoader, data, db=url, batch_size=10_000)
-        null_rate = rows / (time.perf_counter() - t0)
+        url, run_id, meter = dbs.measured()
+        with meter:
+            # The store is this function's, so its connections (and their backends) live
+            # until the meter has read their CPU; opening it (the migrations) is measured.
+            store = open_store(url)
+            report = run(NullLoader, data, store=store, batch_size=10_000, run_id=run_id)
+        store.dispose()
+        meter.records = rows
+        null_rate = rows / meter.wall
         assert report.status == "completed", report.message
         print(
             f"[{backend}] journal only (no-op propose, batch 10,000): {null_rate:,.0f} records/s"
-            f"  ({null_rate / base:.0%} of baseline)"
+            f"  ({null_rate / base:.0%} of baseline); {meter.cpu_text(base_meter)}"
         )
 
         # Resume start-up: journal a partial load up to each cut, then time a resumed run's
@@ -200,20 +355,87 @@ def bench_backend(backend: str, data: Path, rows: int, pg_url: str | None, graph
 
         if graph:
             for batch in (1000, 5000):
-                url = dbs.new()
-                t0 = time.perf_counter()
-                report = run(config=CONFIG, file=data, db=url, batch_size=batch)
-                rate = rows / (time.perf_counter() - t0)
-                assert report.status == "completed", report.message
+                report, meter = graph_load(dbs, data, batch)
+                rate = rows / meter.wall
                 s = report.statistics
                 print(
                     f"[{backend}] example loader, embedded graph (batch {batch:,}): "
                     f"{rate:,.0f} records/s ({rate / base:.1%} of baseline); "
+                    f"{meter.cpu_text(base_meter)}; "
                     f"{s.entities_created:,} entities, {s.relationships_created:,} "
                     "relationships created"
                 )
     finally:
         dbs.close()
+
+
+def graph_load(dbs: Databases, data: Path, batch: int) -> tuple[Any, Meter]:
+    """The example loader with the embedded graph, measured."""
+    url, run_id, meter = dbs.measured()
+    with meter:
+        store = open_store(url)  # see the journal-only run
+        report = run(config=CONFIG, file=data, store=store, batch_size=batch, run_id=run_id)
+    store.dispose()
+    assert report.status == "completed", report.message
+    meter.records = report.statistics.total_processed
+    return report, meter
+
+
+def data_file(rows: int) -> Path:
+    """The bench generator's file of ``rows`` rows (deterministic; made once, kept)."""
+    data_dir = REPO / "bench" / "data"
+    data_dir.mkdir(exist_ok=True)
+    data = data_dir / f"registry_{rows}_20251001.csv"
+    if not data.exists():
+        gen = _module("generate_registry", REPO / "bench" / "generate_registry.py")
+        gen.generate(str(data), rows)
+    return data
+
+
+def one_graph_load(backend: str, rows: int, batch: int, pg_url: str | None) -> None:
+    """One measured load in this process, as a JSON line (for --scaling's table)."""
+    data = data_file(rows)
+    dbs = Databases(backend, pg_url, Path(tempfile.mkdtemp(prefix=f"bench-{backend}-")))
+    try:
+        report, meter = graph_load(dbs, data, batch)
+    finally:
+        dbs.close()
+    out = {
+        "rows": rows,
+        "records": report.statistics.total_processed,
+        "wall": meter.wall,
+        "loader_cpu": meter.loader_cpu,
+        "server_cpu": meter.server_cpu,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    print(json.dumps(out))
+
+
+def scaling(backends: list[str], sizes: list[int], batch: int, pg_url: str) -> None:
+    for backend in backends:
+        print(
+            f"\n[{backend}] scaling: example loader, embedded graph, batch {batch:,} "
+            "(each size in a process of its own)"
+        )
+        print(
+            f"{'rows':>12} {'records/s':>10} {'per CPU-s':>10} {'server CPU':>10} "
+            f"{'peak RSS':>10}   vs the first size (per wall-s, per CPU-s)"
+        )
+        first: tuple[float, float] | None = None
+        for rows in sizes:
+            data_file(rows)  # generated here, not inside the measured process
+            cmd = [sys.executable, __file__, "--one-graph-load", "--rows", str(rows)]
+            cmd += ["--only", backend, "--batch", str(batch), "--pg", pg_url]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            r = json.loads(out.strip().splitlines()[-1])
+            rate = r["records"] / r["wall"]
+            cpu_rate = r["records"] / (r["loader_cpu"] + r["server_cpu"])
+            first = first or (rate, cpu_rate)
+            server = f"{r['server_cpu']:.1f} s" if backend == "postgresql" else "-"
+            print(
+                f"{rows:>12,} {rate:>10,.0f} {cpu_rate:>10,.0f} {server:>10} "
+                f"{r['peak_rss_mb']:>7,.0f} MB   {rate / first[0]:.2f}, {cpu_rate / first[1]:.2f}"
+            )
 
 
 def main() -> None:
@@ -222,17 +444,22 @@ def main() -> None:
     ap.add_argument("--pg", default="postgresql://postgres@/test?host=/var/run/postgresql")
     ap.add_argument("--only", choices=["sqlite", "postgresql"])
     ap.add_argument("--skip-graph", action="store_true")
+    ap.add_argument("--scaling", action="store_true", help="the scaling table (see above)")
+    ap.add_argument("--sizes", default="20000,200000,1000000", help="rows, for --scaling")
+    ap.add_argument("--batch", type=int, default=1000, help="batch size, for --scaling")
+    ap.add_argument("--one-graph-load", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    gen = _module("generate_registry", REPO / "bench" / "generate_registry.py")
-    data_dir = REPO / "bench" / "data"
-    data_dir.mkdir(exist_ok=True)
-    data = data_dir / f"registry_{args.rows}_20251001.csv"
-    if not data.exists():
-        gen.generate(str(data), args.rows)
+    backends = [b for b in ("sqlite", "postgresql") if not args.only or b == args.only]
+    if args.one_graph_load:
+        pg = args.pg if backends[0] == "postgresql" else None
+        one_graph_load(backends[0], args.rows, args.batch, pg)
+        return
+    if args.scaling:
+        scaling(backends, [int(n) for n in args.sizes.split(",")], args.batch, args.pg)
+        return
+    data = data_file(args.rows)
     print(f"{args.rows:,} rows, {data.stat().st_size / 1e6:.1f} MB: {data}")
-    for backend in ("sqlite", "postgresql"):
-        if args.only and backend != args.only:
-            continue
+    for backend in backends:
         bench_backend(
             backend,
             data,
@@ -240,6 +467,7 @@ def main() -> None:
             args.pg if backend == "postgresql" else None,
             not args.skip_graph,
         )
+    print(f"\npeak RSS of this process (every load above): {peak_rss_mb():,.0f} MB")
     _ = io
 
 

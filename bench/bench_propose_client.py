@@ -47,8 +47,8 @@ from sqlalchemy import make_url  # noqa: E402
 from journal_loader import run  # noqa: E402
 from journal_loader.config import load_config  # noqa: E402
 from journal_loader.errors import SkipRecord  # noqa: E402
+from journal_loader.factory import loader_from_config  # noqa: E402
 from journal_loader.graph.postgres_client import PostgresProposeClient  # noqa: E402
-from journal_loader.loader import loader_from_config  # noqa: E402
 from journal_loader.storage import open_store  # noqa: E402
 
 EXAMPLE_CONFIG = REPO / "examples" / "business_registry" / "loader.yaml"

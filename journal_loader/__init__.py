@@ -9,6 +9,14 @@ class MyLoader(Loader):
 
 report = run(MyLoader, "registry.csv", db="sqlite:///journal.db")
 print(report.status, report.statistics)
+
+This module is the public facade: it owns no logic, only the names users import, each loaded
+on first use from the module that defines it. Nothing inside the package imports it (the
+version is ``journal_loader.version``); the layers of the package, bottom to top, are base
+(errors, secrets, resources, suggest, version, faults), storage, sources, config, graph,
+journal, projections, loaders (loader, facts, factory), runner (with abandon, failures, dlq),
+audit, api, ops and cli, each importing only its own layer and those below
+(tests/test_layering.py checks it).
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from journal_loader.version import __version__
 
 # The public names are imported on first use (PEP 562), not here: `journal-loader` imports
 # this package before anything else, and a Ctrl-C while SQLAlchemy and pydantic load must
@@ -26,6 +34,8 @@ _EXPORTS = {
     "ConfigError": "journal_loader.errors",
     "JournalLoaderError": "journal_loader.errors",
     "ProposeError": "journal_loader.errors",
+    "RecordError": "journal_loader.errors",
+    "RecordValidationError": "journal_loader.errors",
     "RunFailedError": "journal_loader.errors",
     "RunInterruptedError": "journal_loader.errors",
     "RunPartialError": "journal_loader.errors",
@@ -44,6 +54,8 @@ if TYPE_CHECKING:
         ConfigError,
         JournalLoaderError,
         ProposeError,
+        RecordError,
+        RecordValidationError,
         RunFailedError,
         RunInterruptedError,
         RunPartialError,
@@ -76,6 +88,8 @@ __all__ = [
     "ProposeClient",
     "ProposeError",
     "ProposeResult",
+    "RecordError",
+    "RecordValidationError",
     "RunFailedError",
     "RunInterruptedError",
     "RunPartialError",

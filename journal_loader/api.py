@@ -9,9 +9,10 @@ from typing import Any
 
 from journal_loader.config import Config, config_from_dict, load_config, resolve_database_url
 from journal_loader.errors import ConfigError
+from journal_loader.factory import loader_from_config
 from journal_loader.graph.embedded import EmbeddedGraph
 from journal_loader.graph.target import GraphTarget
-from journal_loader.loader import Loader, loader_from_config
+from journal_loader.loader import Loader
 from journal_loader.runner import Observer, Runner, RunOptions, RunReport
 from journal_loader.storage import Store, open_store
 

@@ -29,7 +29,7 @@ import msgspec
 from sqlalchemy import Row, and_, select
 
 from journal_loader import projections
-from journal_loader.errors import JournalLoaderError, SkipRecord, UnknownIdError
+from journal_loader.errors import JournalLoaderError, SkipRecord, UnknownIdError, error_type_of
 from journal_loader.graph.target import GraphTarget
 from journal_loader.journal import queries
 from journal_loader.journal.events import RecordResolved, RunStarted, decode
@@ -348,7 +348,7 @@ def _dry(loader: Loader, rec: RawRecord) -> str:
     except SkipRecord as s:
         return f"would be skipped: {s.reason}"
     except Exception as e:
-        return f"parse still fails: {type(e).__name__}: {e}"
+        return f"parse still fails: {error_type_of(e)}: {e}"
     if parsed is None:
         return "would be skipped: parse returned None"
     problems = loader.validate(parsed)

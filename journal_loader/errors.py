@@ -1,4 +1,5 @@
-"""journal-loader's own exception hierarchy.
+"""journal-loader's own exception hierarchy: every error it raises on purpose is a
+``JournalLoaderError``.
 
 Driver errors (sqlite3, psycopg, SQLAlchemy) never escape the storage layer raw: they are
 classified into the three kinds the runner acts on (see ``journal_loader.storage.errors``):
@@ -7,13 +8,24 @@ classified into the three kinds the runner acts on (see ``journal_loader.storage
 * ``RecordError`` subclasses: about one record; the record goes to the DLQ, the run goes on.
 * ``FatalError`` and the other ``JournalLoaderError`` subclasses: stop the run with a message.
 
+``SkipRecord`` is no failure: the record is journaled as skipped, with its reason.
+``RecordError`` and ``SkipRecord`` are ``JournalLoaderError`` subclasses too, so one
+``except JournalLoaderError`` catches all of journal-loader's errors; code that treats a
+record's failure or skip apart from the run's errors catches them first (the runner does).
+
 Every ``JournalLoaderError`` carries the process exit code the CLI uses for it, so the CLI
 never needs to know which error means what.
+
+``RecordValidationError`` was called ``ValidationError``, the name pydantic's error has;
+``ValidationError`` stays importable as an alias, and the DLQ still names the failure
+``ValidationError`` (``RecordError.error_type``), so old and new entries group together.
+
+Base layer: imports nothing from journal_loader.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 
 class JournalLoaderError(Exception):
@@ -164,31 +176,40 @@ class SchemaError(FatalError):
     """The database schema is missing, too old, or from a newer journal-loader."""
 
 
-class RecordError(Exception):
+class RecordError(JournalLoaderError):
     """A failure that belongs to one record: it goes to the DLQ and the run goes on.
 
     ``stage`` is where it happened: read, parse, validate or propose.
     """
 
     stage: str = "propose"
+    # The DLQ's name for a class whose name changed; every other class goes by its own name.
+    _journaled_as: ClassVar[dict[type[RecordError], str]] = {}
 
     def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
-        self.message = message
         self.details = details or {}
 
-    def __str__(self) -> str:
-        return self.message
+    @property
+    def error_type(self) -> str:
+        """The name the DLQ files this failure under (``dlq list --error-type``)."""
+        cls = type(self)
+        return self._journaled_as.get(cls, cls.__name__)
 
 
 class ParseError(RecordError):
     stage = "parse"
 
 
-class ValidationError(RecordError):
+class RecordValidationError(RecordError):
     """The record breaks a rule (required field, date format, unknown node type...)."""
 
     stage = "validate"
+
+
+# The old name: user code imports it, and the DLQ has always filed these failures under it.
+ValidationError = RecordValidationError
+RecordError._journaled_as[RecordValidationError] = "ValidationError"
 
 
 class ProposeError(RecordError):
@@ -205,9 +226,17 @@ class AmbiguousMatchError(ProposeError):
     """Two or more existing entities match: never merged silently."""
 
 
-class SkipRecord(Exception):
+class SkipRecord(JournalLoaderError):
     """Raised (or returned through ``Loader.skip``) to skip a record with a reason."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def error_type_of(error: BaseException) -> str:
+    """The DLQ's name for an error that failed a record: a ``RecordError``'s ``error_type``,
+    any other exception's class name (a bug in a loader: ``KeyError``, ``TypeError``...)."""
+    if isinstance(error, RecordError):
+        return error.error_type
+    return type(error).__name__

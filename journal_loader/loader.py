@@ -188,16 +188,3 @@ def _loader_classes(module: Any) -> list[str]:
         and value is not Loader
         and value.__module__ == module.__name__
     )
-
-
-def loader_from_config(config: Config) -> Loader:
-    if config.loader.class_:
-        return load_loader_class(config.loader.class_, config.base_dir)(config)
-    if config.facts:
-        from journal_loader.facts import FactsLoader  # the no-code loader (YAML facts mapping)
-
-        loader: Loader = FactsLoader(config)
-        return loader
-    raise ConfigError(
-        "the config names no loader: set loader.class (file.py:ClassName) or give a facts: section"
-    )

@@ -1,7 +1,11 @@
-"""The codec: every event type round-trips through the one encoder/decoder (hypothesis)."""
+"""The codec: every event type round-trips through the one encoder/decoder (hypothesis);
+payloads of every version ever written decode to the same events."""
 
 from __future__ import annotations
 
+import ast
+import base64
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -58,6 +62,79 @@ results = st.builds(
     source_entity_id=st.none() | ints,
     idempotency_key=st.none() | text,
 )
+
+
+@st.composite
+def graph_answers(draw: st.DrawFn, exact: bool = True) -> ProposeResult:
+    """Answers shaped like the embedded graph's (source entity, target entity, relationship;
+    provenance and attribute ids mostly in runs), which version 2 stores as arrays. With
+    ``exact=False`` one field may break the shape (then the answer is stored whole)."""
+    graph_id = ints | text if not exact else ints | st.text(max_size=8)
+    src, tgt = draw(graph_id), draw(graph_id)
+    rel_id = draw(st.none() | graph_id)
+    reasons = st.sampled_from(
+        ["new_entity", "exact_name_match", "external_key", "alias_match", "fuzzy_match", "x"]
+    )
+    confidence = st.just(1.0) | st.floats(0, 1)
+
+    def entity(role: str, entity_id: Any) -> Any:
+        return st.builds(
+            Action,
+            action=st.sampled_from(["entity_created", "entity_matched", "entity_merged"]),
+            role=st.just(role),
+            entity_id=st.just(entity_id),
+            confidence=st.none() | confidence,
+            match_reason=st.none() | reasons,
+        )
+
+    def id_runs() -> Any:
+        run = st.tuples(st.integers(0, 2**40), st.integers(1, 7)).map(
+            lambda t: list(range(t[0], t[0] + t[1]))
+        )
+        return st.lists(run, max_size=3).map(lambda rs: [i for r in rs for i in r]) | st.lists(
+            ints, max_size=5
+        )
+
+    shared = draw(confidence)
+    result = ProposeResult(
+        status=draw(st.sampled_from(["success", "conflicts", "error", "other"])),
+        overall_confidence=shared if draw(st.booleans()) else draw(confidence),
+        actions=[
+            draw(entity("source", src)),
+            draw(entity("target", tgt)),
+            Action(
+                action=draw(
+                    st.sampled_from(
+                        ["relationship_created", "relationship_duplicate", "relationship_x"]
+                    )
+                ),
+                relationship_id=rel_id,
+            ),
+        ],
+        provenance_ids=draw(id_runs()),
+        attribute_ids=draw(id_runs()),
+        source_entity_id=src,
+        target_entity_id=tgt,
+        relationship_id=rel_id,
+        idempotency_key=draw(st.none() | text),
+        in_doubt=draw(st.booleans()),
+    )
+    if exact:
+        return result
+    change = draw(st.sampled_from(["none", "source", "relationship", "role", "message", "ids"]))
+    if change == "source":
+        result.source_entity_id = draw(st.none() | graph_id)
+    elif change == "relationship":
+        result.actions[2].confidence = 0.5
+    elif change == "role":
+        result.actions[0].role = None
+    elif change == "message":
+        result.actions[1].message = draw(text)
+    elif change == "ids":
+        result.provenance_ids = [*result.provenance_ids, draw(text)]
+    return result
+
+
 statistics = st.builds(ev.Statistics, **{f: ints for f in ev.Statistics.__struct_fields__})
 
 STRATEGIES: dict[type[ev.Event], Any] = {
@@ -124,7 +201,10 @@ STRATEGIES: dict[type[ev.Event], Any] = {
     ),
     ev.ProposeAttempted: st.builds(ev.ProposeAttempted, key=text, in_doubt=st.booleans()),
     ev.ProposeSucceeded: st.builds(
-        ev.ProposeSucceeded, results=st.lists(results, max_size=3), retry_of=st.none() | ints
+        ev.ProposeSucceeded,
+        results=st.lists(results | graph_answers(exact=False), max_size=5),
+        retry_of=st.none() | ints,
+        recovered=st.booleans(),
     ),
     ev.RecordFailed: st.builds(
         ev.RecordFailed,
@@ -174,3 +254,219 @@ def test_old_payload_without_new_optional_fields_still_decodes() -> None:
     decoded = ev.decode(old)
     assert isinstance(decoded, ev.RecordFailed)
     assert decoded.raw is None and decoded.details == {} and decoded.retry_of is None
+
+
+# --- versions -------------------------------------------------------------------------------
+
+# The codec of version 1, for every event: the Struct as JSON (what journals written before
+# issue 11 hold; tests/test_old_journal.py reads such a journal).
+version_1 = msgspec.json.Encoder().encode
+
+
+@pytest.mark.parametrize("cls", list(STRATEGIES), ids=lambda c: c.__name__)
+def test_version_1_payloads_decode_to_the_same_event(cls: type[ev.Event]) -> None:
+    @settings(max_examples=60, deadline=None)
+    @given(STRATEGIES[cls])
+    def check(event: ev.Event) -> None:
+        assert ev.decode(version_1(event)) == event
+
+    check()
+
+
+def test_the_versions_written_now() -> None:
+    assert {
+        c.__name__: c.SCHEMA_VERSION for c in ev.EVENT_CLASSES.values() if c.SCHEMA_VERSION != 1
+    } == {
+        "RecordParsed": 2,
+        "ProposeSucceeded": 2,
+    }
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(graph_answers(), max_size=6), st.none() | ints)
+def test_graph_answers_are_stored_as_arrays(answers: list[ProposeResult], retry_of: Any) -> None:
+    event = ev.ProposeSucceeded(results=answers, retry_of=retry_of)
+    payload = ev.encode(event)
+    stored = msgspec.json.decode(payload)
+    assert stored["type"] == "ProposeSucceeded" and "results" not in stored
+    assert all(isinstance(item, list) for item in stored["r"])
+    assert ev.decode(payload) == event
+    assert len(payload) < len(version_1(event)) or not answers
+
+
+# The example's first record as the embedded graph answered it, and as version 2 stores it:
+# the stored form is fixed forever (the tables of codes are append-only), so these bytes
+# must keep decoding to this event.
+def _fact(
+    src: int, s_how: tuple[str, str], tgt: int, t_how: tuple[str, str], rel: int,
+    prov: list[int], attrs: list[int],
+) -> ProposeResult:  # fmt: skip
+    return ProposeResult(
+        status="success",
+        overall_confidence=1.0,
+        actions=[
+            Action(
+                action=s_how[0], role="source", entity_id=src, confidence=1.0, match_reason=s_how[1]
+            ),
+            Action(
+                action=t_how[0], role="target", entity_id=tgt, confidence=1.0, match_reason=t_how[1]
+            ),
+            Action(action="relationship_created", relationship_id=rel),
+        ],
+        provenance_ids=list(prov),
+        attribute_ids=attrs,
+        source_entity_id=src,
+        target_entity_id=tgt,
+        relationship_id=rel,
+    )
+
+
+NEW = ("entity_created", "new_entity")
+NAME = ("entity_matched", "exact_name_match")
+KEY = ("entity_matched", "external_key")
+EXAMPLE_ANSWER = ev.ProposeSucceeded(
+    results=[
+        _fact(1, NEW, 2, NEW, 1, [1, 2, 3, 4, 5, 6], [1, 2, 3]),
+        _fact(2, NAME, 3, NEW, 2, [7, 8], []),
+        _fact(1, KEY, 4, NEW, 3, [9, 10, 11, 12, 13], [1, 2, 3, 4, 5, 6]),
+        _fact(5, NEW, 1, KEY, 4, [14, 15], [1, 2, 3]),
+        _fact(5, NAME, 6, NEW, 5, [16, 17, 18], [7]),
+    ]
+)
+EXAMPLE_ANSWER_V1 = (
+    b'{"type":"ProposeSucceeded","results":[{"status":"success","overall_confidence":1.0,"actions":[{"action":"entity_created","role":"source","entity_id":1,"confidence":1.0,"match_reason":"new_entity"},{"action":"entity_created","role":"target","entity_id":2,"confidence":1.0,"match_reason":"new_entity"},{"action":"relationship_created","relationship_id":1}],"provenance_ids":[1,2,3,4,5,6],"attribute_ids":[1,2,3],"source_entity_id":1,"target_entity_id":2,"relationship_id":1},'
+    b'{"status":"success","overall_confidence":1.0,"actions":[{"action":"entity_matched","role":"source","entity_id":2,"confidence":1.0,"match_reason":"exact_name_match"},{"action":"entity_created","role":"target","entity_id":3,"confidence":1.0,"match_reason":"new_entity"},{"action":"relationship_created","relationship_id":2}],"provenance_ids":[7,8],"source_entity_id":2,"target_entity_id":3,"relationship_id":2},'
+    b'{"status":"success","overall_confidence":1.0,"actions":[{"action":"entity_matched","role":"source","entity_id":1,"confidence":1.0,"match_reason":"external_key"},{"action":"entity_created","role":"target","entity_id":4,"confidence":1.0,"match_reason":"new_entity"},{"action":"relationship_created","relationship_id":3}],"provenance_ids":[9,10,11,12,13],"attribute_ids":[1,2,3,4,5,6],"source_entity_id":1,"target_entity_id":4,"relationship_id":3},'
+    b'{"status":"success","overall_confidence":1.0,"actions":[{"action":"entity_created","role":"source","entity_id":5,"confidence":1.0,"match_reason":"new_entity"},{"action":"entity_matched","role":"target","entity_id":1,"confidence":1.0,"match_reason":"external_key"},{"action":"relationship_created","relationship_id":4}],"provenance_ids":[14,15],"attribute_ids":[1,2,3],"source_entity_id":5,"target_entity_id":1,"relationship_id":4},'
+    b'{"status":"success","overall_confidence":1.0,"actions":[{"action":"entity_matched","role":"source","entity_id":5,"confidence":1.0,"match_reason":"exact_name_match"},{"action":"entity_created","role":"target","entity_id":6,"confidence":1.0,"match_reason":"new_entity"},{"action":"relationship_created","relationship_id":5}],"provenance_ids":[16,17,18],"attribute_ids":[7],"source_entity_id":5,"target_entity_id":6,"relationship_id":5}]}'
+)
+EXAMPLE_ANSWER_V2 = (
+    b'{"type":"ProposeSucceeded","r":[[0,1,0,1,0,2,0,1,[1,6],[1,3]],[0,1,1,2,0,3,0,2,[0,2]],'
+    b"[0,1,2,1,0,4,0,3,[0,5],[-3,6]],[0,1,0,5,2,1,0,4,[0,2],[-6,3]],[0,1,1,5,0,6,0,5,[0,3],[3,1]]]}"
+)
+
+
+def test_the_example_answer_in_both_versions() -> None:
+    assert version_1(EXAMPLE_ANSWER) == EXAMPLE_ANSWER_V1  # as the fixture journal holds it
+    assert ev.encode(EXAMPLE_ANSWER) == EXAMPLE_ANSWER_V2
+    assert ev.decode(EXAMPLE_ANSWER_V1) == ev.decode(EXAMPLE_ANSWER_V2) == EXAMPLE_ANSWER
+    assert (len(EXAMPLE_ANSWER_V1), len(EXAMPLE_ANSWER_V2)) == (2193, 179)
+
+
+@pytest.mark.parametrize(
+    "r",
+    [
+        "[[0,1,0,1,0,2]]",
+        "[[7,1,0,1,0,2,0,1]]",
+        '[[0,"x",0,1,0,2,0,1]]',
+        "[[0,1,0,1,0,2,0,1,[1]]]",
+        "[3]",
+    ],
+)
+def test_a_broken_version_2_answer_is_refused(r: str) -> None:
+    with pytest.raises(msgspec.ValidationError):
+        ev.decode(f'{{"type":"ProposeSucceeded","r":{r}}}')
+
+
+def test_a_retried_and_recovered_answer_keeps_its_keys() -> None:
+    """``retry_of`` and ``recovered`` stay top-level keys of the payload, as in version 1."""
+    event = ev.ProposeSucceeded(results=[], retry_of=41, recovered=True)
+    assert ev.encode(event) == b'{"type":"ProposeSucceeded","r":[],"retry_of":41,"recovered":true}'
+    assert (
+        ev.decode(b'{"type":"ProposeSucceeded","results":[],"retry_of":41,"recovered":true}')
+        == event
+    )
+
+
+def test_an_answer_that_is_not_the_graphs_usual_shape_is_stored_whole() -> None:
+    error = ProposeResult(status="error", actions=[Action(action="error", message="no")])
+    remote = ProposeResult(
+        status="success",
+        overall_confidence=0.75,
+        actions=[
+            Action(action="entity_matched", role="source", entity_id="01J", confidence=0.75, match_reason="fuzzy_match"),
+            Action(action="entity_created", role="target", entity_id="01K", confidence=1.0, match_reason="new_entity"),
+            Action(action="relationship_created", relationship_id="01L"),
+        ],
+        provenance_ids=["01M"],
+        source_entity_id="01J",
+        target_entity_id="01K",
+        relationship_id="01L",
+        idempotency_key="abc:7",
+        in_doubt=True,
+    )  # fmt: skip
+    event = ev.ProposeSucceeded(results=[error, remote])
+    payload = ev.encode(event)
+    assert payload == (
+        b'{"type":"ProposeSucceeded","r":[{"status":"error","actions":[{"action":"error","message":"no"}]},'
+        b'{"status":"success","overall_confidence":0.75,"actions":[{"action":"entity_matched","role":"source","entity_id":"01J","confidence":0.75,"match_reason":"fuzzy_match"},'
+        b'{"action":"entity_created","role":"target","entity_id":"01K","confidence":1.0,"match_reason":"new_entity"},{"action":"relationship_created","relationship_id":"01L"}],'
+        b'"provenance_ids":["01M"],"source_entity_id":"01J","target_entity_id":"01K","relationship_id":"01L","idempotency_key":"abc:7","in_doubt":true}]}'
+    )
+    assert ev.decode(payload) == event
+    # with integer provenance ids the same answer is an array (text entity ids stay text:
+    # lineage's scan of the answers finds them by their quoted text)
+    remote.provenance_ids = [70, 71]
+    assert ev.encode(ev.ProposeSucceeded(results=[remote])) == (
+        b'{"type":"ProposeSucceeded","r":[[0,[0.75,0.75,1],4,"01J",0,"01K",0,"01L",[70,2],[],"abc:7",true]]}'
+    )
+
+
+def test_record_parsed_stores_utf8_as_text_and_other_bytes_in_base64() -> None:
+    record = {"name": "MÜLLER", "n": 1}
+    text_event = ev.RecordParsed(
+        line=2, byte_start=3, byte_end=13, raw="MÜLLER,1\n".encode(), record=record
+    )
+    assert (
+        ev.encode(text_event)
+        == (
+            '{"type":"RecordParsed","line":2,"byte_start":3,"byte_end":13,"text":"MÜLLER,1\\n",'
+            '"record":{"name":"MÜLLER","n":1}}'
+        ).encode()
+    )
+    latin1 = ev.RecordParsed(
+        line=2, byte_start=3, byte_end=12, raw="MÜLLER,1\n".encode("latin-1"), record=record
+    )
+    b64 = base64.b64encode(latin1.raw).decode()
+    assert (
+        ev.encode(latin1)
+        == (
+            f'{{"type":"RecordParsed","line":2,"byte_start":3,"byte_end":12,"raw":"{b64}",'
+            '"record":{"name":"MÜLLER","n":1}}'
+        ).encode()
+    )
+    for event in (text_event, latin1):
+        assert ev.decode(ev.encode(event)) == ev.decode(version_1(event)) == event
+    with pytest.raises(msgspec.ValidationError):
+        ev.decode(b'{"type":"RecordParsed","line":2,"byte_start":3,"byte_end":12,"record":{}}')
+
+
+def test_graph_browse_still_reads_the_coordinates_of_a_record() -> None:
+    """``graph node`` reads line and byte range from RecordParsed payloads itself."""
+    from journal_loader.graph.browse import _coordinates
+
+    event = ev.RecordParsed(line=7, byte_start=70, byte_end=99, raw=b"a,b\n", record={})
+    where = _coordinates.decode(ev.encode(event))
+    assert (where.line, where.byte_start, where.byte_end) == (7, 70, 99)
+
+
+def test_events_import_only_value_types_below_the_journal() -> None:
+    """journal (layer 5) may import graph.protocol (layer 4: the answers' value types, no
+    storage); graph.protocol never imports the journal (design10's layering)."""
+    package = Path(ev.__file__).resolve().parent.parent
+
+    def imports(path: Path) -> set[str]:
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+        return {m for m in found if m.startswith("journal_loader")}
+
+    assert imports(package / "journal" / "events.py") == {
+        "journal_loader.graph.protocol",
+        "journal_loader.journal.answers",
+    }
+    assert imports(package / "journal" / "answers.py") == {"journal_loader.graph.protocol"}
+    assert imports(package / "graph" / "protocol.py") == set()

@@ -19,8 +19,8 @@ from sqlalchemy import text
 from journal_loader import run
 from journal_loader.config import config_from_dict
 from journal_loader.errors import ConfigError
+from journal_loader.factory import loader_from_config
 from journal_loader.facts import FactsLoader
-from journal_loader.loader import loader_from_config
 from journal_loader.storage import Store, open_store
 from tests.conftest import EXAMPLE_CONFIG, EXAMPLE_DATA, EXAMPLE_DIR
 from tests.support import dlq_snapshot, graph_snapshot, sources_snapshot, write_csv

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from journal_loader.errors import ConfigError, SourceChangedError, SourceFileError
 from journal_loader.sources import readers
+from journal_loader.sources.encoding import looks_wide
 from journal_loader.sources.readers import (
     RawRecord,
     RecordReader,
@@ -889,7 +890,7 @@ def test_property_utf16_utf32_round_trip_with_short_reads(
 @given(body=NOISE)
 def test_property_jsonl_garbage_never_loses_a_byte(tmp_path: Path, body: bytes) -> None:
     data = body.replace(b"a", b'{"a":1}')
-    assume(readers._looks_wide(data) is None)  # else a file-level error, tested above
+    assume(looks_wide(data) is None)  # else a file-level error, tested above
     _, records = read_all(write(tmp_path, "g.jsonl", data))
     check_accounting(data, 0, records, blank=b" \t\r\n")
     for rec in records:

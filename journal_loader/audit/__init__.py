@@ -8,6 +8,10 @@
 * ``verify``: recompute every source's hash chain (streamed), report the first break; export
   the chain heads to keep outside the database, and check the journal still contains them.
 * ``export``: the events with their envelope and hashes, as JSON lines, streamed.
+
+May import: every layer below it (the runner's level and down: ``runner``, ``dlq``,
+``failures``, ``abandon``, loaders, projections, journal, graph, config, sources, storage,
+the base layer); never ``api``, ``ops`` or ``cli`` (the layers: tests/test_layering.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """The ``journal-loader`` command line.
 
-One module per command group; each registers its commands on ``main``. Every error that
+Owns: the commands and their output (tables, JSON), one module per command group, each
+imported below and registered on ``main`` by name (a group that fails to import fails the
+command line: nothing is optional). May import every layer (it is the top one, see
+tests/test_layering.py); nothing imports it but ``__main__``. Every error that
 journal-loader raises on purpose becomes one line on stderr and its exit code
 (``JournalLoaderError.exit_code``): 1 failed, 2 usage or config, 75 source locked. Anything
 else is a bug: one line, exit 1, and the traceback only with ``JOURNAL_LOADER_DEBUG=1``.
@@ -15,9 +18,10 @@ from typing import Any
 
 import click
 
-from journal_loader import __version__
+from journal_loader.cli import admin, audit, dlq, fleet, graph, inspect, ops, run_cmd, source
 from journal_loader.errors import JournalLoaderError
 from journal_loader.secrets import scrub
+from journal_loader.version import __version__
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -94,25 +98,15 @@ def main() -> None:
     """
 
 
-def _register() -> None:
-    from journal_loader.cli import admin, fleet, inspect, run_cmd, source
-
-    optional_modules = []
-    for optional in ("dlq", "audit", "ops", "graph"):  # command groups added by later modules
-        try:
-            module = __import__(f"journal_loader.cli.{optional}", fromlist=["register"])
-        except ModuleNotFoundError as e:
-            if e.name != f"journal_loader.cli.{optional}":
-                raise
-            continue
-        optional_modules.append(module)
-    # Imported first, registered after: an optional module may add options to `run`
-    # (run_cmd.RUN_OPTIONS) at import time, and `run` takes them when it registers.
-    for module in (run_cmd, inspect, admin, source, fleet, *optional_modules):
-        module.register(main)
-
-
-_register()
+run_cmd.register(main)
+inspect.register(main)
+admin.register(main)
+source.register(main)
+fleet.register(main)
+dlq.register(main)
+audit.register(main)
+ops.register(main)
+graph.register(main)
 
 
 def run_main() -> None:  # pragma: no cover - console entry point

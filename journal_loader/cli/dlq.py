@@ -209,7 +209,7 @@ def retry_command(
     from journal_loader.config import load_config
     from journal_loader.dlq import retry
     from journal_loader.errors import UsageError
-    from journal_loader.loader import loader_from_config
+    from journal_loader.factory import loader_from_config
 
     if not config_path:
         raise UsageError("dlq retry needs the loader's config: -c CONFIG")

@@ -1,17 +1,18 @@
-"""``journal-loader config check`` and ``journal-loader jobs run``; the operations options of
-``run`` (--quiet, --log-*, --metrics-*, --pushgateway, --on-*) come from
-``journal_loader.ops.cli_hooks``, imported here so they are in place before ``run``
-registers."""
+"""``journal-loader config check`` and ``journal-loader jobs run``. (The operations options
+of ``run``, --quiet, --log-*, --metrics-*, --pushgateway and --on-*, are ``run``'s own:
+``cli/run_cmd.py`` takes them from ``journal_loader.ops.observer_options``.)"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import yaml
 
-from journal_loader.ops import cli_hooks  # noqa: F401 - adds the run options on import
+if TYPE_CHECKING:
+    from journal_loader.ops.jobs import JobResult
 
 EXAMPLES_CONFIG = """\b
 Examples:
@@ -90,7 +91,7 @@ def config_check(config: str, file: str | None, no_loader: bool) -> None:
 
 def _check_loader(cfg: Any, config: str) -> tuple[Any, str]:
     from journal_loader.errors import ConfigError
-    from journal_loader.loader import loader_from_config
+    from journal_loader.factory import loader_from_config
 
     try:
         loader = loader_from_config(cfg)
@@ -190,8 +191,33 @@ def jobs_run(
 
         echo_json([r.as_dict() for r in results])
     else:
-        click.echo(jobs.summary_table(results))
+        click.echo(_summary_table(results))
     ctx.exit(jobs.exit_code(results))
+
+
+def _summary_table(results: Sequence[JobResult]) -> str:
+    from journal_loader.cli.common import table
+    from journal_loader.ops.jobs import LOCKED
+
+    rows = []
+    for r in results:
+        stats = (r.report or {}).get("statistics") or {}
+        rows.append(
+            [
+                r.config.name,
+                r.outcome,
+                r.exit_code,
+                stats.get("total_processed", "-") if r.report else "-",
+                stats.get("failed", "-") if r.report else "-",
+                round(r.seconds, 1),
+                r.note[:80],
+            ]
+        )
+    text = table(["job", "outcome", "exit", "records", "failed", "seconds", "note"], rows)
+    failed = sum(r.failed for r in results)
+    locked = sum(r.exit_code == LOCKED for r in results)
+    ok = len(results) - failed - locked
+    return f"{text}\n{len(results)} jobs: {ok} ok, {failed} failed, {locked} skipped (locked)"
 
 
 def register(main: click.Group) -> None:

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import click
 import msgspec
 
 from journal_loader.cli.common import echo_json, fmt
-
-# Hooks for other modules (journal_loader/ops): (option decorator, observer factory) pairs;
-# a factory gets the config and the values of its options and returns an observer or None.
-RUN_OPTIONS: list[tuple[Callable[[Any], Any], Callable[[Any, dict[str, Any]], Any]]] = []
+from journal_loader.ops import observer_options
 
 
 @click.command(
@@ -48,6 +44,8 @@ Exit codes: 0 completed, partial (--limit) or already processed; 1 failed (rerun
 )
 @click.option("--force", is_flag=True, help="Load a completed source again, as a new load.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
+# --quiet, --log-format, --log-file, --metrics-*, --pushgateway, --on-success, --on-failure
+@observer_options.options
 @click.pass_context
 def run_command(
     ctx: click.Context,
@@ -60,7 +58,7 @@ def run_command(
     start_from: int | None,
     force: bool,
     as_json: bool,
-    **extra: object,
+    **observer_values: Any,
 ) -> None:
     """Load FILE (default: the config's source.file) as described by CONFIG.
 
@@ -71,11 +69,8 @@ def run_command(
     from journal_loader.config import load_config
 
     cfg = load_config(config)
-    observers = []
-    for _decorator, factory in RUN_OPTIONS:
-        observer = factory(cfg, extra)
-        if observer is not None:
-            observers.append(observer)
+    observers = observer_options.build_observers(cfg, observer_values, db)
+    ctx.call_on_close(lambda: observer_options.close_observers(observers, cfg))
     report = run(
         config=cfg,
         file=file,
@@ -84,7 +79,7 @@ def run_command(
         batch_size=batch_size,
         start_from=start_from,
         force=force,
-        observers=observers,
+        observers=[observers],
     )
     if as_json:
         echo_json({**msgspec.to_builtins(report), "exit_code": report.exit_code})
@@ -150,7 +145,4 @@ def _failure_lines(report: Any) -> list[str]:
 
 
 def register(main: click.Group) -> None:
-    command = run_command
-    for decorator, _factory in RUN_OPTIONS:
-        command = decorator(command)
-    main.add_command(command)
+    main.add_command(run_command)

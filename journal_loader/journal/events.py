@@ -3,10 +3,26 @@
 Every event is a msgspec Struct in one tagged union (``Event``), encoded by one codec
 (``encode`` / ``decode``) to compact JSON. The envelope (position, source_id, record_offset,
 event_type, schema_version, run_id, recorded_at, hashes) lives in the journal's columns; the
-Struct is the payload. ``event_type`` is the class name and the union's tag.
+Struct is the payload. ``event_type`` is the class name and the union's tag: every payload
+is a JSON object whose ``type`` is the event type, whatever its version.
 
 Changing an event: add fields with defaults only (old payloads still decode). A change that
 cannot be expressed that way gets a new ``SCHEMA_VERSION`` and an upcaster in ``decode``.
+Stored payloads are never encoded again (the hash chain covers their bytes): ``decode``
+reads every version ever written, to the one in-memory event.
+
+Versions (the ``schema_version`` column; the payload's own keys tell them apart too):
+
+* 1, every event: the Struct's fields as JSON, ``bytes`` in base64.
+* 2, ``RecordParsed``: ``raw`` that is UTF-8 is stored as the text itself (``text``), not in
+  base64; other bytes stay ``raw``. ``line``, ``byte_start`` and ``byte_end`` keep their
+  keys (``graph browse`` reads them from the payload).
+* 2, ``ProposeSucceeded``: ``results`` becomes ``r``, one array per fact (``answers.py``):
+  about a tenth of the bytes of version 1 for the embedded graph's answers.
+
+Imports: only value types below the journal (``graph.protocol``: the graph's answers, no
+storage) and ``journal.answers`` (version 2 of the answers); nothing here reads or writes a
+database.
 
 Per record, a run journals ``RecordParsed`` (what was read and what the loader made of it)
 and exactly one terminal event: ``ProposeSucceeded``, ``RecordFailed`` or ``RecordSkipped``
@@ -16,11 +32,13 @@ and exactly one terminal event: ``ProposeSucceeded``, ``RecordFailed`` or ``Reco
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import msgspec
 
 from journal_loader.graph.protocol import ProposeResult
+from journal_loader.journal.answers import compact, expand
 
 
 class Event(msgspec.Struct, tag=True, kw_only=True, omit_defaults=True, frozen=True):
@@ -156,6 +174,8 @@ class RunFinished(Event, frozen=True):
 
 
 class RecordParsed(Event, frozen=True):
+    SCHEMA_VERSION: ClassVar[int] = 2
+
     line: int
     byte_start: int
     byte_end: int
@@ -179,6 +199,8 @@ class ProposeAttempted(Event, frozen=True):
 
 class ProposeSucceeded(Event, frozen=True):
     """What the graph did for every fact of the record (ids created or matched, conflicts)."""
+
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     results: list[ProposeResult]
     retry_of: int | None = None  # position of the RecordFailed this retry answers
@@ -255,17 +277,113 @@ EVENT_CLASSES: dict[str, type[Event]] = {
 
 TERMINAL_EVENTS = ("ProposeSucceeded", "RecordFailed", "RecordSkipped")
 
+# --- the codec ------------------------------------------------------------------------------
+#
+# What is stored for RecordParsed and ProposeSucceeded (version 2) differs from the in-memory
+# event: each has a wire Struct with the same tag that reads both versions, and an upcaster
+# from the wire Struct to the event. The others are stored as they are.
+
+
+class _RecordParsedWire(msgspec.Struct, tag="RecordParsed", kw_only=True, omit_defaults=True):
+    line: int
+    byte_start: int
+    byte_end: int
+    raw: bytes | None = None  # version 1 always; version 2 when the bytes are not UTF-8
+    text: str | None = None  # version 2: the bytes are this text in UTF-8
+    record: dict[str, Any]
+
+
+class _ProposeSucceededWire(
+    msgspec.Struct, tag="ProposeSucceeded", kw_only=True, omit_defaults=True
+):
+    results: list[ProposeResult] = []  # version 1
+    r: list[Any] | None = None  # version 2: one array per fact (answers.py), or a result
+    retry_of: int | None = None
+    recovered: bool = False
+
+
+def _record_parsed_wire(ev: RecordParsed) -> _RecordParsedWire:
+    raw = ev.raw
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        return _RecordParsedWire(
+            line=ev.line, byte_start=ev.byte_start, byte_end=ev.byte_end, raw=raw, record=ev.record
+        )
+    return _RecordParsedWire(
+        line=ev.line, byte_start=ev.byte_start, byte_end=ev.byte_end, text=text, record=ev.record
+    )
+
+
+def _record_parsed(wire: _RecordParsedWire) -> RecordParsed:
+    if wire.text is not None:
+        raw = wire.text.encode()
+    elif wire.raw is not None:
+        raw = wire.raw
+    else:
+        raise msgspec.ValidationError("RecordParsed without raw or text")
+    return RecordParsed(
+        line=wire.line,
+        byte_start=wire.byte_start,
+        byte_end=wire.byte_end,
+        raw=raw,
+        record=wire.record,
+    )
+
+
+def _propose_succeeded_wire(ev: ProposeSucceeded) -> _ProposeSucceededWire:
+    return _ProposeSucceededWire(
+        r=compact(ev.results), retry_of=ev.retry_of, recovered=ev.recovered
+    )
+
+
+def _propose_succeeded(wire: _ProposeSucceededWire) -> ProposeSucceeded:
+    results = wire.results if wire.r is None else expand(wire.r)
+    return ProposeSucceeded(results=results, retry_of=wire.retry_of, recovered=wire.recovered)
+
+
+# How an event is stored (the current version) and read back (every version).
+_DOWNCAST: dict[type[Event], Callable[[Any], msgspec.Struct]] = {
+    RecordParsed: _record_parsed_wire,
+    ProposeSucceeded: _propose_succeeded_wire,
+}
+_UPCAST: dict[type[msgspec.Struct], Callable[[Any], Event]] = {
+    _RecordParsedWire: _record_parsed,
+    _ProposeSucceededWire: _propose_succeeded,
+}
+
 _encoder = msgspec.json.Encoder()
-_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(EventType)
+_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
+    SourceRegistered
+    | LoadStarted
+    | RunStarted
+    | RunAbandoned
+    | SourceAbandoned
+    | BatchCommitted
+    | RunFinished
+    | _RecordParsedWire
+    | ProposeAttempted
+    | _ProposeSucceededWire
+    | RecordFailed
+    | RecordSkipped
+    | RecordResolved
+)
 
 
 def encode(event: Event) -> bytes:
-    """The one codec: compact JSON, the tag first (``{"type":"RecordParsed",...}``)."""
-    return _encoder.encode(event)
+    """The one codec: compact JSON, the tag first (``{"type":"RecordParsed",...}``), in the
+    event's current version (``SCHEMA_VERSION``)."""
+    down = _DOWNCAST.get(type(event))
+    return _encoder.encode(event if down is None else down(event))
 
 
 def decode(payload: bytes | str) -> Event:
-    result: Event = _decoder.decode(payload)
+    """The event a payload of any version holds."""
+    result = _decoder.decode(payload)
+    up = _UPCAST.get(type(result))
+    if up is not None:
+        return up(result)
+    assert isinstance(result, Event)
     return result
 
 

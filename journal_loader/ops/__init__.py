@@ -1,4 +1,4 @@
-"""Operations: metrics, progress, logs, end-of-run hooks and job folders.
+"""Operations: metrics, progress, logs, end-of-run hooks, job folders and the worker fleet.
 
 Everything here plugs into a run as a ``RunObserver`` (see ``journal_loader.runner``), so the
 runner knows nothing of Prometheus, terminals or log formats:
@@ -10,11 +10,15 @@ runner knows nothing of Prometheus, terminals or log formats:
   rotation, every line scrubbed of secrets;
 * ``hooks.HooksObserver``: ``--on-success`` / ``--on-failure`` commands fed the summary JSON;
 * ``jobs``: ``journal-loader jobs run DIR``;
+* ``fleet``: ``journal-loader submit`` / ``worker``, runs queued in the database;
 * ``configcheck``: what ``journal-loader config check`` masks and refuses;
-* ``observers``: ``ObserverGroup`` (several observers as one) and ``exit_code_of``.
+* ``observers``: ``ObserverGroup`` (several observers as one) and ``exit_code_of``;
+* ``observer_options``: the matching options of ``journal-loader run`` and the factory that
+  builds its observers from them; the CLI asks for both.
 
 From Python: ``journal_loader.run(..., observers=[MetricsObserver("my_loader",
 textfile="/var/lib/node_exporter/textfile_collector/my_loader.prom")])``.
 
-``cli_hooks`` adds the matching options to ``journal-loader run``.
+May import: ``api``, ``audit``, the runner and every layer below; never the command line
+(``cli``): the CLI imports ops, not the other way round (the layers: tests/test_layering.py).
 """

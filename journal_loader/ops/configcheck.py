@@ -80,7 +80,7 @@ def check_against_file(cfg: Config, loader: Loader, path: str) -> FileCheck:
     values are not in, a node or relationship type the graph: section does not list. A
     date_fields entry the records do not have is a warning: the rule never applies (a
     field the loader sets only sometimes is legitimate)."""
-    from journal_loader.errors import ConfigError, JournalLoaderError, SkipRecord
+    from journal_loader.errors import ConfigError, JournalLoaderError, SkipRecord, error_type_of
     from journal_loader.graph.target import FactRecorder
     from journal_loader.runner import describe_error
     from journal_loader.sources.readers import open_reader
@@ -131,7 +131,7 @@ def check_against_file(cfg: Config, loader: Loader, path: str) -> FileCheck:
             failures.append(f"{type(e).__name__}: {message}")
             continue
         except Exception as e:
-            failures.append(f"{type(e).__name__}: {describe_error(e, raw, 'parse')}")
+            failures.append(f"{error_type_of(e)}: {describe_error(e, raw, 'parse')}")
             continue
         if record is not None:
             parsed.append(record)

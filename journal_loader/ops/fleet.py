@@ -222,7 +222,7 @@ def submit(config_path: str, paths: Sequence[str], url: str) -> list[Submitted]:
 
     from journal_loader.api import run_options
     from journal_loader.config import load_config
-    from journal_loader.loader import loader_from_config
+    from journal_loader.factory import loader_from_config
     from journal_loader.sources.identity import open_source
     from journal_loader.storage import open_store
 

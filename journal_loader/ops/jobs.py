@@ -42,7 +42,6 @@ from journal_loader.errors import UsageError
 from journal_loader.secrets import scrub
 
 LOCKED = 75
-_CHILD = "from journal_loader.cli import run_main; run_main()"
 
 
 @dataclass(slots=True)
@@ -94,7 +93,8 @@ def run_job(
     procs: set[subprocess.Popen[bytes]] | None = None,
 ) -> JobResult:
     """Run one config in a child process; never raises for the job's own failure."""
-    argv = [sys.executable, "-c", _CHILD, "run", str(config), "--json", *args]
+    # `python -m journal_loader`: the entry point of the installed `journal-loader` command
+    argv = [sys.executable, "-m", "journal_loader", "run", str(config), "--json", *args]
     started = time.monotonic()
     out_sink = stderr if stderr is not None else sys.stderr
     proc = subprocess.Popen(
@@ -230,7 +230,7 @@ def source_type_of(config: Path) -> str:
     be read gets a key of its own (its job fails and says why)."""
     from journal_loader.api import run_options
     from journal_loader.config import load_config
-    from journal_loader.loader import loader_from_config
+    from journal_loader.factory import loader_from_config
 
     try:
         cfg = load_config(config)
@@ -305,27 +305,3 @@ def _run_pool(
 
 def exit_code(results: Sequence[JobResult]) -> int:
     return 1 if any(r.failed for r in results) else 0
-
-
-def summary_table(results: Sequence[JobResult]) -> str:
-    from journal_loader.cli.common import table
-
-    rows = []
-    for r in results:
-        stats = (r.report or {}).get("statistics") or {}
-        rows.append(
-            [
-                r.config.name,
-                r.outcome,
-                r.exit_code,
-                stats.get("total_processed", "-") if r.report else "-",
-                stats.get("failed", "-") if r.report else "-",
-                round(r.seconds, 1),
-                r.note[:80],
-            ]
-        )
-    text = table(["job", "outcome", "exit", "records", "failed", "seconds", "note"], rows)
-    failed = sum(r.failed for r in results)
-    locked = sum(r.exit_code == LOCKED for r in results)
-    ok = len(results) - failed - locked
-    return f"{text}\n{len(results)} jobs: {ok} ok, {failed} failed, {locked} skipped (locked)"

@@ -448,7 +448,7 @@ class BatchCommitter:
             # itself (an ambiguous match is a propose error, a bad value a validate one).
             where = error.stage if stage is Stage.PROPOSE else stage
             failed = self._failed(
-                rec, where, type(error).__name__, error.message, parsed, error.details
+                rec, where, error.error_type, error.message, parsed, error.details
             )
             self._conclude(rec, out, failed)
         elif isinstance(error, JournalLoaderError):

@@ -117,7 +117,7 @@ class RunReport(msgspec.Struct, kw_only=True):
     """What a run did; ``run()`` returns it and the CLI prints it."""
 
     # A RunStatus (always one once constructed). Typed str because code outside the runner
-    # builds failed reports from plain strings (journal_loader/ops/cli_hooks.py).
+    # builds failed reports from plain strings (journal_loader/ops/observer_options.py).
     status: str
     message: str = ""
     source_id: int | None = None

@@ -15,7 +15,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from journal_loader import __version__, projections
+from journal_loader import projections
 from journal_loader.abandon import supersede_partial
 from journal_loader.errors import JournalLoaderError
 from journal_loader.graph.target import GraphTarget
@@ -35,6 +35,7 @@ from journal_loader.sources.identity import SourceFile
 from journal_loader.sources.readers import RecordReader, ResumePoint, detect_format, open_reader
 from journal_loader.storage.base import SourceLock, Store, utcnow
 from journal_loader.storage.journal_store import journal_store
+from journal_loader.version import __version__
 
 log = logging.getLogger("journal_loader.runner")
 

@@ -2,6 +2,14 @@
 
 ``open_store(url)`` picks the backend from the URL's scheme and, by default, brings the
 schema up to date (migrations run on first use).
+
+Owns: the engine (``Store``/``Tx``, ``sqlite``, ``postgres``, ``migrate``, ``schema``,
+``sql``), the classification of driver errors (``errors``) and every SQL statement of
+journal-loader outside the graph backend: the domain repositories run it, taking and
+returning plain values (tuples, bytes, types defined here).
+
+May import: the base layer only (``errors``, ``secrets``, ``resources``...); never sources,
+config, the graph, the journal or anything above them (the layers: tests/test_layering.py).
 """
 
 from __future__ import annotations

@@ -1,17 +1,18 @@
-"""The operations options of ``journal-loader run``, added through ``run_cmd.RUN_OPTIONS``.
+"""The operations options of ``journal-loader run`` and the observers they build.
 
-Importing this module appends one (decorator, factory) pair; ``journal_loader.cli`` imports
-it (through ``cli/ops.py``) before it registers ``run``. The factory builds one
-``ObserverGroup``: logs first (so every later line carries the run's ids), then progress,
-metrics and hooks. Options override the config (``logging``, ``metrics``, ``hooks``
-sections); relative paths in the config are relative to the config file, on the command
-line to the current directory. Everything is released when the command's context closes.
+The CLI's ``run`` (cli/run_cmd.py) asks for them by name: ``options`` adds --quiet, --log-*,
+--metrics-*, --pushgateway and --on-* to the command, ``build_observers`` turns their values
+and the config into one ``ObserverGroup`` (logs first, so every later line carries the run's
+ids, then progress, metrics and hooks), and ``close_observers`` releases it when the command
+ends. Options override the config (``logging``, ``metrics``, ``hooks`` sections); relative
+paths in the config are relative to the config file, on the command line to the current
+directory. Nothing here knows the command line's own modules: ops never imports cli.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +31,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def options(fn: F) -> F:
+    """The command's options that choose its observers; their values go to
+    ``build_observers``."""
     decorators = [
         click.option(
             "--quiet",
@@ -85,8 +88,9 @@ def _config_path(config: Config, value: str | None) -> Path | None:
     return path if path.is_absolute() else config.base_dir / path
 
 
-def build_observers(config: Config, extra: dict[str, Any]) -> ObserverGroup:
-    ctx = click.get_current_context(silent=True)
+def build_observers(config: Config, extra: Mapping[str, Any], db: str | None) -> ObserverGroup:
+    """The run's observers from the config and the values of ``options`` (``db``: the
+    command's --db, for the metrics' DLQ probe). Close them with ``close_observers``."""
     quiet = bool(extra.get("quiet"))
     loader = config.loader.name
     lc = config.logging
@@ -117,7 +121,6 @@ def build_observers(config: Config, extra: dict[str, Any]) -> ObserverGroup:
         )
         pushgateway = extra.get("pushgateway") or mc.pushgateway
         if port is not None or textfile is not None or pushgateway:
-            db = ctx.params.get("db") if ctx is not None else None
             group.members.append(
                 MetricsObserver(
                     loader,
@@ -145,17 +148,15 @@ def build_observers(config: Config, extra: dict[str, Any]) -> ObserverGroup:
     except BaseException:
         group.close()
         raise
-    if ctx is not None:
-        ctx.call_on_close(lambda: _close(group, config))
     return group
 
 
-def _close(group: ObserverGroup, config: Config) -> None:
-    """At the command's end. A run that failed before the runner started (database down,
-    file missing, schema too new) never reached ``on_finish``: give the observers a failed
-    report now, so the failure hook still runs and the metrics still say so. The error is
-    still on its way out here (the context closes in its ``__exit__``), so observers see its
-    exit code."""
+def close_observers(group: ObserverGroup, config: Config) -> None:
+    """At the command's end: the CLI calls it when the command's context closes. A run that
+    failed before the runner started (database down, file missing, schema too new) never
+    reached ``on_finish``: give the observers a failed report now, so the failure hook still
+    runs and the metrics still say so. The error is still on its way out here (the context
+    closes in its ``__exit__``), so observers see its exit code."""
     error = sys.exc_info()[1]
     if not group.finished and isinstance(error, Exception) and not isinstance(error, Exit):
         from journal_loader.runner import RunReport
@@ -169,13 +170,3 @@ def _close(group: ObserverGroup, config: Config) -> None:
             )
         )
     group.close()
-
-
-def _install() -> None:
-    from journal_loader.cli import run_cmd
-
-    if not any(factory is build_observers for _d, factory in run_cmd.RUN_OPTIONS):
-        run_cmd.RUN_OPTIONS.append((options, build_observers))
-
-
-_install()
