@@ -12,6 +12,13 @@ How a batch is written (the reason this module is more than a few INSERTs):
   cache miss (one round trip), and buffers the inserts. ``flush`` writes them in bulk (COPY
   on PostgreSQL) before the journal's append. Ids are reserved up front (``Tx.reserve_ids``)
   so results can name them before the rows exist.
+* **A batch at once** (issue 11). The runner collects every record's facts first (the
+  loader's ``propose`` against ``graph/batch.py``'s collector), the batch's identities are
+  looked up in a few bulk queries (``prefetch_collected``, both backends), and
+  ``propose_collected`` resolves each record's facts in order with the code ``propose_fact``
+  runs, so a later fact sees what an earlier one created. Whatever the collector cannot stand
+  for is proposed again fact by fact in its place: the answers, the DLQ and the journal's
+  order are those of ``propose_fact`` (tests/test_graph_batch.py).
 * **Record-level atomicity without a savepoint per record.** Every change a record makes to
   the caches goes through an undo log, and its buffered rows are a tail of the buffers;
   ``abort_record`` rolls both back, so a failing record leaves no trace and the batch goes on.
