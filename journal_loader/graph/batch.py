@@ -3,11 +3,11 @@
 The runner runs the loader's ``propose`` for every record of a batch against a
 ``FactCollector`` first. The collector checks each fact as ``propose_fact`` would (arguments,
 types, names, numbers, dates: everything that does not depend on the graph), keeps it, and
-answers with a placeholder. The graph then looks the whole batch up at once
-(``Prefetcher.prefetch_collected``: a few queries, not one per cache miss) and resolves the
-records in their order (``EmbeddedGraph.propose_collected``): a record's later fact still
-sees what an earlier one created, and the answers are those ``propose_fact`` gives, from the
-same code.
+answers with a placeholder. The graph then looks the whole batch up at once on PostgreSQL
+(``Prefetcher.prefetch_collected``: a few queries, not a round trip per cache miss) and
+resolves the records in their order (``EmbeddedGraph.propose_collected``): a record's later
+fact still sees what an earlier one created, and the answers are those ``propose_fact``
+gives, from the same code.
 
 Nothing changes for a loader, because every case the collector cannot stand for goes the way
 it always went: the record is proposed again, alone and in its place, through ``propose_fact``

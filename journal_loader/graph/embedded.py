@@ -14,7 +14,8 @@ How a batch is written (the reason this module is more than a few INSERTs):
   so results can name them before the rows exist.
 * **A batch at once** (issue 11). The runner collects every record's facts first (the
   loader's ``propose`` against ``graph/batch.py``'s collector), the batch's identities are
-  looked up in a few bulk queries (``prefetch_collected``, both backends), and
+  looked up in a few bulk queries (``prefetch_collected``; PostgreSQL, where a lookup is a
+  round trip), and
   ``propose_collected`` resolves each record's facts in order with the code ``propose_fact``
   runs, so a later fact sees what an earlier one created. Whatever the collector cannot stand
   for is proposed again fact by fact in its place: the answers, the DLQ and the journal's

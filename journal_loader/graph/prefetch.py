@@ -92,7 +92,10 @@ class Prefetcher(GraphState):
 
     def prefetch_collected(self, tx: Tx, facts: list[CollectedFact]) -> None:
         """``prefetch`` for a batch's collected facts (journal_loader/graph/batch.py): their
-        names are normalised and checked already, and each identity is looked at once."""
+        names are normalised and checked already, and each identity is looked at once.
+        PostgreSQL only (``GraphStore.bulk_lookups``: on SQLite a lookup is in-process)."""
+        if not self._db.bulk_lookups:
+            return
         idents: dict[Identity, list[dict[str, Any]]] = {}
         rels = set()
         for f in facts:
@@ -129,9 +132,8 @@ class Prefetcher(GraphState):
         }
         if names or keys:
             self._prefetch_nodes(tx, names, keys)
-        locks = self._db.concurrent_writers
         # phase 1: lock what may be created, then look it up again
-        new_names, new_keys = self._unresolved(idents) if locks else (set(), set())
+        new_names, new_keys = self._unresolved(idents)
         if new_names or new_keys:
             tx.advisory_xact_lock(
                 "graph-entities",
@@ -156,8 +158,6 @@ class Prefetcher(GraphState):
                 pairs.add((s_id, t_id))
         if pairs:
             self._prefetch_relationships(tx, pairs)
-        if not locks:
-            return  # SQLite: one writer at a time (BEGIN IMMEDIATE), nobody to wait for
         # phase 2: lock what the batch would add to existing nodes, then look it up again
         new_rels: set[tuple[int, str, int]] = set()
         for s_ident, rel, t_ident in rels:
