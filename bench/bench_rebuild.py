@@ -402,9 +402,9 @@ def bench(store: Store, label: str, events: int, target: float, indexes: list[st
     assert result.ok, result.breaks[:3]
     with open(os.devnull, "wb") as sink:
         timed("export --format jsonl > /dev/null", lambda: export_events(store, sink))
-    from journal_loader.audit.base import queries
+    from journal_loader.storage.audit_reader import audit_queries
 
-    q = queries(store.dialect)["lineage"]
+    q = audit_queries(store.dialect)["lineage"]
     for what, kind, subject in (
         ("lineage relationship (1 assertion)", "relationship", 4242),
         ("lineage node (hot city)", "node", 7),
@@ -475,7 +475,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.projections_dir:
         proposed = Path(args.projections_dir).resolve()
-        projections.projections_dir = lambda: proposed  # type: ignore[assignment]
+        from journal_loader.storage import projection_store
+
+        projection_store.projections_dir = lambda: proposed  # type: ignore[assignment]
         print(f"projections' SQL from {proposed}")
 
     if args.backend in ("sqlite", "both"):

@@ -29,6 +29,7 @@ from journal_loader.journal import queries
 from journal_loader.journal.events import SourceAbandoned
 from journal_loader.journal.writer import JournalWriter, PendingEvent
 from journal_loader.storage.base import Store, utcnow
+from journal_loader.storage.journal_store import journal_store, source_lock_name
 
 # statuses a source can be retired from: a load that did not finish
 RETIRABLE = ("registered", "processing", "partial", "failed")
@@ -57,13 +58,12 @@ def abandon(
     lease generation, so a run that was merely frozen can never append after this."""
     if not reason.strip():
         raise AbandonError("abandoning a source needs a reason saying why (--reason)")
+    journal = journal_store(store)
     with store.transaction() as tx:
-        row = tx.fetchone(
-            queries.queries(tx.store.dialect)["source_for_abandon"], {"source_id": source_id}
-        )
+        row = journal.source_for_abandon(tx, source_id)
     if row is None:
         raise AbandonError(f"no source {source_id} (see `journal-loader status`)")
-    source_type, file_hash, file_name, status, _ = row
+    file_name, status = row.file_name, row.status
     if status == "abandoned":
         return Abandoned(source_id, file_name, status, 0, already=True)
     if status not in RETIRABLE:
@@ -73,25 +73,16 @@ def abandon(
         )
     run_id = f"abandon-{os.getpid()}-{utcnow():%Y%m%dT%H%M%S}"[:36]
     holder = {"run_id": run_id, "pid": os.getpid(), "hostname": socket.gethostname()}
-    with store.lock_source(f"{source_type}:{file_hash}", holder), store.transaction() as tx:
-        q = queries.queries(tx.store.dialect)
-        now_row = tx.fetchone(q["source_for_abandon"], {"source_id": source_id})
-        if now_row[3] not in RETIRABLE:  # retired (or completed) meanwhile by another run
-            return Abandoned(source_id, file_name, status, 0, already=True)
-        head = tx.fetchone(q["event_at"], {"position": int(now_row[4])})
+    lock_name = source_lock_name(row.source_type, row.file_hash)
+    with store.lock_source(lock_name, holder), store.transaction() as tx:
+        now_row = journal.source_for_abandon(tx, source_id)
+        if now_row is None or now_row.status not in RETIRABLE:
+            return Abandoned(source_id, file_name, status, 0, already=True)  # retired meanwhile
+        head = journal.chain_head(tx, source_id)
         resume = queries.checkpoint(tx, source_id)
         now = utcnow()
-        tx.fetchone(
-            q["acquire_lease"],
-            {
-                "source_id": source_id,
-                "run_id": run_id,
-                "hostname": socket.gethostname()[:255],
-                "pid": os.getpid(),
-                "now": tx.timestamp(now),
-            },
-        )
-        writer = JournalWriter(source_id, run_id, bytes(head[9]))
+        journal.acquire_lease(tx, source_id, run_id, socket.gethostname(), os.getpid(), now)
+        writer = JournalWriter(source_id, run_id, head)
         event = SourceAbandoned(
             reason=reason, superseded_by=superseded_by, next_offset=resume.offset
         )
@@ -107,22 +98,20 @@ def supersede_partial(
     """Retire the partial sources of this type and file name with other content, whose runs
     are dead. Returns (what was retired, notes on what was left because a run holds it)."""
     with store.transaction() as tx:
-        rows = tx.fetchall(
-            queries.queries(tx.store.dialect)["partial_predecessors"],
-            {
-                "source_type": source_type,
-                "file_name": file_name,
-                "file_hash": file_hash,
-                "source_id": source_id,
-            },
+        olds = journal_store(store).partial_predecessors(
+            tx,
+            source_type=source_type,
+            file_name=file_name,
+            file_hash=file_hash,
+            source_id=source_id,
         )
     done, notes = [], []
-    for (old,) in rows:
+    for old in olds:
         try:
             done.append(
                 abandon(
                     store,
-                    int(old),
+                    old,
                     f"superseded by source {source_id}: {file_name} now has other content "
                     f"(sha256 {file_hash[:12]})",
                     superseded_by=source_id,

@@ -23,10 +23,10 @@ import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import msgspec
-from sqlalchemy import Row, and_, select
 
 from journal_loader import projections
 from journal_loader.errors import JournalLoaderError, SkipRecord, UnknownIdError, error_type_of
@@ -36,9 +36,10 @@ from journal_loader.journal.events import RecordResolved, RunStarted, decode
 from journal_loader.journal.writer import JournalWriter, PendingEvent
 from journal_loader.loader import Loader
 from journal_loader.runner import RecordOutcome, RunOptions, retry_records
-from journal_loader.sources.readers import RawRecord, ResumePoint, open_reader
+from journal_loader.sources.readers import RawRecord, ReaderOptions, ResumePoint, open_reader
 from journal_loader.storage.base import Store, utcnow
-from journal_loader.storage.schema import failed_records, journal, sources
+from journal_loader.storage.journal_store import journal_store, source_lock_name
+from journal_loader.storage.ops_store import ops_store
 
 
 class DlqError(JournalLoaderError):
@@ -57,50 +58,13 @@ def list_entries(
     error_type: str | None = None,
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    f = failed_records
-    query = (
-        select(
-            f.c.id,
-            f.c.source_id,
-            sources.c.source_type,
-            sources.c.file_name,
-            f.c.record_offset,
-            f.c.line_number,
-            f.c.stage,
-            f.c.error_type,
-            f.c.error_message,
-            f.c.attempts,
-            f.c.first_failed_at,
-            f.c.last_failed_at,
-        )
-        .join(sources, sources.c.source_id == f.c.source_id)
-        .order_by(f.c.source_id, f.c.record_offset)
+    return ops_store(store).dlq_entries(
+        source_id=source_id, stage=stage, error_type=error_type, limit=limit
     )
-    if source_id is not None:
-        query = query.where(f.c.source_id == source_id)
-    if stage is not None:
-        query = query.where(f.c.stage == stage)
-    if error_type is not None:
-        query = query.where(f.c.error_type == error_type)
-    if limit is not None:
-        query = query.limit(limit)
-    with store.read() as conn:
-        return [dict(r) for r in conn.execute(query).mappings()]
 
 
-def _entry(store: Store, entry_id: int) -> Row[Any]:
-    with store.read() as conn:
-        row = conn.execute(
-            select(
-                failed_records,
-                sources.c.source_type,
-                sources.c.file_name,
-                sources.c.file_hash,
-                sources.c.source_version,
-            )
-            .join(sources, sources.c.source_id == failed_records.c.source_id)
-            .where(failed_records.c.id == entry_id)
-        ).first()
+def _entry(store: Store, entry_id: int) -> dict[str, Any]:
+    row = ops_store(store).dlq_entry(entry_id)
     if row is None:
         raise UnknownEntryError(f"no DLQ entry {entry_id} (see `journal-loader dlq list`)")
     return row
@@ -108,7 +72,7 @@ def _entry(store: Store, entry_id: int) -> Row[Any]:
 
 def show_entry(store: Store, entry_id: int) -> dict[str, Any]:
     """The entry, its raw input and parsed record, and every event of that record."""
-    row = _entry(store, entry_id)._mapping
+    row = _entry(store, entry_id)
     with store.transaction() as tx:
         events = queries.record_events(tx, row["source_id"], row["record_offset"])
         tx.conn.rollback()
@@ -145,19 +109,13 @@ def resolve(store: Store, entry_id: int, note: str, resolved_by: str | None = No
     DLQ. Returns the journal position of the RecordResolved event."""
     if not note.strip():
         raise DlqError("a resolution needs a note saying why (--note)")
-    row = _entry(store, entry_id)._mapping
+    row = _entry(store, entry_id)
     who = resolved_by or _whoami()
     run_id = f"resolve-{os.getpid()}-{utcnow():%Y%m%dT%H%M%S}"[:36]
-    lock_name = f"{row['source_type']}:{row['file_hash']}"
+    lock_name = source_lock_name(row["source_type"], row["file_hash"])
     with store.lock_source(lock_name, {"run_id": run_id}), store.transaction() as tx:
-        last = tx.fetchone(
-            "SELECT last_position FROM sources WHERE source_id = :s",
-            {"s": row["source_id"]},
-        )
-        head = tx.fetchone(
-            queries.queries(tx.store.dialect)["event_at"], {"position": int(last[0])}
-        )
-        writer = JournalWriter(row["source_id"], run_id, bytes(head[9]))
+        head = journal_store(store).chain_head(tx, row["source_id"])
+        writer = JournalWriter(row["source_id"], run_id, head)
         rows = writer.append(
             tx,
             [
@@ -173,12 +131,19 @@ def resolve(store: Store, entry_id: int, note: str, resolved_by: str | None = No
     return rows[0].position
 
 
+class RetryDecision(StrEnum):
+    """A DLQ entry's outcome when it was not retried (``RetryOutcome.outcome``)."""
+
+    WOULD_RETRY = "would retry"  # --dry-run
+    NOT_RETRIED = "not retried"  # it failed in an earlier load: the current one reads it
+
+
 @dataclass(slots=True)
 class RetryOutcome:
     entry_id: int
     source_id: int
     record_offset: int
-    outcome: str  # succeeded | failed | skipped | would retry | not retried
+    outcome: RecordOutcome | RetryDecision  # succeeded, failed, skipped; or not tried
     message: str = ""
 
 
@@ -202,14 +167,7 @@ def retry(
     options: RunOptions | None = None,
 ) -> RetryReport:
     """Retry DLQ entries (all, a source's, or the given ids); see the module docstring."""
-    f = failed_records
-    query = select(f).order_by(f.c.source_id, f.c.record_offset)
-    if entry_ids:
-        query = query.where(f.c.id.in_(list(entry_ids)))
-    if source_id is not None:
-        query = query.where(f.c.source_id == source_id)
-    with store.read() as conn:
-        entries = [dict(r) for r in conn.execute(query).mappings()]
+    entries = ops_store(store).dlq_entries_to_retry(entry_ids=entry_ids, source_id=source_id)
     missing = set(entry_ids) - {e["id"] for e in entries}
     if missing:
         raise UnknownEntryError(
@@ -235,10 +193,7 @@ def _retry_source(
     options: RunOptions,
     report: RetryReport,
 ) -> None:
-    with store.read() as conn:
-        src = conn.execute(select(sources).where(sources.c.source_id == source_id)).mappings().one()
-        load_start, _ = _last_source_event(conn, source_id, "LoadStarted")
-        _, started = _last_source_event(conn, source_id, "RunStarted")
+    src, load_start, started = ops_store(store).retry_source(source_id)
     run_started = decode(started)
     assert isinstance(run_started, RunStarted)
     current = []
@@ -249,7 +204,7 @@ def _retry_source(
                     e["id"],
                     source_id,
                     e["record_offset"],
-                    "not retried",
+                    RetryDecision.NOT_RETRIED,
                     "failed in an earlier load of this source; the current load (--force) "
                     "reads it again",
                 )
@@ -264,7 +219,11 @@ def _retry_source(
         for e, rec in zip(current, records, strict=True):
             report.outcomes.append(
                 RetryOutcome(
-                    e["id"], source_id, e["record_offset"], "would retry", _dry(loader, rec)
+                    e["id"],
+                    source_id,
+                    e["record_offset"],
+                    RetryDecision.WOULD_RETRY,
+                    _dry(loader, rec),
                 )
             )
         return
@@ -289,33 +248,10 @@ def _retry_source(
         )
 
 
-def _last_source_event(conn: Any, source_id: int, event_type: str) -> tuple[int, str]:
-    """(position, payload) of the source's last source-level event of that type."""
-    row = conn.execute(
-        select(journal.c.position, journal.c.payload)
-        .where(
-            and_(
-                journal.c.source_id == source_id,
-                journal.c.record_offset.is_(None),
-                journal.c.event_type == event_type,
-            )
-        )
-        .order_by(journal.c.position.desc())
-        .limit(1)
-    ).one()
-    return int(row[0]), str(row[1])
-
-
 def _reparser(run_started: RunStarted) -> Any:
-    opts = run_started.reader
     reader = open_reader(
         "<journal>",
-        format=opts.get("format"),
-        encoding=opts.get("encoding", "utf-8"),
-        delimiter=opts.get("delimiter"),
-        quotechar=opts.get("quotechar", '"'),
-        field_size_limit=opts.get("field_size_limit", 1_048_576),
-        max_record_bytes=opts.get("max_record_bytes", 8_388_608),
+        ReaderOptions.from_journal(run_started.reader),
         fileobj=io.BytesIO(run_started.header_raw or b""),
     )
 
@@ -355,23 +291,17 @@ def _dry(loader: Loader, rec: RawRecord) -> str:
     return ("validate still fails: " + "; ".join(problems)) if problems else "parses and validates"
 
 
-def _outcomes(store: Store, source_id: int, run_id: str) -> dict[int, tuple[str, str]]:
-    names = {"ProposeSucceeded": "succeeded", "RecordFailed": "failed", "RecordSkipped": "skipped"}
-    with store.read() as conn:
-        rows = conn.execute(
-            select(journal.c.record_offset, journal.c.event_type, journal.c.payload).where(
-                and_(
-                    journal.c.source_id == source_id,
-                    journal.c.run_id == run_id,
-                    journal.c.event_type.in_(list(names)),
-                )
-            )
-        ).all()
+def _outcomes(store: Store, source_id: int, run_id: str) -> dict[int, tuple[RecordOutcome, str]]:
+    names = {
+        "ProposeSucceeded": RecordOutcome.IMPORTED,
+        "RecordFailed": RecordOutcome.FAILED,
+        "RecordSkipped": RecordOutcome.SKIPPED,
+    }
     out = {}
-    for offset, event_type, payload in rows:
+    for offset, event_type, payload in ops_store(store).run_outcomes(source_id, run_id):
         ev = decode(payload)
         message = getattr(ev, "message", "") or getattr(ev, "reason", "")
-        out[int(offset)] = (names[event_type], message)
+        out[offset] = (names[event_type], message)
     return out
 
 

@@ -42,7 +42,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
@@ -189,11 +189,16 @@ def parse_facts_section(raw: Any) -> FactsSection:
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}!]+)(![rs])?\}|[{}]")
 
 
+class _Placeholder(NamedTuple):
+    name: str
+    as_repr: bool  # {name!r}
+
+
 class _Template:
     """``"{a}, {b}"`` with names only: ``{{``/``}}`` are braces; ``{name!r}`` its repr."""
 
     def __init__(self, text: str, where: str) -> None:
-        self.parts: list[str | tuple[str, bool]] = []
+        self.parts: list[str | _Placeholder] = []
         last = 0
         for m in _PLACEHOLDER.finditer(text):
             self.parts.append(text[last : m.start()])
@@ -203,13 +208,13 @@ class _Template:
             elif m.group(1) is None:
                 raise ConfigError(f"{where}: unbalanced brace in {text!r} (write {{{{ or }}}})")
             else:
-                self.parts.append((m.group(1).strip(), m.group(2) == "!r"))
+                self.parts.append(_Placeholder(m.group(1).strip(), m.group(2) == "!r"))
             last = m.end()
         self.parts.append(text[last:])
 
     @property
     def names(self) -> list[str]:
-        return [p[0] for p in self.parts if isinstance(p, tuple)]
+        return [p.name for p in self.parts if isinstance(p, _Placeholder)]
 
     def render(self, lookup: Callable[[str], Any]) -> str:
         out = []
@@ -217,8 +222,8 @@ class _Template:
             if isinstance(p, str):
                 out.append(p)
             else:
-                v = lookup(p[0])
-                out.append(repr(v) if p[1] else _as_str(v))
+                v = lookup(p.name)
+                out.append(repr(v) if p.as_repr else _as_str(v))
         return "".join(out)
 
 

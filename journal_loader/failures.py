@@ -26,10 +26,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import msgspec
-from sqlalchemy import select
 
 from journal_loader.storage.base import Store
-from journal_loader.storage.schema import failed_records, journal
+from journal_loader.storage.ops_store import ops_store
 
 _NAME_WORDS = r"(?:field|column|key|attribute)s?"
 # A quoted name (kept), a quoted value (folded), or a number (folded), in one scan.
@@ -53,8 +52,8 @@ def normalise(message: str) -> str:
             return "'…'"
         return "<n>"
 
-    text = " ".join(str(message).split())
-    folded = _TOKEN.sub(fold, text)
+    collapsed = " ".join(str(message).split())
+    folded = _TOKEN.sub(fold, collapsed)
     return folded if len(folded) <= MAX_PATTERN_CHARS else folded[: MAX_PATTERN_CHARS - 1] + "…"
 
 
@@ -82,30 +81,7 @@ def summarise(
 ) -> list[FailureGroup]:
     """The DLQ's entries grouped, largest group first. ``source_id``: one source's entries;
     ``run_id``: only the entries whose latest failure is that run's (a run's own failures)."""
-    f = failed_records
-    query = (
-        select(
-            f.c.id,
-            f.c.source_id,
-            f.c.record_offset,
-            f.c.line_number,
-            f.c.stage,
-            f.c.error_type,
-            f.c.error_message,
-            f.c.first_failed_at,
-            f.c.last_failed_at,
-            f.c.run_id,
-            journal.c.run_id,
-        )
-        .outerjoin(journal, journal.c.position == f.c.id)
-        .order_by(f.c.source_id, f.c.record_offset)
-    )
-    if source_id is not None:
-        query = query.where(f.c.source_id == source_id)
-    if run_id is not None:
-        query = query.where(f.c.run_id == run_id)
-    with store.read() as conn:
-        return group(conn.execute(query.execution_options(yield_per=5000)))
+    return group(ops_store(store).failure_rows(source_id=source_id, run_id=run_id))
 
 
 def group(rows: Iterable[Any]) -> list[FailureGroup]:

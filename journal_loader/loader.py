@@ -31,6 +31,7 @@ import sys
 from collections.abc import Mapping
 from functools import cached_property, lru_cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any, ClassVar, NoReturn
 
 from journal_loader.config import Config, ValidationSection, date_format
@@ -178,7 +179,7 @@ def load_loader_class(spec: str, base_dir: Path) -> type[Loader]:
     return cls
 
 
-def _loader_classes(module: Any) -> list[str]:
+def _loader_classes(module: ModuleType) -> list[str]:
     """The Loader subclasses a module defines (not those it imports)."""
     return sorted(
         name

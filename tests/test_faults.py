@@ -385,6 +385,7 @@ def test_sqlite_disk_full_fails_clearly_and_keeps_the_checkpoint(
     def tiny_disk(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.execute(f"PRAGMA max_page_count = {pages + 2}")
 
+    store.engine.dispose()  # the store keeps its connection open: the next one gets the limit
     report = run(PairLoader, data, db=sqlite_url, batch_size=BATCH, store=store)
     assert report.status == "failed"
     assert "full" in report.message.lower()

@@ -235,11 +235,6 @@ def test_the_facade_docstring_lists_the_layers_in_this_order() -> None:
         assert top_of_lower < bottom_of_higher, (lower[0], higher[0])
 
 
-# Left for the helpers who own these files (issue 10, round 1); remove the mark once the
-# merged tree passes:
-#   journal_loader/journal/writer.py:19 -> journal_loader.projections  (JournalRow moves into
-#   journal/, arch-storage)
-@pytest.mark.xfail(strict=False, reason="journal/writer.py imports projections (arch-storage)")
 def test_the_package_keeps_its_layers() -> None:
     assert check(SOURCE.parent) == []
 

@@ -1,4 +1,5 @@
-"""One contract, two backends: what the runner relies on from a Store."""
+"""One contract, two backends: what the runner relies on from a Store, and what the layers
+above rely on from the domain repositories (storage/*_store.py, storage/audit_reader.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text
@@ -304,3 +306,168 @@ def test_journal_store_reads_what_a_run_wrote(db_url: str, tmp_path: Path) -> No
             assert journal.check_lease(tx, source_id, second, now)
     finally:
         store.dispose()
+
+
+# --- the domain repositories: what the layers above rely on, on both backends ----------------
+
+
+def _journal(
+    store: Store, source_id: int, run_id: str, events: list[tuple[int | None, Any]]
+) -> None:
+    """Append events to a source's chain in one transaction, the projections applied."""
+    from journal_loader import projections
+    from journal_loader.storage.journal_store import journal_store
+
+    with store.transaction() as tx:
+        head = journal_store(store).chain_head(tx, source_id)
+        writer = JournalWriter(source_id, run_id, head)
+        rows = writer.append(tx, [PendingEvent.of(o, e) for o, e in events])
+        projections.apply(tx, rows)
+
+
+def _registered(source_id: int) -> Any:
+    from journal_loader.journal.events import SourceRegistered
+
+    return SourceRegistered(
+        source_type="pairs",
+        source_name="pairs",
+        version_label="v1",
+        file_name=f"f{source_id}.csv",
+        file_path=f"/data/f{source_id}.csv",
+        file_hash=f"{source_id:064x}",
+        file_size=10,
+        file_mtime="2026-01-01T00:00:00Z",
+        update_frequency="daily",
+        format="csv",
+    )
+
+
+def test_json_text_reads_a_payload_field_in_each_dialect(store: Store) -> None:
+    """One text for both dialects: JSON_TEXT(alias.payload, 'field') becomes the backend's JSON
+    accessor when queries are loaded, and reads the field's text."""
+    from journal_loader.storage.sql import render_dialect
+
+    _append(store, 2)
+    sql = render_dialect(
+        "SELECT JSON_TEXT(j.payload, 'reason'), JSON_TEXT(j.payload, 'missing') "
+        "FROM journal j ORDER BY j.position",
+        store.dialect,
+    )
+    assert "JSON_TEXT" not in sql
+    with store.read() as conn:
+        assert [tuple(r) for r in conn.execute(text(sql))] == [("first", None), ("first", None)]
+    with pytest.raises(ValueError, match="JSON_TEXT"):
+        render_dialect("SELECT JSON_TEXT(payload -> 'x', 'y')", store.dialect)
+
+
+def test_audit_reader_streams_bounded_batches_in_position_order(store: Store) -> None:
+    from journal_loader.journal.events import LoadStarted
+    from journal_loader.storage.audit_reader import EVENT_COLUMNS, audit_reader
+
+    reader = audit_reader(store)
+    assert reader.last_position() == 0 and not reader.source_exists(1)
+    _journal(store, 1, "run-a", [(None, _registered(1)), (None, LoadStarted(reason="first"))])
+    _journal(store, 2, "run-b", [(None, _registered(2)), (None, LoadStarted(reason="first"))])
+    _journal(store, 1, "run-a", [(None, LoadStarted(reason="force"))])
+    last = reader.last_position()
+    assert last == 5 and reader.source_exists(2) and not reader.source_exists(3)
+    assert reader.claimed_heads() == {1: 5, 2: 4} and reader.claimed_heads(2) == {2: 4}
+
+    batches = list(reader.event_batches(last=last, batch=2))
+    assert [len(b) for b in batches] == [2, 2, 1]
+    rows = [r for b in batches for r in b]
+    assert len(rows[0]) == len(EVENT_COLUMNS)
+    assert [(r[0], r[1], r[3]) for r in rows] == [
+        (1, 1, "SourceRegistered"),
+        (2, 1, "LoadStarted"),
+        (3, 2, "SourceRegistered"),
+        (4, 2, "LoadStarted"),
+        (5, 1, "LoadStarted"),
+    ]
+    one = [r[0] for b in reader.event_batches(last=last, source_id=1, from_position=2) for r in b]
+    assert one == [2, 5]
+    bounded = [r[0] for b in reader.event_batches(last=3) for r in b]
+    assert bounded == [1, 2, 3]  # what was committed when the walk began, nothing after
+
+
+def test_audit_reader_answers_naming_takes_an_id_literally(store: Store) -> None:
+    """The candidates of a deployment id's lineage: LIKE wildcards in the id are literal."""
+    from journal_loader.graph.protocol import Action, ProposeResult
+    from journal_loader.journal.events import ProposeSucceeded
+    from journal_loader.storage.audit_reader import audit_reader
+
+    def answer(entity: str | int) -> ProposeSucceeded:
+        action = Action(action="entity_created", role="source", entity_id=entity)
+        return ProposeSucceeded(results=[ProposeResult(status="success", actions=[action])])
+
+    _journal(
+        store,
+        1,
+        "run-a",
+        [(None, _registered(1)), (0, answer("ab_1")), (1, answer("abx1")), (2, answer(4242))],
+    )
+    reader = audit_reader(store)
+    found = reader.answers_naming("ab_1")
+    assert [(a.record_offset, a.file_name, a.run_id) for a in found] == [(0, "f1.csv", "run-a")]
+    assert [a.record_offset for a in reader.answers_naming("ab%")] == []
+    assert [a.record_offset for a in reader.answers_naming(4242)] == [2]
+
+
+def test_ops_store_reads_a_sources_runs_and_outcomes(store: Store) -> None:
+    from journal_loader.journal.events import (
+        LoadStarted,
+        ProposeSucceeded,
+        RecordFailed,
+        RecordSkipped,
+        RunFinished,
+        RunStarted,
+    )
+    from journal_loader.storage.ops_store import ops_store
+    from journal_loader.storage.queue_store import queue_store
+
+    _journal(
+        store,
+        1,
+        "run-a",
+        [
+            (None, _registered(1)),
+            (None, LoadStarted(reason="first")),
+            (None, RunStarted(loader="pairs", mode="new")),
+            (0, RecordFailed(stage="parse", error_type="ValueError", message="bad 1")),
+            (1, RecordFailed(stage="parse", error_type="ValueError", message="bad 2")),
+            (None, RunFinished(status="partial")),
+        ],
+    )
+    _journal(
+        store,
+        1,
+        "run-b",
+        [
+            (None, RunStarted(loader="pairs", mode="resume", resume_offset=2)),
+            (0, ProposeSucceeded(results=[], retry_of=4)),
+            (1, RecordSkipped(reason="empty", retry_of=5)),
+            (None, RunFinished(status="completed", records_in_file=2)),
+        ],
+    )
+    ops = ops_store(store)
+    outcomes = ops.run_outcomes(1, "run-b")
+    assert sorted((o, kind) for o, kind, _ in outcomes) == [
+        (0, "ProposeSucceeded"),
+        (1, "RecordSkipped"),
+    ]
+    assert sorted((o, kind) for o, kind, _ in ops.run_outcomes(1, "run-a")) == [
+        (0, "RecordFailed"),
+        (1, "RecordFailed"),
+    ]
+    finished = sorted(ops.run_finished_events(1))
+    assert [run for run, _ in finished] == ["run-a", "run-b"]
+    assert '"status":"partial"' in finished[0][1]
+    retry = ops.retry_source(1)
+    assert retry.load_started == 2 and '"mode":"resume"' in retry.run_started
+    assert retry.source["file_name"] == "f1.csv"
+    row = ops.source_row(1)
+    assert row is not None and row["status"] == "completed" and row["records_skipped"] == 1
+    assert ops.source_row(2) is None
+    assert ops.dlq_depth("pairs") == 0 and ops.dlq_entries() == []
+    assert [r["source_id"] for r in ops.source_status()] == [1]
+    assert (queue_store(store) is None) == (not store.is_server)

@@ -1,9 +1,9 @@
 """The projections as they stood at a past moment, computed from the journal alone.
 
-``projections_at(store, cut)`` runs the projections' own set-based rebuild
-(``projections.rebuild_sql``) over the journal cut at ``cut`` into temporary tables, in one
-read transaction that is rolled back afterwards: the live tables are never read nor written,
-and no write lock is taken (a load can run meanwhile). On top of it:
+``projections_at(store, cut)`` runs the projections' own set-based rebuild over the journal
+cut at ``cut`` into temporary tables, in one read transaction that is rolled back afterwards
+(``storage/audit_reader.py``): the live tables are never read nor written, and no write lock
+is taken (a load can run meanwhile). On top of it:
 
 * ``status_as_of(store, cut)``: what ``journal-loader status`` would have printed then;
 * ``replay(store, cut, into_url)``: the projections as of ``cut`` written into another
@@ -19,84 +19,42 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, column, delete, insert, select, text
-from sqlalchemy import func as sa_func
-
-from journal_loader.audit.base import AuditError, queries, utc
+from journal_loader.audit.base import AuditError
 from journal_loader.audit.cut import Cut
-from journal_loader.projections import PROJECTIONS, rebuild_sql
 from journal_loader.secrets import mask_url
-from journal_loader.storage import Store, open_store, schema
+from journal_loader.storage import Store, open_store
+from journal_loader.storage.audit_reader import AsOfTables, audit_reader
+from journal_loader.storage.projection_store import PROJECTIONS, projection_store
 
-INSERT_ROWS = 5_000
-CUT_VIEW = "jl_cut_journal"  # a temporary view: the journal as of the cut
 DEFAULT_STALL_SECONDS = 3600.0
-
-
-def _table(name: str) -> Table:
-    return schema.metadata.tables[name]
 
 
 @dataclass(slots=True)
 class AsOf:
     """The projections as of a cut, in temporary tables of an open read transaction."""
 
-    conn: Connection
+    snapshot: AsOfTables
     cut: Cut
     position: int | None  # the last event at or before the cut (None: the journal was empty)
     time: dt.datetime | None  # its recorded_at, or the cut's time
-    tables: dict[str, str] = field(default_factory=dict)
 
     def rows(self, name: str) -> Iterator[dict[str, Any]]:
         """The rows of projection ``name`` (typed like the live table's), in key order."""
-        live = _table(name)
-        key = ", ".join(c.name for c in live.primary_key.columns)
-        names = ", ".join(c.name for c in live.columns)
-        query = text(f"SELECT {names} FROM {self.tables[name]} ORDER BY {key}")  # noqa: S608
-        typed = query.columns(*[column(c.name, c.type) for c in live.columns])
-        result = self.conn.execute(typed).mappings()
-        while True:
-            chunk = result.fetchmany(INSERT_ROWS)
-            if not chunk:
-                return
-            for r in chunk:
-                yield {k: (utc(v) if isinstance(v, dt.datetime) else v) for k, v in r.items()}
+        return self.snapshot.rows(name)
 
 
 @contextlib.contextmanager
 def projections_at(store: Store, cut: Cut) -> Iterator[AsOf]:
     """Rebuild every projection as of ``cut`` into temporary tables; yield them; roll back.
 
-    The journal as of the cut is a temporary view (``Cut.select_sql``); the temporary view and
-    tables live in this read transaction only."""
-    with store.read() as conn:
-        if store.dialect == "postgresql":
-            # Both rebuilds (and the bounds) read one snapshot.
-            conn.execution_options(isolation_level="REPEATABLE READ")
-        conn.execute(text(f"CREATE TEMPORARY VIEW {CUT_VIEW} AS {cut.select_sql(store.dialect)}"))
-        bounds = conn.execute(
-            text(queries(store.dialect)["cut_bounds"].replace("{journal}", CUT_VIEW)).columns(
-                column("position", schema.journal.c.position.type),
-                column("recorded_at", schema.journal.c.recorded_at.type),
-            )
-        ).first()
-        position = None if bounds is None else int(bounds[0])
-        time = cut.time if cut.time is not None else (None if bounds is None else utc(bounds[1]))
-        asof = AsOf(conn, cut, position, time)
-        for name in PROJECTIONS:
-            target = f"jl_asof_{name}"
-            conn.execute(
-                text(f"CREATE TEMPORARY TABLE {target} AS SELECT * FROM {name} WHERE 1 = 0")  # noqa: S608 - fixed names
-            )
-            conn.execute(text(rebuild_sql(name, store.dialect, target, journal=CUT_VIEW)))
-            asof.tables[name] = target
-        try:
-            yield asof
-        finally:
-            conn.rollback()  # the temporary tables go with it
+    The journal as of the cut is a temporary view; the temporary view and tables live in this
+    read transaction only."""
+    with audit_reader(store).projections_at(position=cut.position, time=cut.time) as tables:
+        time = cut.time if cut.time is not None else tables.recorded_at
+        yield AsOf(tables, cut, tables.position, time)
 
 
 # --- status --as-of -----------------------------------------------------------------------
@@ -121,7 +79,7 @@ def status_as_of(store: Store, cut: Cut) -> list[dict[str, Any]]:
 def status_at(store: Store, cut: Cut) -> StatusAsOf:
     """``status_as_of``, with where the cut fell (the last event at or before it)."""
     with projections_at(store, cut) as asof:
-        threshold = _stall_threshold(asof.conn, store.dialect)
+        threshold = _stall_threshold(asof.snapshot.stall_threshold())
         depth: dict[int, int] = {}
         for r in asof.rows("failed_records"):
             depth[r["source_id"]] = depth.get(r["source_id"], 0) + 1
@@ -158,8 +116,7 @@ def status_at(store: Store, cut: Cut) -> StatusAsOf:
         return StatusAsOf(cut, asof.position, asof.time, out)
 
 
-def _stall_threshold(conn: Connection, dialect: str) -> float:
-    value = conn.execute(text(queries(dialect)["status_settings"])).scalar()
+def _stall_threshold(value: str | None) -> float:
     try:
         return DEFAULT_STALL_SECONDS if value is None else float(value)
     except ValueError:
@@ -196,20 +153,13 @@ def replay(store: Store, cut: Cut, into_url: str) -> ReplayReport:
         raise AuditError("replay --into must name another database (or schema), not this one")
     target = open_store(into_url)
     try:
-        with target.read() as tconn:
-            events = tconn.execute(select(sa_func.count()).select_from(schema.journal)).scalar()
+        events = audit_reader(target).event_count()
         if events:
             raise AuditError(
                 f"{target.display_url} has a journal of its own ({events} events): replay "
                 "writes into an empty journal-loader database (or schema) only"
             )
-        counts: dict[str, int] = {}
         with projections_at(store, cut) as asof, target.transaction() as ttx:
-            for name in reversed(PROJECTIONS):
-                ttx.conn.execute(delete(_table(name)))
-            for name in PROJECTIONS:
-                counts[name] = _copy(asof.rows(name), ttx.conn, _table(name))
-            settings = _table("loader_settings")
             notes = {
                 "replay.cut": cut.describe(),
                 "replay.position": "" if asof.position is None else str(asof.position),
@@ -217,8 +167,8 @@ def replay(store: Store, cut: Cut, into_url: str) -> ReplayReport:
                 "replay.from": mask_url(store.url),
                 "replay.at": dt.datetime.now(dt.UTC).isoformat(),
             }
-            ttx.conn.execute(delete(settings).where(settings.c.name.in_(list(notes))))
-            ttx.conn.execute(insert(settings), [{"name": k, "value": v} for k, v in notes.items()])
+            rows = {name: asof.rows(name) for name in PROJECTIONS}
+            counts = projection_store(target).replace_all(ttx, rows, notes)
             report = ReplayReport(
                 cut=cut.describe(),
                 position=asof.position,
@@ -229,18 +179,3 @@ def replay(store: Store, cut: Cut, into_url: str) -> ReplayReport:
         return report
     finally:
         target.dispose()
-
-
-def _copy(rows: Iterator[dict[str, Any]], conn: Connection, table: Table) -> int:
-    n = 0
-    chunk: list[dict[str, Any]] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) >= INSERT_ROWS:
-            conn.execute(insert(table), chunk)
-            n += len(chunk)
-            chunk = []
-    if chunk:
-        conn.execute(insert(table), chunk)
-        n += len(chunk)
-    return n

@@ -4,8 +4,8 @@
 is "every event recorded at or before that time". A time without a zone is UTC; a date alone is
 the start of that day (UTC).
 
-The journal as of a cut is a temporary view (``select_sql``) that the projections' set-based
-rebuild reads in place of the ``journal`` table (``projections.rebuild_sql(..., journal=...)``).
+The journal as of a cut is a temporary view that the projections' set-based rebuild reads in
+place of the ``journal`` table (``storage/audit_reader.py``, ``AuditReader.projections_at``).
 
 Why a time cut filters on ``recorded_at`` and is not turned into a position: a source's events
 are appended by one run at a time, so within a source ``recorded_at`` grows with ``position``
@@ -47,20 +47,6 @@ class Cut:
     @classmethod
     def at_time(cls, time: dt.datetime) -> Cut:
         return cls(time=utc(time))
-
-    def select_sql(self, dialect: str) -> str:
-        """``SELECT * FROM journal`` cut at this moment, with the cut as a literal built from a
-        validated int or datetime (never from the user's text): the body of the temporary view
-        the as-of queries read in place of ``journal``. A view, not a subquery with a bound
-        parameter, because both planners inline it wherever the projections' SQL names the
-        journal (with or without an alias)."""
-        if self.position is not None:
-            return f"SELECT * FROM journal WHERE position <= {int(self.position)}"  # noqa: S608
-        assert self.time is not None
-        stamp = utc(self.time).strftime("%Y-%m-%d %H:%M:%S.%f")
-        if dialect == "sqlite":  # stored as UTC text in this very format: text order is time order
-            return f"SELECT * FROM journal WHERE recorded_at <= '{stamp}'"  # noqa: S608
-        return f"SELECT * FROM journal WHERE recorded_at <= TIMESTAMPTZ '{stamp}+00'"  # noqa: S608
 
     def describe(self) -> str:
         if self.position is not None:

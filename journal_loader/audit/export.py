@@ -18,9 +18,11 @@ from typing import IO
 
 import msgspec
 
-from journal_loader.audit.base import fetchall, queries, require_source, stream_batches
+from journal_loader.audit import base
+from journal_loader.audit.base import require_source
 from journal_loader.audit.verify import any_time
 from journal_loader.storage import Store
+from journal_loader.storage.audit_reader import audit_reader
 
 FORMATS = ("jsonl",)
 
@@ -48,19 +50,18 @@ def export_events(
     from_position: int = 0,
 ) -> int:
     """Write the events (of one source, from a position) to ``out``; return how many."""
-    q = queries(store.dialect)
+    reader = audit_reader(store)
     if source_id is not None:
         require_source(store, source_id)
-    last_row = fetchall(store, q["last_position"], {})
-    last = int(last_row[0][0]) if last_row and last_row[0][0] is not None else 0
-    params: dict[str, int] = {"from_position": from_position, "last": last}
-    sql = q["events_all"]
-    if source_id is not None:
-        sql = q["events_source"]
-        params["source_id"] = source_id
+    batches = reader.event_batches(
+        last=reader.last_position(),
+        source_id=source_id,
+        from_position=from_position,
+        batch=base.FETCH_ROWS,
+    )
     encoder = msgspec.json.Encoder()
     n = 0
-    for rows in stream_batches(store, sql, params):
+    for rows in batches:
         events = [
             ExportedEvent(
                 position,

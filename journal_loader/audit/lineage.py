@@ -5,9 +5,9 @@
 range) and to its ``ProposeSucceeded`` (what the graph answered for that fact: created,
 matched, duplicate). Oldest first.
 
-The query (``audit.sql``, ``lineage``) walks ``ix_provenance_subject`` for the subject, then
-``ix_journal_source_offset`` once per assertion: its cost grows with the number of
-assertions, not with the size of the journal.
+The query (``lineage`` in ``storage/queries/audit.sql``) walks ``ix_provenance_subject`` for
+the subject, then ``ix_journal_source_offset`` once per assertion: its cost grows with the
+number of assertions, not with the size of the journal.
 
 A graph outside the journal's database (a Propose API deployment, ids such as ULIDs) has no
 provenance rows here: its lineage is the journal's answers that name the id
@@ -26,10 +26,11 @@ from typing import Any
 
 import msgspec
 
-from journal_loader.audit.base import AuditError, UnknownSubjectError, fetchall, queries, utc
+from journal_loader.audit.base import AuditError, UnknownSubjectError, utc
 from journal_loader.graph.protocol import GraphId
 from journal_loader.journal.events import ProposeSucceeded, RecordParsed, decode
 from journal_loader.storage import Store
+from journal_loader.storage.audit_reader import AnswerRow, LineageRow, audit_reader
 
 SUBJECT_KINDS = ("node", "attribute", "relationship")
 
@@ -138,10 +139,10 @@ def lineage(
     deployment's) is looked up in the journal's answers."""
     if kind not in SUBJECT_KINDS:
         raise AuditError(f"unknown kind {kind!r}: one of {', '.join(SUBJECT_KINDS)}")
-    q = queries(store.dialect)
+    reader = audit_reader(store)
     number = _as_int(subject_id)
-    found = fetchall(store, q[kind], {"id": number}) if number is not None else []
-    subject = _subject(found[0], kind) if found else None
+    found = reader.subject(kind, number) if number is not None else None
+    subject = _subject(found, kind) if found is not None else None
     if subject is None:
         key: GraphId = number if number is not None else str(subject_id)
         answered = _from_answers(store, kind, key, limit)
@@ -151,14 +152,13 @@ def lineage(
             _check_files(answered.assertions)
         return answered
     assert number is not None
-    rows = fetchall(store, q["lineage"], {"subject_kind": kind, "subject_id": number})
     seen: set[int] = set()
     assertions: list[Assertion] = []
     total = 0
-    for row in rows:
-        if row[0] in seen:  # one provenance row, however many events a run wrote for it
+    for row in reader.lineage(kind, number):
+        if row.provenance_id in seen:  # one provenance row, however many events a run wrote
             continue
-        seen.add(row[0])
+        seen.add(row.provenance_id)
         total += 1
         if limit is None or len(assertions) < limit:
             assertions.append(_assertion(row, kind, _entity_of(subject, kind)))
@@ -181,14 +181,12 @@ def _from_answers(
     None when no answer does (attributes: the Propose API's answers name no attribute ids)."""
     if kind == "attribute":
         return None
-    q = queries(store.dialect)
-    text = str(subject_id)
-    escaped = text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
-    needle = f'%"{escaped}"%' if isinstance(subject_id, str) else f"%{escaped}%"
+    reader = audit_reader(store)
     assertions: list[Assertion] = []
     total = 0
-    for row in fetchall(store, q["answers_naming"], {"needle": needle}):
-        event = decode(row[5])
+    row: AnswerRow
+    for row in reader.answers_naming(subject_id):
+        event = decode(row.payload)
         assert isinstance(event, ProposeSucceeded)
         for index, result in enumerate(event.results):
             if kind == "node":
@@ -201,23 +199,25 @@ def _from_answers(
             if limit is not None and len(assertions) >= limit:
                 continue
             a = Assertion(
-                source_id=int(row[1]),
-                record_offset=int(row[2]),
+                source_id=int(row.source_id),
+                record_offset=int(row.record_offset),
                 fact_index=index,
-                run_id=row[3],
+                run_id=row.run_id,
                 confidence=float(actions[0].confidence or 0.0),
-                source_type=row[6],
-                source_name=row[7],
-                version=row[8],
-                file_name=row[9],
-                file_path=row[10],
-                file_hash=row[11],
-                position=int(row[0]),
-                recorded_at=_time(row[4]),
+                source_type=row.source_type,
+                source_name=row.source_name,
+                version=row.source_version,
+                file_name=row.file_name,
+                file_path=row.file_path,
+                file_hash=row.file_hash,
+                position=int(row.position),
+                recorded_at=_time(row.recorded_at),
                 actions=[msgspec.to_builtins(act) for act in actions],
                 replay=result.in_doubt,
             )
-            _parsed(store, a)
+            parsed = reader.parsed_in_run(a.source_id, a.record_offset, a.run_id)
+            if parsed is not None:
+                _take_parsed(a, parsed.position, parsed.payload, parsed.hash)
             assertions.append(a)
     if total == 0:
         return None
@@ -228,19 +228,14 @@ def _from_answers(
     return Lineage(kind, subject_id, subject, assertions, total)
 
 
-def _parsed(store: Store, a: Assertion) -> None:
-    rows = fetchall(
-        store,
-        queries(store.dialect)["parsed_in_run"],
-        {"source_id": a.source_id, "record_offset": a.record_offset, "run_id": a.run_id},
-    )
-    if rows:
-        parsed = decode(rows[0][2])
-        assert isinstance(parsed, RecordParsed)
-        a.parsed_position = int(rows[0][0])
-        a.parsed_hash = bytes(rows[0][3]).hex()
-        a.line, a.byte_start, a.byte_end = parsed.line, parsed.byte_start, parsed.byte_end
-        a.raw, a.record = parsed.raw, parsed.record
+def _take_parsed(a: Assertion, position: int, payload: str, digest: bytes) -> None:
+    """The record as its RecordParsed journaled it: where it was, its bytes, its value."""
+    parsed = decode(payload)
+    assert isinstance(parsed, RecordParsed)
+    a.parsed_position = int(position)
+    a.parsed_hash = bytes(digest).hex()
+    a.line, a.byte_start, a.byte_end = parsed.line, parsed.byte_start, parsed.byte_end
+    a.raw, a.record = parsed.raw, parsed.record
 
 
 def _subject(row: Any, kind: str) -> dict[str, Any] | None:
@@ -292,33 +287,30 @@ def _entity_of(subject: dict[str, Any], kind: str) -> int:
     return int(subject["node"]["id"]) if kind == "attribute" else int(subject["id"])
 
 
-def _assertion(row: Any, kind: str, answer_id: int) -> Assertion:
+def _assertion(row: LineageRow, kind: str, answer_id: int) -> Assertion:
     a = Assertion(
-        source_id=int(row[1]),
-        record_offset=int(row[2]),
-        fact_index=int(row[3]),
-        run_id=row[4],
-        confidence=float(row[5]),
-        source_type=row[6],
-        source_name=row[7],
-        version=row[8],
-        file_name=row[9],
-        file_path=row[10],
-        file_hash=row[11],
+        source_id=int(row.source_id),
+        record_offset=int(row.record_offset),
+        fact_index=int(row.fact_index),
+        run_id=row.run_id,
+        confidence=float(row.confidence),
+        source_type=row.source_type,
+        source_name=row.source_name,
+        version=row.source_version,
+        file_name=row.file_name,
+        file_path=row.file_path,
+        file_hash=row.file_hash,
     )
-    if row[12] is not None:
-        parsed = decode(row[14])
-        assert isinstance(parsed, RecordParsed)
-        a.parsed_position = int(row[12])
-        a.recorded_at = _time(row[13])
-        a.parsed_hash = bytes(row[15]).hex()
-        a.line, a.byte_start, a.byte_end = parsed.line, parsed.byte_start, parsed.byte_end
-        a.raw, a.record = parsed.raw, parsed.record
-    if row[16] is not None:
-        answered = decode(row[18])
+    if row.parsed_position is not None:
+        assert row.parsed_payload is not None and row.parsed_hash is not None
+        _take_parsed(a, row.parsed_position, row.parsed_payload, row.parsed_hash)
+        a.recorded_at = _time(row.parsed_at)
+    if row.answer_position is not None:
+        assert row.answer_payload is not None
+        answered = decode(row.answer_payload)
         assert isinstance(answered, ProposeSucceeded)
-        a.position = int(row[16])
-        a.recorded_at = _time(row[17])
+        a.position = int(row.answer_position)
+        a.recorded_at = _time(row.answer_at)
         if 0 <= a.fact_index < len(answered.results):
             a.actions = [
                 msgspec.to_builtins(act)

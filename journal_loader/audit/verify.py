@@ -36,10 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from journal_loader.audit.base import fetchall, queries, require_source, stream_batches
+from journal_loader.audit import base
+from journal_loader.audit.base import require_source
 from journal_loader.errors import UsageError
 from journal_loader.journal.chain import format_time
 from journal_loader.storage import Store
+from journal_loader.storage.audit_reader import audit_reader
 
 HEADS_FORMAT = "journal-loader chain heads v1"
 MAX_BREAKS = 100
@@ -143,36 +145,26 @@ def verify(
     """Recompute the chains (every source's, or one); with ``against``, also check that the
     journal still holds each of those heads, unchanged."""
     started = time.monotonic()
-    q = queries(store.dialect)
+    reader = audit_reader(store)
     report = VerifyReport()
     # The projection's idea of each source's last event, read *before* the bound below, so
     # every position it names was committed by then.
-    if source_id is None:
-        claimed_rows = fetchall(store, q["claimed_heads"], {})
-    else:
-        claimed_rows = fetchall(store, q["claimed_head"], {"source_id": source_id})
-    claimed = {int(r[0]): int(r[1]) for r in claimed_rows}
+    claimed = reader.claimed_heads(source_id)
     wanted: dict[int, Head] = {}
     for h in against or ():
         if source_id is None or h.source_id == source_id:
             wanted[h.position] = h
     if source_id is not None and not claimed and not wanted:
         require_source(store, source_id)  # unknown to the projection: is it in the journal?
-    last_row = fetchall(store, q["last_position"], {})
-    last = int(last_row[0][0]) if last_row and last_row[0][0] is not None else 0
+    last = reader.last_position()
     report.last_position = last or None
     found: dict[int, tuple[int, bytes]] = {}
 
-    sql, params = (
-        (q["events_all"], {"from_position": 0, "last": last})
-        if source_id is None
-        else (q["events_source"], {"source_id": source_id, "from_position": 0, "last": last})
-    )
     # per source: [hash of its last event, events, position of its last event]
     chains: dict[int, list[Any]] = {}
     sha256 = hashlib.sha256
     events = 0
-    for rows in stream_batches(store, sql, params):
+    for rows in reader.event_batches(last=last, source_id=source_id, batch=base.FETCH_ROWS):
         events += len(rows)
         for position, sid, offset, kind, version, payload, run_id, stamp, prev, digest in rows:
             chain = chains.get(sid)
@@ -310,7 +302,7 @@ def write_heads(path: str | os.PathLike[str], report: VerifyReport) -> None:
 
 def read_heads(path: str | os.PathLike[str]) -> list[Head]:
     try:
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
+        document = json.loads(Path(path).read_bytes().decode("utf-8"))
     except OSError as e:
         raise HeadsFileError(f"{path}: cannot read the heads file: {e.strerror or e}") from e
     except ValueError as e:

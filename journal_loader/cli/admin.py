@@ -84,8 +84,10 @@ def upgrade_command(db: str | None, config_path: str | None) -> None:
         if before != after
         else f"{store.display_url}: schema up to date ({after})"
     )
-    if store.dialect == "postgresql":
-        from journal_loader.ops.fleet import install_queue
+    from journal_loader.storage.queue_store import supports_job_queue
+
+    if supports_job_queue(store):
+        from journal_loader.ops.job_queue import install_queue
 
         click.echo(f"{store.display_url}: {install_queue(store)}")
 

@@ -142,7 +142,7 @@ def _deployment_provenance(
     from journal_loader.graph.postgres_client import PostgresProposeClient
 
     config = load_config(config_path)
-    if config.graph.propose_api is None or store.dialect != "postgresql":
+    if config.graph.propose_api is None or not store.is_server:
         return None
     with PostgresProposeClient.from_config(store, config) as client:
         return client.deployment_provenance(kind, subject_id)

@@ -61,7 +61,7 @@ def open_db(
         ) from None
 
 
-def json_default(value: Any) -> Any:
+def json_default(value: object) -> str:
     if isinstance(value, dt.datetime | dt.date):
         return value.isoformat()
     if isinstance(value, bytes | bytearray | memoryview):
@@ -69,11 +69,11 @@ def json_default(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
-def echo_json(value: Any) -> None:
+def echo_json(value: object) -> None:
     click.echo(json.dumps(value, default=json_default, ensure_ascii=False, indent=2))
 
 
-def fmt(value: Any) -> str:
+def fmt(value: object) -> str:
     if value is None:
         return "-"
     if isinstance(value, dt.datetime):
@@ -88,7 +88,7 @@ def fmt(value: Any) -> str:
 IDENTIFIERS = frozenset({"id", "source", "offset", "line", "position"})
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """A plain text table; numbers right-aligned; identifiers without thousands separators
     (they are copied into other commands)."""
     raw = [list(r) for r in rows]
@@ -114,5 +114,5 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)

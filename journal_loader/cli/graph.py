@@ -3,11 +3,15 @@ holds the queries)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from journal_loader.cli.common import db_options, echo_json, fmt, open_db, table
+
+if TYPE_CHECKING:
+    from journal_loader.config import Config
+    from journal_loader.storage import Store
 
 SCOPE = """\b
 They read the embedded graph (the nodes, attributes, relationships and provenance tables in
@@ -30,7 +34,7 @@ def graph_group() -> None:
     """Look at the graph a load built: counts, one node, its neighbours (read-only)."""
 
 
-def _store_and_config(db: str | None, config_path: str | None) -> tuple[Any, Any]:
+def _store_and_config(db: str | None, config_path: str | None) -> tuple[Store, Config | None]:
     from journal_loader.config import load_config
     from journal_loader.errors import UsageError
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import click
 import msgspec
-from sqlalchemy import select
 
 from journal_loader.cli.common import db_options, echo_json, open_db, table
 from journal_loader.errors import UnknownIdError, UnknownSourceError
@@ -111,9 +110,11 @@ def queue_status(store: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]
     """The worker queue's queued, running and failed jobs (PostgreSQL with the queue
     installed), each with its source when it has one; each source row gains ``job`` (its
     latest such job) for --json."""
-    if store.dialect != "postgresql":
+    from journal_loader.storage.queue_store import supports_job_queue
+
+    if not supports_job_queue(store):
         return []
-    from journal_loader.ops.fleet import queue_jobs, retry_at_text
+    from journal_loader.ops.job_queue import queue_jobs, retry_note
 
     jobs = queue_jobs(store)
     by_identity = {(r["source_type"], r["file_hash"]): r for r in rows}
@@ -121,7 +122,7 @@ def queue_status(store: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]
         source = by_identity.get((j["source_type"], j["sha256"]))
         j["source_id"] = source["source_id"] if source else None
         state = {"todo": "queued", "doing": "running"}.get(j["status"], j["status"])
-        note = retry_at_text(j["scheduled_at"]) if j["status"] == "todo" else ""
+        note = retry_note(j["scheduled_at"]) if j["status"] == "todo" else ""
         j["state"] = f"{state} ({note})" if note else state
         if source is not None:
             source["job"] = {k: j[k] for k in ("job_id", "status", "attempts", "worker_id")}
@@ -129,21 +130,13 @@ def queue_status(store: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]
 
 
 def source_status(store: Any) -> list[dict[str, Any]]:
-    from sqlalchemy import text
+    from journal_loader.storage.journal_store import source_lock_name
+    from journal_loader.storage.ops_store import ops_store
 
-    with store.read() as conn:
-        rows = [
-            dict(r)
-            for r in conn.execute(
-                text(
-                    "SELECT s.*, src.file_hash FROM loader_status s "
-                    "JOIN sources src ON src.source_id = s.source_id ORDER BY s.source_id"
-                )
-            ).mappings()
-        ]
+    rows = ops_store(store).source_status()
     for r in rows:
         if r["status"] == "processing" and store.lock_is_free(
-            f"{r['source_type']}:{r['file_hash']}"
+            source_lock_name(r["source_type"], r["file_hash"])
         ):
             r["health"] = "DEAD"
     return rows
@@ -176,15 +169,11 @@ def history_command(
     what was read (raw bytes), what the loader made of it, what the graph answered (one line
     per fact; --json has every field of every event)."""
     from journal_loader.journal.queries import record_events
-    from journal_loader.storage.schema import sources
+    from journal_loader.storage.ops_store import ops_store
 
     store = open_db(db, config_path, read_only=True)
     with store.transaction() as tx:
-        src = (
-            tx.conn.execute(select(sources).where(sources.c.source_id == source_id))
-            .mappings()
-            .first()
-        )
+        src = ops_store(store).source_row(source_id, tx)
         if src is None:
             raise UnknownSourceError(f"no source {source_id} in {store.display_url}")
         events = record_events(tx, source_id, offset)
@@ -195,7 +184,7 @@ def history_command(
     if as_json:
         echo_json(
             {
-                "source": dict(src),
+                "source": src,
                 "record_offset": offset,
                 "events": [
                     {
@@ -232,8 +221,8 @@ def _event_lines(ev: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for key, value in ev.items():
         if key == "raw" and isinstance(value, str):
-            text = base64.b64decode(value).decode("utf-8", "backslashreplace").rstrip("\r\n")
-            lines.append(f"raw: {text}")
+            raw = base64.b64decode(value).decode("utf-8", "backslashreplace").rstrip("\r\n")
+            lines.append(f"raw: {raw}")
         elif key == "results" and isinstance(value, list):
             statuses: dict[str, int] = {}
             for result in value:

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 import yaml
 
 if TYPE_CHECKING:
+    from journal_loader.config import Config
+    from journal_loader.loader import Loader
     from journal_loader.ops.jobs import JobResult
 
 EXAMPLES_CONFIG = """\b
@@ -89,7 +91,7 @@ def config_check(config: str, file: str | None, no_loader: bool) -> None:
     click.echo(yaml.safe_dump(masked(cfg), sort_keys=False, allow_unicode=True).rstrip())
 
 
-def _check_loader(cfg: Any, config: str) -> tuple[Any, str]:
+def _check_loader(cfg: Config, config: str) -> tuple[Loader, str]:
     from journal_loader.errors import ConfigError
     from journal_loader.factory import loader_from_config
 

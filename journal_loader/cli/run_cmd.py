@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 import msgspec
 
 from journal_loader.cli.common import echo_json, fmt
 from journal_loader.ops import observer_options
+
+if TYPE_CHECKING:  # the runner is imported when a command runs, not when the CLI starts
+    from journal_loader.runner import RunReport
 
 
 @click.command(
@@ -58,7 +61,7 @@ def run_command(
     start_from: int | None,
     force: bool,
     as_json: bool,
-    **observer_values: Any,
+    **observer_values: object,
 ) -> None:
     """Load FILE (default: the config's source.file) as described by CONFIG.
 
@@ -88,10 +91,9 @@ def run_command(
     ctx.exit(report.exit_code)
 
 
-def summary(report: object) -> str:
-    from journal_loader.runner import RunReport
+def summary(report: RunReport) -> str:
+    from journal_loader.runner import RunStatus
 
-    assert isinstance(report, RunReport)
     s = report.statistics
     head = f"{report.source_type}: {report.status}"
     if report.source_id is not None:
@@ -101,7 +103,7 @@ def summary(report: object) -> str:
     if report.message:
         lines.append(f"  note           {report.message}")
     lines += [f"  note           {note}" for note in report.notes]
-    if report.status == "already_processed":
+    if report.status == RunStatus.ALREADY_PROCESSED:
         return "\n".join(lines)
     if report.resumed_from:
         lines.append(f"  resumed at     record {fmt(report.resumed_from)}")
@@ -128,7 +130,7 @@ def summary(report: object) -> str:
     return "\n".join(lines)
 
 
-def _failure_lines(report: Any) -> list[str]:
+def _failure_lines(report: RunReport) -> list[str]:
     """The run's top three kinds of failure (the rest: ``dlq summary``)."""
     groups = report.failure_groups
     lines = [

@@ -19,14 +19,16 @@ from pydantic import (
 
 from journal_loader.config.dates import DateFormat
 from journal_loader.secrets import register_secret
-from journal_loader.sources.identity import FREQUENCIES
+from journal_loader.sources.identity import FREQUENCIES, UpdateFrequency
+from journal_loader.sources.options import DEFAULT_READER_OPTIONS as _READER
+from journal_loader.sources.options import ReaderOptions
 from journal_loader.suggest import did_you_mean
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TYPE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_ .\-]{0,99}$")
 
 
-def _not_a_boolean(value: Any) -> Any:
+def _not_a_boolean(value: object) -> object:
     # YAML's `true` is a bool, and pydantic's lax ints take it as 1: `max_retries: true`
     # would mean one retry. Numbers in the config are numbers (or numeric strings, which
     # ${VAR} expansion produces), never booleans.
@@ -59,13 +61,25 @@ class SourceSection(_Section):
     type: str = "default"
     name: str | None = None
     file: str | None = None
+    # The reader's options (their defaults are ReaderOptions'; reader_options() below).
     format: Literal["csv", "jsonl"] | None = None
-    encoding: str = "utf-8"
-    delimiter: str | None = Field(default=None, min_length=1, max_length=1)  # None: by format
-    quotechar: str = Field(default='"', min_length=1, max_length=1)
-    field_size_limit: Int = Field(default=1_048_576, gt=0)
-    max_record_bytes: Int = Field(default=8_388_608, gt=0)
-    update_frequency: str = "hash"
+    encoding: str = _READER.encoding
+    delimiter: str | None = Field(default=_READER.delimiter, min_length=1, max_length=1)
+    quotechar: str = Field(default=_READER.quotechar, min_length=1, max_length=1)
+    field_size_limit: Int = Field(default=_READER.field_size_limit, gt=0)
+    max_record_bytes: Int = Field(default=_READER.max_record_bytes, gt=0)
+    update_frequency: str = UpdateFrequency.HASH.value
+
+    def reader_options(self) -> ReaderOptions:
+        """How a run (or ``config check``) reads this source's file."""
+        return ReaderOptions(
+            format=self.format,
+            encoding=self.encoding,
+            delimiter=self.delimiter,
+            quotechar=self.quotechar,
+            field_size_limit=self.field_size_limit,
+            max_record_bytes=self.max_record_bytes,
+        )
 
     @field_validator("type")
     @classmethod
@@ -267,10 +281,10 @@ class GraphSection(_Section):
 
     @field_validator("fuzzy_matching", mode="before")
     @classmethod
-    def _fuzzy_shorthand(cls, v: Any) -> Any:
+    def _fuzzy_shorthand(cls, v: object) -> object:
         if not isinstance(v, dict):
             return v
-        out: dict[Any, Any] = {}
+        out: dict[object, object] = {}
         for type_name, setting in v.items():
             if isinstance(setting, bool):
                 out[type_name] = {"enabled": setting}

@@ -14,14 +14,6 @@ from journal_loader.storage.base import Tx
 from journal_loader.storage.journal_store import JournalEntry, journal_store
 
 
-def queries(dialect: str) -> dict[str, str]:
-    """The journal's named SQL for a dialect. Kept for the callers that still run it
-    themselves (abandon.py, dlq.resolve); new code calls ``JournalStore``'s methods."""
-    from journal_loader.storage.journal_store import _for_dialect
-
-    return _for_dialect(dialect).sql
-
-
 @dataclass(slots=True)
 class Checkpoint:
     offset: int

@@ -16,7 +16,7 @@ from typing import Any
 
 from journal_loader.journal.chain import format_time
 from journal_loader.journal.events import Event, encode
-from journal_loader.projections import JournalRow
+from journal_loader.journal.rows import JournalRow
 from journal_loader.storage.base import Tx
 
 JOURNAL_COLUMNS = (

@@ -10,7 +10,8 @@ runner knows nothing of Prometheus, terminals or log formats:
   rotation, every line scrubbed of secrets;
 * ``hooks.HooksObserver``: ``--on-success`` / ``--on-failure`` commands fed the summary JSON;
 * ``jobs``: ``journal-loader jobs run DIR``;
-* ``fleet``: ``journal-loader submit`` / ``worker``, runs queued in the database;
+* ``fleet``: ``journal-loader worker``, runs queued in the database; ``job_queue``: the
+  queue itself (installing it, ``journal-loader submit``, listing jobs for ``status``);
 * ``configcheck``: what ``journal-loader config check`` masks and refuses;
 * ``observers``: ``ObserverGroup`` (several observers as one) and ``exit_code_of``;
 * ``observer_options``: the matching options of ``journal-loader run`` and the factory that

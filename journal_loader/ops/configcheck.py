@@ -9,6 +9,7 @@ from journal_loader.config import Config
 from journal_loader.secrets import MASK, mask_url, scrub
 
 if TYPE_CHECKING:
+    from journal_loader.graph.target import FactRecorder
     from journal_loader.loader import Loader
 
 _SECRET_KEYS = ("password",)
@@ -82,20 +83,11 @@ def check_against_file(cfg: Config, loader: Loader, path: str) -> FileCheck:
     field the loader sets only sometimes is legitimate)."""
     from journal_loader.errors import ConfigError, JournalLoaderError, SkipRecord, error_type_of
     from journal_loader.graph.target import FactRecorder
-    from journal_loader.runner import describe_error
+    from journal_loader.runner import Stage, describe_error
     from journal_loader.sources.readers import open_reader
 
-    source = cfg.source
     try:
-        reader = open_reader(
-            path,
-            format=source.format,
-            encoding=source.encoding,
-            delimiter=source.delimiter,
-            quotechar=source.quotechar,
-            field_size_limit=source.field_size_limit,
-            max_record_bytes=source.max_record_bytes,
-        )
+        reader = open_reader(path, cfg.source.reader_options())
     except JournalLoaderError as e:
         return FileCheck("unreadable", [str(e)])
     raws: list[dict[str, Any]] = []
@@ -124,14 +116,14 @@ def check_against_file(cfg: Config, loader: Loader, path: str) -> FileCheck:
         except ConfigError as e:  # the facts: mapping names a column the file lacks
             return FileCheck(note, [f"{path}: {e}"])
         except KeyError as e:
-            message = describe_error(e, raw, "parse")
+            message = describe_error(e, raw, Stage.PARSE)
             if message.startswith("no column"):
                 problem = f"{path}: the loader reads a column the file does not have: {message}"
                 return FileCheck(note, [problem])
             failures.append(f"{type(e).__name__}: {message}")
             continue
         except Exception as e:
-            failures.append(f"{error_type_of(e)}: {describe_error(e, raw, 'parse')}")
+            failures.append(f"{error_type_of(e)}: {describe_error(e, raw, Stage.PARSE)}")
             continue
         if record is not None:
             parsed.append(record)
@@ -149,7 +141,11 @@ def check_against_file(cfg: Config, loader: Loader, path: str) -> FileCheck:
 
 
 def _check_records(
-    cfg: Config, loader: Loader, parsed: list[dict[str, Any]], recorder: Any, check: FileCheck
+    cfg: Config,
+    loader: Loader,
+    parsed: list[dict[str, Any]],
+    recorder: FactRecorder,
+    check: FileCheck,
 ) -> None:
     from journal_loader.loader import parse_date, strptime_format
     from journal_loader.suggest import did_you_mean

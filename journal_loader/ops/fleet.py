@@ -2,7 +2,8 @@
 
 procrastinate (https://procrastinate.readthedocs.io, public API only) keeps its queue in
 tables of the journal's own database and schema: no broker, no other server. ``db upgrade``
-installs them (``install_queue``).
+installs them (``install_queue``). The queue's side (installing it, ``submit``, listing jobs)
+is ``ops/job_queue.py``; this module is the workers' side, and names both.
 
 * ``submit`` queues one job per file. A job carries the config's path and the file's path
   (plus the source type, hash and version label it had when queued, for ``status``), never
@@ -50,36 +51,42 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import os
-import re
 import signal
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import procrastinate
 from procrastinate.retry import BaseRetryStrategy, RetryDecision
 
-from journal_loader.errors import ConfigError, JournalLoaderError, SourceLockedError, UsageError
+from journal_loader.errors import ConfigError, JournalLoaderError, SourceLockedError
+from journal_loader.ops.job_queue import (
+    LOCK_PREFIX,
+    QUEUE,
+    TASK,
+    Submitted,
+    conninfo,
+    ensure_queue,
+    expand,
+    install_queue,
+    make_app,
+    queue_installed,
+    queue_jobs,
+    require_postgres,
+    retry_note,
+    submit,
+)
 
 if TYPE_CHECKING:
     from procrastinate.job_context import JobContext
     from procrastinate.jobs import Job
 
-    from journal_loader.storage import Store
-
 log = logging.getLogger("journal_loader.fleet")
 
-TASK = "journal_loader.load"
-QUEUE = "journal_loader"
-LOCK_PREFIX = "journal-loader:"
 # A worker that finds a job of its own delivered to another worker exits with this code.
 STALE_EXIT = 3
 _RUN_NS = uuid.UUID("9f0b8a52-4c47-4b58-9a4b-1d1f6c2f6a11")
@@ -95,184 +102,6 @@ class RunFailed(Exception):
     def __init__(self, message: str, failures: int) -> None:
         super().__init__(message)
         self.failures = failures
-
-
-# --- the queue's schema -------------------------------------------------------------------
-def require_postgres(url: str) -> None:
-    if not url.split(":", 1)[0].lower().startswith("postgres"):
-        raise UsageError(
-            "the job queue lives in PostgreSQL (procrastinate); this database is not: for "
-            "SQLite or development use `journal-loader jobs run DIR --workers N`"
-        )
-
-
-def conninfo(url: str) -> str:
-    """libpq's form of a SQLAlchemy URL (search_path and other options kept)."""
-    from sqlalchemy import make_url
-
-    sa_url = make_url(url)
-    return sa_url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def queue_installed(store: Store) -> bool:
-    with store.read() as conn:
-        from sqlalchemy import text
-
-        return (
-            conn.execute(
-                text(
-                    "SELECT 1 FROM pg_tables WHERE schemaname = current_schema() "
-                    "AND tablename = 'procrastinate_jobs'"
-                )
-            ).first()
-            is not None
-        )
-
-
-def install_queue(store: Store) -> str:
-    """Install procrastinate's schema in the store's schema, once (idempotent, under the
-    migration lock so two upgrades at once do not both install it). Returns what it did."""
-    from procrastinate.schema import SchemaManager
-    from sqlalchemy import text
-
-    require_postgres(store.url)
-    version = _procrastinate_version()
-    with store.migration_lock():
-        if queue_installed(store):
-            with store.read() as conn:
-                note = conn.execute(
-                    text("SELECT obj_description('procrastinate_jobs'::regclass, 'pg_class')")
-                ).scalar()
-            installed = str(note or "").rpartition(" ")[2] or "unknown"
-            if installed != version:
-                return (
-                    f"job queue present (installed with procrastinate {installed}, this is "
-                    f"{version}: apply procrastinate's migrations between them, see "
-                    "`procrastinate schema --migrations-path`)"
-                )
-            return f"job queue present (procrastinate {version})"
-        connector = procrastinate.SyncPsycopgConnector(conninfo=conninfo(store.url))
-        with procrastinate.App(connector=connector).open():
-            SchemaManager(connector).apply_schema()
-        with store.transaction() as tx:
-            # procrastinate keeps no version in the database: the comment says which one
-            # installed the schema, so a later upgrade can tell that migrations are due.
-            # (COMMENT takes no parameters: the version is checked to be a version instead.)
-            if re.fullmatch(r"[0-9A-Za-z.+-]+", version):
-                tx.execute(f"COMMENT ON TABLE procrastinate_jobs IS 'procrastinate {version}'")
-        return f"job queue installed (procrastinate {version})"
-
-
-def _procrastinate_version() -> str:
-    from importlib.metadata import version
-
-    return version("procrastinate")
-
-
-def ensure_queue(store: Store) -> None:
-    """The queue's tables exist (installed on first use, like the migrations)."""
-    require_postgres(store.url)
-    if not queue_installed(store):
-        install_queue(store)
-
-
-def make_app(url: str, *, pool_size: int = 4, retry: Any = None) -> procrastinate.App:
-    connector = procrastinate.PsycopgConnector(
-        conninfo=conninfo(url),
-        min_size=1,
-        max_size=pool_size,
-        kwargs={"application_name": "journal-loader worker"},
-    )
-    app = procrastinate.App(connector=connector)
-    app.task(name=TASK, queue=QUEUE, pass_context=True, retry=retry or False)(_load_task)
-    return app
-
-
-# --- submit ---------------------------------------------------------------------------------
-@dataclass(slots=True)
-class Submitted:
-    file: str
-    source_type: str
-    version: str
-    sha256: str
-    job_id: int | None
-    outcome: str  # 'queued' | 'already queued'
-
-
-def expand(paths: Sequence[str]) -> list[Path]:
-    """FILE... or DIR: the files named, and the regular, non-hidden files of a folder."""
-    out: list[Path] = []
-    for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            found = sorted(f for f in path.iterdir() if f.is_file() and not f.name.startswith("."))
-            if not found:
-                raise UsageError(f"{path}: no files in this folder")
-            out.extend(found)
-        elif path.is_file():
-            out.append(path)
-        else:
-            raise UsageError(f"{path}: no such file or folder")
-    return out
-
-
-def submit(config_path: str, paths: Sequence[str], url: str) -> list[Submitted]:
-    """Queue one job per file, by version label then name within the batch."""
-    from procrastinate import exceptions as pexc
-
-    from journal_loader.api import run_options
-    from journal_loader.config import load_config
-    from journal_loader.factory import loader_from_config
-    from journal_loader.sources.identity import open_source
-    from journal_loader.storage import open_store
-
-    require_postgres(url)
-    config = str(Path(config_path).resolve())
-    cfg = load_config(config)
-    loader = loader_from_config(cfg)
-    source_type = run_options(cfg, loader).source_type or loader.source_type_name
-    frequency = cfg.source.update_frequency
-    files = []
-    for path in expand(paths):
-        src = open_source(path, update_frequency=frequency)
-        try:
-            files.append((src.version_label, src.sha256, path.resolve()))
-        finally:
-            src.close()
-    # A hash label says nothing about order: then the names do.
-    files.sort(key=lambda f: ((f[0] if frequency != "hash" else ""), f[2].name))
-    store = open_store(url)
-    try:
-        ensure_queue(store)
-    finally:
-        store.dispose()
-    app = make_app(url, pool_size=1)
-    out = []
-    with app.open():
-        for version, sha256, path in files:
-            task = app.configure_task(
-                TASK,
-                lock=f"{LOCK_PREFIX}{source_type}",
-                queueing_lock=f"{LOCK_PREFIX}{source_type}:{sha256}",
-            )
-            job_id: int | None
-            try:
-                job_id = task.defer(
-                    config=config,
-                    file=str(path),
-                    source_type=source_type,
-                    sha256=sha256,
-                    version=version,
-                )
-                outcome = "queued"
-            except pexc.AlreadyEnqueued:
-                waiting = app.job_manager.list_jobs(
-                    queueing_lock=f"{LOCK_PREFIX}{source_type}:{sha256}", status="todo"
-                )
-                job_id = next((j.id for j in waiting), None)
-                outcome = "already queued"
-            out.append(Submitted(str(path), source_type, version, sha256, job_id, outcome))
-    return out
 
 
 # --- the job ----------------------------------------------------------------------------------
@@ -302,11 +131,6 @@ class LoadRetry(BaseRetryStrategy):
             return None
         wait = min(3600.0, self.delay * 2 ** max(0, failures - 1))
         return RetryDecision(retry_in={"seconds": round(wait)})
-
-
-def _load_task(context: JobContext, /, **kwargs: Any) -> dict[str, Any]:
-    state: WorkerState = context.additional_context["journal_loader"]
-    return state.run_job(context, **kwargs)
 
 
 @dataclass(slots=True)
@@ -390,11 +214,10 @@ class WorkerState:
     def _failed_runs(self, source_id: int | None, job: Job, sha256: str) -> int:
         """This job's failed runs, from the journal: RunFinished 'failed' of the runs it
         made (the run ids of its attempts), stops by a worker's shutdown left out."""
-        from sqlalchemy import text
-
         from journal_loader.journal.events import RunFinished, decode
         from journal_loader.runner import FAILED, STOP_REQUESTED
         from journal_loader.storage import open_store
+        from journal_loader.storage.ops_store import ops_store
 
         assert job.id is not None
         if source_id is None:
@@ -402,14 +225,7 @@ class WorkerState:
         runs = {job_run_id(job.id, a, sha256) for a in range(job.attempts + 1)}
         store = open_store(self.db, upgrade=False)
         try:
-            with store.read() as conn:
-                rows = conn.execute(
-                    text(
-                        "SELECT run_id, payload FROM journal WHERE source_id = :s "
-                        "AND record_offset IS NULL AND event_type = 'RunFinished'"
-                    ),
-                    {"s": source_id},
-                ).all()
+            rows = ops_store(store).run_finished_events(source_id)
         finally:
             store.dispose()
         failed = 0
@@ -651,48 +467,29 @@ async def _stop_when_empty(app: Any, state: WorkerState, worker: asyncio.Task[An
             return
 
 
-# --- status -------------------------------------------------------------------------------------
-def queue_jobs(
-    store: Store, statuses: Iterable[str] = ("todo", "doing", "failed")
-) -> list[dict[str, Any]]:
-    """The load jobs in these states, oldest first (empty when the queue is not installed)."""
-    from sqlalchemy import text
-
-    if store.dialect != "postgresql" or not queue_installed(store):
-        return []
-    wanted = list(statuses)
-    with store.read() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT j.id, j.status::text AS status, j.attempts, j.worker_id, j.scheduled_at, "
-                "j.args, (SELECT max(e.at) FROM procrastinate_events e WHERE e.job_id = j.id) "
-                "AS changed_at FROM procrastinate_jobs j "
-                "WHERE j.task_name = :task AND j.status::text = ANY(:statuses) ORDER BY j.id"
-            ),
-            {"task": TASK, "statuses": wanted},
-        ).mappings()
-        out = []
-        for r in rows:
-            args = r["args"] or {}
-            out.append(
-                {
-                    "job_id": r["id"],
-                    "status": r["status"],
-                    "attempts": r["attempts"],
-                    "worker_id": r["worker_id"],
-                    "scheduled_at": r["scheduled_at"],
-                    "changed_at": r["changed_at"],
-                    "source_type": args.get("source_type"),
-                    "sha256": args.get("sha256"),
-                    "version": args.get("version"),
-                    "file": args.get("file"),
-                }
-            )
-    return out
-
-
-def retry_at_text(scheduled_at: dt.datetime | None) -> str:
-    if scheduled_at is None:
-        return ""
-    seconds = (scheduled_at - dt.datetime.now(dt.UTC)).total_seconds()
-    return f"retry in {int(seconds)}s" if seconds > 0 else ""
+__all__ = [
+    "LOCK_PREFIX",
+    "QUEUE",
+    "STALE_EXIT",
+    "TASK",
+    "LoadRetry",
+    "RunFailed",
+    "Submitted",
+    "WorkerMetrics",
+    "WorkerOptions",
+    "WorkerState",
+    "WorkerStopping",
+    "conninfo",
+    "default_name",
+    "ensure_queue",
+    "expand",
+    "install_queue",
+    "job_run_id",
+    "make_app",
+    "queue_installed",
+    "queue_jobs",
+    "require_postgres",
+    "retry_note",
+    "run_worker",
+    "submit",
+]

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from journal_loader.errors import SourceLockedError
 from journal_loader.ops.observers import exit_code_of, pending_error
 from journal_loader.secrets import scrub
 
@@ -125,7 +126,7 @@ def _decoded(data: bytes | None) -> str:
     return (data or b"")[-65536:].decode("utf-8", errors="replace")
 
 
-def summary(report: Any, *, loader: str, exit_code: int) -> dict[str, Any]:
+def summary(report: RunReport | None, *, loader: str, exit_code: int) -> dict[str, Any]:
     data: dict[str, Any] = msgspec.to_builtins(report) if report is not None else {}
     data.update(
         loader=loader,
@@ -136,7 +137,7 @@ def summary(report: Any, *, loader: str, exit_code: int) -> dict[str, Any]:
     return _scrubbed(data)  # type: ignore[no-any-return]
 
 
-def summary_json(report: Any, *, loader: str, exit_code: int) -> bytes:
+def summary_json(report: RunReport | None, *, loader: str, exit_code: int) -> bytes:
     return json.dumps(
         summary(report, loader=loader, exit_code=exit_code), ensure_ascii=False
     ).encode()
@@ -177,7 +178,7 @@ class HooksObserver:
         code = exit_code_of(report)
         if code == 0:
             command, which = self.on_success, "on-success"
-        elif code == 75:
+        elif code == SourceLockedError.exit_code:
             return
         else:
             command, which = self.on_failure, "on-failure"
@@ -186,7 +187,9 @@ class HooksObserver:
         data = summary(report, loader=self.loader, exit_code=code)
         error = pending_error(report)
         if error:  # the run is ending with an error the report was not told about
-            data["status"] = "failed"
+            from journal_loader.runner.options import RunStatus
+
+            data["status"] = RunStatus.FAILED
             data["message"] = data.get("message") or error
         env = {
             "JOURNAL_LOADER_STATUS": str(data.get("status", "")),

@@ -36,12 +36,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any
 
-from journal_loader.errors import UsageError
+from journal_loader.errors import SourceLockedError, UsageError
 from journal_loader.secrets import scrub
 
-LOCKED = 75
+LOCKED = SourceLockedError.exit_code  # another run holds the source: not a failure
 
 
 @dataclass(slots=True)
@@ -262,7 +263,7 @@ def _run_pool(
     results: dict[Path, JobResult] = {}
     stopping = threading.Event()
 
-    def interrupt(signum: int, _frame: Any) -> None:
+    def interrupt(signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     previous = None

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from journal_loader.errors import SourceLockedError
 from journal_loader.secrets import scrub
 
 if TYPE_CHECKING:
@@ -120,7 +121,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=lambda v: scrub(str(v)))
 
 
-def _or_none(value: Any) -> Any:
+def _or_none(value: object) -> object:
     return None if value == "-" else value
 
 
@@ -230,40 +231,38 @@ class LogSetup:
 
     def on_finish(self, report: RunReport) -> None:
         if self.context.run_id is None:
-            self.context.run_id = getattr(report, "run_id", None)
+            self.context.run_id = report.run_id
         if self.context.source_id is None:
-            self.context.source_id = getattr(report, "source_id", None)
+            self.context.source_id = report.source_id
         self._log_end(report)
 
     @staticmethod
-    def _log_end(report: Any) -> None:
+    def _log_end(report: RunReport) -> None:
         """The run's last line: how it ended, for a log shipper that never sees stdout."""
         from journal_loader.ops.observers import exit_code_of, pending_error
 
         code = exit_code_of(report)
-        stats = getattr(report, "statistics", None)
+        stats = report.statistics
         counts = {
-            name: int(getattr(stats, attr, 0) or 0)
-            for name, attr in (
-                ("records", "total_processed"),
-                ("succeeded", "imported"),
-                ("failed", "failed"),
-                ("skipped", "skipped"),
-            )
+            "records": stats.total_processed,
+            "succeeded": stats.imported,
+            "failed": stats.failed,
+            "skipped": stats.skipped,
         }
-        status = str(getattr(report, "status", "") or "failed")
-        duration = float(getattr(report, "duration_seconds", 0.0) or 0.0)
-        reason = str(getattr(report, "message", "") or "") or pending_error(report)
+        status = str(report.status)  # a RunStatus: its value
+        duration = report.duration_seconds
+        reason = report.message or pending_error(report)
         fields = {
             "event": "run_finished",
             "status": status,
             "exit_code": code,
             **counts,
             "duration_seconds": round(duration, 3),
-            "records_per_second": getattr(report, "records_per_second", 0.0),
+            "records_per_second": report.records_per_second,
             "reason": reason or None,
         }
-        level = logging.INFO if code == 0 else logging.WARNING if code == 75 else logging.ERROR
+        locked = SourceLockedError.exit_code
+        level = logging.INFO if code == 0 else logging.WARNING if code == locked else logging.ERROR
         logging.getLogger("journal_loader.run").log(
             level,
             "run finished: %s, exit code %d: %s records, %s succeeded, %s failed, %s skipped "

@@ -381,8 +381,8 @@ class MetricsObserver:
         if self.textfile is None or not self.textfile.is_file():
             return None
         try:
-            text = self.textfile.read_text(encoding="utf-8")
-            for family in text_string_to_metric_families(text):
+            exposition = self.textfile.read_bytes().decode("utf-8")
+            for family in text_string_to_metric_families(exposition):
                 for sample in family.samples:
                     if sample.name == LAST_SUCCESS and sample.labels.get("loader") == self.loader:
                         return float(sample.value)
@@ -418,18 +418,13 @@ class StoreDlqProbe:
     """``journal_loader_dlq_depth`` from the ``failed_records`` projection: one COUNT per call,
     through the run's database (its own engine, opened on first use and disposed at close)."""
 
-    SQL = (
-        "SELECT COUNT(*) FROM failed_records f JOIN sources s ON s.source_id = f.source_id "
-        "WHERE s.source_type = :source_type"
-    )
-
     def __init__(self, url: str | None = None, store: Any = None) -> None:
         self.url = url
         self.store = store
         self._own = False
 
     def __call__(self, source_type: str) -> int:
-        from sqlalchemy import text
+        from journal_loader.storage.ops_store import ops_store
 
         if self.store is None:
             if self.url is None:
@@ -438,9 +433,7 @@ class StoreDlqProbe:
 
             self.store = open_store(self.url, upgrade=False)
             self._own = True
-        with self.store.read() as conn:
-            row = conn.execute(text(self.SQL), {"source_type": source_type}).first()
-        return int(row[0]) if row is not None else 0
+        return ops_store(self.store).dlq_depth(source_type)
 
     def close(self) -> None:
         if self._own and self.store is not None:

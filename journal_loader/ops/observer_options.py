@@ -159,11 +159,11 @@ def close_observers(group: ObserverGroup, config: Config) -> None:
     closes in its ``__exit__``), so observers see its exit code."""
     error = sys.exc_info()[1]
     if not group.finished and isinstance(error, Exception) and not isinstance(error, Exit):
-        from journal_loader.runner import RunReport
+        from journal_loader.runner import RunReport, RunStatus
 
         group.on_finish(
             RunReport(
-                status="failed",
+                status=RunStatus.FAILED,
                 message=scrub(str(error) or type(error).__name__),
                 source_type=config.source.type,
                 file=config.source_path() or "",

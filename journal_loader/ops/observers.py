@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from journal_loader.errors import JournalLoaderError
 from journal_loader.runner.observers import Observer, Observers
@@ -17,10 +17,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("journal_loader.ops")
 
 
-def exit_code_of(report: Any) -> int:
+def exit_code_of(report: RunReport) -> int:
     """The exit code the run ends with. ``on_finish`` runs in the runner's ``finally``, so an
     error on its way out (another run holds the lock: 75) is still visible here."""
-    code = int(getattr(report, "exit_code", 1))
+    code = report.exit_code
     error = sys.exc_info()[1]
     if code == 0 or error is None:  # (an error handled by the caller around run() is not ours)
         return code
@@ -31,10 +31,10 @@ def exit_code_of(report: Any) -> int:
     return 1
 
 
-def pending_error(report: Any) -> str:
+def pending_error(report: RunReport) -> str:
     """The scrubbed message of the error the run is ending with, if any."""
     error = sys.exc_info()[1]
-    if error is None or getattr(report, "exit_code", 1) == 0:
+    if error is None or report.exit_code == 0:
         return ""
     return scrub(str(error) or type(error).__name__)
 

@@ -26,7 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from journal_loader.journal.events import Statistics
@@ -60,7 +60,7 @@ class Figures:
         self.percent: float | None = None
         self.eta: float | None = None
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, int | float | None]:
         return {
             "records": self.processed,
             "succeeded": self.succeeded,
@@ -71,6 +71,11 @@ class Figures:
             "percent": None if self.percent is None else round(self.percent, 1),
             "eta_seconds": None if self.eta is None else round(self.eta),
         }
+
+
+class _Sample(NamedTuple):
+    at: float  # time.monotonic()
+    bytes_read: int
 
 
 class ProgressObserver:
@@ -97,8 +102,8 @@ class ProgressObserver:
         self.figures = Figures()
         self._lock = threading.RLock()
         self._started: float | None = None
-        self._base: tuple[float, int] | None = None  # (time, bytes) the ETA is measured from
-        self._samples: deque[tuple[float, int]] = deque()  # (time, bytes) per batch, recent
+        self._base: _Sample | None = None  # what the ETA is measured from
+        self._samples: deque[_Sample] = deque()  # per batch, the recent ones
         self._last_log = 0.0
         self._last_draw = 0.0
         self._shown = ""  # the bar currently on screen ("" when none)
@@ -119,9 +124,9 @@ class ProgressObserver:
         if info.get("loader"):
             self.loader = str(info["loader"])
         if info.get("resumed_byte") is not None:
-            self._base = (now, int(info["resumed_byte"]))
+            self._base = _Sample(now, int(info["resumed_byte"]))
         elif not f.position:
-            self._base = (now, 0)
+            self._base = _Sample(now, 0)
         self._last_log = now
         if self.tty:
             self.draw(force=True)
@@ -178,17 +183,17 @@ class ProgressObserver:
         if f.file_size > 0:
             f.percent = min(100.0, 100.0 * f.bytes_read / f.file_size)
         if self._base is None:  # a resumed run that did not say where in bytes: from here on
-            self._base = (now, f.bytes_read)
+            self._base = _Sample(now, f.bytes_read)
             return
         # The recent window: from the newest sample at least eta_window old (the base while
         # the run is younger than the window) to now.
         samples = self._samples
         if not samples:
             samples.append(self._base)
-        while len(samples) > 1 and samples[1][0] <= now - self.eta_window:
+        while len(samples) > 1 and samples[1].at <= now - self.eta_window:
             samples.popleft()
         t0, b0 = samples[0]
-        samples.append((now, f.bytes_read))
+        samples.append(_Sample(now, f.bytes_read))
         if now > t0 and f.bytes_read > b0 and f.file_size > 0:
             byte_rate = (f.bytes_read - b0) / (now - t0)
             f.eta = max(0.0, (f.file_size - f.bytes_read) / byte_rate)

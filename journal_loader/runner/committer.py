@@ -545,7 +545,7 @@ def _count_imported(results: list[ProposeResult], stats: Statistics, in_doubt: b
         stats.conflicts_detected += len(r.conflicts)
 
 
-def describe_error(error: Exception, record: Any, stage: str) -> str:
+def describe_error(error: Exception, record: object, stage: str) -> str:
     """A loader's exception as a DLQ message. A KeyError for a key the record does not have
     names the key, the keys it has (the file's columns, at parse) and the closest one."""
     if (
@@ -556,8 +556,8 @@ def describe_error(error: Exception, record: Any, stage: str) -> str:
         and error.args[0] not in record
     ):
         key, keys = error.args[0], [k for k in record if isinstance(k, str)]
-        what = "column" if stage == "parse" else "field"
-        where = "the record" if stage == "parse" else "the parsed record"
+        what = "column" if stage == Stage.PARSE else "field"
+        where = "the record" if stage == Stage.PARSE else "the parsed record"
         return (
             f"no {what} {key!r} in {where} (its {what}s: {', '.join(map(repr, keys))})"
             + did_you_mean(key, keys)

@@ -13,7 +13,6 @@ import datetime as dt
 import os
 import socket
 from dataclasses import dataclass
-from typing import Any
 
 from journal_loader.errors import FencedOutError, JournalLoaderError
 from journal_loader.journal.writer import JournalWriter
@@ -22,7 +21,7 @@ from journal_loader.storage.base import SourceLock, Store, Tx, utcnow
 from journal_loader.storage.journal_store import JournalStore, journal_store
 
 
-def lock_holder(run_id: str, started_at: dt.datetime | None = None) -> dict[str, Any]:
+def lock_holder(run_id: str, started_at: dt.datetime | None = None) -> dict[str, str | int]:
     """Who holds a source's lock, as ``SourceLockedError`` shows it to the next run."""
     return {
         "run_id": run_id,

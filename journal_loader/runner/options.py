@@ -30,10 +30,13 @@ from journal_loader.runner.observers import (
     RunObserver,
     StartObserver,
 )
+from journal_loader.sources.identity import UpdateFrequency
+from journal_loader.sources.options import DEFAULT_READER_OPTIONS, ReaderOptions
 
 
 class RunStatus(StrEnum):
-    """How a run ended (``RunReport.status``, ``RunFinished.status``, ``sources.status``)."""
+    """How a run ended (``RunReport.status``, ``RunFinished.status``; ``sources.status``
+    takes it, see ``journal_loader.sources.status.SourceStatus``)."""
 
     COMPLETED = "completed"
     PARTIAL = "partial"  # stopped early by --limit: rerun to continue
@@ -95,13 +98,8 @@ class RunOptions:
     retry_max_delay: float = 30.0
     source_type: str | None = None
     source_name: str | None = None
-    update_frequency: str = "hash"
-    format: str | None = None
-    encoding: str = "utf-8"
-    delimiter: str | None = None
-    quotechar: str = '"'
-    field_size_limit: int = 1_048_576
-    max_record_bytes: int = 8_388_608
+    update_frequency: str = UpdateFrequency.HASH.value
+    reader: ReaderOptions = DEFAULT_READER_OPTIONS  # frozen: sharing the default is safe
     max_failed_records: int | None = None
     max_failure_rate: float | None = None
     failure_rate_min_records: int = 100
@@ -116,9 +114,9 @@ class RunOptions:
 class RunReport(msgspec.Struct, kw_only=True):
     """What a run did; ``run()`` returns it and the CLI prints it."""
 
-    # A RunStatus (always one once constructed). Typed str because code outside the runner
-    # builds failed reports from plain strings (journal_loader/ops/observer_options.py).
-    status: str
+    # msgspec does not check a Struct's fields when it is constructed: __post_init__ turns a
+    # plain string a caller passes (an orchestrator's code) into the RunStatus.
+    status: RunStatus
     message: str = ""
     source_id: int | None = None
     run_id: str | None = None

@@ -13,7 +13,6 @@ import logging
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import Any
 
 from journal_loader import projections
 from journal_loader.abandon import supersede_partial
@@ -29,10 +28,11 @@ from journal_loader.journal.events import (
 from journal_loader.journal.writer import JournalWriter, PendingEvent
 from journal_loader.loader import Loader
 from journal_loader.runner.lease import Lease
-from journal_loader.runner.options import COMPLETED, RunMode, RunOptions
+from journal_loader.runner.options import RunMode, RunOptions
 from journal_loader.runner.retry import RetryPolicy
 from journal_loader.sources.identity import SourceFile
 from journal_loader.sources.readers import RecordReader, ResumePoint, detect_format, open_reader
+from journal_loader.sources.status import SourceStatus
 from journal_loader.storage.base import SourceLock, Store, utcnow
 from journal_loader.storage.journal_store import journal_store
 from journal_loader.version import __version__
@@ -102,14 +102,14 @@ class Registrar:
                     mode = RunMode.NEW
                 else:
                     source_id = row.source_id
-                    if row.status == COMPLETED and not self.opt.force:
+                    if row.status == SourceStatus.COMPLETED and not self.opt.force:
                         return AlreadyProcessed(
                             source_id,
                             f"already processed: source {source_id} ({src.file_name}, "
                             f"sha256 {src.sha256[:12]}) completed; use --force to load it again",
                         )
                     head = journal.chain_head(tx, source_id)
-                    if row.status == "processing":
+                    if row.status == SourceStatus.PROCESSING:
                         # We hold the lock, so the run that left it 'processing' is dead.
                         events.append(
                             PendingEvent.of(
@@ -179,15 +179,9 @@ class Registrar:
         return notes
 
     def _open_reader(self, src: SourceFile, start: queries.Checkpoint) -> RecordReader:
-        opt = self.opt
         return open_reader(
             src.path,
-            format=opt.format,
-            encoding=opt.encoding,
-            delimiter=opt.delimiter,
-            quotechar=opt.quotechar,
-            field_size_limit=opt.field_size_limit,
-            max_record_bytes=opt.max_record_bytes,
+            self.opt.reader,
             start=None if start.at_start else ResumePoint(start.offset, start.line, start.byte),
             fileobj=src.fileobj,
         )
@@ -209,23 +203,11 @@ class Registrar:
             version=__version__,
             header=reader.header,
             header_raw=reader.header_raw,
-            reader=self._reader_options(reader),
+            reader=reader.options.journaled(format=reader.format, gzipped=reader.gzipped),
         )
 
-    def _reader_options(self, reader: RecordReader) -> dict[str, Any]:
-        opt = self.opt
-        return {
-            "format": reader.format,
-            "gzipped": reader.gzipped,
-            "encoding": opt.encoding,
-            "delimiter": opt.delimiter,
-            "quotechar": opt.quotechar,
-            "field_size_limit": opt.field_size_limit,
-            "max_record_bytes": opt.max_record_bytes,
-        }
-
     def _source_registered(self, src: SourceFile) -> SourceRegistered:
-        fmt, gz = detect_format(src.path, self.opt.format)
+        fmt, gz = detect_format(src.path, self.opt.reader.format)
         return SourceRegistered(
             source_type=self.source_type,
             source_name=self.opt.source_name or self.source_type,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import codecs
 import os
 from dataclasses import dataclass
+from typing import Literal
 
 from journal_loader.errors import ConfigError
 
@@ -20,8 +21,10 @@ _EXTENSIONS = {
 _FORMAT_NAMES = {"csv": "csv", "tsv": "tsv", "jsonl": "jsonl", "ndjson": "jsonl", "json": "jsonl"}
 _GZIP_MAGIC = b"\x1f\x8b"
 
+RecordFormat = Literal["csv", "jsonl"]  # what a reader reads a file as (TSV is CSV)
 
-def detect_format(path: str, configured: str | None = None) -> tuple[str, bool]:
+
+def detect_format(path: str, configured: str | None = None) -> tuple[RecordFormat, bool]:
     """Return ``(format, gzipped)`` for ``path``: format ``'csv'`` or ``'jsonl'``.
 
     The format is ``configured`` when given (``csv``, ``tsv``, ``jsonl``, ``ndjson``, ``json``;
@@ -40,7 +43,9 @@ def detect_format(path: str, configured: str | None = None) -> tuple[str, bool]:
     return fmt, gzipped
 
 
-def detect(path: str, configured: str | None, head: bytes | None) -> tuple[str, bool, bool]:
+def detect(
+    path: str, configured: str | None, head: bytes | None
+) -> tuple[RecordFormat, bool, bool]:
     """-> (format, gzipped, tab-separated)."""
     name = os.path.basename(path).lower()
     named_gz = name.endswith(".gz")

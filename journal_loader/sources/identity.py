@@ -16,12 +16,25 @@ import os
 import re
 import stat
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO
 
 from journal_loader.errors import SourceChangedError, SourceFileError
 
-FREQUENCIES = ("quarterly", "monthly", "weekly", "daily", "yearly", "hash")
+
+class UpdateFrequency(StrEnum):
+    """How often a source's publisher issues a new version: what a version label says."""
+
+    QUARTERLY = "quarterly"  # 2026-Q1
+    MONTHLY = "monthly"  # 2026-01
+    WEEKLY = "weekly"  # 2026-W01 (ISO week)
+    DAILY = "daily"  # 2026-01-05
+    YEARLY = "yearly"  # 2026
+    HASH = "hash"  # the content's hash: no calendar
+
+
+FREQUENCIES = tuple(UpdateFrequency)  # in the order messages list them
 _DATE_IN_NAME = re.compile(
     r"(?<!\d)((?:19|20)\d{2})[-_.]?(0[1-9]|1[0-2])[-_.]?(0[1-9]|[12]\d|3[01])(?!\d)"
 )
@@ -74,22 +87,24 @@ def date_from_name(file_name: str) -> dt.date | None:
 def version_label(file_name: str, mtime: dt.datetime, frequency: str, file_hash: str) -> str:
     if frequency not in FREQUENCIES:
         raise ValueError(f"update_frequency must be one of {', '.join(FREQUENCIES)}")
-    if frequency == "hash":
+    if frequency == UpdateFrequency.HASH:
         return file_hash[:12]
     day = date_from_name(file_name) or mtime.date()
-    if frequency == "quarterly":
+    if frequency == UpdateFrequency.QUARTERLY:
         return f"{day.year}-Q{(day.month - 1) // 3 + 1}"
-    if frequency == "monthly":
+    if frequency == UpdateFrequency.MONTHLY:
         return f"{day.year}-{day.month:02d}"
-    if frequency == "weekly":
+    if frequency == UpdateFrequency.WEEKLY:
         iso = day.isocalendar()
         return f"{iso.year}-W{iso.week:02d}"
-    if frequency == "yearly":
+    if frequency == UpdateFrequency.YEARLY:
         return str(day.year)
-    return day.isoformat()
+    return day.isoformat()  # daily
 
 
-def open_source(path: str | os.PathLike[str], *, update_frequency: str = "hash") -> SourceFile:
+def open_source(
+    path: str | os.PathLike[str], *, update_frequency: str = UpdateFrequency.HASH.value
+) -> SourceFile:
     """Open, stat and hash the file; the returned SourceFile keeps it open for reading."""
     text_path = os.fspath(path)
     try:

@@ -68,13 +68,21 @@ import os
 from collections.abc import Iterator
 from dataclasses import replace
 from types import TracebackType
-from typing import BinaryIO, cast
+from typing import BinaryIO, Unpack, cast
 
-from journal_loader.errors import ConfigError, SourceChangedError, SourceFileError
+from journal_loader.errors import SourceChangedError, SourceFileError
 from journal_loader.sources.csv_decoder import CsvDecoder, check_dialect, ensure_csv_field_limit
-from journal_loader.sources.encoding import Codec, detect, detect_format, looks_wide, resolve_codec
+from journal_loader.sources.encoding import (
+    Codec,
+    RecordFormat,
+    detect,
+    detect_format,
+    looks_wide,
+    resolve_codec,
+)
 from journal_loader.sources.jsonl_decoder import MAX_JSON_DEPTH, JsonlDecoder
 from journal_loader.sources.lines import byte_lines, wide_lines
+from journal_loader.sources.options import DEFAULT_READER_OPTIONS, ReaderOptions, ReaderOverrides
 from journal_loader.sources.records import (
     READ_ERRORS,
     Progress,
@@ -87,6 +95,7 @@ from journal_loader.sources.records import (
 __all__ = [
     "MAX_JSON_DEPTH",
     "RawRecord",
+    "ReaderOptions",
     "RecordReader",
     "ResumePoint",
     "detect_format",
@@ -96,31 +105,21 @@ __all__ = [
 
 def open_reader(
     path: str,
+    options: ReaderOptions = DEFAULT_READER_OPTIONS,
     *,
-    format: str | None = None,
-    encoding: str = "utf-8",
-    delimiter: str | None = None,
-    quotechar: str = '"',
-    field_size_limit: int = 1_048_576,
-    max_record_bytes: int = 8_388_608,
     start: ResumePoint | None = None,
     fileobj: BinaryIO | None = None,
+    **overrides: Unpack[ReaderOverrides],
 ) -> RecordReader:
     """Open ``path`` (or read ``fileobj``) for reading records; see :class:`RecordReader`.
 
-    ``delimiter`` defaults to a tab for TSV (``.tsv`` or format ``tsv``) and a comma otherwise.
+    Reads with ``options``, with any option given as a keyword argument instead
+    (``open_reader(path, delimiter=";")``). ``delimiter`` defaults to a tab for TSV (``.tsv``
+    or format ``tsv``) and a comma otherwise.
     """
-    return RecordReader(
-        path,
-        format=format,
-        encoding=encoding,
-        delimiter=delimiter,
-        quotechar=quotechar,
-        field_size_limit=field_size_limit,
-        max_record_bytes=max_record_bytes,
-        start=start,
-        fileobj=fileobj,
-    )
+    if overrides:
+        options = replace(options, **overrides)
+    return RecordReader(path, options, start=start, fileobj=fileobj)
 
 
 class RecordReader:
@@ -132,7 +131,8 @@ class RecordReader:
     """
 
     path: str
-    format: str
+    options: ReaderOptions  # as given (format: as configured, None when detected)
+    format: RecordFormat  # what the reader found
     gzipped: bool
     encoding: str
     header: list[str] | None
@@ -141,25 +141,15 @@ class RecordReader:
     def __init__(
         self,
         path: str,
+        options: ReaderOptions = DEFAULT_READER_OPTIONS,
         *,
-        format: str | None = None,
-        encoding: str = "utf-8",
-        delimiter: str | None = None,
-        quotechar: str = '"',
-        field_size_limit: int = 1_048_576,
-        max_record_bytes: int = 8_388_608,
         start: ResumePoint | None = None,
         fileobj: BinaryIO | None = None,
     ) -> None:
-        for label, value in (
-            ("field_size_limit", field_size_limit),
-            ("max_record_bytes", max_record_bytes),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{label} must be a positive integer, not {value!r}")
         if start is not None and (start.offset < 0 or start.line < 1 or start.byte < 0):
             raise ValueError(f"invalid resume point {start!r}")
         self.path = path
+        self.options = options
         self.header = None
         self.header_raw = None
         self._owns_file = fileobj is None
@@ -170,9 +160,7 @@ class RecordReader:
         self._closed = False
         self._raw = fileobj if fileobj is not None else self._open_file(path)
         try:
-            self._setup(
-                format, encoding, delimiter, quotechar, field_size_limit, max_record_bytes, start
-            )
+            self._setup(options, start)
         except BaseException:
             self.close()
             raise
@@ -191,16 +179,10 @@ class RecordReader:
         except OSError as e:
             raise SourceFileError(path, f"cannot open the file: {e.strerror or e}") from None
 
-    def _setup(
-        self,
-        format: str | None,
-        encoding: str,
-        delimiter: str | None,
-        quotechar: str,
-        field_size_limit: int,
-        max_record_bytes: int,
-        start: ResumePoint | None,
-    ) -> None:
+    def _setup(self, options: ReaderOptions, start: ResumePoint | None) -> None:
+        format, encoding, delimiter = options.format, options.encoding, options.delimiter
+        quotechar = options.quotechar
+        field_size_limit, max_record_bytes = options.field_size_limit, options.max_record_bytes
         path = self.path
         raw = self._raw
         assert raw is not None
@@ -328,7 +310,7 @@ class RecordReader:
                 return self._raw.tell()
             except (OSError, ValueError):
                 pass
-        return self._progress.next[2]
+        return self._progress.byte
 
     def reparse(self, raw: bytes, at: ResumePoint | None = None) -> RawRecord:
         """Decode one record's ``raw`` bytes again with this reader's header and dialect.

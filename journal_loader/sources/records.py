@@ -55,6 +55,10 @@ class Progress:
     def position(self) -> ResumePoint:
         return _new_point(ResumePoint, self.next)
 
+    @property
+    def byte(self) -> int:
+        return self.next[2]
+
 
 _new_point = tuple.__new__  # ResumePoint from a tuple, without NamedTuple.__new__'s overhead
 

@@ -6,7 +6,11 @@ schema up to date (migrations run on first use).
 Owns: the engine (``Store``/``Tx``, ``sqlite``, ``postgres``, ``migrate``, ``schema``,
 ``sql``), the classification of driver errors (``errors``) and every SQL statement of
 journal-loader outside the graph backend: the domain repositories run it, taking and
-returning plain values (tuples, bytes, types defined here).
+returning plain values (tuples, bytes, types defined here): ``journal_store`` (the journal,
+source identity, leases), ``projection_store`` (the projections' inline updates, rebuild and
+check), ``audit_reader`` (lineage, as-of, the streamed journal), ``ops_store`` (status, the
+DLQ, metrics) and ``queue_store`` (the worker queue's tables), their SQL named in
+``queries/*.sql``. Where a backend differs, a repository has one class per backend.
 
 May import: the base layer only (``errors``, ``secrets``, ``resources``...); never sources,
 config, the graph, the journal or anything above them (the layers: tests/test_layering.py).

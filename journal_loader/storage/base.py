@@ -187,6 +187,9 @@ class Store(ABC):
 
     #: False when the store was opened read-only (a SQLite file that cannot be written).
     writable: bool = True
+    #: True for a database server other applications can share with the journal (PostgreSQL:
+    #: the worker queue's tables, a Propose API deployment); False for an embedded file.
+    is_server: bool = False
 
     def exists(self) -> bool:
         """Does the database hold journal-loader's schema (any revision)?"""

@@ -211,6 +211,7 @@ def _first_schema(url: str) -> str | None:
 
 class PostgresStore(Store):
     dialect = "postgresql"
+    is_server = True
 
     def __init__(self, url: str) -> None:
         sa_url = make_url(url)

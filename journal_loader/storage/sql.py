@@ -4,6 +4,11 @@ A file holds blocks that start with ``-- name: some_query``; everything up to th
 ``-- name:`` is that query. ``load_queries(path, dialect)`` reads ``NAME.sql`` and, when it
 exists, ``NAME.<dialect>.sql`` whose blocks override the portable ones.
 
+Where the two dialects differ only in how a JSON payload's field is read, one text serves
+both: ``JSON_TEXT(alias.payload, 'field')`` is written once and becomes
+``json_extract(alias.payload, '$.field')`` on SQLite and ``(alias.payload::json ->> 'field')``
+on PostgreSQL when the queries are loaded (``render_dialect``).
+
 Queries are written with ``:param`` placeholders (SQLAlchemy's and sqlite3's style).
 ``to_pyformat`` turns them into psycopg's ``%(param)s`` for the hot paths that talk to the
 driver directly; it leaves ``::type`` casts and quoted strings alone.
@@ -16,6 +21,11 @@ from functools import cache
 from pathlib import Path
 
 _NAME = re.compile(r"^--\s*name:\s*([A-Za-z_][A-Za-z0-9_]*)\s*$", re.MULTILINE)
+_JSON_TEXT = re.compile(r"\bJSON_TEXT\(\s*([A-Za-z_][\w.]*)\s*,\s*'([A-Za-z_]\w*)'\s*\)")
+_JSON_TEXT_FORMS = {
+    "sqlite": r"json_extract(\1, '$.\2')",
+    "postgresql": r"(\1::json ->> '\2')",
+}
 # a quoted string | a :: cast | a :param
 _TOKEN = re.compile(r"'(?:[^']|'')*'|::|(?<![\w:]):([A-Za-z_]\w*)")
 
@@ -32,6 +42,19 @@ def parse_named(text: str) -> dict[str, str]:
     return queries
 
 
+def render_dialect(sql: str, dialect: str) -> str:
+    """``sql`` with its ``JSON_TEXT(expr, 'field')`` written in ``dialect``'s JSON accessor."""
+    if "JSON_TEXT(" not in sql:
+        return sql
+    form = _JSON_TEXT_FORMS.get(dialect)
+    if form is None:
+        raise ValueError(f"no JSON_TEXT form for dialect {dialect!r}")
+    rendered = _JSON_TEXT.sub(form, sql)
+    if "JSON_TEXT(" in rendered:
+        raise ValueError(f"JSON_TEXT takes an alias.column and a quoted field name: {sql}")
+    return rendered
+
+
 @cache
 def load_queries(path: Path, dialect: str) -> dict[str, str]:
     queries: dict[str, str] = {}
@@ -42,7 +65,7 @@ def load_queries(path: Path, dialect: str) -> dict[str, str]:
         queries.update(parse_named(specific.read_text(encoding="utf-8")))
     if not queries:
         raise FileNotFoundError(f"no queries in {path} (nor {specific.name})")
-    return queries
+    return {name: render_dialect(sql, dialect) for name, sql in queries.items()}
 
 
 @cache

@@ -1,5 +1,6 @@
--- Reads of the audit commands (journal_loader/audit/). {journal} is `journal` or a subquery
--- cutting it at a moment (journal_loader/audit/cut.py); parameters are always bound.
+-- Reads of the audit commands (journal_loader/audit/), run by journal_loader/storage/
+-- audit_reader.py. {journal} is `journal` or a view cutting it at a moment (the as-of
+-- reads); parameters are always bound.
 
 -- name: cut_bounds
 -- The last event at or before a cut: its position and time (for "as of position N (time)").
