@@ -82,10 +82,17 @@ JOURNAL_COLUMNS = (
     "position, source_id, record_offset, event_type, schema_version, payload, run_id, "
     "recorded_at, prev_hash, hash"
 )
-PROVENANCE_COLUMNS = (
-    "id, subject_kind, subject_id, source_id, record_offset, fact_index, run_id, confidence, "
-    "created_at"
-)
+# provenance (a view since migration 0006): each generated row is a record of its own
+RECORD_COLUMNS = "id, source_id, record_offset, run_id, created_at"
+SUBJECT_COLUMNS = "subject_kind, subject_id, id, record_id, fact_index, confidence"
+
+
+def _record_row(p: tuple[Any, ...], stamp: Any) -> tuple[Any, ...]:
+    return (p[0], p[3], p[4], p[6], stamp)
+
+
+def _subject_row(p: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (p[1], p[2], p[0], p[0], p[5], p[7])
 
 
 # --- the synthetic history ----------------------------------------------------------------------
@@ -313,9 +320,13 @@ def bulk_load(store: Store, events: int) -> tuple[int, int, float]:
                 f"INSERT INTO journal ({JOURNAL_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", chunk
             )
             n += len(chunk)
-            prov = [(*p[:8], p[8].strftime("%Y-%m-%d %H:%M:%S.%f")) for p in gen.provenance]
             cur.executemany(
-                f"INSERT INTO provenance ({PROVENANCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", prov
+                f"INSERT INTO provenance_records ({RECORD_COLUMNS}) VALUES (?,?,?,?,?)",
+                [_record_row(p, p[8].strftime("%Y-%m-%d %H:%M:%S.%f")) for p in gen.provenance],
+            )
+            cur.executemany(
+                f"INSERT INTO provenance_subjects ({SUBJECT_COLUMNS}) VALUES (?,?,?,?,?,?)",
+                [_subject_row(p) for p in gen.provenance],
             )
         else:
             cur = raw.cursor()
@@ -323,12 +334,15 @@ def bulk_load(store: Store, events: int) -> tuple[int, int, float]:
                 for row in gen.rows():
                     copy.write_row(row)
                     n += 1
-            with cur.copy(f"COPY provenance ({PROVENANCE_COLUMNS}) FROM STDIN") as copy:
+            with cur.copy(f"COPY provenance_records ({RECORD_COLUMNS}) FROM STDIN") as copy:
                 for p in gen.provenance:
-                    copy.write_row(p)
+                    copy.write_row(_record_row(p, p[8]))
+            with cur.copy(f"COPY provenance_subjects ({SUBJECT_COLUMNS}) FROM STDIN") as copy:
+                for p in gen.provenance:
+                    copy.write_row(_subject_row(p))
             cur.execute("SELECT setval(pg_get_serial_sequence('journal', 'position'), %s)", (n,))
             cur.execute(
-                "SELECT setval(pg_get_serial_sequence('provenance', 'id'), %s)",
+                "SELECT setval(pg_get_serial_sequence('provenance_records', 'id'), %s)",
                 (len(gen.provenance),),
             )
     took = time.monotonic() - started
@@ -337,7 +351,8 @@ def bulk_load(store: Store, events: int) -> tuple[int, int, float]:
         # visibility map that index-only scans need)
         with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("VACUUM ANALYZE journal"))
-            conn.execute(text("VACUUM ANALYZE provenance"))
+            conn.execute(text("VACUUM ANALYZE provenance_records"))
+            conn.execute(text("VACUUM ANALYZE provenance_subjects"))
     return n, len(gen.provenance), took
 
 

@@ -185,7 +185,7 @@ def test_endless_conflicts_give_up_saying_what_happened(pg: tuple[str, str], dat
 def test_permission_denied_fails_fast(pg: tuple[str, str], data: Path) -> None:
     url, _ = pg
     store = open_store(url)
-    _install_fault_trigger(store, "provenance", "42501", [30])
+    _install_fault_trigger(store, "provenance_subjects", "42501", [30])  # (the view's table)
     retries = Retries()
     report = run(PairLoader, data, db=url, batch_size=BATCH, config=FAST, observers=[retries])
     assert report.status == "failed" and report.exit_code == 1

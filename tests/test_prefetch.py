@@ -1,5 +1,7 @@
-"""The PostgreSQL prefetch (a planning pass, then bulk lookups) changes no answer: the same
-input with and without it gives the same graph and the same journaled result per record."""
+"""The PostgreSQL prefetch (the batch's facts collected first, then bulk lookups and locks)
+changes no answer: the same input with and without it gives the same graph and the same
+journaled result per record. (tests/test_graph_batch.py compares the two on both backends with
+every way a record can fail.)"""
 
 from __future__ import annotations
 
@@ -21,6 +23,12 @@ pytestmark = pytest.mark.postgres
 
 
 class NoPrefetch(EmbeddedGraph):
+    """Fact by fact, every lookup on its own (no batch collected first, no planning pass)."""
+
+    @property
+    def wants_batch(self) -> bool:
+        return False
+
     @property
     def wants_prefetch(self) -> bool:
         return False

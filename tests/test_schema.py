@@ -56,9 +56,11 @@ def test_first_use_migrates_and_second_open_is_a_no_op(db_url: str) -> None:
         "nodes",
         "relationships",
         "attributes",
-        "provenance",
+        "provenance_records",  # behind the view provenance (migration 0006)
+        "provenance_subjects",
         "source_leases",
     } <= tables
+    assert {"provenance", "loader_status"} <= set(inspect(s1.engine).get_view_names())
     s1.dispose()
     s2 = open_store(db_url)  # must not try to create anything again
     assert s2.current_revision() == SCHEMA_HEAD

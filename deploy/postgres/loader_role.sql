@@ -59,7 +59,9 @@ GRANT SELECT ON :"schema".alembic_version TO :"role";
 GRANT SELECT, INSERT, UPDATE ON :"schema".nodes TO :"role";
 GRANT SELECT, INSERT ON :"schema".attributes TO :"role";
 GRANT SELECT, INSERT, UPDATE ON :"schema".relationships TO :"role";
-GRANT SELECT, INSERT ON :"schema".provenance TO :"role";
+GRANT SELECT, INSERT ON :"schema".provenance_records TO :"role";
+GRANT SELECT, INSERT ON :"schema".provenance_subjects TO :"role";
+GRANT SELECT ON :"schema".provenance TO :"role";
 
 -- Journal positions and graph ids come from the tables' sequences: nextval needs USAGE; the
 -- journal's also UPDATE, because a batch reserves its block of positions with one setval
@@ -73,5 +75,5 @@ SELECT format('GRANT USAGE%s ON SEQUENCE %s TO %I',
               CASE WHEN t.name = 'journal' THEN ', UPDATE' ELSE '' END,
               pg_get_serial_sequence(format('%I.%I', :'schema', t.name), t.col), :'role')
 FROM (VALUES ('journal', 'position'), ('nodes', 'id'), ('attributes', 'id'),
-             ('relationships', 'id'), ('provenance', 'id')) AS t(name, col)
+             ('relationships', 'id'), ('provenance_records', 'id')) AS t(name, col)
 \gexec

@@ -5,8 +5,9 @@
 range) and to its ``ProposeSucceeded`` (what the graph answered for that fact: created,
 matched, duplicate). Oldest first.
 
-The query (``lineage`` in ``storage/queries/audit.sql``) walks ``ix_provenance_subject`` for
-the subject, then ``ix_journal_source_offset`` once per assertion: its cost grows with the
+The query (``lineage`` in ``storage/queries/audit.sql``) walks the primary key of
+``provenance_subjects`` (under the view ``provenance``) for the subject, then
+``ix_journal_source_offset`` once per assertion: its cost grows with the
 number of assertions, not with the size of the journal.
 
 A graph outside the journal's database (a Propose API deployment, ids such as ULIDs) has no

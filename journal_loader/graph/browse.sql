@@ -1,8 +1,10 @@
 -- Read-only views of the embedded graph for `journal-loader graph` (journal_loader/graph/browse.py).
 -- Every lookup of one node goes through an index: nodes' primary key, ix_nodes_type_name,
 -- uq_nodes_type_key, uq_relationships_endpoints (source first), ix_relationships_target,
--- uq_attributes_node_type_value (node first), ix_attributes_type_norm, ix_provenance_subject.
--- Only the counts of `graph stats` read whole tables.
+-- uq_attributes_node_type_value (node first), ix_attributes_type_norm, and provenance_subjects'
+-- primary key (kind, subject, id). Only the counts of `graph stats` read whole tables. Counts
+-- of provenance read provenance_subjects (one row per row of the view provenance) without
+-- joining the records.
 
 -- name: node_counts
 SELECT node_type, COUNT(*) FROM nodes GROUP BY node_type ORDER BY node_type
@@ -14,7 +16,7 @@ SELECT rel_type, COUNT(*) FROM relationships GROUP BY rel_type ORDER BY rel_type
 SELECT attr_type, COUNT(*) FROM attributes GROUP BY attr_type ORDER BY attr_type
 
 -- name: provenance_counts
-SELECT subject_kind, COUNT(*) FROM provenance GROUP BY subject_kind ORDER BY subject_kind
+SELECT subject_kind, COUNT(*) FROM provenance_subjects GROUP BY subject_kind ORDER BY subject_kind
 
 -- name: opposing_pairs
 -- Conflicts: pairs of nodes with a relationship of one type and one of the type opposing
@@ -60,15 +62,18 @@ WHERE node_type = :node_type AND external_key = :external_key
 ORDER BY id
 
 -- name: node_attributes
--- Each attribute with how many records asserted it and the first of them.
+-- Each attribute with how many records asserted it and the first of them. (The tables of the
+-- view provenance, not the view: a view outer-joined here would be built whole first.)
 SELECT a.id, a.attr_type, a.value,
-       (SELECT COUNT(*) FROM provenance c
+       (SELECT COUNT(*) FROM provenance_subjects c
         WHERE c.subject_kind = 'attribute' AND c.subject_id = a.id) AS assertions,
-       p.source_id, p.record_offset
+       r.source_id, r.record_offset
 FROM attributes a
-LEFT JOIN provenance p
-       ON p.id = (SELECT MIN(f.id) FROM provenance f
+LEFT JOIN provenance_subjects p
+       ON p.subject_kind = 'attribute' AND p.subject_id = a.id
+      AND p.id = (SELECT MIN(f.id) FROM provenance_subjects f
                   WHERE f.subject_kind = 'attribute' AND f.subject_id = a.id)
+LEFT JOIN provenance_records r ON r.id = p.record_id
 WHERE a.node_id = :id
 ORDER BY a.attr_type, a.id
 
@@ -95,7 +100,7 @@ ORDER BY r.id
 LIMIT :limit
 
 -- name: provenance_count
-SELECT COUNT(*) FROM provenance WHERE subject_kind = :kind AND subject_id = :id
+SELECT COUNT(*) FROM provenance_subjects WHERE subject_kind = :kind AND subject_id = :id
 
 -- name: provenance
 -- The records that asserted a subject, oldest first, each with its source and the

@@ -12,6 +12,14 @@ How a batch is written (the reason this module is more than a few INSERTs):
   cache miss (one round trip), and buffers the inserts. ``flush`` writes them in bulk (COPY
   on PostgreSQL) before the journal's append. Ids are reserved up front (``Tx.reserve_ids``)
   so results can name them before the rows exist.
+* **A batch at once** (issue 11). The runner collects every record's facts first (the
+  loader's ``propose`` against ``graph/batch.py``'s collector), the batch's identities are
+  looked up in a few bulk queries (``prefetch_collected``; PostgreSQL, where a lookup is a
+  round trip), and
+  ``propose_collected`` resolves each record's facts in order with the code ``propose_fact``
+  runs, so a later fact sees what an earlier one created. Whatever the collector cannot stand
+  for is proposed again fact by fact in its place: the answers, the DLQ and the journal's
+  order are those of ``propose_fact`` (tests/test_graph_batch.py).
 * **Record-level atomicity without a savepoint per record.** Every change a record makes to
   the caches goes through an undo log, and its buffered rows are a tail of the buffers;
   ``abort_record`` rolls both back, so a failing record leaves no trace and the batch goes on.
@@ -52,7 +60,9 @@ The Propose API's semantics (results shaped like the API's response):
   lookup of opposing relationships and of the relationship itself is one query.
 * **Types** come from the config; an unknown one fails the record at stage ``validate``.
 * **Provenance**: one row per node, attribute and relationship per record that asserted it,
-  with the record's (source, offset), the fact's index and the confidence given.
+  with the record's (source, offset), the fact's index and the confidence given (the view
+  ``provenance``; stored as a row per record and a short row per subject:
+  ``storage/schema.py``).
 
 Where each part lives: resolution and its answers in ``graph/resolution.py``; attributes,
 relationships and provenance rows in ``graph/rows.py``; the bulk lookups and locks of a batch
@@ -69,6 +79,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from journal_loader.errors import JournalLoaderError, ProposeError
+from journal_loader.graph.batch import CollectedFact, FactCollector
 from journal_loader.graph.checks import (
     MAX_NAME_CHARS,
     MAX_TYPE_CHARS,
@@ -81,6 +92,7 @@ from journal_loader.graph.protocol import (
     STATUS_CONFLICTS,
     STATUS_SUCCESS,
     Action,
+    Entity,
     EntityLike,
     GraphId,
     ProposeClient,
@@ -94,7 +106,8 @@ from journal_loader.graph.store import (
     ATTRIBUTE_COLUMNS,
     FUZZY_INDEX_NAME,
     NODE_COLUMNS,
-    PROVENANCE_COLUMNS,
+    PROVENANCE_RECORD_COLUMNS,
+    PROVENANCE_SUBJECT_COLUMNS,
     RELATIONSHIP_COLUMNS,
 )
 from journal_loader.graph.target import GraphTarget
@@ -196,6 +209,7 @@ class EmbeddedGraph(Prefetcher, RowBuilder, GraphTarget, ProposeClient):
 
     def finish_record(self) -> None:
         rec = self._require_record()
+        self._provenance_rows(rec)
         if self._safe:
             tx = self._require_tx()
             try:
@@ -286,31 +300,110 @@ class EmbeddedGraph(Prefetcher, RowBuilder, GraphTarget, ProposeClient):
             valid_to,
             confidence,
         )
+        return self._fact(
+            rec,
+            tx,
+            src,
+            tgt,
+            src_norm,
+            tgt_norm,
+            relationship,
+            strength,
+            valid_from,
+            valid_to,
+            metadata,
+            confidence,
+        )
+
+    # --- a batch's facts, collected first (journal_loader/graph/batch.py) ------------------
+    @property
+    def wants_batch(self) -> bool:
+        # A subclass that intercepts propose_fact (a test's flaky target, a wrapper that
+        # counts) expects every fact through it: it is proposed fact by fact.
+        return type(self).propose_fact is EmbeddedGraph.propose_fact
+
+    def collector(self) -> FactCollector:
+        return FactCollector(self.node_types, self.relationship_types)
+
+    def propose_collected(
+        self, source_id: int, record_offset: int, run_id: str, facts: list[CollectedFact]
+    ) -> list[ProposeResult]:
+        """One record's collected facts, resolved in order: the answers ``propose_fact``
+        would have given them. A fact the graph refuses undoes the record and raises."""
+        self.begin_record(source_id, record_offset, run_id)
+        rec = self._require_record()
+        tx = self._require_tx()
+        fact = self._fact
+        try:
+            for f in facts:
+                fact(rec, tx, *f)
+        except BaseException:
+            self.abort_record()
+            raise
+        results = rec.results
+        self.finish_record()  # in safe mode this writes, and may fail the record
+        return results
+
+    def _fact(
+        self,
+        rec: _Record,
+        tx: Tx,
+        src: Entity,
+        tgt: Entity,
+        src_norm: str,
+        tgt_norm: str,
+        relationship: str,
+        strength: float,
+        valid_from: dt.date | None,
+        valid_to: dt.date | None,
+        metadata: dict[str, Any] | None,
+        confidence: float,
+    ) -> ProposeResult:
+        """A checked fact, resolved against the graph as it stands (the open batch's rows
+        included)."""
         fact_index = rec.facts
         rec.facts += 1
 
-        source_id, source_action, *source_node = self._resolve(tx, src, src_norm, "source")
-        target_id, target_action, *target_node = self._resolve(tx, tgt, tgt_norm, "target")
-        attribute_ids = self._attributes(tx, source_id, source_node, src)
-        attribute_ids += self._attributes(tx, target_id, target_node, tgt)
+        source_id, source_action, source_key, source_norm = self._resolve(
+            tx, src, src_norm, "source"
+        )
+        target_id, target_action, target_key, target_norm = self._resolve(
+            tx, tgt, tgt_norm, "target"
+        )
+        attribute_ids: list[int] = []
+        if src.attributes:
+            attribute_ids = self._attributes(tx, source_id, source_key, source_norm, src)
+        if tgt.attributes:
+            attribute_ids += self._attributes(tx, target_id, target_key, target_norm, tgt)
         rel_id, rel_action, conflicts = self._relationship(
             tx, source_id, relationship, target_id, strength, valid_from, valid_to, metadata
         )
         actions = [source_action, target_action, rel_action]
-        actions += [
-            Action(
-                action="relationship_conflicted",
-                relationship_id=c.relationship_id,
-                message=f"{c.relationship_type} opposes {relationship}",
-            )
-            for c in conflicts
-        ]
+        if conflicts:
+            actions += [
+                Action(
+                    action="relationship_conflicted",
+                    relationship_id=c.relationship_id,
+                    message=f"{c.relationship_type} opposes {relationship}",
+                )
+                for c in conflicts
+            ]
 
+        # provenance: one id per subject per record, for the first fact that asserts it
+        done = rec.provenanced
         subjects = [("node", source_id), ("node", target_id)]
         if attribute_ids:
             subjects += [("attribute", attribute_id) for attribute_id in attribute_ids]
         subjects.append(("relationship", rel_id))
-        provenance_ids = self._provenance(tx, rec, subjects, fact_index, confidence)
+        new = [subject for subject in subjects if subject not in done]
+        provenance_ids: list[int] = []
+        if new:
+            done.update(new)
+            provenance_ids = tx.reserve_ids("provenance_records", len(new))
+            rec.provenance += [
+                (kind, subject_id, prov_id, fact_index, confidence)
+                for prov_id, (kind, subject_id) in zip(provenance_ids, new, strict=True)
+            ]
 
         result = ProposeResult(
             status=STATUS_CONFLICTS if conflicts else STATUS_SUCCESS,
@@ -348,7 +441,8 @@ __all__ = [
     "MAX_TYPE_CHARS",
     "MAX_VALUE_BYTES",
     "NODE_COLUMNS",
-    "PROVENANCE_COLUMNS",
+    "PROVENANCE_RECORD_COLUMNS",
+    "PROVENANCE_SUBJECT_COLUMNS",
     "RELATIONSHIP_COLUMNS",
     "Candidate",
     "Candidates",

@@ -7,12 +7,18 @@ batch decides the same with or without it, minus the round trips.
 
 from __future__ import annotations
 
+from typing import Any
+
 from journal_loader.errors import ValidationError
+from journal_loader.graph.batch import CollectedFact
 from journal_loader.graph.checks import attribute_values, queryable
 from journal_loader.graph.normalize import normalize_name
 from journal_loader.graph.protocol import Entity
 from journal_loader.graph.state import Candidate, GraphState
 from journal_loader.storage.base import Tx
+
+# (type, normalised name, external key) of an entity: what resolves it
+Identity = tuple[str, str, str | None]
 
 
 class Prefetcher(GraphState):
@@ -58,11 +64,76 @@ class Prefetcher(GraphState):
         Pinned by tests/test_concurrency.py (2 and 4 loaders sharing entities, both
         backends, graph equal to the sequential load).
         """
-        names, keys = self._identities_to_look_up(entities)
+        idents: dict[Identity, list[dict[str, Any]]] = {}
+        ident_of: dict[int, Identity] = {}
+        for e in entities:
+            if id(e) in ident_of:
+                continue
+            # values the real pass refuses (a NUL byte, not text, too long) are left out:
+            # that record alone fails at validation; here it would fail the batch's query
+            if not queryable(e.type) or not queryable(e.name):
+                continue
+            if e.key is not None and not queryable(e.key):
+                continue
+            norm = normalize_name(e.name)
+            if not norm:
+                continue
+            ident = (e.type, norm, e.key)
+            ident_of[id(e)] = ident
+            attributes = idents.setdefault(ident, [])
+            if e.attributes:
+                attributes.append(e.attributes)
+        rels = set()
+        for src, rel, tgt in facts:
+            s_ident, t_ident = ident_of.get(id(src)), ident_of.get(id(tgt))
+            if s_ident is not None and t_ident is not None:
+                rels.add((s_ident, rel, t_ident))
+        self._prefetch_identities(tx, idents, rels)
+
+    def prefetch_collected(self, tx: Tx, facts: list[CollectedFact]) -> None:
+        """``prefetch`` for a batch's collected facts (journal_loader/graph/batch.py): their
+        names are normalised and checked already, and each identity is looked at once.
+        PostgreSQL only (``GraphStore.bulk_lookups``: on SQLite a lookup is in-process)."""
+        if not self._db.bulk_lookups:
+            return
+        idents: dict[Identity, list[dict[str, Any]]] = {}
+        rels = set()
+        for f in facts:
+            src, tgt = f[0], f[1]
+            s_ident = (src.type, f[2], src.key)
+            t_ident = (tgt.type, f[3], tgt.key)
+            attributes = idents.get(s_ident)
+            if attributes is None:
+                attributes = idents[s_ident] = []
+            if src.attributes:
+                attributes.append(src.attributes)
+            attributes = idents.get(t_ident)
+            if attributes is None:
+                attributes = idents[t_ident] = []
+            if tgt.attributes:
+                attributes.append(tgt.attributes)
+            rels.add((s_ident, f[4], t_ident))
+        self._prefetch_identities(tx, idents, rels)
+
+    def _prefetch_identities(
+        self,
+        tx: Tx,
+        idents: dict[Identity, list[dict[str, Any]]],
+        rels: set[tuple[Identity, str, Identity]],
+    ) -> None:
+        """The prefetch of a batch's distinct identities (type, normalised name, key), each
+        with the attributes given to it, and of its relationships between them."""
+        by_name, by_key, absent = self._by_name, self._by_key, self._absent_keys
+        names = {(t, n) for t, n, _k in idents if (t, n) not in by_name}
+        keys = {
+            (t, k)
+            for t, _n, k in idents
+            if isinstance(k, str) and (t, k) not in by_key and (t, k) not in absent
+        }
         if names or keys:
             self._prefetch_nodes(tx, names, keys)
         # phase 1: lock what may be created, then look it up again
-        new_names, new_keys = self._unresolved(entities)
+        new_names, new_keys = self._unresolved(idents)
         if new_names or new_keys:
             tx.advisory_xact_lock(
                 "graph-entities",
@@ -75,29 +146,32 @@ class Prefetcher(GraphState):
                 self._by_key.pop(key, None)
                 self._absent_keys.discard(key)
             self._prefetch_nodes(tx, new_names, new_keys)
-        known = {id(e): self._known_node(e) for e in entities}
-        wanted = {known[id(e)] for e in entities if e.attributes} - {None} - set(self._attrs)
+        known = {ident: self._known_node(*ident) for ident in idents}
+        attrs = self._attrs
+        wanted = {known[i] for i, given in idents.items() if given} - {None} - set(attrs)
         if wanted:
             self._prefetch_attributes(tx, sorted(i for i in wanted if i is not None))
         pairs = set()
-        for src, _rel, tgt in facts:
-            s_id, t_id = known.get(id(src)), known.get(id(tgt))
+        for s_ident, _rel, t_ident in rels:
+            s_id, t_id = known[s_ident], known[t_ident]
             if s_id is not None and t_id is not None and (s_id, t_id) not in self._pairs:
                 pairs.add((s_id, t_id))
         if pairs:
             self._prefetch_relationships(tx, pairs)
         # phase 2: lock what the batch would add to existing nodes, then look it up again
         new_rels: set[tuple[int, str, int]] = set()
-        for src, rel, tgt in facts:
-            s_id, t_id = known.get(id(src)), known.get(id(tgt))
+        for s_ident, rel, t_ident in rels:
+            s_id, t_id = known[s_ident], known[t_ident]
             if s_id is not None and t_id is not None and (s_id, rel, t_id) not in self._rels:
                 new_rels.add((s_id, rel, t_id))
         new_attrs: set[tuple[int, str, str]] = set()
-        for e in entities:
-            node_id = known.get(id(e))
-            if node_id is not None and e.attributes:
-                existing = self._attrs.get(node_id, {})
-                for attr_type, value in e.attributes.items():
+        for ident, given in idents.items():
+            node_id = known[ident]
+            if node_id is None:
+                continue
+            existing = attrs.get(node_id, {})
+            for attributes in given:
+                for attr_type, value in attributes.items():
                     try:
                         values = attribute_values(attr_type, value)
                     except ValidationError:
@@ -114,53 +188,23 @@ class Prefetcher(GraphState):
             self._prefetch_attributes(tx, sorted({n for n, _a, _v in new_attrs}), refresh=True)
             self._prefetch_relationships(tx, {(s, t) for s, _r, t in new_rels}, refresh=True)
 
-    def _identities_to_look_up(
-        self, entities: list[Entity]
-    ) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
-        """(type, normalised name) and (type, key) pairs of the batch the caches don't know.
-        Values the real pass will refuse (a NUL byte, not text, too long) are left out: that
-        record alone fails at validation; here it would fail the batch's query."""
-        names: set[tuple[str, str]] = set()
-        keys: set[tuple[str, str]] = set()
-        for e in entities:
-            if not queryable(e.type) or not queryable(e.name):
-                continue
-            norm = normalize_name(e.name)
-            if not norm:
-                continue
-            if (e.type, norm) not in self._by_name:
-                names.add((e.type, norm))
-            key = (e.type, e.key)
-            if e.key is not None and not queryable(e.key):
-                continue
-            if isinstance(e.key, str) and key not in self._by_key and key not in self._absent_keys:
-                keys.add((e.type, e.key))
-        return names, keys
-
     def _unresolved(
-        self, entities: list[Entity]
+        self, idents: dict[Identity, list[dict[str, Any]]]
     ) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
         """The identities a batch may create or change: a keyed entity whose key no committed
         node has (it creates a node, or gives its key to a keyless one), a keyless entity
         that does not match exactly one node by name (it creates one, or is ambiguous)."""
         names: set[tuple[str, str]] = set()
         keys: set[tuple[str, str]] = set()
-        for e in entities:
-            if not queryable(e.type) or not queryable(e.name):
-                continue
-            if e.key is not None and not queryable(e.key):
-                continue
-            norm = normalize_name(e.name)
-            if not norm:
-                continue
-            if isinstance(e.key, str):
-                if (e.type, e.key) not in self._by_key:
-                    keys.add((e.type, e.key))
-                    names.add((e.type, norm))
+        for node_type, norm, key in idents:
+            if isinstance(key, str):
+                if (node_type, key) not in self._by_key:
+                    keys.add((node_type, key))
+                    names.add((node_type, norm))
             else:
-                candidates = self._by_name.get((e.type, norm))
+                candidates = self._by_name.get((node_type, norm))
                 if candidates is None or len(candidates) != 1:
-                    names.add((e.type, norm))
+                    names.add((node_type, norm))
         return names, keys
 
     def _prefetch_attributes(self, tx: Tx, ids: list[int], *, refresh: bool = False) -> None:
@@ -216,15 +260,13 @@ class Prefetcher(GraphState):
                 self._by_alias.setdefault(name, tuple(sorted(aliases[name].values())))
         self._absent_keys.update(keys - found_keys)
 
-    def _known_node(self, e: Entity) -> int | None:
-        """The committed node an entity resolves to without doubt, if the caches know it."""
-        if isinstance(e.key, str):
-            node_id = self._by_key.get((e.type, e.key))
-            if node_id is not None or (e.type, e.key) not in self._absent_keys:
+    def _known_node(self, node_type: str, norm: str, key: str | None) -> int | None:
+        """The committed node an identity resolves to without doubt, if the caches know it."""
+        if isinstance(key, str):
+            node_id = self._by_key.get((node_type, key))
+            if node_id is not None or (node_type, key) not in self._absent_keys:
                 return node_id
-        if not isinstance(e.name, str):
-            return None
-        candidates = self._by_name.get((e.type, normalize_name(e.name)))
-        if candidates and len(candidates) == 1 and (e.key is None or candidates[0][1] is None):
+        candidates = self._by_name.get((node_type, norm))
+        if candidates and len(candidates) == 1 and (key is None or candidates[0][1] is None):
             return candidates[0][0]
         return None

@@ -1,6 +1,6 @@
 """What a fact adds to the embedded graph besides its nodes: attribute values, the
 relationship (created, a duplicate, or updated to a higher strength; opposing relationships
-as conflicts) and one provenance row per subject per record.
+as conflicts) and its provenance (a row per record, a row per subject per record).
 
 Each decision is made against the caches (a miss costs one query, ``GraphStore``), and its
 rows are appended to the batch's buffers in their table's column order
@@ -16,12 +16,16 @@ from typing import Any
 import msgspec
 
 from journal_loader.errors import ValidationError
-from journal_loader.graph.checks import attribute_values, has_nul
+from journal_loader.graph.checks import MAX_VALUE_BYTES, attribute_values, has_nul
 from journal_loader.graph.normalize import normalize_name
 from journal_loader.graph.protocol import Action, Conflict, Entity
 from journal_loader.graph.resolution import Resolver
-from journal_loader.graph.state import Candidate, _Record
+from journal_loader.graph.state import _MISSING, Candidate, _Record
 from journal_loader.storage.base import Tx
+
+# A text value of at most this many characters is at most MAX_VALUE_BYTES in UTF-8 (4 bytes
+# a character at most): no need to encode it to know.
+_SAFE_CHARS = MAX_VALUE_BYTES // 4
 
 
 class RowBuilder(Resolver):
@@ -36,33 +40,44 @@ class RowBuilder(Resolver):
             self._attrs[node_id] = existing  # committed rows: no undo needed
         return existing
 
-    def _attributes(self, tx: Tx, node_id: int, node: list[Any], e: Entity) -> list[int]:
-        """``node``: [external key, normalised name] of the node, as far as known."""
-        attributes = e.attributes
-        if not attributes:
-            return []
+    def _attributes(
+        self, tx: Tx, node_id: int, node_key: str | None, node_norm: str, e: Entity
+    ) -> list[int]:
+        """The ids of the entity's attribute values on its node, created where new.
+        ``node_key``, ``node_norm``: the node's external key and normalised name, as far as
+        known."""
         ids: list[int] = []
         existing = self._attribute_map(tx, node_id)
-        for attr_type, value in attributes.items():
-            if type(value) is str:  # the common case: a known text value, one lookup
+        undo = self._undo.entries
+        rows = self._buf.attributes
+        checked = self._attr_types
+        for attr_type, value in e.attributes.items():
+            if type(value) is str:  # the common case: text, checked inline
                 if not value:
                     continue
-                known = existing.get((attr_type, value))
-                if known is not None:
-                    ids.append(known)
+                key = (attr_type, value)
+                attr_id = existing.get(key)
+                if attr_id is not None:
+                    ids.append(attr_id)
                     continue
-            for text_value in attribute_values(attr_type, value):
+                if attr_type in checked and "\x00" not in value and len(value) <= _SAFE_CHARS:
+                    texts: list[str] = [value]
+                else:
+                    texts = attribute_values(attr_type, value)
+            else:
+                texts = attribute_values(attr_type, value)
+            checked.add(attr_type)  # attribute_values checked the type's name
+            for text_value in texts:
                 key = (attr_type, text_value)
                 attr_id = existing.get(key)
                 if attr_id is None:
                     attr_id = tx.next_id("attributes")
                     norm_value = normalize_name(text_value)
-                    self._buf.attributes.append(
-                        (attr_id, node_id, attr_type, text_value, norm_value, self._stamp)
-                    )
-                    self._undo.set(existing, key, attr_id)
+                    rows.append((attr_id, node_id, attr_type, text_value, norm_value, self._stamp))
+                    undo.append((existing, key, _MISSING))
+                    existing[key] = attr_id
                     if attr_type == self.alias_attribute and norm_value:
-                        self._add_alias(tx, e.type, norm_value, (node_id, node[0], node[1]))
+                        self._add_alias(tx, e.type, norm_value, (node_id, node_key, node_norm))
                 ids.append(attr_id)
         return ids
 
@@ -164,38 +179,16 @@ class RowBuilder(Resolver):
         return rel_id, action, conflicts
 
     # --- provenance ----------------------------------------------------------------------
-    def _provenance(
-        self,
-        tx: Tx,
-        rec: _Record,
-        subjects: list[tuple[str, int]],
-        fact_index: int,
-        confidence: float,
-    ) -> list[int]:
-        """One row per subject per record (the first fact of the record that asserted it);
-        returns the ids of the rows written."""
-        done = rec.provenanced
-        new = [subject for subject in subjects if subject not in done]
-        if not new:
-            return []
-        done.update(new)
-        ids = tx.reserve_ids("provenance", len(new))
-        stamp = self._stamp
-        source_id, offset, run_id = rec.source_id, rec.record_offset, rec.run_id
-        self._buf.provenance.extend(
-            [
-                (
-                    prov_id,
-                    kind,
-                    subject_id,
-                    source_id,
-                    offset,
-                    fact_index,
-                    run_id,
-                    confidence,
-                    stamp,
-                )
-                for prov_id, (kind, subject_id) in zip(ids, new, strict=True)
-            ]
+    def _provenance_rows(self, rec: _Record) -> None:
+        """The record's provenance as rows: one for the record (its id the last of its
+        subjects' ids), one per subject (storage/schema.py, ``provenance_records``)."""
+        subjects = rec.provenance
+        if not subjects:
+            return
+        record_id = max(s[2] for s in subjects)
+        self._buf.provenance_records.append(
+            (record_id, rec.source_id, rec.record_offset, rec.run_id, self._stamp)
         )
-        return ids
+        self._buf.provenance_subjects.extend(
+            [(kind, sid, pid, record_id, fi, conf) for kind, sid, pid, fi, conf in subjects]
+        )

@@ -60,7 +60,8 @@ class _Buffers:
     attributes: list[tuple[Any, ...]] = field(default_factory=list)
     relationships: list[tuple[Any, ...]] = field(default_factory=list)
     rel_updates: list[dict[str, Any]] = field(default_factory=list)
-    provenance: list[tuple[Any, ...]] = field(default_factory=list)
+    provenance_records: list[tuple[Any, ...]] = field(default_factory=list)
+    provenance_subjects: list[tuple[Any, ...]] = field(default_factory=list)
 
     def marks(self) -> tuple[int, ...]:
         return (
@@ -69,7 +70,8 @@ class _Buffers:
             len(self.attributes),
             len(self.relationships),
             len(self.rel_updates),
-            len(self.provenance),
+            len(self.provenance_records),
+            len(self.provenance_subjects),
         )
 
     def truncate(self, marks: tuple[int, ...]) -> None:
@@ -87,7 +89,8 @@ class _Buffers:
             self.attributes,
             self.relationships,
             self.rel_updates,
-            self.provenance,
+            self.provenance_records,
+            self.provenance_subjects,
         )
 
 
@@ -102,6 +105,9 @@ class _Record:
     facts: int = 0
     results: list[ProposeResult] = field(default_factory=list)
     provenanced: set[tuple[str, int]] = field(default_factory=set)
+    # (kind, subject id, provenance id, fact index, confidence) of the record's subjects:
+    # rows once the record is done (RowBuilder._provenance_rows), when its last id is known
+    provenance: list[tuple[str, int, int, int, float]] = field(default_factory=list)
 
 
 class GraphState:
@@ -125,6 +131,7 @@ class GraphState:
         self._by_alias: dict[tuple[str, str], Candidates] = {}
         self._key_of: dict[int, str] = {}  # keys this graph gave to keyless nodes
         self._attrs: dict[int, dict[tuple[str, str], int]] = {}
+        self._attr_types: set[str] = set()  # attribute type names known to be valid
         self._rels: dict[tuple[int, str, int], tuple[int, float]] = {}
         self._pairs: set[tuple[int, int]] = set()  # (source, target): every rel type loaded
         self._new_nodes: dict[int, bool] = {}  # created in the open batch: nothing to look up

@@ -11,6 +11,11 @@ The runner drives a target like this, for every batch (one transaction)::
     target.flush(tx)                                  # pending writes, before the journal's
     COMMIT -> target.after_commit()   |   ROLLBACK -> target.after_rollback()
 
+A target that resolves batches (``wants_batch``: the embedded graph) is driven instead by
+``collector()`` (the loader's ``propose`` of every record of the batch, collected first),
+``prefetch`` of what was collected, then ``propose_collected`` per record in order
+(journal_loader/graph/batch.py).
+
 ``safe_mode``: each record's writes go to the database inside its own savepoint at
 ``finish_record`` (so a database error fails that record only); the runner uses it to redo a
 batch whose bulk flush hit an error caused by one record's values.
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+from journal_loader.graph.batch import CollectedFact, FactCollector
 from journal_loader.graph.protocol import Entity, ProposeClient, ProposeResult, as_entity
 from journal_loader.storage.base import Tx
 
@@ -72,6 +78,25 @@ class GraphTarget(ABC):
     ) -> None:
         """Look up, in bulk, what the batch's facts will ask about (a cache warm-up: what it
         finds must not change any answer, only save round trips)."""
+
+    @property
+    def wants_batch(self) -> bool:
+        """True when the target resolves a batch's collected facts itself
+        (``collector`` / ``propose_collected``; journal_loader/graph/batch.py): the runner
+        then runs the loader's ``propose`` for the whole batch before the graph answers."""
+        return False
+
+    def collector(self) -> FactCollector:
+        raise NotImplementedError(f"{type(self).__name__} does not resolve batches")
+
+    def prefetch_collected(self, tx: Tx, facts: list[CollectedFact]) -> None:  # noqa: B027
+        """``prefetch`` for a batch's collected facts (``wants_batch`` targets)."""
+
+    def propose_collected(
+        self, source_id: int, record_offset: int, run_id: str, facts: list[CollectedFact]
+    ) -> list[ProposeResult]:
+        """One record's collected facts, resolved (``wants_batch`` targets)."""
+        raise NotImplementedError(f"{type(self).__name__} does not resolve batches")
 
     @property
     def keeps_outcomes(self) -> bool:

@@ -128,6 +128,9 @@ class BatchCommitter:
         # offset -> journal position of the failure a DLQ retry answers (``retry_records``)
         self.retry_of: Mapping[int, int] = retry_of or {}
         self.stats = Statistics()
+        # The loader read an answer inside propose: its facts are not collected any more
+        # (journal_loader/graph/batch.py)
+        self._answers_read = False
 
     @property
     def source_id(self) -> int:
@@ -199,7 +202,9 @@ class BatchCommitter:
                 self.lease.check(tx)
                 self.target.begin_batch(tx, safe_mode=safe)
                 result = BatchResult()
-                if self.target.wants_prefetch:
+                if self.target.wants_batch and not self._answers_read:
+                    self._propose_batch(tx, batch, result)
+                elif self.target.wants_prefetch:
                     prepared = [
                         (rec, parsed)
                         for rec in batch
@@ -247,6 +252,53 @@ class BatchCommitter:
             keep = offset - batch[0].offset + 1
             if keep < len(batch):
                 raise _CutShort(keep)
+
+    def _propose_batch(self, tx: Tx, batch: list[RawRecord], out: BatchResult) -> None:
+        """The loader's ``propose`` for every record first, collecting the facts; then the
+        graph looks the batch up at once and resolves the records in order
+        (journal_loader/graph/batch.py). A record the collector cannot stand for (its
+        ``propose`` raised or read an answer, or the graph refused a fact) is proposed again
+        in its place through ``propose_fact``: the same answers and failures as ever."""
+        target = self.target
+        collector = target.collector()
+        events = out.events
+        # (record, parsed record or None, its events so far, its facts or None): a record's
+        # events are put back in record order below, so the journal reads as if each record
+        # had been proposed before the next was parsed
+        planned: list[tuple[RawRecord, dict[str, Any] | None, list[PendingEvent], Any]] = []
+        for rec in batch:
+            mark = len(events)
+            parsed = self.prepare(rec, out)
+            early = events[mark:]
+            del events[mark:]
+            facts = None
+            if parsed is not None and not collector.answers_read:
+                facts = collector.collect(self.loader.propose, parsed)
+            planned.append((rec, parsed, early, facts))
+        if collector.answers_read:
+            self._answers_read = True  # this loader reads answers: propose_fact from now on
+        if collector.collected:
+            target.prefetch_collected(tx, collector.collected)
+        del collector
+        source_id, run_id, seconds = self.source_id, self.run_id, out.propose_seconds
+        for rec, parsed, early, facts in planned:
+            events += early
+            if parsed is None:
+                continue  # concluded by prepare (a read error, a skip, a validation failure)
+            if facts is None:
+                self.propose_record(rec, parsed, out)
+                continue
+            started = time.perf_counter()
+            faults.point("before_propose")
+            try:
+                results = target.propose_collected(source_id, rec.offset, run_id, facts)
+            except Exception:  # undone: proposed again, it fails (or not) as it always did
+                self.propose_record(rec, parsed, out, reached=True)
+                continue
+            faults.point("after_propose")
+            seconds.append(time.perf_counter() - started)
+            succeeded = ProposeSucceeded(results=results, retry_of=self.retry_of.get(rec.offset))
+            self._conclude(rec, out, succeeded)
 
     def _prefetch(self, tx: Tx, prepared: list[tuple[RawRecord, dict[str, Any]]]) -> None:
         """A planning pass: run the loader's propose against a recorder to learn which
@@ -323,11 +375,18 @@ class BatchCommitter:
         return parsed
 
     def propose_record(
-        self, rec: RawRecord, parsed: dict[str, Any], out: BatchResult, in_doubt: bool = False
+        self,
+        rec: RawRecord,
+        parsed: dict[str, Any],
+        out: BatchResult,
+        in_doubt: bool = False,
+        reached: bool = False,
     ) -> None:
+        """``reached``: the record has passed ``before_propose`` already (a collected record
+        proposed again: the boundary is counted once per record)."""
         started = time.perf_counter()
         try:
-            results = self._propose(rec.offset, parsed, in_doubt)
+            results = self._propose(rec.offset, parsed, in_doubt, reached)
         except Exception as error:
             self._conclude_error(error, rec, Stage.PROPOSE, parsed, out)
             return
@@ -344,9 +403,12 @@ class BatchCommitter:
         )
         self._conclude(rec, out, succeeded)
 
-    def _propose(self, offset: int, parsed: dict[str, Any], in_doubt: bool) -> list[ProposeResult]:
+    def _propose(
+        self, offset: int, parsed: dict[str, Any], in_doubt: bool, reached: bool = False
+    ) -> list[ProposeResult]:
         target = self.target
-        faults.point("before_propose")
+        if not reached:
+            faults.point("before_propose")
         target.begin_record(self.source_id, offset, self.run_id)
         if in_doubt:
             target.in_doubt = True  # a remote target marks the results of a re-proposal

@@ -9,7 +9,8 @@ Three groups of tables:
 * the journal: the only source of truth, append-only (triggers refuse UPDATE/DELETE/TRUNCATE);
 * projections (``sources``, ``failed_records``, view ``loader_status``): derived from the
   journal, updated in each batch's transaction, rebuildable by ``projections rebuild``;
-* the embedded knowledge graph (``nodes``, ``attributes``, ``relationships``, ``provenance``).
+* the embedded knowledge graph (``nodes``, ``attributes``, ``relationships``, and
+  ``provenance_records`` / ``provenance_subjects`` behind the view ``provenance``).
 
 Plus ``source_leases`` (the fencing token of the run that owns a source; operational state,
 not a projection) and ``loader_settings``.
@@ -223,20 +224,35 @@ relationships = Table(
 )
 Index("ix_relationships_target", relationships.c.target_node_id)
 
-provenance = Table(
-    "provenance",
+# Provenance: which record asserted each node, attribute and relationship (the view
+# ``provenance`` below, one row per subject per record that asserted it). Stored in two
+# tables (migration 0006), because most of a row is the record's, not the subject's: one row
+# per record (source, offset, run, time) and, per subject, only what is its own. On SQLite
+# the subjects are a WITHOUT ROWID table keyed by subject: one b-tree entry each, where a
+# rowid table and its subject index took two (measured: 17.5 subjects per record of the
+# example, the most-written rows of a load).
+provenance_records = Table(
+    "provenance_records",
     metadata,
+    # the last of its subjects' ids; the sequence (PostgreSQL) or MAX(id) + 1 (SQLite) hands
+    # out the subjects' ids (Tx.reserve_ids("provenance_records"))
     Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("subject_kind", String(16), nullable=False),  # node | attribute | relationship
-    Column("subject_id", BigInteger, nullable=False),
     Column("source_id", BigInteger, nullable=False),
     Column("record_offset", BigInteger, nullable=False),
-    Column("fact_index", SmallInteger, nullable=False),
     Column("run_id", String(36), nullable=False),
-    Column("confidence", Float, nullable=False),
     Column("created_at", Timestamp, nullable=False),
 )
-Index("ix_provenance_subject", provenance.c.subject_kind, provenance.c.subject_id)
+provenance_subjects = Table(
+    "provenance_subjects",
+    metadata,
+    Column("subject_kind", String(16), primary_key=True),  # node | attribute | relationship
+    Column("subject_id", BigInteger, primary_key=True),
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("record_id", BigInteger, nullable=False),  # provenance_records.id
+    Column("fact_index", SmallInteger, nullable=False),
+    Column("confidence", Float, nullable=False),
+    sqlite_with_rowid=False,
+)
 
 # Indexes declared above that a database may lack: the GIN trigram index over
 # nodes.fuzzy_key needs the pg_trgm extension, which is optional (see
@@ -244,7 +260,7 @@ Index("ix_provenance_subject", provenance.c.subject_kind, provenance.c.subject_i
 # without it fuzzy candidates come from an in-process index.
 OPTIONAL_INDEXES = ("ix_nodes_fuzzy_key_trgm",)
 
-GRAPH_TABLES = ("nodes", "attributes", "relationships", "provenance")
+GRAPH_TABLES = ("nodes", "attributes", "relationships", "provenance_records", "provenance_subjects")
 PROJECTION_TABLES = ("sources", "failed_records")
 
 
@@ -274,6 +290,14 @@ _HEALTH_TAIL = """
 FROM sources s
 """
 
+# One row per subject per record that asserted it, as the table of that name had before
+# migration 0006: what lineage, ``graph node`` and the documented queries read.
+PROVENANCE_VIEW = """
+CREATE VIEW provenance AS
+SELECT s.id, s.subject_kind, s.subject_id, r.source_id, r.record_offset, s.fact_index,
+       r.run_id, s.confidence, r.created_at
+FROM provenance_subjects s JOIN provenance_records r ON r.id = s.record_id"""
+
 DECLARED_DDL: dict[str, list[str]] = {
     "sqlite": [
         # Invariant 1: the database itself refuses to change the journal.
@@ -292,6 +316,7 @@ SELECT {_STATUS_COLUMNS},
            COALESCE((SELECT CAST(value AS REAL) FROM loader_settings
                      WHERE name = 'stall_threshold_seconds'), 3600)
         THEN 'STALLED'{_HEALTH_TAIL}""",  # noqa: S608 - constants, no input
+        PROVENANCE_VIEW,
     ],
     "postgresql": [
         """CREATE FUNCTION journal_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -316,5 +341,6 @@ SELECT {_STATUS_COLUMNS},
         # source ids (migration 0004); not a column default, see
         # storage/queries/journal.postgresql.sql
         "CREATE SEQUENCE sources_source_id_seq OWNED BY sources.source_id",
+        PROVENANCE_VIEW,
     ],
 }
