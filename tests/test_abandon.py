@@ -24,7 +24,7 @@ from sqlalchemy import text
 from journal_loader.cli import main
 from journal_loader.projections import rebuild
 from journal_loader.storage import open_store
-from tests.conftest import EXAMPLE_CONFIG, EXAMPLE_DATA
+from tests.support.example import EXAMPLE_CONFIG, EXAMPLE_DATA
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -23,9 +23,7 @@ from journal_loader.audit import Cut, parse_cut
 from journal_loader.audit.asof import replay, status_as_of
 from journal_loader.errors import UsageError
 from journal_loader.storage import Store, open_store
-from tests.conftest import drop_pg_schema, make_pg_schema
-from tests.support import PairLoader
-from tests.test_audit_support import (
+from tests.support.audit import (
     JournalSim,
     Snapshot,
     asof_projections,
@@ -34,6 +32,8 @@ from tests.test_audit_support import (
     live_projections,
     write_pairs_csv,
 )
+from tests.support.loaders import PairLoader
+from tests.support.pg import drop_pg_schema, make_pg_schema
 
 # --- the property -----------------------------------------------------------------------------
 

@@ -14,8 +14,8 @@ from sqlalchemy import text
 from journal_loader import Entity, Loader, ProposeClient, ProposeResult, run
 from journal_loader.audit.lineage import _raw_json, lineage
 from journal_loader.storage import Store, open_store
-from tests.support import PairLoader
-from tests.test_audit_support import cli, write_pairs_csv
+from tests.support.audit import cli, write_pairs_csv
+from tests.support.loaders import PairLoader
 
 ROWS = [
     ("Acme", "Springfield"),
@@ -108,7 +108,7 @@ def test_lineage_of_a_node_and_limit(loaded: tuple[str, Path, list[str]], store:
 
 
 def test_lineage_of_an_attribute(db_url: str, tmp_path: Path, store: Store) -> None:
-    from tests.support import write_csv
+    from tests.support.loaders import write_csv
 
     path = write_csv(
         tmp_path / "keyed.csv",

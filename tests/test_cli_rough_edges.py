@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from journal_loader import run
 from journal_loader.cli import main
-from tests.conftest import EXAMPLE_CONFIG, REPO
+from tests.support.example import EXAMPLE_CONFIG, REPO
 
 BIN = Path(sys.executable).parent / "journal-loader"
 

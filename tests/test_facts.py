@@ -22,9 +22,10 @@ from journal_loader.errors import ConfigError
 from journal_loader.factory import loader_from_config
 from journal_loader.facts import FactsLoader
 from journal_loader.storage import Store, open_store
-from tests.conftest import EXAMPLE_CONFIG, EXAMPLE_DATA, EXAMPLE_DIR
-from tests.support import dlq_snapshot, graph_snapshot, sources_snapshot, write_csv
-from tests.test_graph_support import dlq, propose_results, rows
+from tests.support.example import EXAMPLE_CONFIG, EXAMPLE_DATA, EXAMPLE_DIR
+from tests.support.graph import dlq, propose_results, rows
+from tests.support.loaders import write_csv
+from tests.support.snapshots import dlq_snapshot, graph_snapshot, sources_snapshot
 
 FACTS_CONFIG = EXAMPLE_DIR / "facts.yaml"
 
@@ -57,7 +58,7 @@ def test_the_example_both_ways_builds_the_same_graph(db_url: str, tmp_path: Path
         yaml_db = f"sqlite:///{tmp_path / 'facts.db'}"
         cleanup = None
     else:
-        from tests.conftest import drop_pg_schema, make_pg_schema
+        from tests.support.pg import drop_pg_schema, make_pg_schema
 
         yaml_db, cleanup = make_pg_schema()
     try:

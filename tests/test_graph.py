@@ -21,15 +21,7 @@ from journal_loader.graph.embedded import EmbeddedGraph
 from journal_loader.graph.fuzzy import similarity
 from journal_loader.graph.protocol import Entity
 from journal_loader.storage import Store, open_store
-from tests.test_graph_support import (
-    Direct,
-    ScriptLoader,
-    dlq,
-    fact,
-    propose_results,
-    rows,
-    write_script,
-)
+from tests.support.graph import Direct, ScriptLoader, dlq, fact, propose_results, rows, write_script
 
 TYPES = ["Company", "Person", "City", "Firm"]
 RELS = ["LOCATED_IN", "OWNS", "EMPLOYS", "Legal_Counsel", "Opposing_Counsel"]

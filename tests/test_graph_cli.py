@@ -22,8 +22,10 @@ from sqlalchemy import text
 from journal_loader import Loader, ProposeClient, ProposeResult, run
 from journal_loader.cli import main
 from journal_loader.storage import open_store
-from tests.conftest import EXAMPLE_CONFIG, EXAMPLE_DATA, REPO, drop_pg_schema, make_pg_schema
-from tests.support import readme_section, write_csv
+from tests.support.example import EXAMPLE_CONFIG, EXAMPLE_DATA, REPO
+from tests.support.loaders import write_csv
+from tests.support.pg import drop_pg_schema, make_pg_schema
+from tests.support.readme import readme_section
 
 BIN = Path(sys.executable).parent
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```\n", re.DOTALL | re.MULTILINE)

@@ -26,8 +26,10 @@ import journal_loader
 from journal_loader.cli import main
 from journal_loader.config import config_from_dict
 from journal_loader.ops.metrics import METRIC_NAMES, MetricsObserver, StoreDlqProbe
-from tests.support import PairLoader, generator, readme_section
-from tests.test_ops_support import REPO, pairs_config, pairs_csv, pushgateway, run_cli
+from tests.support.example import REPO, generator
+from tests.support.loaders import PairLoader
+from tests.support.ops import pairs_config, pairs_csv, pushgateway, run_cli
+from tests.support.readme import readme_section
 
 DEPLOY = REPO / "deploy"
 DOC_TEXT = readme_section("Running in production")  # the README section, checked by running it

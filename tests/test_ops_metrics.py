@@ -17,8 +17,8 @@ import journal_loader
 from journal_loader.errors import SourceLockedError
 from journal_loader.ops.metrics import METRIC_NAMES, MetricsObserver, StoreDlqProbe
 from journal_loader.storage import open_store
-from tests.support import PairLoader
-from tests.test_ops_support import FatalLoader, expected_counts, pairs_csv, pushgateway
+from tests.support.loaders import PairLoader
+from tests.support.ops import FatalLoader, expected_counts, pairs_csv, pushgateway
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -14,8 +14,10 @@ from journal_loader.config import load_config
 from journal_loader.graph.embedded import EmbeddedGraph
 from journal_loader.journal.events import ProposeSucceeded, decode
 from journal_loader.storage import Store, open_store
-from tests.conftest import EXAMPLE_CONFIG, drop_pg_schema, make_pg_schema
-from tests.support import dlq_snapshot, graph_snapshot, write_csv
+from tests.support.example import EXAMPLE_CONFIG
+from tests.support.loaders import write_csv
+from tests.support.pg import drop_pg_schema, make_pg_schema
+from tests.support.snapshots import dlq_snapshot, graph_snapshot
 
 pytestmark = pytest.mark.postgres
 

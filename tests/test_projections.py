@@ -27,8 +27,8 @@ from journal_loader.config import Config
 from journal_loader.dlq import list_entries, resolve, retry
 from journal_loader.projections import rebuild
 from journal_loader.storage import Store, open_store
-from tests.conftest import PG_URL, drop_pg_schema, make_pg_schema
-from tests.support import PairLoader, write_csv
+from tests.support.loaders import PairLoader, write_csv
+from tests.support.pg import PG_URL, drop_pg_schema, make_pg_schema
 
 
 class Picky(PairLoader):

@@ -22,10 +22,10 @@ from journal_loader.errors import FatalError, TransientError, ValidationError
 from journal_loader.graph.postgres_client import PostgresProposeClient, parse_response
 from journal_loader.graph.protocol import Entity
 from journal_loader.storage import Store, open_store
-from tests.conftest import EXAMPLE_CONFIG, _pg_admin_url, drop_pg_schema, make_pg_schema
-from tests.support import generator, sources_snapshot
-from tests.test_graph_support import ScriptLoader, dlq, fact, propose_results, write_script
-from tests.test_propose_client_support import (
+from tests.support.example import EXAMPLE_CONFIG, generator
+from tests.support.graph import ScriptLoader, dlq, fact, propose_results, write_script
+from tests.support.pg import drop_pg_schema, make_pg_schema, pg_admin_url
+from tests.support.propose_client import (
     add_fault,
     install_propose_api,
     kg_count,
@@ -33,6 +33,7 @@ from tests.test_propose_client_support import (
     libpq,
     remote_schema,
 )
+from tests.support.snapshots import sources_snapshot
 
 pytestmark = pytest.mark.postgres
 
@@ -222,7 +223,7 @@ def test_separate_database_transient_and_fatal_errors_raise(remote_url: str) -> 
         _record(c)
         c.propose_fact(("Company", "A"), ("City", "X"), "LOCATED_IN")
         pid = c._conn.info.backend_pid  # type: ignore[union-attr]
-        with psycopg.connect(_pg_admin_url(), autocommit=True) as admin:
+        with psycopg.connect(pg_admin_url(), autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
         with pytest.raises(TransientError):
             c.propose_fact(("Company", "B"), ("City", "X"), "LOCATED_IN")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_ops_support import CLI, pairs_config, run_cli
+from tests.support.ops import CLI, pairs_config, run_cli
 
 # Root writes read-only files anyway; in a user namespace of its own (`unshare --user`) it
 # has no capability over the files outside it, so read-only means read-only again.

@@ -17,15 +17,9 @@ from journal_loader.errors import ProposeError, SourceFileError
 from journal_loader.journal.events import decode
 from journal_loader.projections import rebuild
 from journal_loader.storage import open_store
-from tests.conftest import EXAMPLE_CONFIG, EXAMPLE_DATA
-from tests.support import (
-    PairLoader,
-    dlq_snapshot,
-    graph_snapshot,
-    sources_snapshot,
-    terminal_counts,
-    write_csv,
-)
+from tests.support.example import EXAMPLE_CONFIG, EXAMPLE_DATA
+from tests.support.loaders import PairLoader, write_csv
+from tests.support.snapshots import dlq_snapshot, graph_snapshot, sources_snapshot, terminal_counts
 
 HEADER = ["name", "city"]
 

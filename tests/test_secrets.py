@@ -17,7 +17,7 @@ from sqlalchemy import make_url, text
 
 from journal_loader.secrets import mask_url, register_secret, scrub
 from journal_loader.storage import open_store
-from tests.conftest import EXAMPLE_CONFIG
+from tests.support.example import EXAMPLE_CONFIG
 
 SENTINEL = "Sentinel-Pa55word-7f3a"
 MALFORMED = "Sentinel%ZZmalformed-91"
@@ -115,7 +115,7 @@ CONFIG_SHAPES = {
 def test_config_errors_never_print_the_password(tmp_path: Path, shape: str) -> None:
     import yaml
 
-    from tests.test_ops_support import pairs_config
+    from tests.support.ops import pairs_config
 
     jobs = tmp_path / "jobs"
     config = pairs_config(jobs)

@@ -15,9 +15,8 @@ from typing import Any
 
 from journal_loader import ProposeClient, ProposeResult
 from journal_loader.errors import FatalError
-from tests.support import PairLoader, write_csv
+from tests.support.loaders import PairLoader, write_csv
 
-REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-c", "from journal_loader.cli import run_main; run_main()"]
 
 LOADER_PY = """\
