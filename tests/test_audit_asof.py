@@ -203,7 +203,7 @@ def test_as_of_matches_real_runs_at_every_commit(db_url: str, tmp_path: Path) ->
     load(second)
     load(first)  # resumes, completes
     load(first, force=True)  # a new load of the same file
-    assert len(seen) >= 8
+    assert len(seen) == 13  # 9 batches of 2 records and 4 run ends
     for position, expected in seen:
         assert asof_projections(store, Cut.at_position(position)) == expected, position
     statuses = [row[15] for row in seen[-1][1]["sources"]]
