@@ -88,6 +88,23 @@ def kg_count(url: str, table: str) -> int:
         return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # type: ignore[index]
 
 
+def client_name() -> str:
+    """An application_name of its own for one client, so the server can tell which
+    connections are that client's (see ``client_backends``)."""
+    return f"jl-test client {uuid.uuid4().hex[:12]}"
+
+
+def client_backends(application_name: str) -> list[int]:
+    """The server's backends connected under ``application_name``: how many connections a
+    client holds and which, seen from the server rather than from the client's insides."""
+    with psycopg.connect(pg_admin_url()) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s ORDER BY pid",
+            (application_name,),
+        ).fetchall()
+    return [int(pid) for (pid,) in rows]
+
+
 def _ensure_remote_database() -> str:
     if not PG_URL:
         pytest.skip("JOURNAL_LOADER_TEST_PG_URL is not set: PostgreSQL tests skipped")
