@@ -34,6 +34,7 @@ from tests.support.audit import (
 )
 from tests.support.loaders import PairLoader
 from tests.support.pg import drop_pg_schema, make_pg_schema
+from tests.support.properties import example_counts
 
 # --- the property -----------------------------------------------------------------------------
 
@@ -132,17 +133,25 @@ def as_of_property(backend: str, data: st.DataObject) -> None:
         check_cuts(sim, data)
 
 
-@_property(60)
-@given(data=st.data())
-def test_as_of_equals_the_live_projections_then_sqlite(data: st.DataObject) -> None:
-    as_of_property("sqlite", data)
+@example_counts(15, 60)
+def test_as_of_equals_the_live_projections_then_sqlite(examples: int) -> None:
+    @_property(examples)
+    @given(data=st.data())
+    def check(data: st.DataObject) -> None:
+        as_of_property("sqlite", data)
+
+    check()
 
 
 @pytest.mark.postgres
-@_property(15)
-@given(data=st.data())
-def test_as_of_equals_the_live_projections_then_postgresql(data: st.DataObject) -> None:
-    as_of_property("postgresql", data)
+@example_counts(5, 15)
+def test_as_of_equals_the_live_projections_then_postgresql(examples: int) -> None:
+    @_property(examples)
+    @given(data=st.data())
+    def check(data: st.DataObject) -> None:
+        as_of_property("postgresql", data)
+
+    check()
 
 
 def test_as_of_across_a_dlq_retry_and_a_resolve(store: Store) -> None:
