@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from journal_loader.config import config_from_dict
+from tests.support.cli import run_cli_process
 from tests.support.example import EXAMPLE_CONFIG
 from tests.support.readme import blocks, commands, section
 
@@ -20,13 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "journal_loader", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, "JOURNAL_LOADER_DB_URL": ""},
-    )
+    env = {**os.environ, "JOURNAL_LOADER_DB_URL": ""}
+    return run_cli_process(args, module=True, cwd=cwd, env=env)
 
 
 def test_quick_start_is_two_commands_and_ci_runs_them() -> None:

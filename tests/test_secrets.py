@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from sqlalchemy import make_url, text
 
 from journal_loader.secrets import mask_url, register_secret, scrub
 from journal_loader.storage import open_store
+from tests.support.cli import run_cli_process
 from tests.support.example import EXAMPLE_CONFIG
 
 SENTINEL = "Sentinel-Pa55word-7f3a"
@@ -24,13 +24,8 @@ MALFORMED = "Sentinel%ZZmalformed-91"
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "journal_loader", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, "JOURNAL_LOADER_DEBUG": ""},
-    )
+    env = {**os.environ, "JOURNAL_LOADER_DEBUG": ""}
+    return run_cli_process(args, module=True, cwd=cwd, env=env)
 
 
 def _with_password(url: str, password: str) -> str:
