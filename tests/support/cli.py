@@ -7,9 +7,10 @@ the command line once (tests/support/cli_zygote.py, one per test process). The c
 still runs in a process of its own, with the request's working directory, environment,
 argv and standard streams, its own exit status, and the interpreter's ending (atexit,
 threads, flush); what it does not repeat is the import. So a test of a command's
-behaviour is unchanged; a test of import-time behaviour starts a real interpreter itself
-(test_readonly's Ctrl-C during imports, test_cli_rough_edges' closed pipes, test_readme's
-quick start).
+behaviour is unchanged; a test of import-time or interpreter behaviour starts a real
+interpreter itself (test_readonly's Ctrl-C during imports, test_cli_rough_edges' closed
+pipes and console script, test_runner's CLI run, the crash tests; .ci/run runs the quick
+start and the installed wheel).
 
 Falls back to a plain ``subprocess.run`` when the request changes what the interpreter or
 an import reads from the environment (``PYTHON*``, locale, fault injection), when the fork
