@@ -39,7 +39,7 @@ from tests.support.snapshots import sources_snapshot
 
 pytestmark = pytest.mark.postgres
 
-ROWS = 600
+ROWS = 200  # one batch (the example config batches 1,000), with failures and skips
 
 
 @pytest.fixture
@@ -316,7 +316,7 @@ def test_same_database_load_through_the_runner(
     s = report.statistics
     assert s.total_processed == ROWS
     assert s.successful + s.failed + s.skipped == ROWS
-    assert (s.failed, s.skipped) == (4, 3)  # the generator's bad rows (fixed seed)
+    assert (s.failed, s.skipped) == (2, 1)  # the generator's bad rows (fixed seed)
     assert all(stage == "validate" for stage, *_ in dlq(pg_store).values())
     results = propose_results(pg_store)
     facts = sum(len(r) for r in results.values())
