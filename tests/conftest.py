@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from journal_loader.storage import Store, open_store
+from tests.support.example import LoadedExample, load_example
 from tests.support.pg import drop_pg_schema, make_pg_schema
 
 
@@ -54,3 +55,32 @@ def store(db_url: str) -> Iterator[Store]:
         yield s
     finally:
         s.dispose()
+
+
+# --- the shipped example, loaded once -------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def example_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoadedExample]:
+    """The example loaded once per test process into SQLite, for tests that only read it
+    (a test that writes loads its own)."""
+    yield from load_example(f"sqlite:///{tmp_path_factory.mktemp('example') / 'journal.db'}")
+
+
+@pytest.fixture(scope="session")
+def example_postgresql() -> Iterator[LoadedExample]:
+    """The same in a PostgreSQL schema of its own."""
+    url, schema = make_pg_schema()
+    try:
+        yield from load_example(url)
+    finally:
+        drop_pg_schema(schema)
+
+
+@pytest.fixture(
+    scope="session", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def example_journal(request: pytest.FixtureRequest) -> LoadedExample:
+    """The shared, read-only example load on each backend (see example_sqlite)."""
+    loaded: LoadedExample = request.getfixturevalue(f"example_{request.param}")
+    return loaded

@@ -15,18 +15,15 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from journal_loader import run
 from journal_loader.cli import main
-from tests.support.example import EXAMPLE_CONFIG, REPO
+from tests.support.example import REPO, LoadedExample
 
 BIN = Path(sys.executable).parent / "journal-loader"
 
 
-@pytest.fixture(scope="module")
-def example_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = f"sqlite:///{tmp_path_factory.mktemp('edges') / 'journal.db'}"
-    assert run(config=EXAMPLE_CONFIG, db=url).status == "completed"
-    return url
+@pytest.fixture
+def example_url(example_sqlite: LoadedExample) -> str:
+    return example_sqlite.url  # shared: these tests only read it
 
 
 def _env() -> dict[str, str]:

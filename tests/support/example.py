@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import NamedTuple
 
-from journal_loader import Loader
+from sqlalchemy import text
+
+from journal_loader import Loader, RunReport, run
+from journal_loader.storage import open_store
+from tests.support.snapshots import sources_snapshot
 
 REPO = Path(__file__).resolve().parent.parent.parent
 EXAMPLE_DIR = REPO / "examples" / "business_registry"
@@ -82,3 +88,36 @@ def registry(path: Path, rows: int, seed: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     generator().generate(path, rows=rows, seed=seed)
     return path
+
+
+class LoadedExample(NamedTuple):
+    """The example loaded into the database at ``url`` (tests/conftest.py's example_*)."""
+
+    url: str
+    report: RunReport
+
+
+def _fingerprint(url: str) -> tuple[object, ...]:
+    store = open_store(url)
+    try:
+        with store.read() as conn:
+            counts = conn.execute(
+                text(
+                    "SELECT (SELECT COUNT(*) FROM journal), (SELECT MAX(position) FROM journal),"
+                    " (SELECT COUNT(*) FROM nodes), (SELECT COUNT(*) FROM relationships),"
+                    " (SELECT COUNT(*) FROM failed_records)"
+                )
+            ).one()
+        return (*counts, sources_snapshot(store))
+    finally:
+        store.dispose()
+
+
+def load_example(url: str) -> Iterator[LoadedExample]:
+    """Load the example, hand it out, then check that nobody wrote to it."""
+    report = run(config=EXAMPLE_CONFIG, db=url)
+    assert report.status == "completed", report.message
+    before = _fingerprint(url)
+    yield LoadedExample(url, report)
+    # shared by every test of this process that asks for it: none may have written to it
+    assert _fingerprint(url) == before, "a test wrote to the shared example journal"
