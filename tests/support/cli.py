@@ -120,13 +120,17 @@ def run_cli_process(
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     input: str | None = None,
+    user_namespace: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """``python -c "from journal_loader.cli import run_main; run_main()" ARGS`` (or, with
     ``module``, ``python -m journal_loader ARGS``), as ``subprocess.run(...,
     capture_output=True, text=True)`` returns it. ``env`` is the whole environment (None:
-    this process's); stdin is empty unless ``input`` is given."""
+    this process's); stdin is empty unless ``input`` is given. With ``user_namespace``,
+    as ``unshare --user python ...``."""
     argv = [str(a) for a in args]
     cmd = [sys.executable, *(["-m", "journal_loader"] if module else ["-c", C_CODE]), *argv]
+    if user_namespace:
+        cmd = ["unshare", "--user", *cmd]
     full_env = dict(os.environ if env is None else env)
     server = _start()
     if server is None or _startup_env(full_env) != server[2]:
@@ -149,6 +153,7 @@ def run_cli_process(
             stdin.write_bytes(input.encode(locale.getpreferredencoding(False)))
         request = {
             "module": module,
+            "user_namespace": user_namespace,
             "args": argv,
             "cwd": os.path.abspath(cwd if cwd is not None else os.getcwd()),
             "env": full_env,
