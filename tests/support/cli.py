@@ -133,7 +133,9 @@ def run_cli_process(
         cmd = ["unshare", "--user", *cmd]
     full_env = dict(os.environ if env is None else env)
     server = _start()
-    if server is None or _startup_env(full_env) != server[2]:
+    where = os.path.abspath(cwd if cwd is not None else os.getcwd())
+    if server is None or _startup_env(full_env) != server[2] or not os.path.isdir(where):
+        # (a missing cwd: subprocess.run raises the error it always has)
         return subprocess.run(
             cmd,
             cwd=cwd,
@@ -155,7 +157,7 @@ def run_cli_process(
             "module": module,
             "user_namespace": user_namespace,
             "args": argv,
-            "cwd": os.path.abspath(cwd if cwd is not None else os.getcwd()),
+            "cwd": where,
             "env": full_env,
             "stdin": None if stdin is None else str(stdin),
             "stdout": str(out),

@@ -84,7 +84,19 @@ def _unshare_user() -> None:
 
 
 def _child(request: dict, closing: list, fds: list) -> None:
-    """Become the command's process (never returns)."""
+    """Become the command's process (never returns: a child must not go back to serving)."""
+    try:
+        _become(request, closing, fds)
+    except BaseException:
+        import traceback
+
+        with contextlib.suppress(BaseException):
+            traceback.print_exc()
+            sys.stderr.flush()
+    os._exit(1)
+
+
+def _become(request: dict, closing: list, fds: list) -> None:
     signal.set_wakeup_fd(-1)
     for thing in closing:
         thing.close()
