@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,8 @@ from sqlalchemy import text
 from journal_loader.cli import main
 from journal_loader.projections import rebuild
 from journal_loader.storage import open_store
-from tests.conftest import EXAMPLE_CONFIG, EXAMPLE_DATA
+from tests.support.cli import run_cli_process
+from tests.support.example import EXAMPLE_CONFIG, EXAMPLE_DATA
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,25 +33,9 @@ def _run(db_url: str, data: Path, crash: str | None = None) -> subprocess.Comple
     env = {k: v for k, v in os.environ.items() if k != "JOURNAL_LOADER_CRASH_AT"}
     if crash:
         env["JOURNAL_LOADER_CRASH_AT"] = crash
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "journal_loader",
-            "run",
-            str(EXAMPLE_CONFIG),
-            str(data),
-            "--db",
-            db_url,
-            "--batch-size",
-            "500",
-        ],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    args = ["run", str(EXAMPLE_CONFIG), str(data), "--db", db_url, "--batch-size", "500"]
+    # a crash run gets an interpreter of its own (the crash point is read at import)
+    return run_cli_process(args, module=True, env=env, cwd=REPO, timeout=600)
 
 
 def _status(db_url: str) -> tuple[int, dict[int, dict[str, object]]]:

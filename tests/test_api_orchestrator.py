@@ -16,9 +16,10 @@ import pytest
 from journal_loader import RunFailedError, RunPartialError, run
 from journal_loader.errors import JournalLoaderError
 from journal_loader.storage import open_store
-from tests.support import PairLoader, sources_snapshot
-from tests.test_ops_support import FatalLoader, pairs_config, pairs_csv
-from tests.test_readme import blocks, section
+from tests.support.loaders import PairLoader
+from tests.support.ops import FatalLoader, pairs_config, pairs_csv
+from tests.support.readme import blocks, section
+from tests.support.snapshots import sources_snapshot
 
 REPO = Path(__file__).resolve().parent.parent
 

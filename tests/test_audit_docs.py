@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLE_DATA, REPO
-from tests.support import readme_section
+from tests.support.example import EXAMPLE_DATA, REPO
+from tests.support.readme import readme_section
 
 DOC_TEXT = readme_section("Auditing")  # the README section, checked by running it
 BIN = Path(sys.executable).parent

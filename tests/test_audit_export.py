@@ -18,7 +18,7 @@ from journal_loader.audit.export import export_events
 from journal_loader.journal.events import LoadStarted, RecordParsed
 from journal_loader.journal.writer import JournalWriter, PendingEvent
 from journal_loader.storage import Store
-from tests.test_audit_support import JournalSim, cli
+from tests.support.audit import JournalSim, cli
 
 
 def two_sources(store: Store) -> None:

@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import text
 
 from journal_loader import Entity, Loader, ProposeClient, ProposeResult, run
-from journal_loader.audit.lineage import _raw_json, lineage
+from journal_loader.audit.lineage import Assertion, lineage
 from journal_loader.storage import Store, open_store
-from tests.support import PairLoader
-from tests.test_audit_support import cli, write_pairs_csv
+from tests.support.audit import cli, write_pairs_csv
+from tests.support.loaders import PairLoader
 
 ROWS = [
     ("Acme", "Springfield"),
@@ -108,7 +108,7 @@ def test_lineage_of_a_node_and_limit(loaded: tuple[str, Path, list[str]], store:
 
 
 def test_lineage_of_an_attribute(db_url: str, tmp_path: Path, store: Store) -> None:
-    from tests.support import write_csv
+    from tests.support.loaders import write_csv
 
     path = write_csv(
         tmp_path / "keyed.csv",
@@ -182,6 +182,24 @@ def test_lineage_of_an_unknown_subject(sqlite_url: str, kind: str) -> None:
 
 
 def test_raw_that_is_not_utf8_is_also_base64() -> None:
-    assert _raw_json(b"caf\xe9\n") == {"raw": "caf\\xe9\n", "raw_base64": "Y2Fm6Qo="}
-    assert _raw_json("café\n".encode()) == {"raw": "café\n"}
-    assert _raw_json(None) == {"raw": None}
+    def raw_json(raw: bytes | None) -> dict[str, object]:
+        """The raw fields of an assertion's JSON (what `lineage --json` prints)."""
+        assertion = Assertion(
+            source_id=1,
+            source_type="pairs",
+            source_name=None,
+            file_name="pairs.csv",
+            file_path=None,
+            file_hash=None,
+            version=None,
+            record_offset=0,
+            fact_index=0,
+            run_id="run",
+            confidence=1.0,
+            raw=raw,
+        )
+        return {k: v for k, v in assertion.to_json().items() if k.startswith("raw")}
+
+    assert raw_json(b"caf\xe9\n") == {"raw": "caf\\xe9\n", "raw_base64": "Y2Fm6Qo="}
+    assert raw_json("café\n".encode()) == {"raw": "café\n"}
+    assert raw_json(None) == {"raw": None}

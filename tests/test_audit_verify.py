@@ -21,8 +21,8 @@ from journal_loader.errors import UsageError
 from journal_loader.journal.chain import canonical, format_time
 from journal_loader.projections import rebuild
 from journal_loader.storage import Store
-from tests.support import PairLoader
-from tests.test_audit_support import JournalSim, as_owner_without_guards, cli, write_pairs_csv
+from tests.support.audit import JournalSim, as_owner_without_guards, cli, write_pairs_csv
+from tests.support.loaders import PairLoader
 
 
 def journal_of_two_sources(store: Store) -> JournalSim:

@@ -19,7 +19,8 @@ from sqlalchemy import text
 from journal_loader import faults, run
 from journal_loader.errors import SourceFileError
 from journal_loader.storage import open_store
-from tests.support import PairLoader, dlq_snapshot, sources_snapshot
+from tests.support.loaders import PairLoader
+from tests.support.snapshots import dlq_snapshot, sources_snapshot
 
 REPO = Path(__file__).resolve().parent.parent
 

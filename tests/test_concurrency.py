@@ -32,8 +32,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import EXAMPLE_CONFIG, drop_pg_schema, make_pg_schema
-from tests.support import content_state, generator
+from tests.support.example import EXAMPLE_CONFIG, generator
+from tests.support.pg import drop_pg_schema, make_pg_schema
+from tests.support.snapshots import content_state
 
 REPO = Path(__file__).resolve().parent.parent
 BATCH = 100

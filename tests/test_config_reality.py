@@ -14,10 +14,11 @@ import yaml
 from journal_loader.config import config_from_dict
 from journal_loader.errors import ConfigError
 from journal_loader.storage import open_store
-from tests.conftest import EXAMPLE_DIR
-from tests.support import sources_snapshot, write_csv
-from tests.test_fail_fast import _config, _licences
-from tests.test_ops_support import pairs_config, run_cli
+from tests.support.example import EXAMPLE_DIR
+from tests.support.licences import licences_config, licences_csv
+from tests.support.loaders import write_csv
+from tests.support.ops import pairs_config, run_cli
+from tests.support.snapshots import sources_snapshot
 
 # --- date formats ---------------------------------------------------------------------------
 
@@ -57,8 +58,8 @@ def test_a_bad_date_format_in_a_facts_mapping_fails_config_check(tmp_path: Path)
 
 
 def test_config_check_reads_the_file_and_names_the_closest_column(tmp_path: Path) -> None:
-    _licences(tmp_path / "licences_20260101.csv", 5)
-    config = _config(tmp_path, column="Licence Number")
+    licences_csv(tmp_path / "licences_20260101.csv", 5)
+    config = licences_config(tmp_path, column="Licence Number")
     for args in ([config], [config, tmp_path / "licences_20260101.csv"]):
         done = run_cli("config", "check", *args, cwd=tmp_path)
         assert done.returncode == 2, done.stdout
@@ -73,8 +74,8 @@ def test_config_check_reads_the_file_and_names_the_closest_column(tmp_path: Path
 
 
 def test_config_check_checks_required_and_date_fields(tmp_path: Path) -> None:
-    _licences(tmp_path / "licences_20260101.csv", 5)
-    config = _config(
+    licences_csv(tmp_path / "licences_20260101.csv", 5)
+    config = licences_config(
         tmp_path,
         column="Licence No",
         extra="validation:\n  required_fields: [licensees, number]\n"
@@ -95,7 +96,7 @@ def test_config_check_finds_dates_the_format_does_not_read(tmp_path: Path) -> No
         ["Licensee", "Licence No", "City", "State", "Issued"],
         [[f"D {i}", f"L-{i}", "X", "IL", f"2025-10-0{i + 1}"] for i in range(5)],
     )
-    config = _config(
+    config = licences_config(
         tmp_path, column="Licence No", extra="validation:\n  date_fields: {issued: MM/DD/YYYY}\n"
     )
     loader = tmp_path / "licence_loader.py"

@@ -22,14 +22,9 @@ from hypothesis import strategies as st
 from journal_loader.faults import BOUNDARIES
 from journal_loader.projections import rebuild
 from journal_loader.storage import open_store
-from tests.conftest import EXAMPLE_CONFIG, drop_pg_schema, make_pg_schema
-from tests.support import (
-    dlq_snapshot,
-    generator,
-    graph_snapshot,
-    sources_snapshot,
-    terminal_counts,
-)
+from tests.support.example import EXAMPLE_CONFIG, generator
+from tests.support.pg import drop_pg_schema, make_pg_schema
+from tests.support.snapshots import dlq_snapshot, graph_snapshot, sources_snapshot, terminal_counts
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import make_url
 
 from journal_loader.storage import open_store
-from tests.support import sources_snapshot
-from tests.test_ops_support import pairs_config, run_cli
+from tests.support.ops import pairs_config, run_cli
+from tests.support.snapshots import sources_snapshot
 
 NO_ENV = {"JOURNAL_LOADER_DB_URL": ""}
 

@@ -19,7 +19,8 @@ from journal_loader.dlq import DlqError, list_entries, resolve, retry, show_entr
 from journal_loader.errors import SourceLockedError
 from journal_loader.projections import rebuild
 from journal_loader.storage import Store, open_store
-from tests.support import PairLoader, dlq_snapshot, sources_snapshot, write_csv
+from tests.support.loaders import PairLoader, write_csv
+from tests.support.snapshots import dlq_snapshot, sources_snapshot
 
 HEADER = ["name", "city"]
 

@@ -20,8 +20,9 @@ from journal_loader.config import Config
 from journal_loader.dlq import retry
 from journal_loader.failures import normalise, summarise
 from journal_loader.storage import open_store
-from tests.conftest import EXAMPLE_CONFIG, drop_pg_schema, make_pg_schema
-from tests.support import PairLoader, write_csv
+from tests.support.example import EXAMPLE_CONFIG
+from tests.support.loaders import PairLoader, write_csv
+from tests.support.pg import drop_pg_schema, make_pg_schema
 
 DATE = "field 'effective_date': '…' is not a date in the format MM/DD/YYYY"
 RA_ZIP = "RA Zip '…' is not a US zip (<n> or <n>-<n>)"

@@ -23,7 +23,8 @@ from journal_loader.errors import (
     error_type_of,
 )
 from journal_loader.storage import open_store
-from tests.support import PairLoader, dlq_snapshot, write_csv
+from tests.support.loaders import PairLoader, write_csv
+from tests.support.snapshots import dlq_snapshot
 
 
 def test_one_root() -> None:

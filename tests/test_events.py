@@ -441,13 +441,26 @@ def test_record_parsed_stores_utf8_as_text_and_other_bytes_in_base64() -> None:
         ev.decode(b'{"type":"RecordParsed","line":2,"byte_start":3,"byte_end":12,"record":{}}')
 
 
-def test_graph_browse_still_reads_the_coordinates_of_a_record() -> None:
-    """``graph node`` reads line and byte range from RecordParsed payloads itself."""
-    from journal_loader.graph.browse import _coordinates
+def test_graph_browse_still_reads_the_coordinates_of_a_record(tmp_path: Path) -> None:
+    """``graph node`` reads line and byte range from RecordParsed payloads itself: from
+    the events today's runs write, a node's provenance names its record's place."""
+    from journal_loader import run
+    from journal_loader.graph import browse
+    from journal_loader.storage import open_store
+    from tests.support.loaders import PairLoader, write_csv
 
-    event = ev.RecordParsed(line=7, byte_start=70, byte_end=99, raw=b"a,b\n", record={})
-    where = _coordinates.decode(ev.encode(event))
-    assert (where.line, where.byte_start, where.byte_end) == (7, 70, 99)
+    rows = [["Acme", "Springfield"], ["Beta", "Shelbyville"]]
+    data = write_csv(tmp_path / "pairs.csv", ["name", "city"], rows)
+    url = f"sqlite:///{tmp_path / 'journal.db'}"
+    assert run(PairLoader, data, db=url).status == "completed"
+    store = open_store(url)
+    try:
+        (beta,) = browse.find_nodes(store, name="Beta")
+        (where,) = browse.node(store, beta["id"]).provenance
+    finally:
+        store.dispose()
+    # "name,city\n" is bytes 0-10, "Acme,Springfield\n" 10-27, "Beta,Shelbyville\n" 27-44
+    assert (where.record_offset, where.line, where.byte_start, where.byte_end) == (1, 3, 27, 44)
 
 
 def test_events_import_only_value_types_below_the_journal() -> None:

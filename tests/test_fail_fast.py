@@ -11,51 +11,17 @@ from typing import Any
 
 from journal_loader import Loader, ProposeClient, ProposeResult, run
 from journal_loader.storage import open_store
-from tests.support import dlq_snapshot, sources_snapshot, write_csv
-from tests.test_ops_support import run_cli
-
-HEADER = ["Licensee", "Licence No", "City", "State"]
-
-BROKEN = """\
-from journal_loader import Loader
-
-
-class LicenceLoader(Loader):
-    name = "licences"
-    source_type = "licences"
-
-    def parse(self, raw):
-        return {"licensee": raw["Licensee"], "number": raw[COLUMN], "city": raw["City"]}
-
-    def propose(self, record, graph):
-        return [graph.propose_fact(("Company", record["licensee"]), (NODE, record["city"]),
-                                   "LOCATED_IN")]
-"""
-
-
-def _licences(path: Path, n: int) -> Path:
-    rows = [[f"Dental {i}", f"L-{i}", f"City {i % 9}", "IL"] for i in range(n)]
-    return write_csv(path, HEADER, rows)
-
-
-def _config(folder: Path, *, column: str, node: str = "City", extra: str = "") -> Path:
-    (folder / "licence_loader.py").write_text(
-        BROKEN.replace("COLUMN", repr(column)).replace("NODE", repr(node))
-    )
-    config = folder / "licences.yaml"
-    config.write_text(
-        "loader:\n  name: licences\n  class: licence_loader.py:LicenceLoader\n"
-        "source:\n  type: licences\n  file: licences_20260101.csv\n"
-        "graph:\n  node_types: [Company, City]\n  relationship_types: [LOCATED_IN]\n" + extra
-    )
-    return config
+from tests.support.licences import licences_config, licences_csv
+from tests.support.loaders import write_csv
+from tests.support.ops import run_cli
+from tests.support.snapshots import dlq_snapshot, sources_snapshot
 
 
 def test_a_broken_loader_stops_within_the_first_records_and_resumes_fixed(
     db_url: str, tmp_path: Path
 ) -> None:
-    _licences(tmp_path / "licences_20260101.csv", 502)
-    config = _config(tmp_path, column="Licence Number")
+    licences_csv(tmp_path / "licences_20260101.csv", 502)
+    config = licences_config(tmp_path, column="Licence Number")
     done = run_cli("run", config, "--db", db_url, "--json", cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     report = json.loads(done.stdout)
@@ -75,7 +41,7 @@ def test_a_broken_loader_stops_within_the_first_records_and_resumes_fixed(
         assert len(dlq) == 100 and {row[4] for row in dlq} == {"KeyError"}
         assert "did you mean 'Licence No'?" in dlq[0][5]  # each failure says it too
         # the loader fixed: the run resumes after the 100 records, and completes
-        _config(tmp_path, column="Licence No")
+        licences_config(tmp_path, column="Licence No")
         fixed = run_cli("run", config, "--db", db_url, "--json", cwd=tmp_path)
         assert fixed.returncode == 0, fixed.stdout + fixed.stderr
         again = json.loads(fixed.stdout)
@@ -90,8 +56,8 @@ def test_a_broken_loader_stops_within_the_first_records_and_resumes_fixed(
 
 
 def test_a_node_type_outside_the_config_trips_it_too(db_url: str, tmp_path: Path) -> None:
-    _licences(tmp_path / "licences_20260101.csv", 150)
-    config = _config(
+    licences_csv(tmp_path / "licences_20260101.csv", 150)
+    config = licences_config(
         tmp_path, column="Licence No", node="Cty", extra="processing:\n  fail_fast_records: 20\n"
     )
     done = run_cli("run", config, "--db", db_url, cwd=tmp_path)

@@ -19,15 +19,9 @@ from journal_loader.graph.embedded import EmbeddedGraph
 from journal_loader.graph.protocol import ProposeResult
 from journal_loader.projections import rebuild
 from journal_loader.storage import Store, open_store
-from tests.conftest import PG_URL, drop_pg_schema, make_pg_schema
-from tests.support import (
-    PairLoader,
-    dlq_snapshot,
-    graph_snapshot,
-    sources_snapshot,
-    terminal_counts,
-    write_csv,
-)
+from tests.support.loaders import PairLoader, write_csv
+from tests.support.pg import PG_URL, drop_pg_schema, make_pg_schema
+from tests.support.snapshots import dlq_snapshot, graph_snapshot, sources_snapshot, terminal_counts
 
 HEADER = ["name", "city"]
 ROWS = 120

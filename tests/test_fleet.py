@@ -23,8 +23,10 @@ import pytest
 from sqlalchemy import make_url
 
 from journal_loader.runner import STOP_REQUESTED as STOP_REASON
-from tests.conftest import drop_pg_schema, make_pg_schema
-from tests.support import content_state, registry, typed_config
+from tests.support.cli import run_cli_process
+from tests.support.example import registry, typed_config
+from tests.support.pg import drop_pg_schema, make_pg_schema
+from tests.support.snapshots import content_state
 
 pytestmark = pytest.mark.postgres
 
@@ -71,14 +73,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "journal_loader", *args],
-        capture_output=True,
-        text=True,
-        env=env or _env(),
-        cwd=REPO,
-        timeout=300,
-    )
+    return run_cli_process(args, module=True, env=env or _env(), cwd=REPO, timeout=300)
 
 
 class Worker:
@@ -494,7 +489,7 @@ def test_readme_running_on_many_machines_runs(
     import shlex
 
     from journal_loader.ops.fleet import WorkerMetrics
-    from tests.support import readme_section
+    from tests.support.readme import readme_section
 
     text = readme_section("Running on many machines")
     blocks = re.findall(r"```sh\n(.*?)```", text, re.S)

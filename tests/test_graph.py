@@ -8,6 +8,7 @@ and the caches' undo (a failed record, a rolled-back batch, another runner's com
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from pathlib import Path
@@ -21,15 +22,7 @@ from journal_loader.graph.embedded import EmbeddedGraph
 from journal_loader.graph.fuzzy import similarity
 from journal_loader.graph.protocol import Entity
 from journal_loader.storage import Store, open_store
-from tests.test_graph_support import (
-    Direct,
-    ScriptLoader,
-    dlq,
-    fact,
-    propose_results,
-    rows,
-    write_script,
-)
+from tests.support.graph import Direct, ScriptLoader, dlq, fact, propose_results, rows, write_script
 
 TYPES = ["Company", "Person", "City", "Firm"]
 RELS = ["LOCATED_IN", "OWNS", "EMPLOYS", "Legal_Counsel", "Opposing_Counsel"]
@@ -546,8 +539,12 @@ def test_stale_cache_heals_after_another_runner_commits_the_same_entity(
     store_a, store_b = open_store(db_url), open_store(db_url)
     try:
         a, b = Direct(_graph(store_a), store_a), Direct(_graph(store_b), store_b)
-        with a.batch() as g, a.record():  # A looks "Acme" up: absent, and creates... not yet
-            g._candidates(g._require_tx(), "Company", "acme", None)
+        # A looks "Acme" up (absent) in a record that then fails: the record's node is taken
+        # back, the answer "absent" stays cached, and A's batch commits
+        with a.batch() as g, contextlib.suppress(RuntimeError), a.record():
+            g.propose_fact(("Company", "Acme"), ("City", "X"), "LOCATED_IN")
+            raise RuntimeError("the record fails after its lookup")
+        assert not rows(store_a, "SELECT 1 FROM nodes")
         b.propose(("Company", "Acme"), ("City", "X"), "LOCATED_IN")
         with pytest.raises(IntegrityConflictError), a.batch() as g, a.record():
             g.propose_fact(("Company", "Acme"), ("City", "Y"), "LOCATED_IN")

@@ -30,8 +30,8 @@ from journal_loader.graph.fuzzy import (
 from journal_loader.graph.normalize import normalize_name
 from journal_loader.storage import Store, open_store
 from journal_loader.storage.migrate import upgrade
-from tests.conftest import _pg_admin_url
-from tests.test_graph_support import Direct, rows
+from tests.support.graph import Direct, rows
+from tests.support.pg import pg_admin_url
 
 WORDS = [
     "acme", "widgets", "widget", "inc", "incorporated", "corp", "nunez", "núñez", "properties",
@@ -80,7 +80,7 @@ def test_python_similarity_equals_pg_trgm(pg_url: str) -> None:
         names = _names(1, 400)
         pairs = list(zip(names[:200], names[200:], strict=True))
         keys = [(fuzzy_key(a), fuzzy_key(b)) for a, b in pairs]
-        with psycopg.connect(_pg_admin_url()) as conn:
+        with psycopg.connect(pg_admin_url()) as conn:
             pg = [
                 conn.execute(f'SELECT "{schema}".similarity(%s, %s)', (ka, kb)).fetchone()[0]
                 for ka, kb in keys

@@ -26,7 +26,7 @@ from journal_loader import projections
 from journal_loader.journal.events import decode, encode
 from journal_loader.journal.writer import JournalWriter, PendingEvent
 from journal_loader.storage import open_store
-from tests.test_audit_support import cli, live_projections
+from tests.support.audit import cli, live_projections
 
 FIXTURE = Path(__file__).parent / "fixtures" / "old_journal.db.gz"
 EVENTS = 317

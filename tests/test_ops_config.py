@@ -11,7 +11,8 @@ import yaml
 
 from journal_loader.config import LoggingSection, config_from_dict
 from journal_loader.errors import ConfigError
-from tests.test_ops_support import REPO, pairs_config, run_cli
+from tests.support.example import REPO
+from tests.support.ops import pairs_config, run_cli
 
 FULL = """\
 loader:

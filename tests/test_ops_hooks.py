@@ -10,7 +10,7 @@ from pathlib import Path
 
 from journal_loader.ops.hooks import argv_for, needs_shell, run_hook
 from journal_loader.storage import open_store
-from tests.test_ops_support import expected_counts, pairs_config, run_cli
+from tests.support.ops import expected_counts, pairs_config, run_cli
 
 
 def test_success_hook_gets_the_summary_json(tmp_path: Path, db_url: str) -> None:

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from journal_loader.storage import open_store
-from tests.test_ops_support import pairs_config, run_cli
+from tests.support.ops import pairs_config, run_cli
 
 
 def folder_of_jobs(root: Path) -> Path:
@@ -149,7 +149,8 @@ def test_jobs_run_workers_keeps_one_type_at_a_time_and_equals_one_at_a_time(
     quarters in order; the result equals `jobs run DIR` (one job at a time)."""
     import sqlite3
 
-    from tests.support import content_state, registry, typed_config
+    from tests.support.example import registry, typed_config
+    from tests.support.snapshots import content_state
 
     data = tmp_path / "data"
     folder = tmp_path / "jobs.d"

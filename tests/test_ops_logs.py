@@ -17,7 +17,7 @@ import pytest
 
 from journal_loader.ops.logs import LogSetup
 from journal_loader.ops.progress import Figures, ProgressObserver, fmt_duration
-from tests.test_ops_support import CLI, expected_counts, pairs_config, run_cli
+from tests.support.ops import CLI, expected_counts, pairs_config, run_cli
 
 
 def run_on_pty(

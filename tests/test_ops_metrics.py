@@ -17,8 +17,8 @@ import journal_loader
 from journal_loader.errors import SourceLockedError
 from journal_loader.ops.metrics import METRIC_NAMES, MetricsObserver, StoreDlqProbe
 from journal_loader.storage import open_store
-from tests.support import PairLoader
-from tests.test_ops_support import FatalLoader, expected_counts, pairs_csv, pushgateway
+from tests.support.loaders import PairLoader
+from tests.support.ops import FatalLoader, expected_counts, pairs_csv, pushgateway
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -317,7 +317,7 @@ def test_dlq_depth_is_right_after_every_batch(db_url: str, tmp_path: Path) -> No
     )
     assert report.exit_code == 0 and len(watcher.seen) == 15
     assert [depth for _, depth in watcher.seen] == [failed for failed, _ in watcher.seen]
-    assert watcher.seen[1][1] > 0  # the second batch already has a failure in the DLQ
+    assert watcher.seen[1][1] == 1  # the second batch already has a failure in the DLQ
     assert watcher.seen[-1][1] == expected_counts(60)["failed"]
 
     # a second source of the type: the depth starts from the DLQ's count, then adds

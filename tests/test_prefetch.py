@@ -16,8 +16,10 @@ from journal_loader.config import load_config
 from journal_loader.graph.embedded import EmbeddedGraph
 from journal_loader.journal.events import ProposeSucceeded, decode
 from journal_loader.storage import Store, open_store
-from tests.conftest import EXAMPLE_CONFIG, drop_pg_schema, make_pg_schema
-from tests.support import dlq_snapshot, graph_snapshot, write_csv
+from tests.support.example import EXAMPLE_CONFIG
+from tests.support.loaders import write_csv
+from tests.support.pg import drop_pg_schema, make_pg_schema
+from tests.support.snapshots import dlq_snapshot, graph_snapshot
 
 pytestmark = pytest.mark.postgres
 
@@ -55,12 +57,15 @@ def _results(store: Store) -> dict[int, Any]:
     return out
 
 
+_SCHEMAS: dict[int, str] = {}  # id(store) -> its test schema, dropped by _drop
+
+
 def _load_both(data: Path, config: Any, runs: int = 1) -> tuple[Store, Store]:
     stores = []
     for graph_class in (EmbeddedGraph, NoPrefetch):
         url, schema = make_pg_schema()
         store = open_store(url)
-        store._test_schema = schema  # type: ignore[attr-defined]
+        _SCHEMAS[id(store)] = schema
         cfg = load_config(config) if isinstance(config, Path) else config
         for i in range(runs):
             graph = graph_class.from_config(store, cfg)
@@ -76,7 +81,7 @@ def _load_both(data: Path, config: Any, runs: int = 1) -> tuple[Store, Store]:
 def _drop(*stores: Store) -> None:
     for s in stores:
         s.dispose()
-        drop_pg_schema(s._test_schema)  # type: ignore[attr-defined]
+        drop_pg_schema(_SCHEMAS.pop(id(s)))
 
 
 @pytest.mark.slow  # the example loaded twice; the small equivalence tests run by default

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
@@ -27,8 +27,9 @@ from journal_loader.config import Config
 from journal_loader.dlq import list_entries, resolve, retry
 from journal_loader.projections import rebuild
 from journal_loader.storage import Store, open_store
-from tests.conftest import PG_URL, drop_pg_schema, make_pg_schema
-from tests.support import PairLoader, write_csv
+from tests.support.loaders import PairLoader, write_csv
+from tests.support.pg import PG_URL, drop_pg_schema, make_pg_schema
+from tests.support.properties import example_counts
 
 
 class Picky(PairLoader):
@@ -125,33 +126,37 @@ def _history(url: str, tmp: Path, inputs: list[list[str]], ops: list[tuple[Any, 
         store.dispose()
 
 
-@settings(
-    max_examples=int(os.environ.get("JOURNAL_LOADER_PROPERTY_EXAMPLES", "25")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
-@given(inputs=st.lists(rows_strategy, min_size=1, max_size=3), ops=operations)
-def test_rebuild_equals_live_sqlite(inputs: list[list[str]], ops: list[tuple[Any, ...]]) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        _history(f"sqlite:///{tmp}/j.db", Path(tmp), inputs, ops)
+FULL = int(os.environ.get("JOURNAL_LOADER_PROPERTY_EXAMPLES", "25"))  # the slow run's count
+
+
+@example_counts(8, FULL)
+def test_rebuild_equals_live_sqlite(examples: int) -> None:
+    @settings(max_examples=examples, deadline=None)
+    @given(inputs=st.lists(rows_strategy, min_size=1, max_size=3), ops=operations)
+    def check(inputs: list[list[str]], ops: list[tuple[Any, ...]]) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            _history(f"sqlite:///{tmp}/j.db", Path(tmp), inputs, ops)
+
+    check()
 
 
 @pytest.mark.postgres
-@settings(
-    max_examples=int(os.environ.get("JOURNAL_LOADER_PROPERTY_EXAMPLES", "25")) // 2, deadline=None
-)
-@given(inputs=st.lists(rows_strategy, min_size=1, max_size=3), ops=operations)
-def test_rebuild_equals_live_postgresql(
-    inputs: list[list[str]], ops: list[tuple[Any, ...]]
-) -> None:
+@example_counts(4, FULL // 2)
+def test_rebuild_equals_live_postgresql(examples: int) -> None:
     if not PG_URL:
         pytest.skip("JOURNAL_LOADER_TEST_PG_URL is not set: PostgreSQL tests skipped")
-    url, schema = make_pg_schema()
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            _history(url, Path(tmp), inputs, ops)
-    finally:
-        drop_pg_schema(schema)
+
+    @settings(max_examples=examples, deadline=None)
+    @given(inputs=st.lists(rows_strategy, min_size=1, max_size=3), ops=operations)
+    def check(inputs: list[list[str]], ops: list[tuple[Any, ...]]) -> None:
+        url, schema = make_pg_schema()
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                _history(url, Path(tmp), inputs, ops)
+        finally:
+            drop_pg_schema(schema)
+
+    check()
 
 
 def test_a_hand_made_history_with_every_kind_of_event(sqlite_url: str, tmp_path: Path) -> None:

@@ -22,21 +22,24 @@ from journal_loader.errors import FatalError, TransientError, ValidationError
 from journal_loader.graph.postgres_client import PostgresProposeClient, parse_response
 from journal_loader.graph.protocol import Entity
 from journal_loader.storage import Store, open_store
-from tests.conftest import EXAMPLE_CONFIG, _pg_admin_url, drop_pg_schema, make_pg_schema
-from tests.support import generator, sources_snapshot
-from tests.test_graph_support import ScriptLoader, dlq, fact, propose_results, write_script
-from tests.test_propose_client_support import (
+from tests.support.example import EXAMPLE_CONFIG, generator
+from tests.support.graph import ScriptLoader, dlq, fact, propose_results, write_script
+from tests.support.pg import drop_pg_schema, make_pg_schema, pg_admin_url
+from tests.support.propose_client import (
     add_fault,
+    client_backends,
+    client_name,
     install_propose_api,
     kg_count,
     kg_snapshot,
     libpq,
     remote_schema,
 )
+from tests.support.snapshots import sources_snapshot
 
 pytestmark = pytest.mark.postgres
 
-ROWS = 600
+ROWS = 200  # one batch (the example config batches 1,000), with failures and skips
 
 
 @pytest.fixture
@@ -141,7 +144,10 @@ def test_parse_response_shapes() -> None:
 
 def test_separate_database_call_parse_and_one_connection(remote_url: str) -> None:
     install_propose_api(remote_url)
-    with PostgresProposeClient(url=remote_url, source_name="Registry", source_type="reg") as c:
+    app = client_name()
+    with PostgresProposeClient(
+        url=remote_url, source_name="Registry", source_type="reg", application_name=app
+    ) as c:
         assert c.transactional is False
         _record(c)
         first = c.propose_fact(
@@ -152,14 +158,15 @@ def test_separate_database_call_parse_and_one_connection(remote_url: str) -> Non
             metadata={"via": "test"},
             confidence=0.8,
         )
-        pid = c._conn.info.backend_pid  # type: ignore[union-attr]
+        pids = client_backends(app)
+        assert len(pids) == 1
         c.finish_record()
         _record(c, 1)
         again = c.propose_fact(
             ("Company", "ACME  widgets"), ("City", "Springfield, IL"), "LOCATED_IN", strength=0.3
         )
         c.finish_record()
-        assert c._conn.info.backend_pid == pid  # type: ignore[union-attr]  # one connection
+        assert client_backends(app) == pids  # one connection, the same
     assert first.status == "success"
     assert [a.action for a in first.actions] == [
         "entity_created",
@@ -211,7 +218,8 @@ def test_separate_database_transient_and_fatal_errors_raise(remote_url: str) -> 
     install_propose_api(remote_url)
     add_fault(remote_url, "Busy", "40001", times=1)
     add_fault(remote_url, "Deadlocked", "40P01", times=1)
-    c = PostgresProposeClient(url=remote_url)
+    app = client_name()
+    c = PostgresProposeClient(url=remote_url, application_name=app)
     try:
         for name in ("Busy", "Deadlocked"):
             _record(c)
@@ -221,16 +229,18 @@ def test_separate_database_transient_and_fatal_errors_raise(remote_url: str) -> 
         # the connection is lost: transient, and the next call reconnects
         _record(c)
         c.propose_fact(("Company", "A"), ("City", "X"), "LOCATED_IN")
-        pid = c._conn.info.backend_pid  # type: ignore[union-attr]
-        with psycopg.connect(_pg_admin_url(), autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        (pid,) = client_backends(app)
+        with psycopg.connect(pg_admin_url(), autocommit=True) as admin:
+            # with a timeout: returns once the backend is gone (and out of pg_stat_activity)
+            admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
         with pytest.raises(TransientError):
             c.propose_fact(("Company", "B"), ("City", "X"), "LOCATED_IN")
         c.abort_record()
         _record(c, 1)
         ok = c.propose_fact(("Company", "Busy"), ("City", "X"), "LOCATED_IN")  # fault spent
         assert ok.status == "success"
-        assert c._conn.info.backend_pid != pid  # type: ignore[union-attr]
+        (reconnected,) = client_backends(app)  # one connection, a new one
+        assert reconnected != pid
         c.finish_record()
     finally:
         c.close()
@@ -277,15 +287,19 @@ def test_in_doubt_duplicate_is_the_success_it_was(remote_url: str) -> None:
 
 def test_types_from_the_config_are_checked_before_calling(remote_url: str) -> None:
     install_propose_api(remote_url)
+    app = client_name()
     with PostgresProposeClient(
-        url=remote_url, node_types=["Company", "City"], relationship_types=["LOCATED_IN"]
+        url=remote_url,
+        node_types=["Company", "City"],
+        relationship_types=["LOCATED_IN"],
+        application_name=app,
     ) as c:
         _record(c)
         with pytest.raises(ValidationError, match="unknown node type 'Person'"):
             c.propose_fact(("Person", "Jo"), ("City", "X"), "LOCATED_IN")
         with pytest.raises(ValidationError, match="strength"):
             c.propose_fact(("Company", "A"), ("City", "X"), "LOCATED_IN", strength=2)
-    assert c._conn is None  # nothing was sent
+        assert client_backends(app) == []  # nothing was sent: not even connected
 
 
 # --- same database: through the runner -------------------------------------------------------
@@ -302,7 +316,7 @@ def test_same_database_load_through_the_runner(
     s = report.statistics
     assert s.total_processed == ROWS
     assert s.successful + s.failed + s.skipped == ROWS
-    assert s.failed > 0 and s.skipped > 0  # the generator's bad rows
+    assert (s.failed, s.skipped) == (2, 1)  # the generator's bad rows (fixed seed)
     assert all(stage == "validate" for stage, *_ in dlq(pg_store).values())
     results = propose_results(pg_store)
     facts = sum(len(r) for r in results.values())
@@ -404,9 +418,10 @@ def test_separate_database_load_equals_the_same_database_load(
     same = run(config=EXAMPLE_CONFIG, file=registry, store=pg_store, graph=_client(pg_store))
     journal = open_store(other_pg_url)
     try:
-        with _client(journal, url=remote_url) as client:
+        app = client_name()
+        with _client(journal, url=remote_url, application_name=app) as client:
             separate = run(config=EXAMPLE_CONFIG, file=registry, store=journal, graph=client)
-            assert client._conn is not None and not client._conn.closed  # one, kept
+            assert len(client_backends(app)) == 1  # one connection, kept open after the run
         assert separate.status == same.status == "completed"
         assert separate.statistics == same.statistics
         assert sources_snapshot(journal) == sources_snapshot(pg_store)

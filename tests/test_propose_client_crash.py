@@ -24,9 +24,9 @@ from sqlalchemy import text
 
 from journal_loader.journal.events import ProposeSucceeded, decode
 from journal_loader.storage import open_store
-from tests.conftest import EXAMPLE_CONFIG, drop_pg_schema, make_pg_schema
-from tests.support import dlq_snapshot, generator, sources_snapshot, terminal_counts
-from tests.test_propose_client_support import (
+from tests.support.example import EXAMPLE_CONFIG, generator
+from tests.support.pg import drop_pg_schema, make_pg_schema
+from tests.support.propose_client import (
     deployment_schema,
     deployment_snapshot,
     install_deployment,
@@ -34,6 +34,7 @@ from tests.test_propose_client_support import (
     kg_snapshot,
     remote_schema,
 )
+from tests.support.snapshots import dlq_snapshot, sources_snapshot, terminal_counts
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

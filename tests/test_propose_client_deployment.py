@@ -26,9 +26,9 @@ from journal_loader.errors import ConfigError
 from journal_loader.graph.postgres_client import PostgresProposeClient
 from journal_loader.journal.events import RecordFailed, decode
 from journal_loader.storage import Store, open_store
-from tests.test_audit_support import cli
-from tests.test_graph_support import ScriptLoader, dlq, fact, propose_results, write_script
-from tests.test_propose_client_support import (
+from tests.support.audit import cli
+from tests.support.graph import ScriptLoader, dlq, fact, propose_results, write_script
+from tests.support.propose_client import (
     add_deployment_fault,
     deployment_schema,
     deployment_snapshot,
@@ -432,7 +432,7 @@ def test_same_database_mode_runs_against_a_database_with_the_deployments_public_
     journal-loader's own go in a schema of their own (journal_loader by default), and the
     deployment's unqualified SQL runs with its own search_path."""
     from journal_loader.config import load_config
-    from tests.test_propose_client_support import deployment_database
+    from tests.support.propose_client import deployment_database
 
     with deployment_database() as base:
         install_deployment(base)
@@ -475,14 +475,14 @@ def test_same_database_mode_runs_against_a_database_with_the_deployments_public_
         assert run(ScriptLoader, script, config=other).status == "completed"
         with psycopg.connect(base) as conn:
             (journals,) = conn.execute("SELECT count(*) FROM jl_own.journal").fetchone()  # type: ignore[misc]
-        assert journals > 0
+        assert journals == 9
 
 
 def test_a_journal_never_goes_into_a_schema_holding_another_applications_tables() -> None:
     """Without a schema of its own, journal-loader would create its tables next to the
     deployment's namesakes: a clear error instead of DuplicateTable and a traceback."""
     from journal_loader.errors import SchemaError
-    from tests.test_propose_client_support import deployment_database
+    from tests.support.propose_client import deployment_database
 
     with deployment_database() as base:
         install_deployment(base)

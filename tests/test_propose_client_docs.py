@@ -24,10 +24,10 @@ import yaml
 from journal_loader.config import config_from_dict
 from journal_loader.facts import FactsLoader
 from journal_loader.storage import open_store
-from tests.conftest import drop_pg_schema, make_pg_schema
-from tests.support import readme_section
-from tests.test_graph_support import propose_results, rows
-from tests.test_propose_client_support import install_propose_api, kg_count, remote_schema
+from tests.support.graph import propose_results, rows
+from tests.support.pg import drop_pg_schema, make_pg_schema
+from tests.support.propose_client import install_propose_api, kg_count, remote_schema
+from tests.support.readme import readme_section
 
 REPO = Path(__file__).resolve().parent.parent
 DOC_TEXT = readme_section("The Propose API")  # the README section, checked by running it

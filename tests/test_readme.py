@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -14,41 +13,16 @@ import pytest
 import yaml
 
 from journal_loader.config import config_from_dict
-from tests.conftest import EXAMPLE_CONFIG
+from tests.support.cli import run_cli_process
+from tests.support.example import EXAMPLE_CONFIG
+from tests.support.readme import blocks, commands, section
 
 REPO = Path(__file__).resolve().parent.parent
-README = (REPO / "README.md").read_text(encoding="utf-8")
-
-
-def section(title: str) -> str:
-    m = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", README, re.M | re.S)
-    assert m, f"README has no section {title!r}"
-    return m.group(1)
-
-
-def blocks(text: str, lang: str) -> list[str]:
-    return re.findall(rf"```{lang}\n(.*?)```", text, re.S)
-
-
-def commands(text: str) -> list[list[str]]:
-    """journal-loader command lines of the sh blocks (comments dropped)."""
-    out = []
-    for block in blocks(text, "sh"):
-        for line in block.splitlines():
-            words = shlex.split(line, comments=True)
-            if words and re.match(r"^(\.venv/bin/)?journal-loader$", words[0]):
-                out.append(words[1:])
-    return out
 
 
 def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "journal_loader", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, "JOURNAL_LOADER_DB_URL": ""},
-    )
+    env = {**os.environ, "JOURNAL_LOADER_DB_URL": ""}
+    return run_cli_process(args, module=True, cwd=cwd, env=env)
 
 
 def test_quick_start_is_two_commands_and_ci_runs_them() -> None:

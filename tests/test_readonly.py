@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_ops_support import CLI, pairs_config, run_cli
+from tests.support.cli import run_cli_process
+from tests.support.ops import pairs_config, run_cli
 
 # Root writes read-only files anyway; in a user namespace of its own (`unshare --user`) it
 # has no capability over the files outside it, so read-only means read-only again.
@@ -31,15 +32,8 @@ AS_USER = ["unshare", "--user"] if os.geteuid() == 0 else []
 
 
 def _ro_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*AS_USER, *CLI, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, "JOURNAL_LOADER_DB_URL": ""},
-    )
+    env = {**os.environ, "JOURNAL_LOADER_DB_URL": ""}
+    return run_cli_process(args, cwd=cwd, env=env, timeout=120, user_namespace=bool(AS_USER))
 
 
 def _needs_read_only() -> None:

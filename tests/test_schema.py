@@ -17,8 +17,8 @@ from journal_loader.storage import Store, open_store
 from journal_loader.storage.base import SCHEMA_HEAD
 from journal_loader.storage.migrate import head_revision
 from journal_loader.storage.schema import DECLARED_DDL, metadata
-from tests.conftest import drop_pg_schema, make_pg_schema
-from tests.support import schema_catalog
+from tests.support.pg import drop_pg_schema, make_pg_schema
+from tests.support.snapshots import schema_catalog
 
 
 def test_schema_head_constant_is_the_migrations_head() -> None:

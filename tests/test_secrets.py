@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,20 +16,16 @@ from sqlalchemy import make_url, text
 
 from journal_loader.secrets import mask_url, register_secret, scrub
 from journal_loader.storage import open_store
-from tests.conftest import EXAMPLE_CONFIG
+from tests.support.cli import run_cli_process
+from tests.support.example import EXAMPLE_CONFIG
 
 SENTINEL = "Sentinel-Pa55word-7f3a"
 MALFORMED = "Sentinel%ZZmalformed-91"
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "journal_loader", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, "JOURNAL_LOADER_DEBUG": ""},
-    )
+    env = {**os.environ, "JOURNAL_LOADER_DEBUG": ""}
+    return run_cli_process(args, module=True, cwd=cwd, env=env)
 
 
 def _with_password(url: str, password: str) -> str:
@@ -115,7 +110,7 @@ CONFIG_SHAPES = {
 def test_config_errors_never_print_the_password(tmp_path: Path, shape: str) -> None:
     import yaml
 
-    from tests.test_ops_support import pairs_config
+    from tests.support.ops import pairs_config
 
     jobs = tmp_path / "jobs"
     config = pairs_config(jobs)

@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from journal_loader.cli import main
 from journal_loader.storage import open_store
-from tests.conftest import EXAMPLE_CONFIG
+from tests.support.example import EXAMPLE_CONFIG
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -265,7 +265,7 @@ def test_journal_store_reads_what_a_run_wrote(db_url: str, tmp_path: Path) -> No
     events, and a lease that a newer generation takes away."""
     from journal_loader import run
     from journal_loader.storage.journal_store import journal_store
-    from tests.support import PairLoader, write_csv
+    from tests.support.loaders import PairLoader, write_csv
 
     rows = [[f"Company {i}", f"City {i % 3}"] for i in range(10)]
     data = write_csv(tmp_path / "pairs.csv", ["name", "city"], rows)

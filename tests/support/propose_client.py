@@ -14,9 +14,9 @@ import psycopg
 import pytest
 from sqlalchemy import make_url
 
-from tests.conftest import PG_URL, _pg_admin_url
+from tests.support.pg import PG_URL, pg_admin_url
 
-SQL_FILE = Path(__file__).resolve().parent / "sql" / "propose_fact.sql"
+SQL_FILE = Path(__file__).resolve().parent.parent / "sql" / "propose_fact.sql"
 REMOTE_DB = "jl_propose_remote"
 
 EXAMPLE_NODE_TYPES = ["Company", "Person", "City", "State", "Address"]
@@ -88,10 +88,27 @@ def kg_count(url: str, table: str) -> int:
         return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # type: ignore[index]
 
 
+def client_name() -> str:
+    """An application_name of its own for one client, so the server can tell which
+    connections are that client's (see ``client_backends``)."""
+    return f"jl-test client {uuid.uuid4().hex[:12]}"
+
+
+def client_backends(application_name: str) -> list[int]:
+    """The server's backends connected under ``application_name``: how many connections a
+    client holds and which, seen from the server rather than from the client's insides."""
+    with psycopg.connect(pg_admin_url()) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s ORDER BY pid",
+            (application_name,),
+        ).fetchall()
+    return [int(pid) for (pid,) in rows]
+
+
 def _ensure_remote_database() -> str:
     if not PG_URL:
         pytest.skip("JOURNAL_LOADER_TEST_PG_URL is not set: PostgreSQL tests skipped")
-    admin = _pg_admin_url()
+    admin = pg_admin_url()
     with psycopg.connect(admin, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (REMOTE_DB,))
         if exists.fetchone() is None:
@@ -119,7 +136,7 @@ def remote_schema() -> Iterator[str]:
 
 # --- the deployment-like stand-in (tests/sql/propose_deployment.sql) --------------------------
 
-DEPLOYMENT_SQL_FILE = Path(__file__).resolve().parent / "sql" / "propose_deployment.sql"
+DEPLOYMENT_SQL_FILE = Path(__file__).resolve().parent.parent / "sql" / "propose_deployment.sql"
 DEPLOYMENT_REL_TYPES = [
     "LOCATED_IN",
     "IN_STATE",
@@ -195,12 +212,12 @@ def deployment_schema() -> Iterator[tuple[str, str]]:
     if not PG_URL:
         pytest.skip("JOURNAL_LOADER_TEST_PG_URL is not set: PostgreSQL tests skipped")
     schema = f"jl_dep_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(_pg_admin_url(), autocommit=True) as conn:
+    with psycopg.connect(pg_admin_url(), autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
     try:
-        yield pg_schema_url(_pg_admin_url(), schema), schema
+        yield pg_schema_url(pg_admin_url(), schema), schema
     finally:
-        with psycopg.connect(_pg_admin_url(), autocommit=True) as conn:
+        with psycopg.connect(pg_admin_url(), autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
@@ -211,7 +228,7 @@ def deployment_database() -> Iterator[str]:
     if not PG_URL:
         pytest.skip("JOURNAL_LOADER_TEST_PG_URL is not set: PostgreSQL tests skipped")
     name = f"jl_dep_{uuid.uuid4().hex[:12]}"
-    admin = _pg_admin_url()
+    admin = pg_admin_url()
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:

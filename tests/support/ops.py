@@ -15,9 +15,9 @@ from typing import Any
 
 from journal_loader import ProposeClient, ProposeResult
 from journal_loader.errors import FatalError
-from tests.support import PairLoader, write_csv
+from tests.support.cli import run_cli_process
+from tests.support.loaders import PairLoader, write_csv
 
-REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-c", "from journal_loader.cli import run_main; run_main()"]
 
 LOADER_PY = """\
@@ -113,16 +113,9 @@ def run_cli(
     env: Mapping[str, str] | None = None,
     timeout: float = 120,
 ) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [*CLI, *map(str, args)],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+    """The CLI as a process of its own (forked from a server that has imported it:
+    tests/support/cli.py), with ``env`` on top of this process's environment."""
+    return run_cli_process(args, cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout)
 
 
 class Recorder:

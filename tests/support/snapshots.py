@@ -1,45 +1,13 @@
-"""Helpers for tests: the example's loader and generator, graph snapshots, tiny loaders."""
+"""Databases compared by content: the graph, sources, DLQ and journal without generated ids
+and times, and the whole migrated schema as a catalogue."""
 
 from __future__ import annotations
 
-import csv
-import importlib.util
-import io
-import sys
-from collections.abc import Mapping
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from sqlalchemy import text
 
-from journal_loader import Loader, ProposeClient, ProposeResult
 from journal_loader.storage import Store, open_store
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def import_path(name: str, path: Path) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def generator() -> ModuleType:
-    return import_path("generate_registry", REPO / "bench" / "generate_registry.py")
-
-
-def example_loader_class() -> type[Loader]:
-    module = import_path(
-        "example_business_registry", REPO / "examples" / "business_registry" / "loader.py"
-    )
-    cls: type[Loader] = module.BusinessRegistryLoader
-    return cls
 
 
 def graph_snapshot(store: Store) -> dict[str, list[tuple[Any, ...]]]:
@@ -113,58 +81,6 @@ def terminal_counts(store: Store) -> dict[int, int]:
         return {int(r[0]): int(r[1]) for r in rows}
 
 
-def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    path.write_bytes(buf.getvalue().encode())
-    return path
-
-
-class PairLoader(Loader):
-    """A tiny loader: columns name, city -> (Company name) LOCATED_IN (City city)."""
-
-    name = "pairs"
-    source_type = "pairs"
-
-    def parse(self, raw: Mapping[str, Any]) -> dict[str, Any] | None:
-        if raw.get("name", "").startswith("#"):
-            return self.skip("comment row")
-        return dict(raw)
-
-    def validate(self, record: Mapping[str, Any]) -> list[str]:
-        problems = super().validate(record)
-        if record.get("city") == "BAD":
-            problems.append("city BAD is not a city")
-        return problems
-
-    def propose(self, record: Mapping[str, Any], graph: ProposeClient) -> list[ProposeResult]:
-        return [
-            graph.propose_fact(("Company", record["name"]), ("City", record["city"]), "LOCATED_IN")
-        ]
-
-
-class NullLoader(Loader):
-    """Journals every record, proposes nothing: the journal's own overhead."""
-
-    name = "null"
-    source_type = "null"
-
-    def propose(self, record: Mapping[str, Any], graph: ProposeClient) -> list[ProposeResult]:
-        return []
-
-
-def readme_section(title: str) -> str:
-    """One ``## title`` section of the README, heading included (docs are checked by tests)."""
-    import re
-
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    m = re.search(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", text, re.M | re.S)
-    assert m, f"README.md has no section {title!r}"
-    return m.group(0)
-
-
 def content_state(db: str) -> dict[str, Any]:
     """The database by content, with sources named by their file's sha256: what a load by
     several processes must share with a sequential one. Keyed nodes are compared by type and
@@ -223,51 +139,6 @@ def content_state(db: str) -> dict[str, Any]:
         return out
     finally:
         store.dispose()
-
-
-def typed_config(
-    folder: Path, source_type: str, batch: int = 100, *, file: Path | None = None, name: str = ""
-) -> Path:
-    """The example's loader and config, with the config's source type (a loader subclass
-    that leaves source_type to the config) and small batches."""
-    folder.mkdir(parents=True, exist_ok=True)
-    module = folder / "typed_loader.py"
-    module.write_text(
-        "import importlib.util\n"
-        f"spec = importlib.util.spec_from_file_location('example_registry_loader', {str(REPO / 'examples' / 'business_registry' / 'loader.py')!r})\n"
-        "example = importlib.util.module_from_spec(spec)\n"
-        "spec.loader.exec_module(example)\n\n\n"
-        "class TypedLoader(example.BusinessRegistryLoader):\n"
-        "    source_type = ''\n"
-    )
-    config = folder / f"{name or source_type}.yaml"
-    config.write_text(
-        f"""loader:
-  name: {source_type}
-  class: typed_loader.py:TypedLoader
-source:
-  type: {source_type}
-  format: csv{f"{chr(10)}  file: {file}" if file else ""}
-  update_frequency: quarterly
-processing:
-  batch_size: {batch}
-  retry_delay: 0.05
-validation:
-  required_fields: [corp_number, legal_name, corporation_type]
-  date_fields:
-    effective_date: MM/DD/YYYY
-graph:
-  node_types: [Company, Person, City, State, Address]
-  relationship_types: [LOCATED_IN, IN_STATE, HEADQUARTERED_AT, REGISTERED_AGENT_OF, HAS_ADDRESS]
-"""
-    )
-    return config
-
-
-def registry(path: Path, rows: int, seed: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    generator().generate(path, rows=rows, seed=seed)
-    return path
 
 
 def schema_catalog(engine: Any) -> dict[str, str]:

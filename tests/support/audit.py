@@ -317,6 +317,6 @@ def as_owner_without_guards(store: Store, *statements: tuple[str, dict[str, Any]
 
 
 def write_pairs_csv(path: Path, rows: Sequence[tuple[str, str]]) -> Path:
-    from tests.support import write_csv
+    from tests.support.loaders import write_csv
 
     return write_csv(path, ["name", "city"], [list(r) for r in rows])
