@@ -190,7 +190,7 @@ class WorkerState:
                 raise
         self._still_ours(job)
         summary = {
-            "status": report.status,
+            "status": str(report.status),  # plain text in the job's result and its log line
             "source_id": report.source_id,
             "run_id": report.run_id,
             "processed": report.statistics.total_processed,
