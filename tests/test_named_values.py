@@ -15,7 +15,7 @@ from journal_loader.cli import main
 from journal_loader.runner import RunStatus
 from journal_loader.sources.status import SourceHealth, SourceStatus
 from journal_loader.storage.schema import DECLARED_DDL
-from tests.support import PairLoader, write_csv
+from tests.support.loaders import PairLoader, write_csv
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -21,7 +21,7 @@ from journal_loader.journal.events import RunStarted, decode
 from journal_loader.runner import RunOptions
 from journal_loader.sources.readers import ReaderOptions, open_reader
 from journal_loader.storage import open_store
-from tests.support import PairLoader
+from tests.support.loaders import PairLoader
 
 # A RunStarted.reader exactly as runs journaled it before ReaderOptions existed: an event's
 # bytes feed its source's hash chain, so these keys, their order and their spelling stay.

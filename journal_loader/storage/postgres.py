@@ -257,7 +257,7 @@ class PostgresStore(Store):
 
     def _prepare_own_schema(self) -> None:
         from journal_loader.errors import SchemaError
-        from journal_loader.storage.schema import metadata
+        from journal_loader.storage.schema import VIEW_NAMES, metadata
 
         try:
             with self.engine.connect() as conn:
@@ -269,7 +269,8 @@ class PostgresStore(Store):
                     conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{wanted}"'))
                     conn.commit()
                     return
-                ours = sorted(t for t in metadata.tables if "." not in t)
+                # Views too: a deployment's `provenance` table would take the name of ours.
+                ours = sorted({t for t in metadata.tables if "." not in t} | set(VIEW_NAMES))
                 clashing = [
                     r[0]
                     for r in conn.execute(

@@ -292,6 +292,9 @@ FROM sources s
 
 # One row per subject per record that asserted it, as the table of that name had before
 # migration 0006: what lineage, ``graph node`` and the documented queries read.
+#: The views journal-loader creates beside its tables (their names must be free too).
+VIEW_NAMES = ("loader_status", "provenance")
+
 PROVENANCE_VIEW = """
 CREATE VIEW provenance AS
 SELECT s.id, s.subject_kind, s.subject_id, r.source_id, r.record_offset, s.fact_index,
