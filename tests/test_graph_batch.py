@@ -23,8 +23,8 @@ from journal_loader.config import load_config
 from journal_loader.graph.embedded import EmbeddedGraph
 from journal_loader.journal.events import ProposeSucceeded, decode
 from journal_loader.storage import Store, open_store
-from tests.conftest import drop_pg_schema, make_pg_schema
 from tests.support.loaders import write_csv
+from tests.support.pg import drop_pg_schema, make_pg_schema
 from tests.support.snapshots import dlq_snapshot, graph_snapshot
 
 
