@@ -83,16 +83,22 @@ JOURNAL_COLUMNS = (
     "recorded_at, prev_hash, hash"
 )
 # provenance (a view since migration 0006): each generated row is a record of its own
-RECORD_COLUMNS = "id, source_id, record_offset, run_id, created_at"
-SUBJECT_COLUMNS = "subject_kind, subject_id, id, record_id, fact_index, confidence"
+RECORD_COLUMNS = "id, source_id, record_offset, run_id, created_at, confidence"
+SUBJECT_COLUMNS = "subject_id, id, record_id, fact_index, confidence"
+SUBJECT_TABLES = {
+    "node": "provenance_nodes",
+    "attribute": "provenance_attributes",
+    "relationship": "provenance_relationships",
+}
 
 
 def _record_row(p: tuple[Any, ...], stamp: Any) -> tuple[Any, ...]:
-    return (p[0], p[3], p[4], p[6], stamp)
+    return (p[0], p[3], p[4], p[6], stamp, p[7])
 
 
-def _subject_row(p: tuple[Any, ...]) -> tuple[Any, ...]:
-    return (p[1], p[2], p[0], p[0], p[5], p[7])
+def _subject_rows(provenance: list[tuple[Any, ...]], kind: str) -> list[tuple[Any, ...]]:
+    """Each kind's table's rows (the confidence is the record's: NULL)."""
+    return [(p[2], p[0], p[0], p[5], None) for p in provenance if p[1] == kind]
 
 
 # --- the synthetic history ----------------------------------------------------------------------
@@ -321,13 +327,14 @@ def bulk_load(store: Store, events: int) -> tuple[int, int, float]:
             )
             n += len(chunk)
             cur.executemany(
-                f"INSERT INTO provenance_records ({RECORD_COLUMNS}) VALUES (?,?,?,?,?)",
+                f"INSERT INTO provenance_records ({RECORD_COLUMNS}) VALUES (?,?,?,?,?,?)",
                 [_record_row(p, p[8].strftime("%Y-%m-%d %H:%M:%S.%f")) for p in gen.provenance],
             )
-            cur.executemany(
-                f"INSERT INTO provenance_subjects ({SUBJECT_COLUMNS}) VALUES (?,?,?,?,?,?)",
-                [_subject_row(p) for p in gen.provenance],
-            )
+            for kind, table in SUBJECT_TABLES.items():
+                cur.executemany(
+                    f"INSERT INTO {table} ({SUBJECT_COLUMNS}) VALUES (?,?,?,?,?)",
+                    _subject_rows(gen.provenance, kind),
+                )
         else:
             cur = raw.cursor()
             with cur.copy(f"COPY journal ({JOURNAL_COLUMNS}) FROM STDIN") as copy:
@@ -337,9 +344,10 @@ def bulk_load(store: Store, events: int) -> tuple[int, int, float]:
             with cur.copy(f"COPY provenance_records ({RECORD_COLUMNS}) FROM STDIN") as copy:
                 for p in gen.provenance:
                     copy.write_row(_record_row(p, p[8]))
-            with cur.copy(f"COPY provenance_subjects ({SUBJECT_COLUMNS}) FROM STDIN") as copy:
-                for p in gen.provenance:
-                    copy.write_row(_subject_row(p))
+            for kind, table in SUBJECT_TABLES.items():
+                with cur.copy(f"COPY {table} ({SUBJECT_COLUMNS}) FROM STDIN") as copy:
+                    for row in _subject_rows(gen.provenance, kind):
+                        copy.write_row(row)
             cur.execute("SELECT setval(pg_get_serial_sequence('journal', 'position'), %s)", (n,))
             cur.execute(
                 "SELECT setval(pg_get_serial_sequence('provenance_records', 'id'), %s)",
@@ -352,7 +360,8 @@ def bulk_load(store: Store, events: int) -> tuple[int, int, float]:
         with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("VACUUM ANALYZE journal"))
             conn.execute(text("VACUUM ANALYZE provenance_records"))
-            conn.execute(text("VACUUM ANALYZE provenance_subjects"))
+            for table in SUBJECT_TABLES.values():
+                conn.execute(text(f"VACUUM ANALYZE {table}"))
     return n, len(gen.provenance), took
 
 

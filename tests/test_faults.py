@@ -179,7 +179,7 @@ def test_endless_conflicts_give_up_saying_what_happened(pg: tuple[str, str], dat
 def test_permission_denied_fails_fast(pg: tuple[str, str], data: Path) -> None:
     url, _ = pg
     store = open_store(url)
-    _install_fault_trigger(store, "provenance_subjects", "42501", [30])  # (the view's table)
+    _install_fault_trigger(store, "provenance_nodes", "42501", [30])  # (a table of the view's)
     retries = Retries()
     report = run(PairLoader, data, db=url, batch_size=BATCH, config=FAST, observers=[retries])
     assert report.status == "failed" and report.exit_code == 1

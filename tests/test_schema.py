@@ -56,8 +56,10 @@ def test_first_use_migrates_and_second_open_is_a_no_op(db_url: str) -> None:
         "nodes",
         "relationships",
         "attributes",
-        "provenance_records",  # behind the view provenance (migration 0006)
-        "provenance_subjects",
+        "provenance_records",  # behind the view provenance (migrations 0006, 0007)
+        "provenance_nodes",
+        "provenance_attributes",
+        "provenance_relationships",
         "source_leases",
     } <= tables
     assert {"provenance", "loader_status"} <= set(inspect(s1.engine).get_view_names())

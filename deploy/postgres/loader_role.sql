@@ -60,7 +60,9 @@ GRANT SELECT, INSERT, UPDATE ON :"schema".nodes TO :"role";
 GRANT SELECT, INSERT ON :"schema".attributes TO :"role";
 GRANT SELECT, INSERT, UPDATE ON :"schema".relationships TO :"role";
 GRANT SELECT, INSERT ON :"schema".provenance_records TO :"role";
-GRANT SELECT, INSERT ON :"schema".provenance_subjects TO :"role";
+GRANT SELECT, INSERT ON :"schema".provenance_nodes TO :"role";
+GRANT SELECT, INSERT ON :"schema".provenance_attributes TO :"role";
+GRANT SELECT, INSERT ON :"schema".provenance_relationships TO :"role";
 GRANT SELECT ON :"schema".provenance TO :"role";
 
 -- Journal positions and graph ids come from the tables' sequences: nextval needs USAGE; the

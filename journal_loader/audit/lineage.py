@@ -5,8 +5,8 @@
 range) and to its ``ProposeSucceeded`` (what the graph answered for that fact: created,
 matched, duplicate). Oldest first.
 
-The query (``lineage`` in ``storage/queries/audit.sql``) walks the primary key of
-``provenance_subjects`` (under the view ``provenance``) for the subject, then
+The query (``lineage`` in ``storage/queries/audit.sql``) walks the primary key of the
+subject's kind's table (``provenance_nodes`` etc., under the view ``provenance``), then
 ``ix_journal_source_offset`` once per assertion: its cost grows with the
 number of assertions, not with the size of the journal.
 

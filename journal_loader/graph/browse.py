@@ -253,7 +253,7 @@ def node(store: Store, node_id: int, *, limit: int = DEFAULT_LIMIT) -> NodeView:
                 for r in _rows(conn, store, query, id=node_id, limit=limit)
             ]
 
-        (total,) = _rows(conn, store, "provenance_count", kind="node", id=node_id)
+        (total,) = _rows(conn, store, "node_provenance_count", id=node_id)
         return NodeView(
             node=head,
             attributes=attributes,

@@ -1,10 +1,10 @@
 -- Read-only views of the embedded graph for `journal-loader graph` (journal_loader/graph/browse.py).
 -- Every lookup of one node goes through an index: nodes' primary key, ix_nodes_type_name,
 -- uq_nodes_type_key, uq_relationships_endpoints (source first), ix_relationships_target,
--- uq_attributes_node_type_value (node first), ix_attributes_type_norm, and provenance_subjects'
--- primary key (kind, subject, id). Only the counts of `graph stats` read whole tables. Counts
--- of provenance read provenance_subjects (one row per row of the view provenance) without
--- joining the records.
+-- uq_attributes_node_type_value (node first), ix_attributes_type_norm, and the primary key
+-- (subject, id) of each kind's provenance table. Only the counts of `graph stats` read whole
+-- tables. Counts of provenance read the kinds' tables (one row per row of the view
+-- provenance) without joining the records.
 
 -- name: node_counts
 SELECT node_type, COUNT(*) FROM nodes GROUP BY node_type ORDER BY node_type
@@ -16,7 +16,12 @@ SELECT rel_type, COUNT(*) FROM relationships GROUP BY rel_type ORDER BY rel_type
 SELECT attr_type, COUNT(*) FROM attributes GROUP BY attr_type ORDER BY attr_type
 
 -- name: provenance_counts
-SELECT subject_kind, COUNT(*) FROM provenance_subjects GROUP BY subject_kind ORDER BY subject_kind
+-- (a kind without rows is left out, as a GROUP BY would)
+SELECT 'attribute', COUNT(*) FROM provenance_attributes HAVING COUNT(*) > 0
+UNION ALL
+SELECT 'node', COUNT(*) FROM provenance_nodes HAVING COUNT(*) > 0
+UNION ALL
+SELECT 'relationship', COUNT(*) FROM provenance_relationships HAVING COUNT(*) > 0
 
 -- name: opposing_pairs
 -- Conflicts: pairs of nodes with a relationship of one type and one of the type opposing
@@ -65,14 +70,12 @@ ORDER BY id
 -- Each attribute with how many records asserted it and the first of them. (The tables of the
 -- view provenance, not the view: a view outer-joined here would be built whole first.)
 SELECT a.id, a.attr_type, a.value,
-       (SELECT COUNT(*) FROM provenance_subjects c
-        WHERE c.subject_kind = 'attribute' AND c.subject_id = a.id) AS assertions,
+       (SELECT COUNT(*) FROM provenance_attributes c WHERE c.subject_id = a.id) AS assertions,
        r.source_id, r.record_offset
 FROM attributes a
-LEFT JOIN provenance_subjects p
-       ON p.subject_kind = 'attribute' AND p.subject_id = a.id
-      AND p.id = (SELECT MIN(f.id) FROM provenance_subjects f
-                  WHERE f.subject_kind = 'attribute' AND f.subject_id = a.id)
+LEFT JOIN provenance_attributes p
+       ON p.subject_id = a.id
+      AND p.id = (SELECT MIN(f.id) FROM provenance_attributes f WHERE f.subject_id = a.id)
 LEFT JOIN provenance_records r ON r.id = p.record_id
 WHERE a.node_id = :id
 ORDER BY a.attr_type, a.id
@@ -99,8 +102,8 @@ WHERE r.target_node_id = :id
 ORDER BY r.id
 LIMIT :limit
 
--- name: provenance_count
-SELECT COUNT(*) FROM provenance_subjects WHERE subject_kind = :kind AND subject_id = :id
+-- name: node_provenance_count
+SELECT COUNT(*) FROM provenance_nodes WHERE subject_id = :id
 
 -- name: provenance
 -- The records that asserted a subject, oldest first, each with its source and the

@@ -61,8 +61,8 @@ The Propose API's semantics (results shaped like the API's response):
 * **Types** come from the config; an unknown one fails the record at stage ``validate``.
 * **Provenance**: one row per node, attribute and relationship per record that asserted it,
   with the record's (source, offset), the fact's index and the confidence given (the view
-  ``provenance``; stored as a row per record and a short row per subject:
-  ``storage/schema.py``).
+  ``provenance``; stored as a row per record and a short row per subject in its kind's
+  table: ``storage/schema.py``).
 
 Where each part lives: resolution and its answers in ``graph/resolution.py``; attributes,
 relationships and provenance rows in ``graph/rows.py``; the bulk lookups and locks of a batch

@@ -1,6 +1,7 @@
 """What a fact adds to the embedded graph besides its nodes: attribute values, the
 relationship (created, a duplicate, or updated to a higher strength; opposing relationships
-as conflicts) and its provenance (a row per record, a row per subject per record).
+as conflicts) and its provenance (a row per record, a row per subject per record in its
+kind's table).
 
 Each decision is made against the caches (a miss costs one query, ``GraphStore``), and its
 rows are appended to the batch's buffers in their table's column order
@@ -180,15 +181,26 @@ class RowBuilder(Resolver):
 
     # --- provenance ----------------------------------------------------------------------
     def _provenance_rows(self, rec: _Record) -> None:
-        """The record's provenance as rows: one for the record (its id the last of its
-        subjects' ids), one per subject (storage/schema.py, ``provenance_records``)."""
+        """The record's provenance as rows: one for the record (its id and confidence its
+        last subject's), one per subject in its kind's table (storage/schema.py,
+        ``provenance_records``), with a confidence only where it is not the record's."""
         subjects = rec.provenance
         if not subjects:
             return
-        record_id = max(s[2] for s in subjects)
-        self._buf.provenance_records.append(
-            (record_id, rec.source_id, rec.record_offset, rec.run_id, self._stamp)
+        last = max(subjects, key=_provenance_id)
+        record_id, confidence = last[2], last[4]
+        b = self._buf
+        b.provenance_records.append(
+            (record_id, rec.source_id, rec.record_offset, rec.run_id, self._stamp, confidence)
         )
-        self._buf.provenance_subjects.extend(
-            [(kind, sid, pid, record_id, fi, conf) for kind, sid, pid, fi, conf in subjects]
-        )
+        tables = {
+            "node": b.provenance_nodes,
+            "attribute": b.provenance_attributes,
+            "relationship": b.provenance_relationships,
+        }
+        for kind, sid, pid, fi, conf in subjects:
+            tables[kind].append((sid, pid, record_id, fi, None if conf == confidence else conf))
+
+
+def _provenance_id(subject: tuple[str, int, int, int, float]) -> int:
+    return subject[2]

@@ -61,7 +61,9 @@ class _Buffers:
     relationships: list[tuple[Any, ...]] = field(default_factory=list)
     rel_updates: list[dict[str, Any]] = field(default_factory=list)
     provenance_records: list[tuple[Any, ...]] = field(default_factory=list)
-    provenance_subjects: list[tuple[Any, ...]] = field(default_factory=list)
+    provenance_nodes: list[tuple[Any, ...]] = field(default_factory=list)
+    provenance_attributes: list[tuple[Any, ...]] = field(default_factory=list)
+    provenance_relationships: list[tuple[Any, ...]] = field(default_factory=list)
 
     def marks(self) -> tuple[int, ...]:
         return (
@@ -71,7 +73,9 @@ class _Buffers:
             len(self.relationships),
             len(self.rel_updates),
             len(self.provenance_records),
-            len(self.provenance_subjects),
+            len(self.provenance_nodes),
+            len(self.provenance_attributes),
+            len(self.provenance_relationships),
         )
 
     def truncate(self, marks: tuple[int, ...]) -> None:
@@ -90,7 +94,9 @@ class _Buffers:
             self.relationships,
             self.rel_updates,
             self.provenance_records,
-            self.provenance_subjects,
+            self.provenance_nodes,
+            self.provenance_attributes,
+            self.provenance_relationships,
         )
 
 

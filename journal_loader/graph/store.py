@@ -1,6 +1,6 @@
 """The embedded graph's SQL: the one module of ``journal_loader.graph`` that runs queries on
 the graph's tables (``nodes``, ``attributes``, ``relationships``, ``provenance_records``,
-``provenance_subjects``).
+``provenance_nodes``, ``provenance_attributes``, ``provenance_relationships``).
 
 The queries are named text in ``embedded.sql`` (with ``embedded.postgresql.sql``: the bulk
 lookups of a batch, and pg_trgm) and ``browse.sql`` (``journal-loader graph ...``). Every
@@ -56,15 +56,16 @@ RELATIONSHIP_COLUMNS = (
     "created_at",
     "updated_at",
 )
-PROVENANCE_RECORD_COLUMNS = ("id", "source_id", "record_offset", "run_id", "created_at")
-PROVENANCE_SUBJECT_COLUMNS = (
-    "subject_kind",
-    "subject_id",
+PROVENANCE_RECORD_COLUMNS = (
     "id",
-    "record_id",
-    "fact_index",
+    "source_id",
+    "record_offset",
+    "run_id",
+    "created_at",
     "confidence",
 )
+# the columns of each kind's table (provenance_nodes, _attributes, _relationships)
+PROVENANCE_SUBJECT_COLUMNS = ("subject_id", "id", "record_id", "fact_index", "confidence")
 
 
 class GraphStore:
@@ -230,7 +231,11 @@ class GraphStore:
             ]
         tx.executemany(self._q["update_relationship"], updates)
         tx.insert_rows("provenance_records", PROVENANCE_RECORD_COLUMNS, b.provenance_records)
-        tx.insert_rows("provenance_subjects", PROVENANCE_SUBJECT_COLUMNS, b.provenance_subjects)
+        tx.insert_rows("provenance_nodes", PROVENANCE_SUBJECT_COLUMNS, b.provenance_nodes)
+        tx.insert_rows("provenance_attributes", PROVENANCE_SUBJECT_COLUMNS, b.provenance_attributes)
+        tx.insert_rows(
+            "provenance_relationships", PROVENANCE_SUBJECT_COLUMNS, b.provenance_relationships
+        )
 
 
 def _iso(value: dt.date | None) -> str | None:

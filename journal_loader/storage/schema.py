@@ -10,7 +10,7 @@ Three groups of tables:
 * projections (``sources``, ``failed_records``, view ``loader_status``): derived from the
   journal, updated in each batch's transaction, rebuildable by ``projections rebuild``;
 * the embedded knowledge graph (``nodes``, ``attributes``, ``relationships``, and
-  ``provenance_records`` / ``provenance_subjects`` behind the view ``provenance``).
+  ``provenance_records`` with a subjects' table per kind behind the view ``provenance``).
 
 Plus ``source_leases`` (the fencing token of the run that owns a source; operational state,
 not a projection) and ``loader_settings``.
@@ -225,12 +225,12 @@ relationships = Table(
 Index("ix_relationships_target", relationships.c.target_node_id)
 
 # Provenance: which record asserted each node, attribute and relationship (the view
-# ``provenance`` below, one row per subject per record that asserted it). Stored in two
-# tables (migration 0006), because most of a row is the record's, not the subject's: one row
-# per record (source, offset, run, time) and, per subject, only what is its own. On SQLite
-# the subjects are a WITHOUT ROWID table keyed by subject: one b-tree entry each, where a
-# rowid table and its subject index took two (measured: 17.5 subjects per record of the
-# example, the most-written rows of a load).
+# ``provenance`` below, one row per subject per record that asserted it). Most of such a row
+# is the record's, so a record has one row (source, offset, run, time; migration 0006) and
+# each subject a short one in its kind's table (migration 0007): the kind is the table, not
+# text in every row and key, and the fact's confidence is the record's unless it differs.
+# On SQLite the subjects' tables are WITHOUT ROWID, keyed by subject: one b-tree entry each
+# (measured: 17.5 subjects per record of the example, the most-written rows of a load).
 provenance_records = Table(
     "provenance_records",
     metadata,
@@ -241,18 +241,34 @@ provenance_records = Table(
     Column("record_offset", BigInteger, nullable=False),
     Column("run_id", String(36), nullable=False),
     Column("created_at", Timestamp, nullable=False),
+    # the confidence of its last subject: that of every subject whose own is NULL (added by
+    # 0007, so nullable; every row has one)
+    Column("confidence", Float, nullable=True),
 )
-provenance_subjects = Table(
-    "provenance_subjects",
-    metadata,
-    Column("subject_kind", String(16), primary_key=True),  # node | attribute | relationship
-    Column("subject_id", BigInteger, primary_key=True),
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
-    Column("record_id", BigInteger, nullable=False),  # provenance_records.id
-    Column("fact_index", SmallInteger, nullable=False),
-    Column("confidence", Float, nullable=False),
-    sqlite_with_rowid=False,
-)
+
+
+def _provenance_subjects(name: str) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("subject_id", BigInteger, primary_key=True),
+        Column("id", BigInteger, primary_key=True, autoincrement=False),
+        Column("record_id", BigInteger, nullable=False),  # provenance_records.id
+        Column("fact_index", SmallInteger, nullable=False),
+        Column("confidence", Float, nullable=True),  # NULL: the record's
+        sqlite_with_rowid=False,
+    )
+
+
+provenance_nodes = _provenance_subjects("provenance_nodes")
+provenance_attributes = _provenance_subjects("provenance_attributes")
+provenance_relationships = _provenance_subjects("provenance_relationships")
+#: each subject kind's provenance table
+PROVENANCE_TABLES = {
+    "node": "provenance_nodes",
+    "attribute": "provenance_attributes",
+    "relationship": "provenance_relationships",
+}
 
 # Indexes declared above that a database may lack: the GIN trigram index over
 # nodes.fuzzy_key needs the pg_trgm extension, which is optional (see
@@ -260,7 +276,13 @@ provenance_subjects = Table(
 # without it fuzzy candidates come from an in-process index.
 OPTIONAL_INDEXES = ("ix_nodes_fuzzy_key_trgm",)
 
-GRAPH_TABLES = ("nodes", "attributes", "relationships", "provenance_records", "provenance_subjects")
+GRAPH_TABLES = (
+    "nodes",
+    "attributes",
+    "relationships",
+    "provenance_records",
+    *PROVENANCE_TABLES.values(),
+)
 PROJECTION_TABLES = ("sources", "failed_records")
 
 
@@ -291,15 +313,25 @@ FROM sources s
 """
 
 # One row per subject per record that asserted it, as the table of that name had before
-# migration 0006: what lineage, ``graph node`` and the documented queries read.
+# migration 0006: what lineage, ``graph node`` and the documented queries read. A filter on
+# subject_kind and subject_id reaches each branch's key (both backends push it down).
 #: The views journal-loader creates beside its tables (their names must be free too).
 VIEW_NAMES = ("loader_status", "provenance")
 
 PROVENANCE_VIEW = """
 CREATE VIEW provenance AS
-SELECT s.id, s.subject_kind, s.subject_id, r.source_id, r.record_offset, s.fact_index,
-       r.run_id, s.confidence, r.created_at
-FROM provenance_subjects s JOIN provenance_records r ON r.id = s.record_id"""
+SELECT s.id, 'node' AS subject_kind, s.subject_id, r.source_id, r.record_offset,
+       s.fact_index, r.run_id, COALESCE(s.confidence, r.confidence) AS confidence,
+       r.created_at
+FROM provenance_nodes s JOIN provenance_records r ON r.id = s.record_id
+UNION ALL
+SELECT s.id, 'attribute', s.subject_id, r.source_id, r.record_offset,
+       s.fact_index, r.run_id, COALESCE(s.confidence, r.confidence), r.created_at
+FROM provenance_attributes s JOIN provenance_records r ON r.id = s.record_id
+UNION ALL
+SELECT s.id, 'relationship', s.subject_id, r.source_id, r.record_offset,
+       s.fact_index, r.run_id, COALESCE(s.confidence, r.confidence), r.created_at
+FROM provenance_relationships s JOIN provenance_records r ON r.id = s.record_id"""
 
 DECLARED_DDL: dict[str, list[str]] = {
     "sqlite": [

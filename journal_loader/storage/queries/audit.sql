@@ -13,7 +13,7 @@ SELECT value FROM loader_settings WHERE name = 'stall_threshold_seconds'
 
 -- name: lineage
 -- Every assertion of one subject: its provenance rows (the view provenance: the subject's
--- rows found by provenance_subjects' primary key, each with its record's row), each joined to
+-- rows found by its kind's table's primary key, each with its record's row), each joined to
 -- the RecordParsed and ProposeSucceeded of the run that wrote it (ix_journal_source_offset:
 -- a record has a handful of events, filtered on type and run).
 SELECT p.id, p.source_id, p.record_offset, p.fact_index, p.run_id, p.confidence,
