@@ -1,0 +1,226 @@
+"""One big file, split (journal_loader/runner/chunks.py): a planned file loaded chunk by
+chunk, in any order, with kills and stale runs, equals one sequential run of the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from journal_loader import api, faults, projections
+from journal_loader.audit.verify import verify
+from journal_loader.errors import ConfigError
+from journal_loader.runner import RunStatus
+from journal_loader.storage import Store, open_store
+from journal_loader.storage.base import utcnow
+from journal_loader.storage.journal_store import chunk_lease_key, journal_store
+from tests.support.loaders import PairLoader, write_csv
+from tests.support.properties import example_counts
+from tests.support.snapshots import dlq_snapshot, graph_snapshot, sources_snapshot, terminal_counts
+
+NAMES = ["acme", "beta", "multi\nline", "gamma, inc", "delta"]
+CITIES = ["oslo", "rome", "lima"]
+
+
+def _csv_bytes(rows: list[tuple[str, str, str]], crlf: bool, bom: bool) -> bytes:
+    nl = "\r\n" if crlf else "\n"
+
+    def q(v: str) -> str:
+        return '"' + v.replace('"', '""') + '"' if any(c in v for c in ',"\n\r') else v
+
+    out = [("\ufeff" if bom else "") + "name,city"]
+    for kind, name, city in rows:
+        if kind == "bad_quote":  # a quoted field glued to more text: bad_quote, to the DLQ
+            out.append(f'{name},"{city}"x')
+        elif kind == "skip":
+            out.append(f"#{name},{city}")
+        else:
+            out.append(f"{q(name)},{q(city)}")
+    return (nl.join(out) + nl).encode()
+
+
+def _sequential(tmp: Path, file: Path, batch: int) -> Store:
+    store = open_store(f"sqlite:///{tmp}/sequential.db")
+    api.run(PairLoader, file, store=store, batch_size=batch)
+    return store
+
+
+def _state(store: Store) -> dict[str, Any]:
+    return {
+        "graph": graph_snapshot(store),
+        "dlq": dlq_snapshot(store),
+        "sources": sources_snapshot(store),
+        "terminal": terminal_counts(store),
+    }
+
+
+def _check_whole(store: Store) -> None:
+    assert set(terminal_counts(store).values()) <= {1}
+    assert projections.rebuild(store, check=True).differences == []
+    assert verify(store).ok
+
+
+rows_st = st.lists(
+    st.tuples(
+        st.sampled_from(["good", "good", "good", "bad_quote", "skip", "bad_city"]),
+        st.sampled_from(NAMES),
+        st.sampled_from(CITIES),
+    ).map(lambda r: (r[0], r[1], "BAD") if r[0] == "bad_city" else r),
+    min_size=1,
+    max_size=40,
+)
+
+
+@example_counts(15, 150)
+def test_chunks_in_any_order_equal_one_sequential_run(tmp_path: Path, examples: int) -> None:
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(
+        rows=rows_st,
+        crlf=st.booleans(),
+        bom=st.booleans(),
+        split=st.integers(1, 9),
+        batch=st.integers(1, 5),
+        order=st.randoms(use_true_random=False),
+    )
+    def check(rows: Any, crlf: bool, bom: bool, split: int, batch: int, order: Any) -> None:
+        case = tmp_path / f"case{len(list(tmp_path.iterdir()))}"
+        case.mkdir()
+        file = case / "big.csv"
+        file.write_bytes(_csv_bytes(rows, crlf, bom))
+        one = _sequential(case, file, batch)
+        many = open_store(f"sqlite:///{case}/chunks.db")
+        try:
+            planned = api.plan(PairLoader, file, store=many, split=split)
+            assert planned.plan is not None
+            chunks = list(range(planned.plan.count))
+            order.shuffle(chunks)
+            for i in chunks:
+                report = api.run(PairLoader, file, store=many, chunk=i, batch_size=batch)
+                assert report.status == RunStatus.COMPLETED, report.message
+            assert _state(many) == _state(one)
+            _check_whole(many)
+        finally:
+            one.dispose()
+            many.dispose()
+
+    check()
+
+
+def _file(tmp_path: Path, n: int = 60) -> Path:
+    rows = [[f"c{i}", CITIES[i % 3] if i % 11 else "BAD"] for i in range(n)]
+    return write_csv(tmp_path / "big.csv", ["name", "city"], rows)
+
+
+def test_planning_twice_keeps_the_first_plan(tmp_path: Path) -> None:
+    file = _file(tmp_path)
+    store = open_store(f"sqlite:///{tmp_path}/j.db")
+    first = api.plan(PairLoader, file, store=store, split=4)
+    assert first.new and first.plan is not None and first.plan.count == 4
+    api.run(PairLoader, file, store=store, chunk=2)
+    again = api.plan(PairLoader, file, store=store, split=7)
+    assert not again.new and again.plan is not None
+    assert again.plan.event == first.plan.event  # the first plan, not a new one of 7 chunks
+    assert again.states is not None
+    assert [s.state for s in again.states] == ["pending", "pending", "completed", "pending"]
+    with store.read() as conn:
+        planned = conn.exec_driver_sql(
+            "SELECT COUNT(*) FROM journal WHERE event_type = 'ChunksPlanned'"
+        ).scalar()
+    assert planned == 1
+
+
+def test_a_whole_file_run_of_a_planned_source_is_refused(tmp_path: Path) -> None:
+    file = _file(tmp_path)
+    store = open_store(f"sqlite:///{tmp_path}/j.db")
+    api.plan(PairLoader, file, store=store, chunk_records=25)
+    with pytest.raises(ConfigError, match="split into chunks"):
+        api.run(PairLoader, file, store=store)
+
+
+class _Killed(BaseException):
+    """Ends the run where it stands, like SIGKILL: no RunFinished, the lock released."""
+
+
+def test_a_chunk_killed_mid_way_resumes(tmp_path: Path) -> None:
+    file = _file(tmp_path, 80)
+    one = _sequential(tmp_path, file, 4)
+    store = open_store(f"sqlite:///{tmp_path}/j.db")
+    planned = api.plan(PairLoader, file, store=store, split=3)
+    assert planned.plan is not None
+
+    def kill(n: int) -> None:
+        if n == 2:
+            raise _Killed
+
+    faults.on("after_commit", kill)
+    try:
+        with pytest.raises(_Killed):
+            api.run(PairLoader, file, store=store, chunk=1, batch_size=4)
+    finally:
+        faults.reset(None)
+    states = api.plan(PairLoader, file, store=store, split=3).states
+    assert states is not None and states[1].state == "running"
+    assert states[1].records_done == 8
+    for i in (0, 1, 2):
+        assert api.run(PairLoader, file, store=store, chunk=i, batch_size=4).status == "completed"
+    with store.read() as conn:
+        abandoned = conn.exec_driver_sql(
+            "SELECT COUNT(*) FROM journal WHERE event_type = 'RunAbandoned'"
+        ).scalar()
+    assert abandoned == 1
+    assert _state(store) == _state(one)
+    _check_whole(store)
+
+
+def test_a_completed_chunk_is_not_loaded_again(tmp_path: Path) -> None:
+    file = _file(tmp_path)
+    store = open_store(f"sqlite:///{tmp_path}/j.db")
+    api.plan(PairLoader, file, store=store, split=2)
+    assert api.run(PairLoader, file, store=store, chunk=0).status == "completed"
+    before = terminal_counts(store)
+    again = api.run(PairLoader, file, store=store, chunk=0)  # the job delivered twice
+    assert again.status == RunStatus.ALREADY_PROCESSED
+    assert terminal_counts(store) == before
+    assert sources_snapshot(store)[0][2] == "partial"  # chunk 1 still to go
+    api.run(PairLoader, file, store=store, chunk=1)
+    assert sources_snapshot(store)[0][2] == "completed"
+
+
+def test_a_stale_chunk_run_is_fenced_out(tmp_path: Path) -> None:
+    """A chunk's lease generation is its own: another chunk taken over leaves this run
+    alone; this chunk taken over (a newer run bumped its generation) stops it unwritten."""
+    file = _file(tmp_path, 80)
+    one = _sequential(tmp_path, file, 4)
+    store = open_store(f"sqlite:///{tmp_path}/j.db")
+    api.plan(PairLoader, file, store=store, split=2)
+    js = journal_store(store)
+
+    def bump(chunk: int) -> Any:
+        def after(n: int) -> None:
+            if n == 1:
+                with store.transaction() as tx:
+                    js.acquire_lease(tx, chunk_lease_key(1, chunk), "other", "h", 1, utcnow())
+
+        return after
+
+    faults.on("after_commit", bump(1))
+    try:
+        assert api.run(PairLoader, file, store=store, chunk=0, batch_size=4).status == "completed"
+    finally:
+        faults.reset(None)
+    faults.on("after_commit", bump(1))
+    try:
+        fenced = api.run(PairLoader, file, store=store, chunk=1, batch_size=4)
+    finally:
+        faults.reset(None)
+    assert fenced.status == "failed" and "lost source" in fenced.message
+    assert api.run(PairLoader, file, store=store, chunk=1, batch_size=4).status == "completed"
+    assert _state(store) == _state(one)
+    _check_whole(store)
