@@ -153,6 +153,7 @@ class WorkerState:
         sha256: str = "",
         source_type: str = "",
         version: str = "",
+        chunk: int | None = None,
     ) -> dict[str, Any]:
         from journal_loader.api import run
         from journal_loader.runner import FAILED, STOP_REQUESTED
@@ -168,7 +169,12 @@ class WorkerState:
         while True:
             try:
                 report = run(
-                    config=config, file=file, db=self.db, stop=self.stop.is_set, run_id=run_id
+                    config=config,
+                    file=file,
+                    db=self.db,
+                    stop=self.stop.is_set,
+                    run_id=run_id,
+                    chunk=chunk,
                 )
                 break
             except SourceLockedError as e:
@@ -192,6 +198,7 @@ class WorkerState:
         summary = {
             "status": str(report.status),  # plain text in the job's result and its log line
             "source_id": report.source_id,
+            "chunk": chunk,
             "run_id": report.run_id,
             "processed": report.statistics.total_processed,
             "failed": report.statistics.failed,

@@ -173,6 +173,7 @@ class PlanResult:
     new: bool
     not_split: str = ""
     states: list[ChunkState] | None = None
+    sha256: str = ""
 
 
 def cut_points(
@@ -222,35 +223,49 @@ def plan_file(
         raise JournalLoaderError("plan_file needs split or chunk_records")
     src = open_source(path, update_frequency=options.update_frequency)
     try:
-        name = source_lock_name(source_type, src.sha256)
-        with store.lock_source(name, lock_holder("planner")):
-            js = journal_store(store)
-            with store.transaction() as tx:
-                row = js.source_by_identity(tx, source_type, src.sha256)
-                if row is not None:
-                    plan = chunk_plan(tx, row.source_id)
-                    if plan is not None:
-                        states = chunk_states(tx, plan)
-                        return PlanResult(row.source_id, plan, False, states=states)
-                    why = (
-                        "already completed"
-                        if row.status == "completed"
-                        else f"already being loaded as one file ({row.status})"
-                    )
-                    return PlanResult(row.source_id, None, False, not_split=why)
-            _fmt, gz = detect_format(src.path, options.reader.format)
-            if gz:
-                return PlanResult(
-                    None, None, False, not_split="gzip: one chunk (a reader cannot seek into gzip)"
-                )
-            starts, end, records = cut_points(
-                src.path, options, split=split, chunk_records=chunk_records
-            )
-            if records == 0:
-                return PlanResult(None, None, False, not_split="no records")
-            return _register_plan(store, src, options, source_type, loader_name, starts, end)
+        result = _plan(store, src, options, source_type, loader_name, split, chunk_records)
+        result.sha256 = src.sha256
+        return result
     finally:
         src.close()
+
+
+def _plan(
+    store: Store,
+    src: SourceFile,
+    options: RunOptions,
+    source_type: str,
+    loader_name: str,
+    split: int | None,
+    chunk_records: int | None,
+) -> PlanResult:
+    name = source_lock_name(source_type, src.sha256)
+    with store.lock_source(name, lock_holder("planner")):
+        js = journal_store(store)
+        with store.transaction() as tx:
+            row = js.source_by_identity(tx, source_type, src.sha256)
+            if row is not None:
+                plan = chunk_plan(tx, row.source_id)
+                if plan is not None:
+                    states = chunk_states(tx, plan)
+                    return PlanResult(row.source_id, plan, False, states=states)
+                why = (
+                    "already completed"
+                    if row.status == "completed"
+                    else f"already being loaded as one file ({row.status})"
+                )
+                return PlanResult(row.source_id, None, False, not_split=why)
+        _fmt, gz = detect_format(src.path, options.reader.format)
+        if gz:
+            return PlanResult(
+                None, None, False, not_split="gzip: one chunk (a reader cannot seek into gzip)"
+            )
+        starts, end, records = cut_points(
+            src.path, options, split=split, chunk_records=chunk_records
+        )
+        if records == 0:
+            return PlanResult(None, None, False, not_split="no records")
+        return _register_plan(store, src, options, source_type, loader_name, starts, end)
 
 
 def _register_plan(
