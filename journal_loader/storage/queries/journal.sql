@@ -22,8 +22,8 @@ ORDER BY position DESC
 LIMIT 1
 
 -- name: chunk_marks
--- Per chunk of a split source, its runs' last RunStarted, RunFinished and checkpoint after
--- the plan (the chunk is a field of their payloads).
+-- Per chunk of a split source, the last RunStarted, RunFinished and checkpoint after
+-- the plan of its runs (the chunk is a field of their payloads).
 SELECT JSON_TEXT(journal.payload, 'chunk') AS chunk, event_type, MAX(position)
 FROM journal
 WHERE source_id = :source_id AND record_offset IS NULL AND position > :after
