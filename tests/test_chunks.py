@@ -265,3 +265,47 @@ def test_chunks_side_by_side_on_postgresql(tmp_path: Path) -> None:
     finally:
         drop_pg_schema(one_schema)
         drop_pg_schema(many_schema)
+
+
+class _Lenient(PairLoader):
+    """The loader after a fix: BAD is a city after all (a `dlq retry` succeeds)."""
+
+    def validate(self, record: Any) -> list[str]:
+        return []
+
+
+def test_a_dlq_retry_between_a_chunks_batches_keeps_one_chain(tmp_path: Path) -> None:
+    """`dlq retry` holds the source's lock, which no chunk run takes: a chunk runs between
+    two of the retry's batches. The retry must append after the chunk's events (one hash
+    chain), not after the head it read when it started."""
+    from journal_loader.api import make_target
+    from journal_loader.config import Config
+    from journal_loader.dlq import retry
+    from journal_loader.runner import RunOptions
+
+    file = _file(tmp_path, 80)
+    store = open_store(f"sqlite:///{tmp_path}/j.db")
+    api.plan(PairLoader, file, store=store, split=2)
+    assert api.run(PairLoader, file, store=store, chunk=0, batch_size=4).status == "completed"
+    ran: list[str] = []
+
+    def chunk_between(n: int) -> None:
+        if n == 1 and not ran:  # after the retry's first batch, before its second
+            ran.append(str(api.run(PairLoader, file, store=store, chunk=1, batch_size=4).status))
+
+    faults.on("after_commit", chunk_between)
+    try:
+        report = retry(
+            store,
+            _Lenient(Config()),
+            make_target(store, Config()),
+            source_id=1,
+            options=RunOptions(batch_size=1),
+        )
+    finally:
+        faults.reset(None)
+    assert ran == ["completed"]
+    assert report.count("succeeded") >= 2
+    assert verify(store).ok  # one chain: without the retry's shared writer, a fork
+    assert projections.rebuild(store, check=True).differences == []
+    assert sources_snapshot(store)[0][2] == "completed"

@@ -100,6 +100,13 @@ def attach(
             if head is None:
                 raise JournalLoaderError(f"no source {source_id}")
             lease = Lease.take(tx, source_id, run_id, lock)
-        return lease, JournalWriter(source_id, run_id, head)
+        # Shared: the source's lock this caller holds keeps out whole-file runs, not the
+        # chunks of a split source (each holds only its own ``#chunkN`` lock), so a chunk
+        # may append between two of our batches. An in-memory head would then fork the
+        # hash chain; the shared writer reads the head under the chain lock at every
+        # append. Pinned by tests/test_chunks.py::
+        # test_a_dlq_retry_between_a_chunks_batches_keeps_one_chain. For a source that is
+        # not split it costs one lock and one indexed read per batch of a retry.
+        return lease, JournalWriter(source_id, run_id, head, shared=True)
 
     return retry.call(attempt, f"attaching to source {source_id}")
