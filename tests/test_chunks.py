@@ -309,3 +309,59 @@ def test_a_dlq_retry_between_a_chunks_batches_keeps_one_chain(tmp_path: Path) ->
     assert verify(store).ok  # one chain: without the retry's shared writer, a fork
     assert projections.rebuild(store, check=True).differences == []
     assert sources_snapshot(store)[0][2] == "completed"
+
+
+def test_abandoning_a_split_source(tmp_path: Path) -> None:
+    """`source abandon` of a split source: refused while a chunk's run is alive (it holds
+    only its chunk's lock, not the source's), done once the runs are dead, on one chain,
+    every chunk's lease generation bumped (a frozen chunk run can never append after it)."""
+    from journal_loader.abandon import abandon
+    from journal_loader.errors import SourceLockedError
+
+    file = _file(tmp_path, 90)
+    store = open_store(f"sqlite:///{tmp_path}/j.db")
+    api.plan(PairLoader, file, store=store, split=3)
+    assert api.run(PairLoader, file, store=store, chunk=0, batch_size=4).status == "completed"
+
+    def kill(n: int) -> None:
+        if n == 2:
+            raise _Killed
+
+    faults.on("after_commit", kill)
+    try:
+        with pytest.raises(_Killed):
+            api.run(PairLoader, file, store=store, chunk=1, batch_size=4)
+    finally:
+        faults.reset(None)
+    refused: list[str] = []
+
+    def abandon_while_alive(n: int) -> None:
+        if n == 1:
+            with pytest.raises(SourceLockedError, match="chunk 2 of source 1") as e:
+                abandon(store, 1, "too slow")
+            refused.append(str(e.value))
+
+    faults.on("after_commit", abandon_while_alive)
+    try:
+        assert api.run(PairLoader, file, store=store, chunk=2, batch_size=4).status == "completed"
+    finally:
+        faults.reset(None)
+    assert refused and sources_snapshot(store)[0][2] == "partial"
+
+    def generations() -> list[int]:
+        with store.read() as conn:
+            return [
+                conn.exec_driver_sql(
+                    f"SELECT generation FROM source_leases WHERE source_id = {key}"
+                ).scalar()
+                or 0
+                for key in (chunk_lease_key(1, i) for i in range(3))
+            ]
+
+    before = generations()
+    done = abandon(store, 1, "chunk 1's data is wrong")
+    assert not done.already
+    assert [g - b for g, b in zip(generations(), before, strict=True)] == [1, 1, 1]
+    assert sources_snapshot(store)[0][2] == "abandoned"
+    assert verify(store).ok
+    assert projections.rebuild(store, check=True).differences == []
