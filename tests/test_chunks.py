@@ -365,3 +365,69 @@ def test_abandoning_a_split_source(tmp_path: Path) -> None:
     assert sources_snapshot(store)[0][2] == "abandoned"
     assert verify(store).ok
     assert projections.rebuild(store, check=True).differences == []
+
+
+def test_status_shows_each_chunk(tmp_path: Path) -> None:
+    """`status` (text and --json) lists each chunk of a split source still loading: its
+    state and records done of its records. A source whose runs all hold chunk locks (never
+    the source's own) is not DEAD while a chunk runs; it is once none does."""
+    import json
+
+    from click.testing import CliRunner
+
+    from journal_loader.cli import main
+
+    file = _file(tmp_path, 90)
+    url = f"sqlite:///{tmp_path}/j.db"
+    store = open_store(url)
+    planned = api.plan(PairLoader, file, store=store, split=3)
+    assert planned.plan is not None
+    sizes = [planned.plan.bounds(i)[1].offset - planned.plan.bounds(i)[0].offset for i in range(3)]
+    assert api.run(PairLoader, file, store=store, chunk=0, batch_size=4).status == "completed"
+
+    def kill(n: int) -> None:
+        if n == 2:
+            raise _Killed
+
+    faults.on("after_commit", kill)
+    try:
+        with pytest.raises(_Killed):
+            api.run(PairLoader, file, store=store, chunk=1, batch_size=4)
+    finally:
+        faults.reset(None)
+
+    def status() -> tuple[dict[str, Any], str, int]:
+        as_json = CliRunner().invoke(main, ["status", "--db", url, "--json"])
+        text = CliRunner().invoke(main, ["status", "--db", url])
+        stalled = CliRunner().invoke(main, ["status", "--db", url, "--stalled"])
+        assert as_json.exit_code == 0 and text.exit_code == 0, as_json.output + text.output
+        return json.loads(as_json.output)[0], text.output, stalled.exit_code
+
+    row, text, stalled = status()
+    assert row["health"] == "DEAD" and stalled == 1  # chunk 1's run died, nothing runs
+    assert row["chunks"] == [
+        {"chunk": 0, "state": "completed", "records_done": sizes[0], "records": sizes[0]},
+        {"chunk": 1, "state": "dead", "records_done": 8, "records": sizes[1]},
+        {"chunk": 2, "state": "pending", "records_done": 0, "records": sizes[2]},
+    ]
+    assert f"dead       8 / {sizes[1]}" in text, text
+    seen: list[tuple[dict[str, Any], str, int]] = []
+
+    def look(n: int) -> None:
+        if n == 1:
+            seen.append(status())
+
+    faults.on("after_commit", look)
+    try:
+        assert api.run(PairLoader, file, store=store, chunk=2, batch_size=4).status == "completed"
+    finally:
+        faults.reset(None)
+    row, text, stalled = seen[0]
+    assert [c["state"] for c in row["chunks"]] == ["completed", "dead", "running"]
+    assert row["chunks"][2]["records_done"] == 4
+    assert row["health"] != "DEAD" and stalled == 0
+    assert "running    4 / " in text, text
+    assert api.run(PairLoader, file, store=store, chunk=1, batch_size=4).status == "completed"
+    row, text, stalled = status()
+    assert row["status"] == "completed" and [c["state"] for c in row["chunks"]] == ["completed"] * 3
+    assert "chunk" not in text.splitlines()[-1]  # a completed source's chunks: --json only

@@ -57,7 +57,11 @@ from journal_loader.runner.options import RunOptions
 from journal_loader.sources.identity import SourceFile, open_source
 from journal_loader.sources.readers import ResumePoint, detect_format, open_reader
 from journal_loader.storage.base import Store, Tx, utcnow
-from journal_loader.storage.journal_store import journal_store, source_lock_name
+from journal_loader.storage.journal_store import (
+    chunk_lock_name,
+    journal_store,
+    source_lock_name,
+)
 
 Point = tuple[int, int, int]
 
@@ -143,6 +147,25 @@ def chunk_states(tx: Tx, plan: ChunkPlan) -> list[ChunkState]:
             state = fin.chunk_status or fin.status
         out.append(ChunkState(i, start, end, state, nxt, run_id))
     return out
+
+
+def chunks_now(
+    store: Store, source_id: int, source_type: str, file_hash: str
+) -> list[ChunkState] | None:
+    """Where each chunk of a split source stands, for ``status`` (None: not split). A chunk
+    left ``running`` whose lock nobody holds is ``dead``: its run died, and the next run of
+    the chunk (the worker queue's re-delivery) journals it as abandoned and resumes it."""
+    with store.transaction() as tx:
+        plan = chunk_plan(tx, source_id)
+        states = None if plan is None else chunk_states(tx, plan)
+    if states is None:
+        return None
+    for s in states:
+        if s.state == "running" and store.lock_is_free(
+            chunk_lock_name(source_type, file_hash, s.chunk)
+        ):
+            s.state = "dead"
+    return states
 
 
 def source_status_after(
@@ -318,6 +341,7 @@ __all__ = [
     "PlanResult",
     "chunk_plan",
     "chunk_states",
+    "chunks_now",
     "cut_points",
     "plan_file",
     "source_status_after",
