@@ -431,3 +431,52 @@ def test_status_shows_each_chunk(tmp_path: Path) -> None:
     row, text, stalled = status()
     assert row["status"] == "completed" and [c["state"] for c in row["chunks"]] == ["completed"] * 3
     assert "chunk" not in text.splitlines()[-1]  # a completed source's chunks: --json only
+
+
+def test_a_worker_counts_each_chunks_records(tmp_path: Path) -> None:
+    """The worker's per-chunk metrics, fed by a real chunk run: records by chunk index
+    (batch by batch), and a chunk's run counted as running only while it runs."""
+    from journal_loader.ops.fleet import ChunkProgress, WorkerMetrics
+
+    file = _file(tmp_path, 90)
+    store = open_store(f"sqlite:///{tmp_path}/j.db")
+    planned = api.plan(PairLoader, file, store=store, split=3)
+    assert planned.plan is not None
+    metrics = WorkerMetrics("w")
+
+    def value(name: str, chunk: int) -> float | None:
+        return metrics.registry.get_sample_value(name, {"worker": "w", "chunk": str(chunk)})
+
+    during: list[tuple[float | None, float | None]] = []
+
+    def look(n: int) -> None:
+        during.append(
+            (
+                value("journal_loader_worker_chunk_records_total", 1),
+                value("journal_loader_worker_running_chunks", 1),
+            )
+        )
+
+    faults.on("after_commit", look)
+    try:
+        report = api.run(
+            PairLoader,
+            file,
+            store=store,
+            chunk=1,
+            batch_size=4,
+            observers=[ChunkProgress(metrics, 1)],
+        )
+    finally:
+        faults.reset(None)
+    assert report.status == "completed"
+    # at a batch's commit, the batches before it are counted (on_batch follows the commit)
+    assert during[:3] == [(None, 1.0), (4.0, 1.0), (8.0, 1.0)]
+    records = planned.plan.bounds(1)[1].offset - planned.plan.bounds(1)[0].offset
+    assert value("journal_loader_worker_chunk_records_total", 1) == records
+    assert value("journal_loader_worker_running_chunks", 1) == 0
+    assert value("journal_loader_worker_chunk_records_total", 0) is None  # never ran here
+    again = api.run(PairLoader, file, store=store, chunk=1, observers=[ChunkProgress(metrics, 1)])
+    assert again.status == RunStatus.ALREADY_PROCESSED
+    assert value("journal_loader_worker_running_chunks", 1) == 0  # never below 0
+    assert value("journal_loader_worker_chunk_records_total", 1) == records
