@@ -274,7 +274,7 @@ class _Lenient(PairLoader):
         return []
 
 
-def test_a_dlq_retry_between_a_chunks_batches_keeps_one_chain(tmp_path: Path) -> None:
+def test_a_dlq_retry_between_a_chunks_batches_keeps_one_chain(store: Store, tmp_path: Path) -> None:
     """`dlq retry` holds the source's lock, which no chunk run takes: a chunk runs between
     two of the retry's batches. The retry must append after the chunk's events (one hash
     chain), not after the head it read when it started."""
@@ -284,7 +284,6 @@ def test_a_dlq_retry_between_a_chunks_batches_keeps_one_chain(tmp_path: Path) ->
     from journal_loader.runner import RunOptions
 
     file = _file(tmp_path, 80)
-    store = open_store(f"sqlite:///{tmp_path}/j.db")
     api.plan(PairLoader, file, store=store, split=2)
     assert api.run(PairLoader, file, store=store, chunk=0, batch_size=4).status == "completed"
     ran: list[str] = []
@@ -311,7 +310,7 @@ def test_a_dlq_retry_between_a_chunks_batches_keeps_one_chain(tmp_path: Path) ->
     assert sources_snapshot(store)[0][2] == "completed"
 
 
-def test_abandoning_a_split_source(tmp_path: Path) -> None:
+def test_abandoning_a_split_source(store: Store, tmp_path: Path) -> None:
     """`source abandon` of a split source: refused while a chunk's run is alive (it holds
     only its chunk's lock, not the source's), done once the runs are dead, on one chain,
     every chunk's lease generation bumped (a frozen chunk run can never append after it)."""
@@ -319,7 +318,6 @@ def test_abandoning_a_split_source(tmp_path: Path) -> None:
     from journal_loader.errors import SourceLockedError
 
     file = _file(tmp_path, 90)
-    store = open_store(f"sqlite:///{tmp_path}/j.db")
     api.plan(PairLoader, file, store=store, split=3)
     assert api.run(PairLoader, file, store=store, chunk=0, batch_size=4).status == "completed"
 
@@ -367,7 +365,7 @@ def test_abandoning_a_split_source(tmp_path: Path) -> None:
     assert projections.rebuild(store, check=True).differences == []
 
 
-def test_status_shows_each_chunk(tmp_path: Path) -> None:
+def test_status_shows_each_chunk(db_url: str, store: Store, tmp_path: Path) -> None:
     """`status` (text and --json) lists each chunk of a split source still loading: its
     state and records done of its records. A source whose runs all hold chunk locks (never
     the source's own) is not DEAD while a chunk runs; it is once none does."""
@@ -378,8 +376,7 @@ def test_status_shows_each_chunk(tmp_path: Path) -> None:
     from journal_loader.cli import main
 
     file = _file(tmp_path, 90)
-    url = f"sqlite:///{tmp_path}/j.db"
-    store = open_store(url)
+    url = db_url
     planned = api.plan(PairLoader, file, store=store, split=3)
     assert planned.plan is not None
     sizes = [planned.plan.bounds(i)[1].offset - planned.plan.bounds(i)[0].offset for i in range(3)]
