@@ -27,6 +27,13 @@ Recovery decisions (invariant 5: crash anywhere, rerun = one clean run):
   it (partial until the last chunk completes, then completed), decided under the source's
   chain lock in the transaction that appends it. So the projections (inline and rebuilt)
   need no chunk logic at all: they read RunFinished as always.
+* Writers other than the chunks' runs: ``dlq retry`` and ``dlq resolve`` hold the source's
+  lock, which no chunk takes, so they run beside the chunks and append through a shared
+  writer (the head read under the chain lock; runner/lease.py::attach). ``source abandon``
+  is refused while any chunk's lock is held and bumps every chunk's lease generation
+  (abandon.py). Pinned by tests/test_chunks.py::
+  test_a_dlq_retry_between_a_chunks_batches_keeps_one_chain and
+  test_abandoning_a_split_source.
 * A whole-file run of a planned source is refused (it would resume from some chunk's
   checkpoint): run its chunks (``worker``, or ``run_chunks``).
 * gzip is never split (one job, as without --split): a chunk's run seeks to its start, and
