@@ -26,10 +26,15 @@ from dataclasses import dataclass
 from journal_loader import projections
 from journal_loader.errors import JournalLoaderError, SourceLockedError
 from journal_loader.journal import queries
-from journal_loader.journal.events import SourceAbandoned
+from journal_loader.journal.events import ChunksPlanned, SourceAbandoned, decode
 from journal_loader.journal.writer import JournalWriter, PendingEvent
 from journal_loader.storage.base import Store, utcnow
-from journal_loader.storage.journal_store import journal_store, source_lock_name
+from journal_loader.storage.journal_store import (
+    chunk_lease_key,
+    chunk_lock_name,
+    journal_store,
+    source_lock_name,
+)
 
 # statuses a source can be retired from: a load that did not finish
 RETIRABLE = ("registered", "processing", "partial", "failed")
@@ -74,22 +79,55 @@ def abandon(
     run_id = f"abandon-{os.getpid()}-{utcnow():%Y%m%dT%H%M%S}"[:36]
     holder = {"run_id": run_id, "pid": os.getpid(), "hostname": socket.gethostname()}
     lock_name = source_lock_name(row.source_type, row.file_hash)
-    with store.lock_source(lock_name, holder), store.transaction() as tx:
-        now_row = journal.source_for_abandon(tx, source_id)
-        if now_row is None or now_row.status not in RETIRABLE:
-            return Abandoned(source_id, file_name, status, 0, already=True)  # retired meanwhile
-        head = journal.chain_head(tx, source_id)
-        resume = queries.checkpoint(tx, source_id)
-        now = utcnow()
-        journal.acquire_lease(tx, source_id, run_id, socket.gethostname(), os.getpid(), now)
-        writer = JournalWriter(source_id, run_id, head)
-        event = SourceAbandoned(
-            reason=reason, superseded_by=superseded_by, next_offset=resume.offset
-        )
-        rows = writer.append(tx, [PendingEvent.of(None, event)], now)
-        projections.apply(tx, rows)
+    with store.lock_source(lock_name, holder):
+        chunks = _chunks(store, source_id)
+        # A split source's chunks run under locks of their own (``#chunkN``), not the
+        # source's lock taken above: a live chunk run is refused like a live whole-file run.
+        for i in range(chunks):
+            if not store.lock_is_free(chunk_lock_name(row.source_type, row.file_hash, i)):
+                raise SourceLockedError(
+                    f"chunk {i} of source {source_id} ({file_name}) is being loaded by a "
+                    "run; try again when it has finished"
+                )
+        with store.transaction() as tx:
+            now_row = journal.source_for_abandon(tx, source_id)
+            if now_row is None or now_row.status not in RETIRABLE:
+                return Abandoned(source_id, file_name, status, 0, already=True)  # meanwhile
+            resume = queries.checkpoint(tx, source_id)
+            now = utcnow()
+            journal.acquire_lease(tx, source_id, run_id, socket.gethostname(), os.getpid(), now)
+            # Every chunk's generation too, BEFORE the chain lock (the append below takes
+            # it): a chunk's batch holds its lease row (check_lease) and then waits for the
+            # chain lock, so the other order deadlocks. A chunk run that was only frozen
+            # (its lock gone, checked above) is fenced out; one that started after the
+            # check either registered before this commit (fenced out by this bump) or
+            # after it (it resumes the source, as a whole-file run of an abandoned source
+            # does). Pinned by tests/test_chunks.py::test_abandoning_a_split_source.
+            for i in range(chunks):
+                key = chunk_lease_key(source_id, i)
+                journal.acquire_lease(tx, key, run_id, socket.gethostname(), os.getpid(), now)
+            # Shared: the chain head is read under the chain lock, after any chunk's append
+            # (journal_loader/runner/lease.py::attach says why an in-memory head forks).
+            writer = JournalWriter(source_id, run_id, None, shared=True)
+            event = SourceAbandoned(
+                reason=reason, superseded_by=superseded_by, next_offset=resume.offset
+            )
+            rows = writer.append(tx, [PendingEvent.of(None, event)], now)
+            projections.apply(tx, rows)
     writer.confirm()
     return Abandoned(source_id, file_name, status, resume.offset)
+
+
+def _chunks(store: Store, source_id: int) -> int:
+    """How many chunks the source's current load was split into (0: not split). Read from
+    the plan's event here: the runner (and so runner/chunks.py) imports this module."""
+    with store.transaction() as tx:
+        mark = journal_store(store).plan_mark(tx, source_id)
+    if mark is None or mark.event_type != "ChunksPlanned":
+        return 0
+    plan = decode(mark.payload)
+    assert isinstance(plan, ChunksPlanned)
+    return len(plan.starts)
 
 
 def supersede_partial(

@@ -14,6 +14,7 @@ from journal_loader.graph.embedded import EmbeddedGraph
 from journal_loader.graph.target import GraphTarget
 from journal_loader.loader import Loader
 from journal_loader.runner import Observer, Runner, RunOptions, RunReport
+from journal_loader.runner.chunks import PlanResult, plan_file
 from journal_loader.storage import Store, open_store
 
 
@@ -34,6 +35,7 @@ def run(
     run_id: str | None = None,
     fail_fast_records: int | None = None,
     raise_on_failure: bool = False,
+    chunk: int | None = None,
 ) -> RunReport:
     """Load one file; returns a RunReport (status, statistics, source and run ids).
 
@@ -47,6 +49,7 @@ def run(
     SIGTERM/SIGINT) instead of returning a failed report, for orchestrators' tasks.
     ``stop``: asked before each batch; True ends the run after the batch in progress,
     resumable (``RunOptions.stop``). ``run_id``: the run's id (default: a new UUID).
+    ``chunk``: load only this chunk of a file that ``plan`` split (README "One big file").
     """
     cfg = _config(config)
     if loader is None:
@@ -64,6 +67,7 @@ def run(
     options.start_from = start_from
     options.force = force
     options.stop = stop
+    options.chunk = chunk
     if fail_fast_records is not None:
         options.fail_fast_records = fail_fast_records
     own_store = store is None
@@ -81,6 +85,48 @@ def run(
     if raise_on_failure:
         report.raise_for_status()
     return report
+
+
+def plan(
+    loader: Loader | type[Loader] | None = None,
+    file: str | os.PathLike[str] | None = None,
+    *,
+    config: Config | str | os.PathLike[str] | dict[str, Any] | None = None,
+    db: str | None = None,
+    store: Store | None = None,
+    split: int | None = None,
+    chunk_records: int | None = None,
+) -> PlanResult:
+    """Split one file into chunks (about ``split`` of equal size, or one every
+    ``chunk_records`` records), journal the plan, and return it with each chunk's state;
+    then ``run(..., chunk=i)`` loads chunk ``i``. A file planned before keeps its plan.
+    (runner/chunks.py; README "One big file".)"""
+    cfg = _config(config)
+    if loader is None:
+        loader = loader_from_config(cfg)
+    elif isinstance(loader, type):
+        loader = loader(cfg)
+    path = cfg.source_path(os.fspath(file) if file is not None else None)
+    if path is None:
+        raise ConfigError("no input file: pass one, or set source.file in the config")
+    options = run_options(cfg, loader)
+    source_type = options.source_type or loader.source_type_name
+    own_store = store is None
+    if store is None:
+        store = open_store(resolve_database_url(db, cfg))
+    try:
+        return plan_file(
+            store,
+            path,
+            options,
+            source_type,
+            loader.name,
+            split=split,
+            chunk_records=chunk_records,
+        )
+    finally:
+        if own_store:
+            store.dispose()
 
 
 def run_options(cfg: Config, loader: Loader) -> RunOptions:

@@ -39,7 +39,7 @@ from journal_loader.loader import Loader
 from journal_loader.runner import RecordOutcome, RunOptions, retry_records
 from journal_loader.sources.readers import RawRecord, ReaderOptions, ResumePoint, open_reader
 from journal_loader.storage.base import Store, utcnow
-from journal_loader.storage.journal_store import journal_store, source_lock_name
+from journal_loader.storage.journal_store import source_lock_name
 from journal_loader.storage.ops_store import ops_store
 
 
@@ -115,8 +115,9 @@ def resolve(store: Store, entry_id: int, note: str, resolved_by: str | None = No
     run_id = f"resolve-{os.getpid()}-{utcnow():%Y%m%dT%H%M%S}"[:36]
     lock_name = source_lock_name(row["source_type"], row["file_hash"])
     with store.lock_source(lock_name, {"run_id": run_id}), store.transaction() as tx:
-        head = journal_store(store).chain_head(tx, row["source_id"])
-        writer = JournalWriter(row["source_id"], run_id, head)
+        # Shared (the head read under the chain lock): chunks of a split source append
+        # without the source's lock we hold (journal_loader/runner/lease.py::attach).
+        writer = JournalWriter(row["source_id"], run_id, None, shared=True)
         rows = writer.append(
             tx,
             [

@@ -183,6 +183,13 @@ STRATEGIES: dict[type[ev.Event], Any] = {
         imported=ints,
         failed=ints,
         skipped=ints,
+        chunk=st.none() | ints,
+    ),
+    ev.ChunksPlanned: st.builds(
+        ev.ChunksPlanned,
+        starts=st.lists(st.tuples(ints, ints, ints), min_size=1, max_size=5),
+        end=st.tuples(ints, ints, ints),
+        records=ints,
     ),
     ev.RunFinished: st.builds(
         ev.RunFinished,

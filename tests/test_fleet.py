@@ -522,3 +522,87 @@ def test_readme_running_on_many_machines_runs(
     exposed = {f.name for f in metrics.registry.collect()}
     documented = set(re.findall(r"`(journal_loader_worker_[a-z_]+)", text))
     assert {d.removesuffix("_total") for d in documented} == exposed
+
+
+# --- one big file, split: chunks on two workers ---------------------------------------------------
+def _chunk_records(textfile: Path) -> dict[str, float]:
+    """chunk -> records, from a worker's metrics textfile."""
+    import re
+
+    found = re.findall(
+        r'^journal_loader_worker_chunk_records_total\{chunk="(\d+)",worker="[^"]*"\} (\S+)$',
+        textfile.read_text() if textfile.exists() else "",
+        re.M,
+    )
+    return {chunk: float(value) for chunk, value in found}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill", [False, True], ids=["two_workers", "one_killed_mid_chunk"])
+def test_a_file_split_in_8_on_two_workers_equals_a_sequential_run(
+    schemas: Callable[[], Schema], workers: list[Worker], tmp_path: Path, kill: bool
+) -> None:
+    """One registry file (shared entities across records), `submit --split 8`, two worker
+    processes: the result equals a sequential `run` of the file, every record has one
+    terminal outcome, the source's one hash chain verifies. Killed: worker A is SIGKILLed
+    after its first checkpoint inside a chunk; B's reaper queues the chunk again after
+    --stalled-timeout and its rerun resumes at the chunk's checkpoint (one RunAbandoned)."""
+    rows = 3000
+    config = typed_config(tmp_path / "cfg", "registry_a")
+    data = registry(tmp_path / "business_registry_20250101.csv", rows, 707)
+    reference = schemas()
+    run_sequentially(reference.url, [(config, data)])
+
+    s = schemas()
+    assert cli("db", "upgrade", "--db", s.url).returncode == 0
+    crash = _env(JOURNAL_LOADER_CRASH_AT="after_commit:1") if kill else None
+    textfiles = [tmp_path / f"w{i}.prom" for i in range(2)]
+    for i in range(2):
+        args = ["--name", f"w{i}", "--metrics-textfile", str(textfiles[i])]
+        workers.append(Worker(s.url, tmp_path / f"w{i}.log", *args, env=crash if i == 0 else None))
+    wait_for(
+        "both workers", lambda: s.rows("SELECT count(*) FROM procrastinate_workers")[0][0] == 2
+    )
+    planned = cli("submit", str(config), str(data), "--split", "8", "--db", s.url)
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert "8 queued" in planned.stdout, planned.stdout
+    if kill:
+        assert workers[0].wait() == -signal.SIGKILL, workers[0].text()
+    wait_for(
+        "eight chunks done",
+        lambda: all(j[1] == "succeeded" for j in s.jobs()),
+        timeout=300,
+    )
+    for w in workers[1:] if kill else workers:
+        os.kill(w.proc.pid, signal.SIGTERM)
+        assert w.wait() == 0, w.text()
+    logs = "".join(w.text() for w in workers)
+    assert "Traceback" not in logs and "giving up" not in logs, logs
+
+    state, expected = content_state(s.url), content_state(reference.url)
+    for part in expected:
+        assert state[part] == expected[part], f"{part} differs from the sequential run"
+    assert {row[2] for row in state["terminal_events_per_record"]} == {1}
+    assert len(state["terminal_events_per_record"]) == rows
+    assert [row[1] for row in state["sources"]] == ["completed"]
+    verified = cli("verify", "--db", s.url)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    chunk_runs = s.rows(
+        "SELECT payload::json->>'chunk', payload::json->>'mode' FROM journal "
+        "WHERE event_type = 'RunStarted' ORDER BY position"
+    )
+    abandoned = s.rows("SELECT count(*) FROM journal WHERE event_type = 'RunAbandoned'")[0][0]
+    attempts = sorted(j[2] for j in s.jobs())
+    if kill:
+        # the killed chunk ran twice, its second run resumed it; the others ran once
+        assert abandoned == 1 and attempts == [1] * 7 + [2], (abandoned, attempts)
+        assert len(chunk_runs) == 9 and [m for _c, m in chunk_runs].count("resume") == 1
+        assert "queued again" in workers[1].text()  # B's reaper
+    else:
+        assert abandoned == 0 and attempts == [1] * 8
+        assert sorted(int(c) for c, _m in chunk_runs) == list(range(8))
+        assert all(f"w{i}" in logs for i in range(2))
+        # the workers' per-chunk metrics: every record of every chunk counted once
+        counted = [_chunk_records(f) for f in textfiles]
+        assert sum(sum(c.values()) for c in counted) == rows, counted
+        assert sorted(k for c in counted for k in c if c[k]) == sorted(map(str, range(8)))

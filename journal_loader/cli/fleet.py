@@ -11,10 +11,13 @@ EXAMPLES_SUBMIT = """\b
 Examples:
   journal-loader submit examples/business_registry/loader.yaml incoming/2026-Q1/
   journal-loader submit loader.yaml a.csv b.csv --db postgresql+psycopg://loader@db/graph
+  journal-loader submit loader.yaml big.csv --split 8   # one job per chunk, run side by side
 \b
 One job per file. The files of one source type run one at a time, in version order (then
 name); different source types run in parallel. A file still waiting in the queue is not
-queued twice. Exit codes: 0 queued; 2 usage or config error (SQLite has no queue: use
+queued twice. --split N / --chunk-records K: one reading pass plans the file's chunks
+(once: submitted again, only the chunks not completed are queued); gzip files stay one
+chunk. Exit codes: 0 queued; 2 usage or config error (SQLite has no queue: use
 `jobs run DIR --workers N`)."""
 
 EXAMPLES_WORKER = """\b
@@ -37,8 +40,25 @@ worker (it was unresponsive for too long) and stopped without touching it."""
     metavar="URL",
     help="The queue's and journal's database (default: $JOURNAL_LOADER_DB_URL, the config's).",
 )
+@click.option(
+    "--split",
+    type=click.IntRange(min=1, max=100_000),
+    help="Split each file into about N chunks of equal size, one job each (not gzip).",
+)
+@click.option(
+    "--chunk-records",
+    type=click.IntRange(min=1),
+    help="Split each file into chunks of K records, one job each (not gzip).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON.")
-def submit_command(config: str, files: tuple[str, ...], db: str | None, as_json: bool) -> None:
+def submit_command(
+    config: str,
+    files: tuple[str, ...],
+    db: str | None,
+    split: int | None,
+    chunk_records: int | None,
+    as_json: bool,
+) -> None:
     """Queue one load job per FILE (or per file of a folder) for the workers.
 
     A job carries CONFIG's path and the file's path, never a password: each worker runs it
@@ -48,7 +68,7 @@ def submit_command(config: str, files: tuple[str, ...], db: str | None, as_json:
     from journal_loader.ops import fleet
 
     url = resolve_database_url(db, load_config(config))
-    done = fleet.submit(config, files, url)
+    done = fleet.submit(config, files, url, split=split, chunk_records=chunk_records)
     if as_json:
         echo_json(
             [
@@ -59,6 +79,8 @@ def submit_command(config: str, files: tuple[str, ...], db: str | None, as_json:
                     "sha256": s.sha256,
                     "job_id": s.job_id,
                     "outcome": s.outcome,
+                    "chunk": s.chunk,
+                    "note": s.note,
                 }
                 for s in done
             ]
@@ -66,12 +88,19 @@ def submit_command(config: str, files: tuple[str, ...], db: str | None, as_json:
         return
     click.echo(
         table(
-            ["job", "outcome", "type", "version", "file"],
-            [[s.job_id, s.outcome, s.source_type, s.version, s.file] for s in done],
+            ["job", "outcome", "type", "version", "chunk", "file"],
+            [[s.job_id, s.outcome, s.source_type, s.version, s.chunk, s.file] for s in done],
         )
     )
+    for s in done:
+        if s.note:
+            click.echo(f"{s.file}: not split ({s.note}): one job")
     queued = sum(s.outcome == "queued" for s in done)
-    click.echo(f"{queued} queued, {len(done) - queued} already queued")
+    completed = sum(s.outcome == "completed" for s in done)
+    click.echo(
+        f"{queued} queued, {len(done) - queued - completed} already queued"
+        + (f", {completed} chunks already completed" if completed else "")
+    )
 
 
 @click.command("worker", epilog=EXAMPLES_WORKER)

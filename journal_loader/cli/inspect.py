@@ -32,6 +32,9 @@ def status_command(
 
     health: RUNNING, STALLED (processing, no event for an hour), DEAD (processing, but no
     process holds its lock: the run died; the next run resumes it), FAILED, PARTIAL, OK.
+    A source split into chunks (`submit --split`) and not completed gets one row per
+    chunk: its state (pending, running, dead, completed, partial, failed) and records done
+    of its records; --json has them as each source's "chunks".
     On PostgreSQL with the worker queue (`submit`, `worker`), the queued, running and
     failed load jobs follow, each with its source.
     """
@@ -75,6 +78,27 @@ def status_command(
                         _age(r["last_event_age_seconds"]),
                     ]
                     for r in rows
+                ],
+            )
+        )
+    split = [r for r in rows if r.get("chunks") and r["status"] != "completed"]
+    if split and not as_json:
+        # Only loads still going: a completed split source's chunks are all completed
+        # (--json lists them anyway).
+        click.echo("")
+        click.echo(
+            table(
+                ["source", "file", "chunk", "state", "records"],
+                [
+                    [
+                        r["source_id"],
+                        r["file_name"],
+                        c["chunk"],
+                        c["state"],
+                        f"{c['records_done']:,} / {c['records']:,}",
+                    ]
+                    for r in split
+                    for c in r["chunks"]
                 ],
             )
         )
@@ -130,13 +154,34 @@ def queue_status(store: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]
 
 
 def source_status(store: Any) -> list[dict[str, Any]]:
+    """The sources' rows; a split source's (``submit --split``) gain ``chunks``: each
+    chunk's number, state (pending, running, dead, completed, partial, failed), records done
+    and records."""
+    from journal_loader.runner.chunks import chunks_now
     from journal_loader.storage.journal_store import source_lock_name
     from journal_loader.storage.ops_store import ops_store
 
     rows = ops_store(store).source_status()
     for r in rows:
-        if r["status"] == "processing" and store.lock_is_free(
-            source_lock_name(r["source_type"], r["file_hash"])
+        chunks = chunks_now(store, r["source_id"], r["source_type"], r["file_hash"])
+        if chunks is not None:
+            r["chunks"] = [
+                {
+                    "chunk": c.chunk,
+                    "state": c.state,
+                    "records_done": c.records_done,
+                    "records": c.records,
+                }
+                for c in chunks
+            ]
+        # A split source's runs hold its chunks' locks, never the source's own: it is DEAD
+        # only when no chunk is running (a chunk's run that died shows as a dead chunk).
+        # Pinned by tests/test_chunks.py::test_status_shows_each_chunk.
+        alive = chunks is not None and any(c.state == "running" for c in chunks)
+        if (
+            r["status"] == "processing"
+            and not alive
+            and store.lock_is_free(source_lock_name(r["source_type"], r["file_hash"]))
         ):
             r["health"] = "DEAD"
     return rows

@@ -93,6 +93,8 @@ class RunStarted(Event, frozen=True):
     header: list[str] | None = None
     header_raw: bytes | None = None
     reader: dict[str, Any] = {}
+    # A run of one chunk of a split source (ChunksPlanned): its index; None for a whole file.
+    chunk: int | None = None
 
 
 class RunAbandoned(Event, frozen=True):
@@ -101,6 +103,7 @@ class RunAbandoned(Event, frozen=True):
     abandoned_run_id: str
     last_position: int | None = None
     reason: str = ""
+    chunk: int | None = None  # the abandoned run was a run of this chunk
 
 
 class SourceAbandoned(Event, frozen=True):
@@ -130,6 +133,29 @@ class BatchCommitted(Event, frozen=True):
     imported: int = msgspec.field(default=0, name="succeeded")
     failed: int = 0
     skipped: int = 0
+    # The checkpoint of one chunk of a split source (its own checkpoint stream); None for a
+    # whole-file run. ``next_offset`` stays global (the record's index in the whole file).
+    chunk: int | None = None
+
+
+class ChunksPlanned(Event, frozen=True):
+    """``submit --split``/``--chunk-records`` read the file once with the real reader and cut
+    it into chunks at record boundaries: chunk ``i`` starts at ``starts[i]`` (the reader's
+    resume point: record offset, line, byte) and ends where chunk ``i + 1`` starts, the last
+    one at ``end`` (the end of the data, after ``records`` records). Each chunk is loaded by
+    its own runs (``RunStarted.chunk``), with its own checkpoints, lock and lease; the source
+    completes when every chunk has (journal_loader/runner/chunks.py). Journaled once per load,
+    in the transaction that registers the source: planned twice, a file keeps its first plan.
+    """
+
+    starts: list[tuple[int, int, int]]
+    end: tuple[int, int, int]
+    records: int
+
+    def bounds(self, chunk: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        """(start, end) of a chunk, as (offset, line, byte)."""
+        end = self.starts[chunk + 1] if chunk + 1 < len(self.starts) else self.end
+        return self.starts[chunk], end
 
 
 class Statistics(msgspec.Struct, kw_only=True):
@@ -168,6 +194,14 @@ class RunFinished(Event, frozen=True):
     reason: str = ""
     statistics: Statistics = msgspec.field(default_factory=Statistics)
     records_in_file: int | None = None
+    # A chunk's run: ``chunk`` its index and ``chunk_status`` how the chunk's run ended, while
+    # ``status`` is what the SOURCE is now (what the projections show): 'completed' only in the
+    # RunFinished of the chunk that completes the last pending one, 'partial' when a chunk
+    # completed and others have not, 'failed' when the chunk failed. The runner decides it in
+    # the transaction that appends the event, holding the source's chain lock, so two chunks
+    # finishing at once cannot both think they are not the last (tests/test_chunks.py).
+    chunk: int | None = None
+    chunk_status: str | None = None
 
 
 # --- record level (record_offset is the record's 0-based index) --------------------------
@@ -247,6 +281,7 @@ EventType = (
     | RunAbandoned
     | SourceAbandoned
     | BatchCommitted
+    | ChunksPlanned
     | RunFinished
     | RecordParsed
     | ProposeAttempted
@@ -265,6 +300,7 @@ EVENT_CLASSES: dict[str, type[Event]] = {
         RunAbandoned,
         SourceAbandoned,
         BatchCommitted,
+        ChunksPlanned,
         RunFinished,
         RecordParsed,
         ProposeAttempted,
@@ -360,6 +396,7 @@ _decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
     | RunAbandoned
     | SourceAbandoned
     | BatchCommitted
+    | ChunksPlanned
     | RunFinished
     | _RecordParsedWire
     | ProposeAttempted

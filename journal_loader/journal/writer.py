@@ -18,6 +18,7 @@ from journal_loader.journal.chain import format_time
 from journal_loader.journal.events import Event, encode
 from journal_loader.journal.rows import JournalRow
 from journal_loader.storage.base import Tx
+from journal_loader.storage.journal_store import journal_store
 
 JOURNAL_COLUMNS = (
     "position",
@@ -48,11 +49,34 @@ class PendingEvent:
 
 
 class JournalWriter:
-    def __init__(self, source_id: int, run_id: str, head: bytes | None) -> None:
+    """Appends one source's events. ``shared``: other runs append to this source at the same
+    time (the chunks of a split source, journal_loader/runner/chunks.py), so the in-memory
+    chain head means nothing: each ``append`` takes the source's chain lock (held to COMMIT)
+    and reads the head from the database first.
+
+    Why a lock and not one chain per chunk: the journal has ONE hash chain per source, which
+    a third party verifies reading the source's rows in position order (journal/chain.py).
+    Under the chain lock the head is the last committed event of the source, and the rows
+    this append writes get positions after it (reserved after the lock, in commit order), so
+    the chain stays one chain in position order however the chunks interleave. The lock is
+    the last thing a batch takes (after the graph's locks: the committer appends once, at
+    the end), so it serialises only the append itself, never the chunks' parsing or graph
+    work; a holder never waits for a graph lock, so no lock cycle. Pinned by
+    tests/test_chunks.py (``audit verify`` of a source whose chunks ran interleaved).
+    """
+
+    def __init__(
+        self, source_id: int, run_id: str, head: bytes | None, *, shared: bool = False
+    ) -> None:
         self.source_id = source_id
         self.run_id = run_id
         self.head = head
+        self.shared = shared
         self._pending_head: bytes | None = head
+
+    def lock_chain(self, tx: Tx) -> None:
+        """Take the source's chain lock (to COMMIT); then read the head (``append`` does)."""
+        tx.advisory_xact_lock("chain", [str(self.source_id)])
 
     def append(
         self, tx: Tx, events: Sequence[PendingEvent], recorded_at: dt.datetime | None = None
@@ -70,6 +94,9 @@ class JournalWriter:
         # loaders. Only the rows' first column waits for the lock.
         sid = f"{source_id}\n"
         tail = f"\n{run_id}\n{format_time(now)}\n"
+        if self.shared:
+            self.lock_chain(tx)
+            self.head = journal_store(tx.store).chain_head(tx, source_id)
         prev = self.head
         chained: list[tuple[Any, ...]] = []
         append = chained.append

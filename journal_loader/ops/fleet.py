@@ -85,6 +85,11 @@ if TYPE_CHECKING:
     from procrastinate.job_context import JobContext
     from procrastinate.jobs import Job
 
+    from journal_loader.journal.events import Statistics
+    from journal_loader.runner.observers import Observer, RunInfo
+    from journal_loader.runner.options import RunReport
+    from journal_loader.sources.readers import ResumePoint
+
 log = logging.getLogger("journal_loader.fleet")
 
 # A worker that finds a job of its own delivered to another worker exits with this code.
@@ -153,6 +158,7 @@ class WorkerState:
         sha256: str = "",
         source_type: str = "",
         version: str = "",
+        chunk: int | None = None,
     ) -> dict[str, Any]:
         from journal_loader.api import run
         from journal_loader.runner import FAILED, STOP_REQUESTED
@@ -165,10 +171,21 @@ class WorkerState:
             raise WorkerStopping("the worker is shutting down; the job is queued again")
         run_id = job_run_id(job.id, job.attempts, sha256)
         waiting_since: float | None = None
+        observers: list[Observer] = (
+            [ChunkProgress(self.metrics, chunk)]
+            if self.metrics is not None and chunk is not None
+            else []
+        )
         while True:
             try:
                 report = run(
-                    config=config, file=file, db=self.db, stop=self.stop.is_set, run_id=run_id
+                    config=config,
+                    file=file,
+                    db=self.db,
+                    stop=self.stop.is_set,
+                    run_id=run_id,
+                    chunk=chunk,
+                    observers=observers,
                 )
                 break
             except SourceLockedError as e:
@@ -192,6 +209,7 @@ class WorkerState:
         summary = {
             "status": str(report.status),  # plain text in the job's result and its log line
             "source_id": report.source_id,
+            "chunk": chunk,
             "run_id": report.run_id,
             "processed": report.statistics.total_processed,
             "failed": report.statistics.failed,
@@ -265,7 +283,14 @@ class WorkerState:
 class WorkerMetrics:
     """``journal_loader_worker_jobs_total{worker,outcome}``: started, succeeded, failed,
     stopped (shutdown), waited (source locked elsewhere), reaped (stalled jobs this worker
-    retried); ``journal_loader_worker_running_jobs{worker}``."""
+    retried); ``journal_loader_worker_running_jobs{worker}``. The jobs of a split source's
+    chunks also count ``journal_loader_worker_chunk_records_total{worker,chunk}`` (records
+    processed, per committed batch) and ``journal_loader_worker_running_chunks{worker,chunk}``.
+
+    ``chunk`` is the chunk's index, never a file or source: the label's values are bounded
+    by the largest split (``--split N``: 0..N-1, the same values for every file), where a
+    file name would add series for every file ever loaded. Which file a chunk belongs to is
+    ``status``'s business (journal_loader/cli/inspect.py)."""
 
     def __init__(self, worker: str, port: int | None = None, textfile: str | None = None):
         from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -282,6 +307,18 @@ class WorkerMetrics:
             "journal_loader_worker_running_jobs",
             "Load jobs running in this worker",
             ["worker"],
+            registry=self.registry,
+        )
+        self.chunk_records = Counter(
+            "journal_loader_worker_chunk_records",
+            "Records processed by this worker's runs of chunk N of a split source",
+            ["worker", "chunk"],
+            registry=self.registry,
+        )
+        self.running_chunks = Gauge(
+            "journal_loader_worker_running_chunks",
+            "Runs of chunk N of a split source running in this worker",
+            ["worker", "chunk"],
             registry=self.registry,
         )
         for outcome in ("started", "succeeded", "failed", "stopped", "waited", "reaped"):
@@ -305,6 +342,17 @@ class WorkerMetrics:
                 self.running.labels(self.worker).dec()
         self.write()
 
+    def chunk_run(self, chunk: int, running: int) -> None:
+        """A run of this chunk started (+1) or ended (-1)."""
+        with self._lock:
+            self.running_chunks.labels(self.worker, str(chunk)).inc(running)
+        self.write()
+
+    def chunk_progress(self, chunk: int, records: int) -> None:
+        with self._lock:
+            self.chunk_records.labels(self.worker, str(chunk)).inc(records)
+        self.write()
+
     def write(self) -> None:
         if self.textfile:
             from prometheus_client import write_to_textfile
@@ -313,6 +361,35 @@ class WorkerMetrics:
                 write_to_textfile(self.textfile, self.registry)
             except OSError as e:
                 log.warning("cannot write metrics textfile %s: %s", self.textfile, e)
+
+
+class ChunkProgress:
+    """A run observer feeding a chunk's metrics (``WorkerMetrics``) from the run's batches:
+    the records counter moves at each commit, so a chunk's progress shows while it runs."""
+
+    def __init__(self, metrics: WorkerMetrics, chunk: int) -> None:
+        self.metrics = metrics
+        self.chunk = chunk
+        self.counted = 0  # the run's records already counted (its totals only grow)
+        self.running = False
+
+    def on_start(self, info: RunInfo) -> None:
+        if not self.running:
+            self.running = True
+            self.counted = 0  # a new run (after a wait for a lock): its totals start at 0
+            self.metrics.chunk_run(self.chunk, 1)
+
+    def on_batch(self, stats: Statistics, position: ResumePoint, bytes_read: int) -> None:
+        if stats.total_processed > self.counted:
+            self.metrics.chunk_progress(self.chunk, stats.total_processed - self.counted)
+            self.counted = stats.total_processed
+
+    def on_finish(self, report: RunReport) -> None:
+        # Also called for a run that never started (already processed, a lock held
+        # elsewhere): only a started run is counted down, so the gauge never goes below 0.
+        if self.running:
+            self.running = False
+            self.metrics.chunk_run(self.chunk, -1)
 
 
 # --- the worker ---------------------------------------------------------------------------------

@@ -131,7 +131,9 @@ class Submitted:
     version: str
     sha256: str
     job_id: int | None
-    outcome: str  # 'queued' | 'already queued'
+    outcome: str  # 'queued' | 'already queued' | 'completed' (a chunk already loaded)
+    chunk: int | None = None  # a chunk's job (submit --split)
+    note: str = ""  # why a file asked to be split was not (gzip, ...)
 
 
 def expand(paths: Sequence[str]) -> list[Path]:
@@ -151,8 +153,17 @@ def expand(paths: Sequence[str]) -> list[Path]:
     return out
 
 
-def submit(config_path: str, paths: Sequence[str], url: str) -> list[Submitted]:
-    """Queue one job per file, by version label then name within the batch."""
+def submit(
+    config_path: str,
+    paths: Sequence[str],
+    url: str,
+    *,
+    split: int | None = None,
+    chunk_records: int | None = None,
+) -> list[Submitted]:
+    """Queue one job per file, by version label then name within the batch. With ``split``
+    or ``chunk_records``: plan each file's chunks (journal_loader/runner/chunks.py; a file
+    planned before keeps its plan) and queue one job per chunk not completed."""
     from procrastinate import exceptions as pexc
 
     from journal_loader.api import run_options
@@ -182,9 +193,17 @@ def submit(config_path: str, paths: Sequence[str], url: str) -> list[Submitted]:
     finally:
         store.dispose()
     app = make_app(url, pool_size=1)
-    out = []
+    out: list[Submitted] = []
     with app.open():
         for version, sha256, path in files:
+            if split or chunk_records:
+                note = _submit_chunks(
+                    app, cfg, loader, config, path, url, (split, chunk_records), out, version
+                )
+                if not note:
+                    continue
+            else:
+                note = ""
             task = app.configure_task(
                 TASK,
                 lock=f"{LOCK_PREFIX}{source_type}",
@@ -206,8 +225,79 @@ def submit(config_path: str, paths: Sequence[str], url: str) -> list[Submitted]:
                 )
                 job_id = next((j.id for j in waiting), None)
                 outcome = "already queued"
-            out.append(Submitted(str(path), source_type, version, sha256, job_id, outcome))
+            out.append(
+                Submitted(str(path), source_type, version, sha256, job_id, outcome, note=note)
+            )
     return out
+
+
+def _submit_chunks(
+    app: Any,
+    cfg: Any,
+    loader: Any,
+    config: str,
+    path: Path,
+    url: str,
+    sizes: tuple[int | None, int | None],
+    out: list[Submitted],
+    version: str,
+) -> str:
+    """Plan a file and queue a job per chunk not completed; returns why the file was not
+    split ("" when it was). Chunk jobs carry a procrastinate lock of their own chunk, not
+    the source type's: the chunks of one file run side by side (the registry's one-file-at-
+    a-time order does not hold between a split file's chunks and other files of its type).
+    A chunk's job already waiting is not queued twice (its queueing lock); a chunk that is
+    running gets a second job only if submitted again, and that job waits for the chunk's
+    lock and then finds it completed (tests/test_chunks.py)."""
+    from procrastinate import exceptions as pexc
+
+    from journal_loader.api import run_options
+    from journal_loader.runner.chunks import plan_file
+    from journal_loader.storage import open_store
+
+    options = run_options(cfg, loader)
+    source_type = options.source_type or loader.source_type_name
+    store = open_store(url)
+    try:
+        result = plan_file(
+            store,
+            str(path),
+            options,
+            source_type,
+            loader.name,
+            split=sizes[0],
+            chunk_records=sizes[1],
+        )
+    finally:
+        store.dispose()
+    if result.plan is None or result.states is None:
+        return result.not_split or "not split"
+    sha256 = result.sha256
+    for state in result.states:
+        lock = f"{LOCK_PREFIX}{source_type}:{sha256}#chunk{state.chunk}"
+        if state.state == "completed":
+            out.append(
+                Submitted(str(path), source_type, version, sha256, None, "completed", state.chunk)
+            )
+            continue
+        task = app.configure_task(TASK, lock=lock, queueing_lock=lock)
+        job_id: int | None
+        try:
+            job_id = task.defer(
+                config=config,
+                file=str(path),
+                source_type=source_type,
+                sha256=sha256,
+                version=version,
+                chunk=state.chunk,
+            )
+            outcome = "queued"
+        except pexc.AlreadyEnqueued:
+            waiting = app.job_manager.list_jobs(queueing_lock=lock, status="todo")
+            job_id = next((j.id for j in waiting), None)
+            outcome = "already queued"
+        out.append(Submitted(str(path), source_type, version, sha256, job_id, outcome, state.chunk))
+    return ""
 
 
 # --- status -------------------------------------------------------------------------------------

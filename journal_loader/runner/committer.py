@@ -113,8 +113,10 @@ class BatchCommitter:
         fail_fast: FailFast | None = None,
         in_doubt: dict[int, set[str]] | None = None,
         retry_of: Mapping[int, int] | None = None,
+        chunk: int | None = None,
     ) -> None:
         self.loader = loader
+        self.chunk = chunk  # a chunk's run: its checkpoints are the chunk's (runner/chunks.py)
         self.store = store
         self.target = target
         self.lease = lease
@@ -314,8 +316,7 @@ class BatchCommitter:
         if recorder.entities:
             self.target.prefetch(tx, recorder.entities, recorder.facts)
 
-    @staticmethod
-    def checkpoint(position: ResumePoint, result: BatchResult) -> BatchCommitted:
+    def checkpoint(self, position: ResumePoint, result: BatchResult) -> BatchCommitted:
         return BatchCommitted(
             next_offset=position.offset,
             next_line=position.line,
@@ -323,6 +324,7 @@ class BatchCommitter:
             imported=result.stats.imported,
             failed=result.stats.failed,
             skipped=result.stats.skipped,
+            chunk=self.chunk,
         )
 
     # --- one record ------------------------------------------------------------------------

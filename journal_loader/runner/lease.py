@@ -38,21 +38,34 @@ class Lease:
     generation: int
     lock: SourceLock
     journal: JournalStore
+    # The source_leases row: the source's id, or one chunk's key (chunk_lease_key): a chunk
+    # of a split source has a generation of its own, so taking one chunk over fences out
+    # the stale run of that chunk only.
+    key: int = 0
 
     @classmethod
     def take(
-        cls, tx: Tx, source_id: int, run_id: str, lock: SourceLock, now: dt.datetime | None = None
+        cls,
+        tx: Tx,
+        source_id: int,
+        run_id: str,
+        lock: SourceLock,
+        now: dt.datetime | None = None,
+        *,
+        key: int | None = None,
     ) -> Lease:
-        """Bump the source's generation: from this transaction's commit, the source is ours."""
+        """Bump the source's (or chunk's) generation: from this transaction's commit, the
+        source (chunk) is ours."""
         journal = journal_store(tx.store)
+        key = source_id if key is None else key
         generation = journal.acquire_lease(
-            tx, source_id, run_id, socket.gethostname(), os.getpid(), now or utcnow()
+            tx, key, run_id, socket.gethostname(), os.getpid(), now or utcnow()
         )
-        return cls(source_id, run_id, generation, lock, journal)
+        return cls(source_id, run_id, generation, lock, journal, key)
 
     def check(self, tx: Tx) -> None:
         """At the start of each transaction that writes: still ours?"""
-        if not self.journal.check_lease(tx, self.source_id, self.generation, utcnow()):
+        if not self.journal.check_lease(tx, self.key, self.generation, utcnow()):
             raise FencedOutError(
                 f"run {self.run_id} lost source {self.source_id} to a newer run "
                 "(lease generation changed); stopping without writing"
@@ -87,6 +100,13 @@ def attach(
             if head is None:
                 raise JournalLoaderError(f"no source {source_id}")
             lease = Lease.take(tx, source_id, run_id, lock)
-        return lease, JournalWriter(source_id, run_id, head)
+        # Shared: the source's lock this caller holds keeps out whole-file runs, not the
+        # chunks of a split source (each holds only its own ``#chunkN`` lock), so a chunk
+        # may append between two of our batches. An in-memory head would then fork the
+        # hash chain; the shared writer reads the head under the chain lock at every
+        # append. Pinned by tests/test_chunks.py::
+        # test_a_dlq_retry_between_a_chunks_batches_keeps_one_chain. For a source that is
+        # not split it costs one lock and one indexed read per batch of a retry.
+        return lease, JournalWriter(source_id, run_id, head, shared=True)
 
     return retry.call(attempt, f"attaching to source {source_id}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from journal_loader.errors import SourceFileError
+from journal_loader.errors import SourceChangedError, SourceFileError
 from journal_loader.runner.committer import BatchCommitter
 from journal_loader.runner.limits import FailFast, check_failure_limits
 from journal_loader.runner.options import COMPLETED, PARTIAL, Observers, RunOptions, RunStatus
@@ -32,15 +32,32 @@ class BatchLoop:
         self.fail_fast = fail_fast
         self.observers = observers
 
-    def run(self, src: SourceFile, reader: RecordReader) -> tuple[RunStatus, str, int | None]:
-        """(status, reason, records in the file when it was read to its end)."""
+    def run(
+        self, src: SourceFile, reader: RecordReader, stop_at: ResumePoint | None = None
+    ) -> tuple[RunStatus, str, int | None]:
+        """(status, reason, records in the file when it was read to its end). ``stop_at``: a
+        chunk's end (runner/chunks.py): the run completes there, never reading past it."""
         opt = self.opt
         committer = self.committer
         records = _Peekable(reader)
         remaining = opt.limit
+        chunk_left = None if stop_at is None else stop_at.offset - reader.position.offset
         while True:
+            if chunk_left is not None and chunk_left <= 0:
+                # A chunk's end: where its plan says the next chunk starts, or the file is
+                # not the one planned (src.check_unchanged catches most of that first).
+                if records.position() != stop_at:
+                    raise SourceChangedError(
+                        src.path,
+                        f"the chunk should end at {stop_at} but its records end at "
+                        f"{records.position()}: the file is not the one planned",
+                    )
+                src.check_unchanged()
+                return COMPLETED, "", None
             self.stop.check()
             size = opt.batch_size if remaining is None else min(opt.batch_size, remaining)
+            if chunk_left is not None:
+                size = min(size, chunk_left)
             batch: list[RawRecord] = []
             # While fail-fast may trip, where each record ends: a batch can end early there.
             ends: list[ResumePoint] | None = [] if self.fail_fast.armed else None
@@ -56,6 +73,8 @@ class BatchLoop:
                 position = done.end or position
                 if remaining is not None:
                     remaining -= len(batch)
+                if chunk_left is not None:
+                    chunk_left -= len(batch)
                 self.observers.on_batch(committer.stats, position, reader.bytes_read())
                 if self.fail_fast.armed:
                     # (On a target outside the journal's transaction the batch was not cut
@@ -64,6 +83,15 @@ class BatchLoop:
                 check_failure_limits(committer.stats, opt, committer.source_id)
             if file_error is not None:
                 raise file_error
+            if chunk_left is not None:
+                if chunk_left > 0 and not batch:
+                    raise SourceChangedError(
+                        src.path,
+                        f"the data ends before the chunk's end {stop_at}: not the file planned",
+                    )
+                if chunk_left > 0 and remaining is not None and remaining <= 0:
+                    return PARTIAL, f"stopped by --limit {opt.limit}; rerun to continue", None
+                continue
             if not records.has_next():
                 src.check_unchanged()
                 return COMPLETED, "", reader.position.offset

@@ -93,6 +93,8 @@ class RunOptions:
     limit: int | None = None
     start_from: int | None = None
     force: bool = False
+    # Run one chunk of a split source (runner/chunks.py); None: the whole file.
+    chunk: int | None = None
     max_retries: int = 5
     retry_delay: float = 0.5
     retry_max_delay: float = 30.0

@@ -14,9 +14,11 @@ import os
 import socket
 from dataclasses import dataclass, field
 
+import msgspec
+
 from journal_loader import projections
 from journal_loader.abandon import supersede_partial
-from journal_loader.errors import JournalLoaderError
+from journal_loader.errors import ConfigError, JournalLoaderError
 from journal_loader.graph.target import GraphTarget
 from journal_loader.journal import queries
 from journal_loader.journal.events import (
@@ -27,6 +29,7 @@ from journal_loader.journal.events import (
 )
 from journal_loader.journal.writer import JournalWriter, PendingEvent
 from journal_loader.loader import Loader
+from journal_loader.runner.chunks import ChunkPlan, chunk_plan, chunk_states
 from journal_loader.runner.lease import Lease
 from journal_loader.runner.options import RunMode, RunOptions
 from journal_loader.runner.retry import RetryPolicy
@@ -34,7 +37,7 @@ from journal_loader.sources.identity import SourceFile
 from journal_loader.sources.readers import RecordReader, ResumePoint, detect_format, open_reader
 from journal_loader.sources.status import SourceStatus
 from journal_loader.storage.base import SourceLock, Store, utcnow
-from journal_loader.storage.journal_store import journal_store
+from journal_loader.storage.journal_store import chunk_lease_key, journal_store
 from journal_loader.version import __version__
 
 log = logging.getLogger("journal_loader.runner")
@@ -53,6 +56,9 @@ class Registration:
     # On a target outside the journal's transaction: the offsets attempted after the
     # checkpoint without an outcome, with their attempts' tokens (queries.in_doubt).
     in_doubt: dict[int, set[str]] = field(default_factory=dict)
+    # A chunk's run: its plan and where the chunk ends (the run stops there).
+    plan: ChunkPlan | None = None
+    stop_at: ResumePoint | None = None
 
 
 @dataclass(slots=True)
@@ -90,11 +96,21 @@ class Registrar:
             for old in opened:  # a retried attempt opens the file again
                 old.close()
             opened.clear()
+            if self.opt.chunk is not None:
+                return self._register_chunk(src, lock, self.opt.chunk, opened)
             journal = journal_store(self.store)
             with self.store.transaction() as tx:
                 row = journal.source_for_run(tx, self.source_type, src.sha256)
                 events: list[PendingEvent] = []
                 head: bytes | None = None
+                if row is not None and chunk_plan(tx, row.source_id) is not None:
+                    # Its chunks have their own checkpoints: a whole-file run would resume
+                    # from one of them (runner/chunks.py).
+                    raise ConfigError(
+                        f"source {row.source_id} ({src.file_name}) was split into chunks by "
+                        "`submit --split`: its chunks are loaded by `worker` (a run of the "
+                        "whole file is refused)"
+                    )
                 if row is None:
                     source_id = journal.next_source_id(tx)
                     events.append(PendingEvent.of(None, self._source_registered(src)))
@@ -156,6 +172,81 @@ class Registrar:
             for r in opened:
                 r.close()
             raise
+
+    def _register_chunk(
+        self, src: SourceFile, lock: SourceLock, chunk: int, opened: list[RecordReader]
+    ) -> Registration | AlreadyProcessed:
+        """A run of one chunk of a planned source (runner/chunks.py): resume the chunk at its
+        last checkpoint, else at its start; a run of the chunk left 'running' is dead (we
+        hold the chunk's lock) and journaled as abandoned."""
+        journal = journal_store(self.store)
+        with self.store.transaction() as tx:
+            row = journal.source_by_identity(tx, self.source_type, src.sha256)
+            plan = None if row is None else chunk_plan(tx, row.source_id)
+            if row is None or plan is None:
+                raise ConfigError(
+                    f"{src.file_name} (sha256 {src.sha256[:12]}) has no chunk plan: "
+                    "`submit --split` plans it"
+                )
+            if not 0 <= chunk < plan.count:
+                raise ConfigError(f"source {row.source_id} has {plan.count} chunks, not {chunk}")
+            source_id = row.source_id
+            key = chunk_lease_key(source_id, chunk)
+            # A stale run of this chunk (it lost its lock) may be inside a batch: wait for it
+            # to end before reading where the chunk stands (PostgreSQL; SQLite has one writer).
+            journal.wait_for_lease(tx, key)
+            # The chain lock before the reads: the chunk's state cannot move under us.
+            writer = JournalWriter(source_id, self.run_id, None, shared=True)
+            writer.lock_chain(tx)
+            state = chunk_states(tx, plan)[chunk]
+            if state.state == SourceStatus.COMPLETED:
+                return AlreadyProcessed(
+                    source_id,
+                    f"already processed: chunk {chunk} of source {source_id} "
+                    f"({src.file_name}) completed",
+                )
+            events: list[PendingEvent] = []
+            if state.state == "running":
+                events.append(
+                    PendingEvent.of(
+                        None,
+                        RunAbandoned(
+                            abandoned_run_id=state.run_id,
+                            reason=f"the run of chunk {chunk} stopped without finishing "
+                            f"(killed or crashed); run {self.run_id} takes over",
+                            chunk=chunk,
+                        ),
+                    )
+                )
+            start = state.next
+            mode = RunMode.RESUME if state.state != "pending" else RunMode.NEW
+            in_doubt: dict[int, set[str]] = {}
+            if not self.target.transactional:
+                in_doubt = {
+                    o: t
+                    for o, t in queries.in_doubt(tx, source_id, start.position).items()
+                    if state.start.offset <= o < state.end.offset
+                }
+            reader = self._open_reader(src, start)
+            opened.append(reader)
+            started = self._run_started(mode, start, reader)
+            events.append(PendingEvent.of(None, msgspec.structs.replace(started, chunk=chunk)))
+            now = utcnow()
+            lease = Lease.take(tx, source_id, self.run_id, lock, now, key=key)
+            rows = writer.append(tx, events, now)
+            projections.apply(tx, rows)
+        writer.confirm()
+        return Registration(
+            source_id,
+            start,
+            reader,
+            lease,
+            writer,
+            False,
+            in_doubt=in_doubt,
+            plan=plan,
+            stop_at=state.end,
+        )
 
     def supersede(self, src: SourceFile, source_id: int) -> list[str]:
         """A new source whose file name a partial source of this type had (the file was

@@ -15,12 +15,15 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
+import msgspec
+
 from journal_loader.errors import FencedOutError, JournalLoaderError
 from journal_loader.failures import FailureGroup, summarise
 from journal_loader.graph.target import GraphTarget
 from journal_loader.journal.events import RunFinished, Statistics
 from journal_loader.journal.writer import PendingEvent
 from journal_loader.loader import Loader
+from journal_loader.runner.chunks import ChunkPlan, source_status_after
 from journal_loader.runner.committer import BatchCommitter
 from journal_loader.runner.lease import lock_holder
 from journal_loader.runner.limits import FailFast
@@ -41,7 +44,7 @@ from journal_loader.runner.signals import RunStopped, StopSignal
 from journal_loader.secrets import scrub
 from journal_loader.sources.identity import SourceFile, open_source
 from journal_loader.storage.base import SourceLock, Store, utcnow
-from journal_loader.storage.journal_store import source_lock_name
+from journal_loader.storage.journal_store import chunk_lock_name, source_lock_name
 
 log = logging.getLogger("journal_loader.runner")
 
@@ -103,7 +106,11 @@ class Runner:
             self.target.prepare()
             src = open_source(self.file, update_frequency=self.opt.update_frequency)
             report.file_hash, report.version_label = src.sha256, src.version_label
-            name = source_lock_name(self.source_type, src.sha256)
+            name = (
+                source_lock_name(self.source_type, src.sha256)
+                if self.opt.chunk is None
+                else chunk_lock_name(self.source_type, src.sha256, self.opt.chunk)
+            )
             with self.store.lock_source(name, lock_holder(self.run_id, started_at)) as lock:
                 self._run_locked(src, lock, report)
         except JournalLoaderError as e:
@@ -167,7 +174,7 @@ class Runner:
         status, reason, in_file = FAILED, "", None
         with self.stop.installed(), registered.reader:
             try:
-                status, reason, in_file = loop.run(src, registered.reader)
+                status, reason, in_file = loop.run(src, registered.reader, registered.stop_at)
             except FencedOutError as e:
                 # Another run owns the source now: it must not see a single write from us.
                 report.status, report.message = FAILED, str(e)
@@ -186,7 +193,7 @@ class Runner:
         report.status, report.message = status, reason
         report.statistics = self.stats
         report.records_in_file = in_file
-        self._finish(committer, status, reason, in_file, report)
+        self._finish(committer, status, reason, in_file, report, registered.plan)
         if self.stats.failed:
             report.failure_groups = self._failure_groups(source_id)
 
@@ -203,6 +210,7 @@ class Runner:
             start_from=self.opt.start_from,
             fail_fast=self.fail_fast,
             in_doubt=registered.in_doubt,
+            chunk=self.opt.chunk,
         )
 
     def _finish(
@@ -212,15 +220,31 @@ class Runner:
         reason: str,
         in_file: int | None,
         report: RunReport,
+        plan: ChunkPlan | None = None,
     ) -> None:
         finished = RunFinished(
             status=status, reason=reason, statistics=self.stats, records_in_file=in_file
         )
+        chunk = self.opt.chunk
 
         def attempt() -> None:
             with self.store.transaction() as tx:
                 committer.lease.check(tx)
-                committer.append(tx, [PendingEvent.of(None, finished)])
+                event = finished
+                if plan is not None and chunk is not None:
+                    # The source's status after this chunk, read under the chain lock held
+                    # to this transaction's COMMIT (runner/chunks.py::source_status_after).
+                    committer.writer.lock_chain(tx)
+                    source_status, records, note = source_status_after(tx, plan, chunk, status)
+                    event = msgspec.structs.replace(
+                        finished,
+                        status=source_status,
+                        reason=reason or note,
+                        records_in_file=records,
+                        chunk=chunk,
+                        chunk_status=str(status),
+                    )
+                committer.append(tx, [PendingEvent.of(None, event)])
             committer.writer.confirm()
 
         try:

@@ -29,6 +29,39 @@ def source_lock_name(source_type: str, file_hash: str) -> str:
     return f"{source_type}:{file_hash}"
 
 
+def chunk_lock_name(source_type: str, file_hash: str, chunk: int) -> str:
+    """The run lock of one chunk of a split source: the source's lock name with a chunk
+    suffix. Chunks of one source run side by side; a second run of the SAME chunk is kept
+    out exactly like a second run of a whole file. A whole-file run (and the planner) takes
+    the source's own name, which no chunk takes: a planned source refuses whole-file runs
+    in its registration instead (journal_loader/runner/chunks.py)."""
+    return f"{source_lock_name(source_type, file_hash)}#chunk{chunk}"
+
+
+# Chunk leases live in ``source_leases`` beside the sources' own, under a key no source has:
+# source ids are positive, a chunk's key is negative and unique per (source, chunk) for up
+# to 2**20 chunks. A table of its own would need a migration for one more integer column;
+# the row's meaning (the generation of the run that owns it, a heartbeat) is the same.
+# tests/test_chunks.py::test_a_stale_chunk_run_is_fenced_out pins that a chunk's generation
+# is its own: taking chunk 1 over never fences chunk 0's run.
+MAX_CHUNKS = 1 << 20
+
+
+def chunk_lease_key(source_id: int, chunk: int) -> int:
+    """The ``source_leases`` key of one chunk of a source (negative: never a source id)."""
+    if not 0 <= chunk < MAX_CHUNKS:
+        raise ValueError(f"chunk {chunk} out of range")
+    return -(source_id * MAX_CHUNKS + chunk + 1)
+
+
+class ChunkMark(NamedTuple):
+    """The last event of one type of one chunk's runs (``chunk_marks``)."""
+
+    chunk: int
+    event_type: str
+    position: int
+
+
 class SourceRow(NamedTuple):
     source_id: int
     status: str
@@ -169,6 +202,31 @@ class JournalStore:
         row = tx.fetchone(self.sql["checkpoint"], {"source_id": source_id})
         return None if row is None else LoadMark(int(row[0]), row[1], row[2])
 
+    def plan_mark(self, tx: Tx, source_id: int) -> LoadMark | None:
+        """The source's last ``ChunksPlanned`` or ``LoadStarted``: a plan of the current load
+        when the former."""
+        row = tx.fetchone(self.sql["plan_mark"], {"source_id": source_id})
+        return None if row is None else LoadMark(int(row[0]), row[1], row[2])
+
+    def chunk_marks(self, tx: Tx, source_id: int, after: int) -> list[ChunkMark]:
+        """Per chunk, the position of its last RunStarted, RunFinished and BatchCommitted
+        after ``after`` (the plan)."""
+        rows = tx.fetchall(self.sql["chunk_marks"], {"source_id": source_id, "after": after})
+        return [ChunkMark(int(c), t, int(p)) for c, t, p in rows if c is not None]
+
+    def payloads_at(self, tx: Tx, positions: list[int]) -> dict[int, tuple[str, str]]:
+        """position -> (payload, run_id)."""
+        out: dict[int, tuple[str, str]] = {}
+        for position in positions:
+            row = tx.fetchone(self.sql["payload_at"], {"position": position})
+            if row is not None:
+                out[position] = (row[0], row[1])
+        return out
+
+    def wait_for_lease(self, tx: Tx, lease_key: int) -> None:
+        """Wait for a batch still holding this lease row (a run that lost its lock) to end.
+        SQLite has one writer at a time: nothing to wait for."""
+
     def attempts_after(self, tx: Tx, source_id: int, after: int) -> list[Attempt]:
         """The source's ``ProposeAttempted`` events after position ``after``."""
         rows = tx.fetchall(self.sql["in_doubt"], {"source_id": source_id, "after": after})
@@ -204,6 +262,9 @@ class PostgresJournalStore(JournalStore):
         tx.fetchone(self.sql["wait_for_lease"], {"source_id": row.source_id})
         return self.source_by_identity(tx, source_type, file_hash)
 
+    def wait_for_lease(self, tx: Tx, lease_key: int) -> None:
+        tx.fetchone(self.sql["wait_for_lease"], {"source_id": lease_key})
+
 
 _BACKENDS: dict[str, type[JournalStore]] = {
     "sqlite": JournalStore,
@@ -222,13 +283,17 @@ def journal_store(store: Store) -> JournalStore:
 
 
 __all__ = [
+    "MAX_CHUNKS",
     "AbandonCandidate",
     "Attempt",
+    "ChunkMark",
     "JournalEntry",
     "JournalStore",
     "LoadMark",
     "PostgresJournalStore",
     "SourceRow",
+    "chunk_lease_key",
+    "chunk_lock_name",
     "journal_store",
     "source_lock_name",
 ]

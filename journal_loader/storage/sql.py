@@ -11,7 +11,8 @@ on PostgreSQL when the queries are loaded (``render_dialect``).
 
 Queries are written with ``:param`` placeholders (SQLAlchemy's and sqlite3's style).
 ``to_pyformat`` turns them into psycopg's ``%(param)s`` for the hot paths that talk to the
-driver directly; it leaves ``::type`` casts and quoted strings alone.
+driver directly; it leaves ``::type`` casts, quoted strings and identifiers, and comments
+alone.
 """
 
 from __future__ import annotations
@@ -26,8 +27,16 @@ _JSON_TEXT_FORMS = {
     "sqlite": r"json_extract(\1, '$.\2')",
     "postgresql": r"(\1::json ->> '\2')",
 }
-# a quoted string | a :: cast | a :param
-_TOKEN = re.compile(r"'(?:[^']|'')*'|::|(?<![\w:]):([A-Za-z_]\w*)")
+# a -- comment | a /* comment */ | a quoted string | a quoted identifier | a :: cast | a :param
+# Comments come first and are kept whole: an apostrophe in a comment ("the chunk's ...")
+# once opened a "string" that ran to the next quote and hid every :param in between.
+# finditer scans left to right, so whichever starts first wins: a -- inside a string is
+# part of the string, a quote inside a comment part of the comment. Pinned by
+# tests/test_named_sql.py.
+_TOKEN = re.compile(
+    r"--[^\n]*|/\*.*?\*/|'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|::|(?<![\w:]):([A-Za-z_]\w*)",
+    re.DOTALL,
+)
 
 
 def parse_named(text: str) -> dict[str, str]:
@@ -76,11 +85,12 @@ def to_pyformat(sql: str) -> str:
         token = m.group(0)
         if m.group(1):
             return f"%({m.group(1)})s"
-        if token.startswith("'"):
+        if token.startswith(("'", '"', "--", "/*")):
+            # psycopg reads % everywhere in the text, comments included
             return token.replace("%", "%%")
         return token
 
-    # Double the % outside strings first; strings are handled (once) in repl.
+    # Double the % outside strings and comments first; those are handled (once) in repl.
     out = []
     last = 0
     for m in _TOKEN.finditer(sql):

@@ -11,6 +11,28 @@ WHERE source_id = :source_id AND record_offset IS NULL
 ORDER BY position DESC
 LIMIT 1
 
+-- name: plan_mark
+-- Is the current load split into chunks? The last ChunksPlanned or LoadStarted of the source
+-- (journal_loader/runner/chunks.py): a ChunksPlanned is the plan of the current load.
+SELECT position, event_type, payload
+FROM journal
+WHERE source_id = :source_id AND record_offset IS NULL
+  AND event_type IN ('ChunksPlanned', 'LoadStarted')
+ORDER BY position DESC
+LIMIT 1
+
+-- name: chunk_marks
+-- Per chunk of a split source, the last RunStarted, RunFinished and checkpoint after
+-- the plan of its runs (the chunk is a field of their payloads).
+SELECT JSON_TEXT(journal.payload, 'chunk') AS chunk, event_type, MAX(position)
+FROM journal
+WHERE source_id = :source_id AND record_offset IS NULL AND position > :after
+  AND event_type IN ('RunStarted', 'RunFinished', 'BatchCommitted')
+GROUP BY JSON_TEXT(journal.payload, 'chunk'), event_type
+
+-- name: payload_at
+SELECT payload, run_id FROM journal WHERE position = :position
+
 -- name: in_doubt
 -- Records proposed to a remote target after the checkpoint: their outcome never committed.
 -- `position > :after` walks only the journal's tail (the primary key); `+ 0` keeps the
