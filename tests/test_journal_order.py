@@ -5,11 +5,13 @@ a position they have passed. Each test has a schema of its own (the ``pg_url`` f
 
 The concurrent test is the proof; the others pin the pieces: a batch in flight holds the
 high water below it, a rolled-back or killed batch leaves a gap that does not, a failed
-reservation does not keep the append lock. A planted bug (a high water that forgets the
-batches in flight) fails the same checks (``planted``)."""
+reservation does not keep the append lock, and export and ``--as-of`` a position stop at
+the high water. A planted bug (a high water that forgets the batches in flight) fails the
+same checks (``planted``)."""
 
 from __future__ import annotations
 
+import io
 import random
 import threading
 import time
@@ -18,6 +20,9 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from journal_loader.audit.asof import status_at
+from journal_loader.audit.cut import Cut
+from journal_loader.audit.export import export_events
 from journal_loader.errors import StorageError
 from journal_loader.storage import open_store
 from journal_loader.storage.journal_store import JournalStore, journal_store
@@ -243,3 +248,20 @@ def test_a_failed_reservation_does_not_keep_the_append_lock(pg_store: PostgresSt
     for t in threads:
         t.join(20)
     assert len(got) == 3 and high_water(pg_store) == max(got)
+
+
+def test_export_and_as_of_stop_at_the_high_water(pg_store: PostgresStore) -> None:
+    """With 1-2 in flight and 3-4 committed, export writes nothing yet (an export resumed
+    from 5 would never have 1-2) and "as of position 4" is the journal cut at the high
+    water, 0 (4 is not settled: 1-2 may still change what it was)."""
+    with pg_store.transaction() as tx:
+        mine = append_in(tx, 2)
+        theirs = append(pg_store, 2, source_id=2)
+        out = io.BytesIO()
+        assert export_events(pg_store, out) == 0  # 3-4 are committed, 1-2 are not yet
+        asof = status_at(pg_store, Cut.at_position(theirs[-1]))
+        assert asof.position is None and asof.rows == []
+    out = io.BytesIO()
+    assert export_events(pg_store, out) == 4
+    assert status_at(pg_store, Cut.at_position(theirs[-1])).position == theirs[-1]
+    assert mine == [1, 2]
