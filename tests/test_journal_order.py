@@ -4,10 +4,11 @@ stop at the high water (``JournalStore.high_water``) still never see an event ap
 a position they have passed. Each test has a schema of its own (the ``pg_url`` fixture).
 
 The concurrent test is the proof; the others pin the pieces: a batch in flight holds the
-high water below it, a rolled-back or killed batch leaves a gap that does not, a failed
-reservation does not keep the append lock, and export and ``--as-of`` a position stop at
-the high water. A planted bug (a high water that forgets the batches in flight) fails the
-same checks (``planted``)."""
+high water below it, high_water reads the sequence before the marks, a rolled-back or
+killed batch leaves a gap that does not, a failed reservation does not keep the append
+lock, and export and ``--as-of`` a position stop at the high water. Planted bugs (a high
+water that forgets the batches in flight, one that reads the marks first) fail the same
+checks (``planted``)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ from journal_loader.storage import open_store
 from journal_loader.storage.journal_store import JournalStore, journal_store
 from journal_loader.storage.postgres import PostgresStore
 from tests.support.journal_order import (
+    HeldBatch,
+    MarksFirstHighWater,
+    PauseAfterFirstRead,
     SequenceOnlyHighWater,
     TailingReader,
     append,
@@ -175,6 +179,28 @@ def test_a_batch_in_flight_holds_the_high_water_below_it(
         return
     assert first_read == [] and high_water(pg_store) == 4
     assert seen == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("planted", [False, True], ids=["sequence_first", "planted"])
+def test_high_water_reads_the_sequence_before_the_marks(
+    pg_store: PostgresStore, planted: bool
+) -> None:
+    """A batch reserves and marks its positions between high_water's two reads. Read in
+    its order (the sequence, then pg_locks) the batch is either not counted yet or seen in
+    flight; read the other way round (planted), it is counted as settled while in flight."""
+    committed = append(pg_store, 2)
+    held = HeldBatch(pg_store)
+    journal = MarksFirstHighWater() if planted else journal_store(pg_store)
+    with pg_store.read_tx() as tx:
+        got = journal.high_water(PauseAfterFirstRead(tx, held.start))
+    try:
+        if planted:
+            assert got == held.positions[-1]  # 3-4 counted while in flight
+        else:
+            assert got == committed[-1] < held.positions[0]
+    finally:
+        held.release()
+    assert high_water(pg_store) == held.positions[-1]
 
 
 def test_a_rolled_back_batch_leaves_a_gap_that_does_not_hold_the_high_water(

@@ -221,7 +221,8 @@ class PostgresTx(Tx):
         # (writers committing out of position order, a reader following events_after; its
         # "planted" variant, a high water without the marks, misses events), and, one piece
         # each, test_a_batch_in_flight_holds_the_high_water_below_it,
-        # test_a_rolled_back_batch_leaves_a_gap_that_does_not_hold_the_high_water,
+        # test_high_water_reads_the_sequence_before_the_marks (a batch reserving between
+        # the two reads), test_a_rolled_back_batch_leaves_a_gap_that_does_not_hold_the_high_water,
         # test_a_killed_writer_leaves_no_mark and
         # test_a_failed_reservation_does_not_keep_the_append_lock.
         store = self.store

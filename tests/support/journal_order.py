@@ -1,7 +1,8 @@
 """Helpers for the tests of journal order on PostgreSQL (tests/test_journal_order.py,
 tests/test_storage_contract.py): appending a batch inside a caller's transaction, what
-pg_locks shows of the append lock and of the in-flight marks, a tailing reader, and a
-planted high water that forgets the batches in flight."""
+pg_locks shows of the append lock and of the in-flight marks, a tailing reader, a batch
+held in flight by another thread, a pause between high_water's two reads, and planted
+high waters (one forgets the batches in flight, one reads in the wrong order)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 
@@ -89,6 +91,22 @@ class SequenceOnlyHighWater(PostgresJournalStore):
         return int(tx.fetchone(self.sql["last_reserved"])[0])
 
 
+class MarksFirstHighWater(PostgresJournalStore):
+    """A planted bug: high_water's two reads the other way round (pg_locks, then the
+    sequence)."""
+
+    def high_water(self, tx: Tx) -> int:
+        store = tx.store
+        assert isinstance(store, PostgresStore)
+        base = store.journal_mark_base
+        low = tx.fetchone(
+            self.sql["in_flight_low"],
+            {"mark_base": base, "mark_prefix": base >> MARK_POSITION_BITS},
+        )[0]
+        reserved = int(tx.fetchone(self.sql["last_reserved"])[0])
+        return reserved if low is None else min(reserved, int(low) - 1)
+
+
 @dataclass
 class TailingReader:
     """Follows the journal with ``events_after`` from a cursor (the last position it got),
@@ -121,3 +139,44 @@ class TailingReader:
                     time.sleep(self.pause())
         except BaseException as e:  # the test thread reports it
             self.error = e
+
+
+class PauseAfterFirstRead:
+    """A Tx stand-in that runs ``between`` once, right after the first statement read through
+    it: how a test puts a concurrent writer between the two reads of ``high_water``."""
+
+    def __init__(self, tx: Tx, between: Callable[[], None]) -> None:
+        self.tx = tx
+        self.store = tx.store
+        self._between: Callable[[], None] | None = between
+
+    def fetchone(self, sql: str, params: Any = ()) -> Any:
+        row = self.tx.fetchone(sql, params)
+        between, self._between = self._between, None
+        if between is not None:
+            between()
+        return row
+
+
+class HeldBatch:
+    """A batch appended by another thread whose transaction stays open until ``release``."""
+
+    def __init__(self, store: Store, n: int = 2, source_id: int = 9) -> None:
+        self.positions: list[int] = []
+        self._reserved = threading.Event()
+        self._release = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(store, n, source_id), daemon=True)
+
+    def _run(self, store: Store, n: int, source_id: int) -> None:
+        with store.transaction() as tx:
+            self.positions = append_in(tx, n, source_id)
+            self._reserved.set()
+            self._release.wait(30)
+
+    def start(self) -> None:
+        self._thread.start()
+        assert self._reserved.wait(10)
+
+    def release(self) -> None:
+        self._release.set()
+        self._thread.join(10)
