@@ -18,8 +18,13 @@ For each mode the 1-worker run is the baseline, in the same invocation. Printed 
 records/s of wall time; records per CPU-second (the loaders' CPU, from the children's
 rusage, plus the PostgreSQL server's, from /proc: live backends and what the postmaster
 reaped), which stays comparable on a busy machine where wall time does not; the ratio of
-each to the 1-worker run; and lock waits: of the samples (every 50 ms) of the loaders'
-sessions in pg_stat_activity that were active, the share waiting on a lock, by lock kind.
+each to the 1-worker run; and lock waits, sampled every 20 ms: of the loaders' sessions in
+pg_stat_activity that were active (``samples``), the share waiting on a lock, by lock kind,
+and the share waiting on the journal's append lock itself (``append``: the session's pg_locks
+row on ``PostgresStore.journal_append_key``, not granted); ``held``: the share of the samples
+in which some session held that lock. Only the benchmark's own sessions count: each run's
+URL names an application_name of its own (a test suite running beside it on the same server
+stays out of the numbers).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from typing import Any
 import psycopg
 
 from journal_loader.storage import open_store
+from journal_loader.storage.postgres import PostgresStore
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "examples" / "business_registry" / "loader.yaml"
@@ -105,44 +111,72 @@ def _children_cpu_seconds() -> float:
 
 
 class LockSampler(threading.Thread):
-    """Samples the loaders' active sessions: how many wait on a lock, on which kind."""
+    """Samples the loaders' sessions every ``interval`` seconds: of the active ones, how many
+    wait on a lock, on which kind, and how many on the journal's append lock; and in how many
+    samples some session held the append lock."""
 
-    def __init__(self, pg_url: str) -> None:
+    def __init__(
+        self, pg_url: str, application_name: str, append_key: int, interval: float = 0.02
+    ) -> None:
         super().__init__(daemon=True)
         self.pg_url = pg_url
+        self.application_name = application_name
+        unsigned = append_key & 0xFFFFFFFFFFFFFFFF
+        self.append_hi, self.append_lo = unsigned >> 32, unsigned & 0xFFFFFFFF
+        self.interval = interval
         self.stop = threading.Event()
+        self.ticks = 0
+        self.held = 0  # ticks in which a session held the append lock
         self.active = 0
+        self.append_waits = 0
         self.waits: collections.Counter[str] = collections.Counter()
 
     def run(self) -> None:
         with psycopg.connect(self.pg_url, autocommit=True) as conn:
             while not self.stop.is_set():
-                for state, wtype, wevent in conn.execute(
-                    "SELECT state, wait_event_type, wait_event FROM pg_stat_activity "
-                    "WHERE application_name LIKE 'journal-loader%' AND pid <> pg_backend_pid()"
+                held = False
+                for state, wtype, wevent, append in conn.execute(
+                    "SELECT a.state, a.wait_event_type, a.wait_event, ("
+                    "  SELECT bool_or(l.granted) FROM pg_locks l WHERE l.pid = a.pid"
+                    "  AND l.locktype = 'advisory' AND l.objsubid = 1"
+                    "  AND l.classid::bigint = %s AND l.objid::bigint = %s) "
+                    "FROM pg_stat_activity a "
+                    "WHERE a.application_name = %s AND a.pid <> pg_backend_pid()",
+                    (self.append_hi, self.append_lo, self.application_name),
                 ):
+                    held = held or append is True
                     if state != "active":
                         continue
                     self.active += 1
                     if wtype == "Lock":
                         self.waits[wevent] += 1
-                time.sleep(0.05)
+                    if append is False:  # a row of the append lock's, not granted: waiting
+                        self.append_waits += 1
+                self.ticks += 1
+                self.held += held
+                time.sleep(self.interval)
 
 
 class Schemas:
     def __init__(self, pg_url: str) -> None:
         self.pg_url, self.names = pg_url, []
 
-    def new(self) -> str:
+    def new(self) -> tuple[str, str, int]:
+        """A migrated schema: (URL of it, the application_name its sessions go by, the key
+        of its journal append lock)."""
         schema = f"bench_scale_{uuid.uuid4().hex[:8]}"
         with psycopg.connect(self.pg_url, autocommit=True) as admin:
             admin.execute(f"CREATE SCHEMA {schema}")
         self.names.append(schema)
         base = self.pg_url.replace("postgresql://", "postgresql+psycopg://", 1)
         sep = "&" if "?" in base else "?"
-        url = f"{base}{sep}options=-csearch_path%3D{schema}"
-        open_store(url).dispose()  # migrated on first use
-        return url
+        app = f"journal-loader-{schema}"
+        url = f"{base}{sep}options=-csearch_path%3D{schema}&application_name={app}"
+        store = open_store(url)  # migrated on first use
+        assert isinstance(store, PostgresStore)
+        key = store.journal_append_key
+        store.dispose()
+        return url, app, key
 
     def close(self) -> None:
         with psycopg.connect(self.pg_url, autocommit=True) as admin:
@@ -173,10 +207,10 @@ def _load(config: Path, files: list[Path], db: str, workers: int, force: bool) -
 def measure(
     mode: str, config: Path, files: list[Path], rows: int, workers: int, schemas: Schemas, pg: str
 ) -> dict[str, Any]:
-    db = schemas.new()
+    db, app, append_key = schemas.new()
     if mode == "graph-refresh":  # the graph has every entity already
         _load(config, files, db, len(files), force=False)
-    sampler = LockSampler(pg)
+    sampler = LockSampler(pg, app, append_key)
     sampler.start()
     cpu0, pg0, t0 = _children_cpu_seconds(), _postgres_cpu_seconds(), time.perf_counter()
     codes = _load(config, files, db, workers, force=mode == "graph-refresh")
@@ -192,6 +226,9 @@ def measure(
         "wall_rate": records / wall,
         "cpu_rate": records / cpu,
         "lock_share": waits / sampler.active if sampler.active else 0.0,
+        "append_share": sampler.append_waits / sampler.active if sampler.active else 0.0,
+        "samples": sampler.active,
+        "held_share": sampler.held / sampler.ticks if sampler.ticks else 0.0,
         "locks": dict(sampler.waits.most_common(3)),
     }
 
@@ -220,7 +257,7 @@ def main() -> None:
             print(f"\n{mode}")
             print(
                 f"  {'workers':>7} {'rec/s':>9} {'x1':>6} {'rec/CPU-s':>10} {'x1':>6} "
-                f"{'lock waits':>10}  top lock kinds"
+                f"{'lock waits':>10} {'append':>6} {'samples':>7} {'held':>5}  top lock kinds"
             )
             base: dict[str, Any] | None = None
             for w in workers:
@@ -229,8 +266,9 @@ def main() -> None:
                 print(
                     f"  {w:>7} {m['wall_rate']:>9,.0f} {m['wall_rate'] / base['wall_rate']:>6.2f}"
                     f" {m['cpu_rate']:>10,.0f} {m['cpu_rate'] / base['cpu_rate']:>6.2f}"
-                    f" {m['lock_share']:>10.0%}  {m['locks']}"
-                    + ("" if m["ok"] else "  (a run failed)")
+                    f" {m['lock_share']:>10.0%} {m['append_share']:>6.0%} {m['samples']:>7}"
+                    f" {m['held_share']:>5.0%}"
+                    f"  {m['locks']}" + ("" if m["ok"] else "  (a run failed)")
                 )
     finally:
         schemas.close()

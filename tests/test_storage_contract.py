@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from journal_loader.errors import (
 from journal_loader.journal.events import LoadStarted
 from journal_loader.journal.writer import JournalWriter, PendingEvent
 from journal_loader.storage import Store, open_store, schema
+from tests.support.journal_order import append_in
 
 
 def _append(store: Store, n: int = 1, source_id: int = 1) -> list[int]:
@@ -72,26 +72,41 @@ def test_positions_increase_and_rows_round_trip(store: Store) -> None:
     assert abs((dt.datetime.now(dt.UTC) - recorded).total_seconds()) < 60
 
 
-def test_positions_follow_commit_order(pg_url: str) -> None:
-    """A later transaction cannot take a position while an earlier one holds unreleased
-    positions: it waits for that commit (PostgreSQL; SQLite serialises writers anyway)."""
+def test_a_reader_bounded_by_high_water_never_sees_a_later_lower_position(pg_url: str) -> None:
+    """Positions need not follow commit order (PostgreSQL: a later batch commits without
+    waiting for an earlier one); a reader that stops at the high water still never sees an
+    event appear below a position it has read: while a lower batch is in flight, the high
+    water stays below it and the higher committed batch is not handed out yet."""
+    from journal_loader.storage.journal_store import journal_store
+
     store = open_store(pg_url)
-    got: list[int] = []
-    reserved = threading.Event()
-
-    def second() -> None:
-        with store.transaction() as tx:
-            got.extend(tx.reserve_positions(1))
-            reserved.set()
-
+    journal = journal_store(store)
     with store.transaction() as tx:
-        mine = tx.reserve_positions(1)
-        thread = threading.Thread(target=second)
-        thread.start()
-        assert not reserved.wait(0.5), "the second writer got a position before our commit"
-    thread.join(10)
-    assert reserved.is_set() and got[0] > mine[0]
+        mine = append_in(tx, 1)
+        theirs = _append(store, 1, source_id=2)  # commits while ours is open, without waiting
+        assert theirs[0] > mine[0]
+        with store.read_tx() as reader:
+            assert journal.high_water(reader) == mine[0] - 1
+            assert journal.events_after(reader, 0) == []
+    with store.read_tx() as reader:
+        assert journal.high_water(reader) == theirs[0]
+        assert [e.position for e in journal.events_after(reader, 0)] == mine + theirs
     store.dispose()
+
+
+def test_high_water_is_the_last_position_when_nothing_is_in_flight(store: Store) -> None:
+    from journal_loader.storage.journal_store import journal_store
+
+    journal = journal_store(store)
+    with store.read_tx() as reader:
+        assert journal.high_water(reader) == 0 and journal.events_after(reader, 0) == []
+    first = _append(store, 3)
+    second = _append(store, 2)
+    with store.read_tx() as reader:
+        assert journal.high_water(reader) == second[-1]
+        entries = journal.events_after(reader, first[0], limit=3)
+        assert [e.position for e in entries] == first[1:] + second[:1]
+        assert entries[0].event_type == "LoadStarted" and entries[0].source_id == 1
 
 
 def test_rollback_leaves_nothing(store: Store) -> None:

@@ -11,8 +11,10 @@ Why a time cut filters on ``recorded_at`` and is not turned into a position: a s
 are appended by one run at a time, so within a source ``recorded_at`` grows with ``position``
 and a time cut is a prefix of every source's history, which is all a per-source projection
 needs. Across sources, concurrent runs may commit in a slightly different order than their
-clocks say; a position cut is the exact one ("what a reader saw after position N committed",
-positions follow commit order on both backends).
+clocks say; a position cut is the exact one: the journal up to position N once nothing below N
+can still appear. On PostgreSQL positions do not follow commit order (a lower batch may still
+be in flight), so a position cut stops at the journal's high water
+(``AuditReader.projections_at``; storage/postgres.py says why).
 """
 
 from __future__ import annotations

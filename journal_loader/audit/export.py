@@ -49,12 +49,16 @@ def export_events(
     source_id: int | None = None,
     from_position: int = 0,
 ) -> int:
-    """Write the events (of one source, from a position) to ``out``; return how many."""
+    """Write the events (of one source, from a position) to ``out``; return how many.
+
+    The export stops at the journal's high water, not at its last event: on PostgreSQL an
+    event below the last one may still be in flight, and an export resumed with ``--from``
+    after the last exported position would never include it."""
     reader = audit_reader(store)
     if source_id is not None:
         require_source(store, source_id)
     batches = reader.event_batches(
-        last=reader.last_position(),
+        last=reader.high_water(),
         source_id=source_id,
         from_position=from_position,
         batch=base.FETCH_ROWS,

@@ -156,6 +156,10 @@ def verify(
             wanted[h.position] = h
     if source_id is not None and not claimed and not wanted:
         require_source(store, source_id)  # unknown to the projection: is it in the journal?
+    # The last event, not the high water (JournalStore.high_water): a claimed head read
+    # above may lie above the high water while a lower position is still in flight, and
+    # verify would call its tail missing. No chain can miss an in-flight event: a source's
+    # events come from one run at a time, and its batches commit in order.
     last = reader.last_position()
     report.last_position = last or None
     found: dict[int, tuple[int, bytes]] = {}

@@ -1,4 +1,5 @@
-"""Reading the journal: resume points, in-doubt records, one record's history.
+"""Reading the journal: resume points, in-doubt records, one record's history, and the
+journal in order for a reader that keeps a cursor (``events_after``).
 
 The statements are the storage layer's (``journal_loader.storage.journal_store``); this
 module turns its rows into the journal's terms (``Checkpoint``, decoded events).
@@ -80,3 +81,12 @@ def record_events(tx: Tx, source_id: int, record_offset: int) -> list[StoredEven
 def event_at(tx: Tx, position: int) -> StoredEvent | None:
     entry = journal_store(tx.store).event_at(tx, position)
     return None if entry is None else StoredEvent.of(entry)
+
+
+def events_after(tx: Tx, after: int, *, limit: int = 1000) -> list[StoredEvent]:
+    """The next events after position ``after``, up to the journal's high water: a consumer
+    that keeps the last position it got as its cursor sees every event once, in position
+    order, even while concurrent loaders commit out of position order (PostgreSQL). Run it
+    in a READ COMMITTED transaction (``store.read_tx()``, ``store.transaction()``)."""
+    entries = journal_store(tx.store).events_after(tx, after, limit=limit)
+    return [StoredEvent.of(e) for e in entries]

@@ -89,9 +89,8 @@ class JournalWriter:
         # The canonical bytes (journal/chain.py), built inline: this loop runs twice per
         # record, and the per-batch part of the header is the same for every event.
         # Positions are not part of the hash, so the chain is computed before they are
-        # reserved: on PostgreSQL reserving them takes the journal's append lock, held to
-        # COMMIT (storage/postgres.py), and everything done after it serialises concurrent
-        # loaders. Only the rows' first column waits for the lock.
+        # reserved (on PostgreSQL under the journal's append lock, for one statement:
+        # storage/postgres.py). Only the rows' first column waits for the reservation.
         sid = f"{source_id}\n"
         tail = f"\n{run_id}\n{format_time(now)}\n"
         if self.shared:

@@ -30,6 +30,7 @@ from sqlalchemy import Connection, column, func, select, text
 
 from journal_loader.storage import schema
 from journal_loader.storage.base import Store
+from journal_loader.storage.journal_store import journal_store
 from journal_loader.storage.projection_store import PROJECTIONS, projection_store
 from journal_loader.storage.sql import load_queries, to_pyformat
 
@@ -179,9 +180,17 @@ class AuditReader:
         return bool(self._fetchall(self.q["source_exists"], {"source_id": source_id}))
 
     def last_position(self) -> int:
-        """The journal's last position (0 when it is empty)."""
+        """The journal's last position (0 when it is empty). Positions below it may still be
+        in flight (PostgreSQL): a walk that must not miss an event that appears later stops
+        at ``high_water`` instead."""
         rows = self._fetchall(self.q["last_position"], {})
         return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+
+    def high_water(self) -> int:
+        """``JournalStore.high_water``: every position at or below it is committed or will
+        never exist. Read it before the walk it bounds opens its snapshot."""
+        with self.store.read_tx() as tx:
+            return journal_store(self.store).high_water(tx)
 
     def claimed_heads(self, source_id: int | None = None) -> dict[int, int]:
         """What the sources projection says each source's last event is (source -> position)."""
@@ -285,9 +294,16 @@ class AuditReader:
     ) -> Iterator[AsOfTables]:
         """Rebuild every projection from the journal cut after ``position`` (or at ``time``)
         into temporary tables, with the projections' own set-based SQL; yield them; roll back.
-        The live tables are never read nor written, and no write lock is taken."""
+        The live tables are never read nor written, and no write lock is taken.
+
+        A position cut stops at the high water too: past it, an event still in flight below
+        the cut could commit afterwards and change what "as of that position" was. The
+        high water is read before the snapshot is taken (``AsOfTables.position`` says where
+        the cut fell)."""
         if (position is None) == (time is None):
             raise ValueError("a cut is a position or a time")
+        if position is not None:
+            position = min(position, self.high_water())
         projections = projection_store(self.store)
         with self.store.read() as conn:
             projections.snapshot(conn)

@@ -142,7 +142,9 @@ class Tx(ABC):
 
     @abstractmethod
     def reserve_positions(self, n: int) -> list[int]:
-        """n journal positions, increasing, in commit order with other writers'."""
+        """n journal positions, increasing, none ever handed out again. Not necessarily in
+        commit order with other writers' (PostgreSQL): readers that must never later see an
+        event below a position they passed stop at ``JournalStore.high_water``."""
 
     @abstractmethod
     def advisory_xact_lock(self, scope: str, names: Sequence[str]) -> None:
@@ -258,6 +260,14 @@ class Store(ABC):
                 yield conn
         except DB_ERRORS as e:
             raise classify(e, where=self.display_url) from e
+
+    @contextlib.contextmanager
+    def read_tx(self) -> Iterator[Tx]:
+        """A ``Tx`` over a read connection, for the repositories' reads: no write lock (SQLite
+        takes one at a write transaction's BEGIN), READ COMMITTED on PostgreSQL. Rolled back
+        at the end; nothing written in it is kept."""
+        with self.read() as conn:
+            yield self._make_tx(conn)
 
     def _read_connection(self) -> contextlib.AbstractContextManager[Connection]:
         return self.engine.connect()

@@ -247,6 +247,28 @@ class JournalStore:
         )
         return [JournalEntry.from_row(r) for r in rows]
 
+    # --- readers that move a cursor along the journal -----------------------------------------
+    def high_water(self, tx: Tx) -> int:
+        """The highest position such that every position at or below it is committed or will
+        never exist (0: none yet). A reader that stops here never later sees a new event below
+        a position it has passed; one that read past it could (on PostgreSQL positions do not
+        follow commit order: storage/postgres.py, ``PostgresTx.reserve_positions``).
+
+        It reads live state: run the reads it bounds after it, in statements of their own
+        (READ COMMITTED, as ``store.transaction()`` and ``store.read_tx()`` are), never in a
+        snapshot taken before it."""
+        return int(tx.fetchone(self.sql["last_reserved"])[0])
+
+    def events_after(self, tx: Tx, after: int, *, limit: int = 1000) -> list[JournalEntry]:
+        """Up to ``limit`` events after position ``after``, in position order, none past the
+        high water: a consumer that moves its cursor to the last one it got (tailing the
+        journal, a projection catching up) sees every event exactly once."""
+        upto = self.high_water(tx)
+        if upto <= after:
+            return []
+        rows = tx.fetchall(self.sql["events_after"], {"after": after, "upto": upto, "limit": limit})
+        return [JournalEntry.from_row(r) for r in rows]
+
 
 class PostgresJournalStore(JournalStore):
     dialect = "postgresql"
@@ -264,6 +286,24 @@ class PostgresJournalStore(JournalStore):
 
     def wait_for_lease(self, tx: Tx, lease_key: int) -> None:
         tx.fetchone(self.sql["wait_for_lease"], {"source_id": lease_key})
+
+    def high_water(self, tx: Tx) -> int:
+        """The last position reserved, read first, then lowered below the first position of
+        any batch still in flight, read second, from the batches' in-flight marks in pg_locks.
+        Why in this order: storage/postgres.py, ``PostgresTx.reserve_positions``."""
+        from journal_loader.storage.postgres import MARK_POSITION_BITS, PostgresStore
+
+        store = tx.store
+        assert isinstance(store, PostgresStore)
+        reserved = int(tx.fetchone(self.sql["last_reserved"])[0])
+        base = store.journal_mark_base
+        row = tx.fetchone(
+            self.sql["in_flight_low"],
+            {"mark_base": base, "mark_prefix": base >> MARK_POSITION_BITS},
+        )
+        if row is None or row[0] is None:
+            return reserved
+        return min(reserved, int(row[0]) - 1)
 
 
 _BACKENDS: dict[str, type[JournalStore]] = {

@@ -1,14 +1,17 @@
 """PostgreSQL backend: the production store.
 
 * Bulk writes use COPY (measured ~2x psycopg executemany, ~4x SQLAlchemy executemany).
-* Journal positions come from the table's sequence, taken under a transaction-scoped
-  advisory lock (``reserve_positions``). Why: sequence values are handed out at INSERT time,
-  not at COMMIT, so without the lock a batch could commit position 1000 after another batch
-  committed 1001, and a reader that saw 1001 would never see 1000 ("as of position N" would
-  lie). Holding the lock from reserving to COMMIT makes positions follow commit order. It is
-  taken at the very end of a batch (after the graph writes), so concurrent runners of
-  different sources serialise only for the short journal append.
-  Pinned by tests/test_storage_contract.py::test_positions_follow_commit_order.
+* Journal positions come from the table's sequence, a block per batch reserved under a short
+  session advisory lock (the append lock), which leaves behind a shared "in-flight" advisory
+  mark that the batch's transaction holds to its end (``PostgresTx.reserve_positions``).
+  So positions do not follow commit order (a batch may commit 1001 before another commits
+  1000), and readers that must never later see an event below a position they have passed
+  (``events_after``, export, ``--as-of`` a position) stop at the high water
+  (``JournalStore.high_water``: the last position reserved, lowered below the first position
+  of any batch still in flight). The append lock used to be held from reserving to COMMIT,
+  which made positions follow commit order and serialised every batch of every concurrent
+  loader. Why the mechanism is correct, and what a crash does: at ``reserve_positions``;
+  pinned by tests/test_journal_order.py.
 * The per-source lock is a session advisory lock on a dedicated autocommit connection; the
   server drops it when that connection ends (process killed, connection terminated). The
   connection's application_name names the run, so a second run can say who holds it.
@@ -25,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import Connection, create_engine, make_url, text
 
-from journal_loader.errors import JournalLoaderError, SourceLockedError
+from journal_loader.errors import FatalError, JournalLoaderError, SourceLockedError
 from journal_loader.storage.base import SourceLock, Store, Tx, lock_key
 from journal_loader.storage.errors import DB_ERRORS, classify
 
@@ -161,16 +164,112 @@ class PostgresTx(Tx):
                 raise classify(e, where=self.store.display_url) from e
 
     def reserve_positions(self, n: int) -> list[int]:
-        # Under the append lock nobody else takes positions, so one setval reserves a block
-        # (measured: 1 ms for 20,000 positions, against 127 ms fetching 20,000 nextvals).
-        self.cursor.execute("SELECT pg_advisory_xact_lock(%s)", (self.store.journal_append_key,))
-        self.cursor.execute(
-            "SELECT setval(pg_get_serial_sequence('journal', 'position'), "
-            "nextval(pg_get_serial_sequence('journal', 'position')) + %s - 1)",
-            (n,),
-        )
-        last = int(self.cursor.fetchone()[0])
+        # Why not simply nextval: sequence values are handed out when taken, not when their
+        # transaction commits. Batch A takes 1000, batch B takes 1001 and commits; a reader
+        # that read up to 1001 moves its cursor past 1000, and when A commits, 1000 appears
+        # below a position the reader has passed: a consumer of events_after skips it, an
+        # export resumed from 1002 leaves it out, "as of position 1001" changes afterwards.
+        #
+        # The old cure held an exclusive advisory lock from here to COMMIT, so positions
+        # followed commit order; it serialised the COPY and the commit of every batch of
+        # every loader (bench/bench_scale.py --modes journal, 2 loaders: the lock was held
+        # in 46-56% of the samples and 12-14% of the loaders' active samples waited on it;
+        # with the lock around the reservation alone, 0% and 0%).
+        # Now the lock covers the reservation only, and readers stop at the high-water mark
+        # (JournalStore.high_water, queries/journal.postgresql.sql), the highest position
+        # below which nothing is still in flight. One statement, evaluated bottom-up (each
+        # level is a subquery whose volatile outputs the planner can neither pull up nor
+        # drop, and a level runs once its child has produced its row):
+        #
+        # 1. pg_advisory_lock(append key): a SESSION lock, so that it can be released at the
+        #    end of this statement rather than at COMMIT. Under it nobody else moves the
+        #    journal's sequence, so one setval reserves the whole block (measured: 1 ms for
+        #    20,000 positions, against 127 ms fetching 20,000 nextvals).
+        # 2. pg_advisory_xact_lock_shared(mark base + the first position the block will
+        #    get): the in-flight mark, transaction-scoped, so the server drops it at COMMIT,
+        #    at ROLLBACK, and when the connection or the process dies. Shared, because
+        #    nobody ever waits for it: readers only look it up in pg_locks. One bigint key,
+        #    the namespace's 23-bit prefix above a 40-bit position (2^40 positions), so a
+        #    reader finds the lowest in-flight first position with one MIN over pg_locks.
+        #    It is taken BEFORE the sequence moves, from the sequence's current value + 1
+        #    (pg_sequence_last_value; a sequence never called yet gives 1, which is what
+        #    nextval then hands out; a mark can only be at or below the block, never above).
+        # 3. setval(nextval + n - 1): the block becomes visible to readers of the sequence.
+        # 4. pg_advisory_unlock(append key).
+        #
+        # Why the mark comes before the sequence moves, and why high_water reads the
+        # sequence BEFORE pg_locks: a position p <= the value a reader read was reserved
+        # before that read, so its mark existed before it too; when the reader then looks at
+        # pg_locks, p's transaction either still holds its mark (the high water stays below
+        # it) or has ended. And a transaction that ended has either committed, and then is
+        # visible to every snapshot taken afterwards (CommitTransaction in PostgreSQL's
+        # xact.c leaves the running set, ProcArrayEndTransaction, after recording the
+        # commit and, in its words, "_before_ releasing locks we hold"), or rolled back,
+        # and p will never exist. In the other order (pg_locks first) a batch could reserve and
+        # mark between the two reads and the reader would count its positions as settled.
+        # The reader's own read of the events must take its snapshot after high_water
+        # (READ COMMITTED: a later statement), never inside an older REPEATABLE READ one.
+        #
+        # What a crash does: a batch whose process or connection dies loses its mark with
+        # its session; its positions become a gap and the high water moves past it, as it
+        # does past a rolled-back batch's. A statement that fails after step 1 (a cancel,
+        # "out of shared memory" on the mark) would leave the session lock held by a pooled
+        # connection, blocking every writer: the aborted transaction cannot run the unlock,
+        # so the connection is closed instead (invalidate) and the server drops its session
+        # locks with it. A crash of the server drops every lock, and its in-flight batches
+        # never commit.
+        #
+        # Pinned by tests/test_journal_order.py: test_a_tailing_reader_sees_every_event_once
+        # (writers committing out of position order, a reader following events_after; its
+        # "planted" variant, a high water without the marks, misses events), and, one piece
+        # each, test_a_batch_in_flight_holds_the_high_water_below_it,
+        # test_high_water_reads_the_sequence_before_the_marks (a batch reserving between
+        # the two reads), test_a_rolled_back_batch_leaves_a_gap_that_does_not_hold_the_high_water,
+        # test_a_killed_writer_leaves_no_mark and
+        # test_a_failed_reservation_does_not_keep_the_append_lock.
+        store = self.store
+        params = {
+            "append": store.journal_append_key,
+            "mark_base": store.journal_mark_base,
+            "n": n,
+        }
+        try:
+            self.cursor.execute(_RESERVE_POSITIONS, params)
+            last = int(self.cursor.fetchone()[0])
+        except BaseException as e:
+            self.conn.invalidate()
+            if isinstance(e, DB_ERRORS):
+                raise classify(e, where=store.display_url) from e
+            raise
+        if last >= 1 << MARK_POSITION_BITS:  # its mark's key would name another namespace
+            raise FatalError(
+                f"{store.display_url}: journal position {last} is past 2^{MARK_POSITION_BITS}, "
+                "the most an in-flight mark's key holds (storage/postgres.py)"
+            )
         return list(range(last - n + 1, last + 1))
+
+
+# See PostgresTx.reserve_positions: every level runs after the level inside it.
+_RESERVE_POSITIONS = """
+SELECT r.last, pg_advisory_unlock(%(append)s)
+FROM (
+    SELECT setval(m.seq, nextval(m.seq) + %(n)s - 1) AS last
+    FROM (
+        SELECT l.seq, pg_advisory_xact_lock_shared(
+                   %(mark_base)s + COALESCE(pg_sequence_last_value(l.seq), 0) + 1) AS marked
+        FROM (
+            SELECT pg_get_serial_sequence('journal', 'position')::regclass AS seq,
+                   pg_advisory_lock(%(append)s) AS locked
+            OFFSET 0
+        ) AS l
+        OFFSET 0
+    ) AS m
+    OFFSET 0
+) AS r
+"""
+
+#: Bits of a journal position in an in-flight mark's key (PostgresStore.journal_mark_base).
+MARK_POSITION_BITS = 40
 
 
 class _AdvisoryLock(SourceLock):
@@ -299,6 +398,17 @@ class PostgresStore(Store):
     @property
     def journal_append_key(self) -> int:
         return lock_key(f"{self.namespace}:journal-append")
+
+    @property
+    def journal_mark_base(self) -> int:
+        """The in-flight marks' keys are this + a batch's first position (see
+        ``PostgresTx.reserve_positions``): a 23-bit prefix of the namespace's own, so the key
+        stays a positive bigint and the position below it sorts as the key does. Two
+        namespaces of one database whose prefixes collide (about 1 in 8 million) see each
+        other's marks: their high waters lag behind while the other's batches are in
+        flight, never ahead."""
+        prefix = lock_key(f"{self.namespace}:journal-in-flight") & 0x7FFFFF
+        return prefix << MARK_POSITION_BITS
 
     def _lock_connection(self, application_name: str) -> Any:
         try:

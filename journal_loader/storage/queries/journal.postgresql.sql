@@ -15,3 +15,24 @@ FROM (
 -- A run that lost its lock may still be inside a batch transaction: its check_lease holds
 -- this row until that transaction ends (journal_store.PostgresJournalStore.source_for_run).
 SELECT generation FROM source_leases WHERE source_id = :source_id FOR UPDATE
+
+-- name: last_reserved
+-- Read FIRST (JournalStore.high_water): the last position reserved, from the sequence of the
+-- journal (live: no snapshot hides a reservation). A sequence never called has handed out
+-- nothing, unless it was set back with is_called false: then the last position in the
+-- journal. Why this read comes before in_flight_low: journal_loader/storage/postgres.py,
+-- PostgresTx.reserve_positions.
+SELECT COALESCE(pg_sequence_last_value(pg_get_serial_sequence('journal', 'position')::regclass),
+                (SELECT MAX(position) FROM journal), 0)
+
+-- name: in_flight_low
+-- Read SECOND: the lowest first position of the batches still in flight, from their marks:
+-- shared advisory locks, each held by a batch transaction to its end, keyed mark_base plus
+-- the first position of the batch. pg_locks shows a bigint key as classid (its high 32
+-- bits) and objid (its low 32); classid >> 8 is the 23-bit prefix of every mark. NULL: none
+-- in flight. (No apostrophes in these comments: the placeholder rewriting reads them.)
+SELECT MIN((l.classid::bigint << 32 | l.objid::bigint) - :mark_base)
+FROM pg_locks AS l
+WHERE l.locktype = 'advisory' AND l.objsubid = 1
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.classid::bigint >> 8 = :mark_prefix

@@ -94,3 +94,18 @@ SELECT source_id FROM sources
 WHERE source_type = :source_type AND file_name = :file_name AND file_hash <> :file_hash
   AND source_id <> :source_id AND status IN ('registered', 'processing', 'partial', 'failed')
 ORDER BY source_id
+
+-- name: last_reserved
+-- The last position handed out. On SQLite it is also the high water (JournalStore.high_water):
+-- one writer at a time, whose positions follow the last committed one. PostgreSQL reads its
+-- sequence instead (journal.postgresql.sql) and looks for batches still in flight.
+SELECT COALESCE(MAX(position), 0) FROM journal
+
+-- name: events_after
+-- A reader's next page: positions after its cursor, up to the high water (the primary key).
+SELECT position, source_id, record_offset, event_type, schema_version, payload, run_id,
+       recorded_at, prev_hash, hash
+FROM journal
+WHERE position > :after AND position <= :upto
+ORDER BY position
+LIMIT :limit
