@@ -88,8 +88,21 @@ def test_chunks_in_any_order_equal_one_sequential_run(tmp_path: Path, examples: 
         split=st.integers(1, 9),
         batch=st.integers(1, 5),
         order=st.randoms(use_true_random=False),
+        kills=st.dictionaries(
+            st.integers(0, 8),
+            st.tuples(st.sampled_from(faults.BOUNDARIES), st.integers(1, 4)),
+            max_size=3,
+        ),
     )
-    def check(rows: Any, crlf: bool, bom: bool, split: int, batch: int, order: Any) -> None:
+    def check(
+        rows: Any,
+        crlf: bool,
+        bom: bool,
+        split: int,
+        batch: int,
+        order: Any,
+        kills: dict[int, tuple[str, int]],
+    ) -> None:
         case = tmp_path / f"case{len(list(tmp_path.iterdir()))}"
         case.mkdir()
         file = case / "big.csv"
@@ -99,10 +112,30 @@ def test_chunks_in_any_order_equal_one_sequential_run(tmp_path: Path, examples: 
         try:
             planned = api.plan(PairLoader, file, store=many, split=split)
             assert planned.plan is not None
-            chunks = list(range(planned.plan.count))
-            order.shuffle(chunks)
-            for i in chunks:
-                report = api.run(PairLoader, file, store=many, chunk=i, batch_size=batch)
+            queue = list(range(planned.plan.count))
+            order.shuffle(queue)
+            while queue:
+                i = queue.pop(0)
+                kill = kills.pop(i, None)
+                if kill is not None:
+                    # the chunk's run dies at a batch boundary (before or after its commit),
+                    # as a kill -9 there leaves it; it is run again later, in any order
+                    boundary, nth = kill
+
+                    def die(n: int, nth: int = nth) -> None:
+                        if n == nth:
+                            raise _Killed
+
+                    faults.on(boundary, die)
+                    try:
+                        report = api.run(PairLoader, file, store=many, chunk=i, batch_size=batch)
+                    except _Killed:
+                        queue.insert(order.randint(0, len(queue)), i)
+                        continue
+                    finally:
+                        faults.reset(None)
+                else:
+                    report = api.run(PairLoader, file, store=many, chunk=i, batch_size=batch)
                 assert report.status == RunStatus.COMPLETED, report.message
             assert _state(many) == _state(one)
             _check_whole(many)
