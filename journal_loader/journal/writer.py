@@ -71,7 +71,7 @@ class JournalWriter:
         sid = f"{source_id}\n"
         tail = f"\n{run_id}\n{format_time(now)}\n"
         prev = self.head
-        chained: list[tuple[Any, ...]] = []
+        chained: list[list[Any]] = []
         append = chained.append
         sha256 = hashlib.sha256
         for pending in events:
@@ -86,7 +86,8 @@ class JournalWriter:
             )
             digest = sha256(prev + message if prev else message).digest()
             append(
-                (
+                [
+                    0,  # the position, once reserved
                     source_id,
                     offset,
                     event_type,
@@ -96,16 +97,17 @@ class JournalWriter:
                     stamp,
                     prev,
                     digest,
-                )
+                ]
             )
             prev = digest
         positions = tx.reserve_positions(len(events))
-        db_rows = [(p, *row) for p, row in zip(positions, chained, strict=True)]
+        for p, row in zip(positions, chained, strict=True):
+            row[0] = p
         rows = [
             JournalRow(p, source_id, pending.record_offset, pending.event, run_id, now)
             for p, pending in zip(positions, events, strict=True)
         ]
-        tx.insert_rows("journal", JOURNAL_COLUMNS, db_rows)
+        tx.insert_rows("journal", JOURNAL_COLUMNS, chained)
         self._pending_head = prev
         return rows
 
