@@ -385,6 +385,18 @@ def test_a_retried_and_recovered_answer_keeps_its_keys() -> None:
     )
 
 
+def test_an_answer_with_no_facts_is_the_codecs_own_bytes() -> None:
+    """A journal-only record's answer comes from a constant: the same bytes the encoder
+    makes, and it still decodes to the event."""
+    event = ev.ProposeSucceeded(results=[])
+    assert ev.encode(event) == b'{"type":"ProposeSucceeded","r":[]}'
+    assert ev.encode(event) == msgspec.json.encode(ev._propose_succeeded_wire(event))
+    assert ev.decode(ev.encode(event)) == event
+    assert ev.encode(ev.ProposeSucceeded(results=[], retry_of=0)) == (
+        b'{"type":"ProposeSucceeded","r":[],"retry_of":0}'
+    )
+
+
 def test_an_answer_that_is_not_the_graphs_usual_shape_is_stored_whole() -> None:
     error = ProposeResult(status="error", actions=[Action(action="error", message="no")])
     remote = ProposeResult(

@@ -49,6 +49,8 @@ class MixedLoader(Loader):
 
     def propose(self, record, graph):
         mode = record["mode"]
+        if mode == "none":  # a journal-only record: no facts at all
+            return []
         attributes = {"nameAlias": record["alias"]} if record["alias"] else {}
         if mode == "bad_attr":
             attributes["note"] = "x\\x00y"  # refused at resolution (the attribute's value)
@@ -260,6 +262,37 @@ def test_a_batch_resolved_at_once_equals_fact_by_fact(
             "relationship_conflicted",
         } <= actions
         assert any(n[1].endswith("unresolved") for n in _identities(batch)[0].values())
+    finally:
+        batch.dispose()
+        per_fact.dispose()
+
+
+def test_records_without_facts_answer_as_fact_by_fact(
+    two_urls: tuple[str, str], tmp_path: Path
+) -> None:
+    """A record that proposes nothing skips the graph's record state (every record of a
+    journal-only loader does): the same journal, answers and DLQ as fact by fact, next to
+    every other kind of record, failing ones included."""
+    nothing = ["Nothing", "", "", "Boston", "", "", "none"]
+    rows = [nothing]
+    for row in ROWS:
+        if row[6] != "read":  # no switch to fact by fact: every batch is collected
+            rows += [row, nothing]
+    data = write_csv(
+        tmp_path / "mixed.csv", ["name", "key", "alias", "city", "rel", "strength", "mode"], rows
+    )
+    (tmp_path / "mixed_loader.py").write_text(LOADER)
+    config = tmp_path / "mixed.yaml"
+    config.write_text(CONFIG)
+    batch = _load(two_urls[0], EmbeddedGraph, data, config)
+    per_fact = _load(two_urls[1], PerFact, data, config)
+    try:
+        assert graph_snapshot(batch) == graph_snapshot(per_fact)
+        assert _answers(batch) == _answers(per_fact)
+        assert dlq_snapshot(batch) == dlq_snapshot(per_fact)
+        assert _journal(batch) == _journal(per_fact)
+        empty = [answers for _source, _offset, answers in _answers(batch) if not answers]
+        assert len(empty) == 2 * sum(1 for r in rows if r is nothing)  # both loads
     finally:
         batch.dispose()
         per_fact.dispose()

@@ -330,6 +330,11 @@ class EmbeddedGraph(Prefetcher, RowBuilder, GraphTarget, ProposeClient):
     ) -> list[ProposeResult]:
         """One record's collected facts, resolved in order: the answers ``propose_fact``
         would have given them. A fact the graph refuses undoes the record and raises."""
+        if not facts:
+            # Nothing to resolve, buffer, undo or write (in safe mode: no rows, so no
+            # savepoint): a record without facts costs the graph no record state at all.
+            # Journal-only loaders go this way for every record (issue 11, item 6).
+            return []
         self.begin_record(source_id, record_offset, run_id)
         rec = self._require_record()
         tx = self._require_tx()

@@ -407,9 +407,21 @@ _decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
 )
 
 
+# Every record of a loader that proposes nothing ends with these bytes: the codec's own
+# output, made once (measured: 0.36 us an encode, against one attribute check or three).
+_NOTHING_PROPOSED = _encoder.encode(_propose_succeeded_wire(ProposeSucceeded(results=[])))
+
+
 def encode(event: Event) -> bytes:
     """The one codec: compact JSON, the tag first (``{"type":"RecordParsed",...}``), in the
     event's current version (``SCHEMA_VERSION``)."""
+    if (
+        event.__class__ is ProposeSucceeded
+        and not event.results
+        and event.retry_of is None
+        and not event.recovered
+    ):
+        return _NOTHING_PROPOSED
     down = _DOWNCAST.get(type(event))
     return _encoder.encode(event if down is None else down(event))
 

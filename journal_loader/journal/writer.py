@@ -97,7 +97,7 @@ class JournalWriter:
             self.lock_chain(tx)
             self.head = journal_store(tx.store).chain_head(tx, source_id)
         prev = self.head
-        chained: list[tuple[Any, ...]] = []
+        chained: list[list[Any]] = []
         append = chained.append
         sha256 = hashlib.sha256
         for pending in events:
@@ -112,7 +112,8 @@ class JournalWriter:
             )
             digest = sha256(prev + message if prev else message).digest()
             append(
-                (
+                [
+                    0,  # the position, once reserved
                     source_id,
                     offset,
                     event_type,
@@ -122,16 +123,17 @@ class JournalWriter:
                     stamp,
                     prev,
                     digest,
-                )
+                ]
             )
             prev = digest
         positions = tx.reserve_positions(len(events))
-        db_rows = [(p, *row) for p, row in zip(positions, chained, strict=True)]
+        for p, row in zip(positions, chained, strict=True):
+            row[0] = p
         rows = [
             JournalRow(p, source_id, pending.record_offset, pending.event, run_id, now)
             for p, pending in zip(positions, events, strict=True)
         ]
-        tx.insert_rows("journal", JOURNAL_COLUMNS, db_rows)
+        tx.insert_rows("journal", JOURNAL_COLUMNS, chained)
         self._pending_head = prev
         return rows
 

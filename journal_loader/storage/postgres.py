@@ -26,7 +26,8 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, create_engine, make_url, text
+from psycopg.types.string import BytesBinaryDumper
+from sqlalchemy import Connection, create_engine, event, make_url, text
 
 from journal_loader.errors import FatalError, JournalLoaderError, SourceLockedError
 from journal_loader.storage.base import SourceLock, Store, Tx, lock_key
@@ -308,6 +309,15 @@ def _first_schema(url: str) -> str | None:
     return first or None
 
 
+def _c_bytea_dumper(dbapi_connection: Any, _record: Any) -> None:
+    """psycopg's dbapi20 module registers its Binary wrapper's dumper for bytea last, so a
+    binary COPY that names its types (``_insert_rows``) dumped every bytes value through
+    that Python class: the journal's two hashes per row. Registering the bytes dumper again
+    gives bytea back to the C one (measured: a journal-like row 0.61 -> 0.25 us of COPY);
+    only the lookup by type oid changes, and this project passes no ``psycopg.Binary``."""
+    dbapi_connection.adapters.register_dumper(bytes, BytesBinaryDumper)
+
+
 class PostgresStore(Store):
     dialect = "postgresql"
     is_server = True
@@ -324,6 +334,7 @@ class PostgresStore(Store):
             max_overflow=4,
             connect_args={"application_name": app, "connect_timeout": 10},
         )
+        event.listen(engine, "connect", _c_bytea_dumper)
         super().__init__(url, engine)
         self._id_pools: dict[str, deque[int]] = {}
         self._sequences: dict[str, str] = {}
