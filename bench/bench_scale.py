@@ -13,6 +13,11 @@ worker fleet would. Modes:
   share registered agents, cities, states: batches keep creating the same new entities);
 * ``graph-refresh``: the same files again with ``--force`` once the graph has them (their
   entities exist: no entity locks).
+* ``split``: ONE file of sources x rows rows, the example loader into an empty graph.
+  1 worker is a plain run of the whole file (the baseline); W workers plan it into 8 chunks
+  (``api.plan``, as ``submit --split 8``) and work through the chunks, one process per
+  chunk run (``run(..., chunk=i)``, as a ``worker`` runs a chunk's job). The planning pass
+  is inside the measured time.
 
 For each mode the 1-worker run is the baseline, in the same invocation. Printed per run:
 records/s of wall time; records per CPU-second (the loaders' CPU, from the children's
@@ -204,6 +209,48 @@ def _load(config: Path, files: list[Path], db: str, workers: int, force: bool) -
     return codes
 
 
+CHUNK_RUN = (
+    "import sys; from journal_loader import run; "
+    "r = run(config=sys.argv[1], file=sys.argv[2], db=sys.argv[3], chunk=int(sys.argv[4]));"
+    "sys.exit(0 if r.status == 'completed' else 1)"
+)
+PLAN = (
+    "import sys; from journal_loader import api; "
+    "p = api.plan(config=sys.argv[1], file=sys.argv[2], db=sys.argv[3], split=int(sys.argv[4]));"
+    "print(p.plan.count)"
+)
+SPLIT = 8
+
+
+def _load_split(config: Path, file: Path, db: str, workers: int) -> list[int]:
+    """The plan (in a process of its own, measured), then W processes through its chunks."""
+    planned = subprocess.run(
+        [sys.executable, "-c", PLAN, str(config), str(file), db, str(SPLIT)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    queue = list(range(int(planned.stdout.strip())))
+    running: list[subprocess.Popen[bytes]] = []
+    codes = []
+    while queue or running:
+        while queue and len(running) < workers:
+            cmd = [sys.executable, "-c", CHUNK_RUN, str(config), str(file), db]
+            running.append(
+                subprocess.Popen(
+                    [*cmd, str(queue.pop(0))], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+                )
+            )
+        time.sleep(0.02)
+        for p in [p for p in running if p.poll() is not None]:
+            running.remove(p)
+            codes.append(p.returncode)
+            if p.returncode:
+                assert p.stderr is not None
+                print(f"    a chunk run exited {p.returncode}: {p.stderr.read().decode()[-400:]}")
+    return codes
+
+
 def measure(
     mode: str, config: Path, files: list[Path], rows: int, workers: int, schemas: Schemas, pg: str
 ) -> dict[str, Any]:
@@ -213,12 +260,15 @@ def measure(
     sampler = LockSampler(pg, app, append_key)
     sampler.start()
     cpu0, pg0, t0 = _children_cpu_seconds(), _postgres_cpu_seconds(), time.perf_counter()
-    codes = _load(config, files, db, workers, force=mode == "graph-refresh")
+    if mode == "split" and workers > 1:
+        codes = _load_split(config, files[0], db, workers)
+    else:
+        codes = _load(config, files, db, workers, force=mode == "graph-refresh")
     wall = time.perf_counter() - t0
     cpu = (_children_cpu_seconds() - cpu0) + (_postgres_cpu_seconds() - pg0)
     sampler.stop.set()
     sampler.join()
-    records = rows * len(files)
+    records = rows * len(files) if mode != "split" else rows
     waits = sum(sampler.waits.values())
     return {
         "workers": workers,
@@ -239,7 +289,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20_000, help="rows per source file")
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
-    parser.add_argument("--modes", default="journal,graph-first,graph-refresh")
+    parser.add_argument("--modes", default="journal,graph-first,graph-refresh,split")
     args = parser.parse_args()
     workers = [int(w) for w in args.workers.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
@@ -254,6 +304,16 @@ def main() -> None:
     try:
         for mode in args.modes.split(","):
             config = null_config if mode == "journal" else CONFIG
+            mode_files, mode_rows = files, args.rows
+            if mode == "split":  # one file as long as all the sources together
+                mode_rows = args.rows * args.sources
+                big = tmp / "business_registry_20250101_big.csv"
+                if not big.exists():
+                    sys.path.insert(0, str(REPO / "bench"))
+                    import generate_registry
+
+                    generate_registry.generate(big, rows=mode_rows, seed=SEEDS[0])
+                mode_files = [big]
             print(f"\n{mode}")
             print(
                 f"  {'workers':>7} {'rec/s':>9} {'x1':>6} {'rec/CPU-s':>10} {'x1':>6} "
@@ -261,7 +321,7 @@ def main() -> None:
             )
             base: dict[str, Any] | None = None
             for w in workers:
-                m = measure(mode, config, files, args.rows, w, schemas, args.pg)
+                m = measure(mode, config, mode_files, mode_rows, w, schemas, args.pg)
                 base = base or m
                 print(
                     f"  {w:>7} {m['wall_rate']:>9,.0f} {m['wall_rate'] / base['wall_rate']:>6.2f}"
