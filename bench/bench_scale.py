@@ -14,10 +14,9 @@ worker fleet would. Modes:
 * ``graph-refresh``: the same files again with ``--force`` once the graph has them (their
   entities exist: no entity locks).
 * ``split``: ONE file of sources x rows rows, the example loader into an empty graph.
-  1 worker is a plain run of the whole file (the baseline); W workers plan it into 8 chunks
-  (``api.plan``, as ``submit --split 8``) and work through the chunks, one process per
-  chunk run (``run(..., chunk=i)``, as a ``worker`` runs a chunk's job). The planning pass
-  is inside the measured time.
+  1 worker is a plain run of the whole file (the baseline); W workers are ``submit --split
+  8`` (its planning pass is inside the measured time) and W ``worker --until-empty``
+  processes working through the 8 chunks' jobs.
 
 For each mode the 1-worker run is the baseline, in the same invocation. Printed per run:
 records/s of wall time; records per CPU-second (the loaders' CPU, from the children's
@@ -209,45 +208,36 @@ def _load(config: Path, files: list[Path], db: str, workers: int, force: bool) -
     return codes
 
 
-CHUNK_RUN = (
-    "import sys; from journal_loader import run; "
-    "r = run(config=sys.argv[1], file=sys.argv[2], db=sys.argv[3], chunk=int(sys.argv[4]));"
-    "sys.exit(0 if r.status == 'completed' else 1)"
-)
-PLAN = (
-    "import sys; from journal_loader import api; "
-    "p = api.plan(config=sys.argv[1], file=sys.argv[2], db=sys.argv[3], split=int(sys.argv[4]));"
-    "print(p.plan.count)"
-)
 SPLIT = 8
 
 
 def _load_split(config: Path, file: Path, db: str, workers: int) -> list[int]:
-    """The plan (in a process of its own, measured), then W processes through its chunks."""
-    planned = subprocess.run(
-        [sys.executable, "-c", PLAN, str(config), str(file), db, str(SPLIT)],
+    """As on many machines: ``submit --split 8`` (its planning pass measured), then W
+    ``worker --until-empty`` processes through the chunks' jobs."""
+
+    def cli(*args: str) -> list[str]:
+        return [sys.executable, "-m", "journal_loader", *args, "--db", db]
+
+    subprocess.run(
+        cli("submit", str(config), str(file), "--split", str(SPLIT)),
         capture_output=True,
-        text=True,
         check=True,
     )
-    queue = list(range(int(planned.stdout.strip())))
-    running: list[subprocess.Popen[bytes]] = []
+    running = [
+        subprocess.Popen(
+            cli("worker", "--until-empty", "--log-level", "WARNING"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(workers)
+    ]
     codes = []
-    while queue or running:
-        while queue and len(running) < workers:
-            cmd = [sys.executable, "-c", CHUNK_RUN, str(config), str(file), db]
-            running.append(
-                subprocess.Popen(
-                    [*cmd, str(queue.pop(0))], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-                )
-            )
-        time.sleep(0.02)
-        for p in [p for p in running if p.poll() is not None]:
-            running.remove(p)
-            codes.append(p.returncode)
-            if p.returncode:
-                assert p.stderr is not None
-                print(f"    a chunk run exited {p.returncode}: {p.stderr.read().decode()[-400:]}")
+    for p in running:
+        assert p.stderr is not None
+        err = p.stderr.read().decode()
+        codes.append(p.wait())
+        if p.returncode:
+            print(f"    a worker exited {p.returncode}: {err[-400:]}")
     return codes
 
 
@@ -255,6 +245,12 @@ def measure(
     mode: str, config: Path, files: list[Path], rows: int, workers: int, schemas: Schemas, pg: str
 ) -> dict[str, Any]:
     db, app, append_key = schemas.new()
+    if mode == "split":  # the queue's tables (procrastinate's schema)
+        subprocess.run(
+            [sys.executable, "-m", "journal_loader", "db", "upgrade", "--db", db],
+            capture_output=True,
+            check=True,
+        )
     if mode == "graph-refresh":  # the graph has every entity already
         _load(config, files, db, len(files), force=False)
     sampler = LockSampler(pg, app, append_key)

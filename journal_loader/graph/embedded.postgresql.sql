@@ -3,28 +3,44 @@
 -- pairwise), and whether pg_trgm can find fuzzy candidates.
 
 -- name: prefetch_nodes
+-- Each lookup is a LATERAL subquery fenced with OFFSET 0, so it stays an index scan per
+-- (type, name) or (type, key) asked for. A plain join of unnest(...) with nodes let the
+-- planner pick a merge join over a sorted (parallel) scan of the whole table: 83-102 ms
+-- for 1,500 names on a graph of 87k nodes, growing with the graph, against 8 ms as index
+-- lookups (EXPLAIN ANALYZE, PostgreSQL 15). The OFFSET 0 in the subquery keeps the planner
+-- from pulling it up into that join. Same answers: tests/test_prefetch.py.
 SELECT n.id, n.external_key, n.norm_name, n.node_type, 0 AS via_alias
-FROM nodes n
-JOIN unnest(CAST(:types AS text[]), CAST(:norms AS text[])) AS q(node_type, norm_name)
-  ON n.node_type = q.node_type AND n.norm_name = q.norm_name
+FROM unnest(CAST(:types AS text[]), CAST(:norms AS text[])) AS q(node_type, norm_name)
+CROSS JOIN LATERAL (
+  SELECT n.id, n.external_key, n.norm_name, n.node_type FROM nodes n
+  WHERE n.node_type = q.node_type AND n.norm_name = q.norm_name OFFSET 0
+) AS n
 UNION ALL
 SELECT n.id, n.external_key, n.norm_name, n.node_type, 0
-FROM nodes n
-JOIN unnest(CAST(:key_types AS text[]), CAST(:keys AS text[])) AS q(node_type, external_key)
-  ON n.node_type = q.node_type AND n.external_key = q.external_key
+FROM unnest(CAST(:key_types AS text[]), CAST(:keys AS text[])) AS q(node_type, external_key)
+CROSS JOIN LATERAL (
+  SELECT n.id, n.external_key, n.norm_name, n.node_type FROM nodes n
+  WHERE n.node_type = q.node_type AND n.external_key = q.external_key OFFSET 0
+) AS n
 
 -- name: prefetch_aliases
+-- Index lookups per name, as prefetch_nodes (why there).
 SELECT n.id, n.external_key, n.norm_name, n.node_type, a.norm_value
-FROM attributes a
-JOIN unnest(CAST(:types AS text[]), CAST(:norms AS text[])) AS q(node_type, norm_name)
-  ON a.attr_type = :alias_type AND a.norm_value = q.norm_name
+FROM unnest(CAST(:types AS text[]), CAST(:norms AS text[])) AS q(node_type, norm_name)
+CROSS JOIN LATERAL (
+  SELECT a.node_id, a.norm_value FROM attributes a
+  WHERE a.attr_type = :alias_type AND a.norm_value = q.norm_name OFFSET 0
+) AS a
 JOIN nodes n ON n.id = a.node_id AND n.node_type = q.node_type
 
 -- name: prefetch_relationships
+-- Index lookups per (source, target) pair, as prefetch_nodes (why there).
 SELECT r.source_node_id, r.target_node_id, r.id, r.rel_type, r.strength
-FROM relationships r
-JOIN unnest(CAST(:sources AS bigint[]), CAST(:targets AS bigint[])) AS q(s, t)
-  ON r.source_node_id = q.s AND r.target_node_id = q.t
+FROM unnest(CAST(:sources AS bigint[]), CAST(:targets AS bigint[])) AS q(s, t)
+CROSS JOIN LATERAL (
+  SELECT r.source_node_id, r.target_node_id, r.id, r.rel_type, r.strength FROM relationships r
+  WHERE r.source_node_id = q.s AND r.target_node_id = q.t OFFSET 0
+) AS r
 
 -- name: prefetch_attributes
 SELECT node_id, id, attr_type, value FROM attributes WHERE node_id = ANY(CAST(:ids AS bigint[]))
