@@ -207,14 +207,24 @@ class BatchCommitter:
                 if self.target.wants_batch and not self._answers_read:
                     self._propose_batch(tx, batch, result)
                 elif self.target.wants_prefetch:
-                    prepared = [
-                        (rec, parsed)
-                        for rec in batch
-                        if (parsed := self.prepare(rec, result)) is not None
-                    ]
-                    self._prefetch(tx, prepared)
-                    for rec, parsed in prepared:
-                        self.propose_record(rec, parsed, result)
+                    # Every record is prepared before any is proposed (the planning pass
+                    # needs them all), but each record's events are put back beside its
+                    # outcome, as _propose_batch does: the journal reads record by record
+                    # whichever path a batch took (tests/test_graph_batch.py, the variant
+                    # with a batch of several records after the switch to fact by fact).
+                    events = result.events
+                    prepared: list[tuple[RawRecord, dict[str, Any] | None, list[PendingEvent]]]
+                    prepared = []
+                    for rec in batch:
+                        mark = len(events)
+                        parsed = self.prepare(rec, result)
+                        prepared.append((rec, parsed, events[mark:]))
+                        del events[mark:]
+                    self._prefetch(tx, [(r, p) for r, p, _ in prepared if p is not None])
+                    for rec, parsed, early in prepared:
+                        events += early
+                        if parsed is not None:
+                            self.propose_record(rec, parsed, result)
                 else:
                     for rec in batch:
                         parsed = self.prepare(rec, result)
