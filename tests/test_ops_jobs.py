@@ -157,9 +157,9 @@ def test_jobs_run_workers_keeps_one_type_at_a_time_and_equals_one_at_a_time(
     files = {
         "a1": ("registry_a", registry(data / "a" / "business_registry_20250101.csv", 1500, 11)),
         "a2": ("registry_a", registry(data / "a" / "business_registry_20250401.csv", 1500, 12)),
-        # registry_b's one file is as long as registry_a's two together, so the two pools'
-        # spans overlap also when one worker process starts seconds late on a busy machine
-        # (with 1,500 rows, b1 once finished before a1 began: the overlap assert failed)
+        # registry_b's one file is as long as registry_a's two together. Before the writers'
+        # turnstile (storage/sqlite.py, SQLiteStore.transaction) a1 starved behind b1's
+        # back-to-back batches and began only after b1 ended: the overlap assert failed
         "b1": ("registry_b", registry(data / "b" / "business_registry_20250101.csv", 3000, 13)),
     }
     for name, (source_type, path) in files.items():

@@ -486,3 +486,41 @@ def test_ops_store_reads_a_sources_runs_and_outcomes(store: Store) -> None:
     assert ops.dlq_depth("pairs") == 0 and ops.dlq_entries() == []
     assert [r["source_id"] for r in ops.source_status()] == [1]
     assert (queue_store(store) is None) == (not store.is_server)
+
+
+def test_sqlite_writers_take_turns(tmp_path: Path) -> None:
+    """A second process's write transaction gets in between a busy writer's transactions
+    (storage/sqlite.py, SQLiteStore.transaction: the writers' turnstile). Without it the
+    second writer's busy handler polls every up to 100 ms and misses gaps of microseconds:
+    it waited for all of the first writer's transactions (or failed after 60 s)."""
+    url = f"sqlite:///{tmp_path / 'turns.db'}"
+    store = open_store(url)
+    with store.transaction() as tx:
+        tx.run("CREATE TABLE scratch (id INTEGER PRIMARY KEY, who TEXT NOT NULL)")
+    busy = textwrap.dedent(f"""
+        import time
+        from journal_loader.storage import open_store
+        s = open_store({url!r})
+        for _ in range(40):  # back to back, as a runner's batches, 10 ms each
+            with s.transaction() as tx:
+                tx.run("INSERT INTO scratch (who) VALUES ('A')")
+                time.sleep(0.01)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", busy])
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with store.read() as conn:
+                if conn.execute(text("SELECT count(*) FROM scratch")).scalar() >= 3:
+                    break
+            time.sleep(0.005)
+        with store.transaction() as tx:
+            tx.run("INSERT INTO scratch (who) VALUES ('B')")
+        assert child.wait(60) == 0
+        with store.read() as conn:
+            order = [w for (w,) in conn.execute(text("SELECT who FROM scratch ORDER BY id"))]
+    finally:
+        child.kill()
+        store.dispose()
+    assert order.count("A") == 40
+    assert order.index("B") < 12, order  # in a few turns, not after the other's 40

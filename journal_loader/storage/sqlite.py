@@ -202,6 +202,37 @@ class SQLiteStore(Store):
     def _make_tx(self, conn: Connection) -> Tx:
         return SQLiteTx(self, conn)
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        """A write transaction, after this process's turn at the writers' turnstile.
+
+        SQLite has one writer at a time, and a writer that finds the database locked does
+        not queue: its busy handler sleeps and retries, up to 100 ms between tries. A runner
+        commits a batch and BEGINs the next one within a few milliseconds, so a second
+        process (another job of `jobs run --workers 2`, a `dlq retry`) almost never hits
+        the gap: it starved until the first job ended, and a job longer than the busy
+        timeout (60 s) made it fail with "database is locked". So write transactions first
+        take an exclusive flock on ``<db>.locks/writer.lock``, held to COMMIT or ROLLBACK.
+        A process blocked in flock is woken by the kernel the moment the holder releases
+        it, before the holder has read its next batch, so writers take turns batch by
+        batch. The lock is taken before SQLite's (one order: no deadlock), each time on a
+        descriptor of its own, so threads of one process take turns too; the kernel drops
+        it when the process dies. Pinned by tests/test_storage_contract.py
+        (test_sqlite_writers_take_turns) and tests/test_ops_jobs.py (two registries side
+        by side with --workers 2)."""
+        if not self.writable:
+            with super().transaction() as tx:
+                yield tx
+            return
+        self.lock_dir.mkdir(exist_ok=True)
+        fd = os.open(self.lock_dir / "writer.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with super().transaction() as tx:
+                yield tx
+        finally:
+            os.close(fd)  # closing the descriptor drops the flock
+
     def _read_connection(self) -> contextlib.AbstractContextManager[Connection]:
         return self.engine.connect().execution_options(jl_read_only=True)
 
