@@ -251,7 +251,7 @@ def test_advisory_locks_are_capped_per_call(pg_url: str) -> None:
     from sqlalchemy import make_url
 
     from journal_loader.storage.base import lock_key
-    from journal_loader.storage.postgres import MAX_ADVISORY_LOCKS, _bucket_key
+    from journal_loader.storage.postgres import MAX_ADVISORY_LOCKS, bucket_key
 
     store = open_store(pg_url)
     admin = make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
@@ -266,7 +266,7 @@ def test_advisory_locks_are_capped_per_call(pg_url: str) -> None:
             assert 0 < held <= MAX_ADVISORY_LOCKS
             ns = store.namespace
             bucket = lock_key(f"{ns}:graph-entities:{names[123]}") % MAX_ADVISORY_LOCKS
-            wanted = _bucket_key(ns, "graph-entities", bucket)
+            wanted = bucket_key(ns, "graph-entities", bucket)
             with psycopg.connect(admin, autocommit=True) as other:
                 got = other.execute("SELECT pg_try_advisory_lock(%s)", (wanted,)).fetchone()
                 assert got is not None and got[0] is False

@@ -92,7 +92,10 @@ MAX_ADVISORY_LOCKS = 1024
 
 
 @functools.cache
-def _bucket_key(namespace: str, scope: str, bucket: int) -> int:
+def bucket_key(namespace: str, scope: str, bucket: int) -> int:
+    """The advisory lock key of one bucket of a scope (``advisory_xact_lock`` past
+    MAX_ADVISORY_LOCKS names): public so that tests and operators reading pg_locks can
+    name the keys a batch holds."""
     return lock_key(f"{namespace}:{scope}:lock-bucket:{bucket}")
 
 
@@ -152,7 +155,7 @@ class PostgresTx(Tx):
             # bucket locks of the same scope (phases never share a key): two batches may then
             # wait for each other without need, never exclude each other less. Pinned by
             # tests/test_storage_contract.py::test_advisory_locks_are_capped_per_call.
-            keys = sorted({_bucket_key(namespace, scope, k % MAX_ADVISORY_LOCKS) for k in keys})
+            keys = sorted({bucket_key(namespace, scope, k % MAX_ADVISORY_LOCKS) for k in keys})
         if keys:
             try:
                 self.cursor.execute(
