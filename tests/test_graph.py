@@ -98,6 +98,69 @@ def test_same_name_different_keys_stay_two_and_a_keyless_mention_is_ambiguous(
     assert not rows(store, "SELECT 1 FROM nodes WHERE node_type = 'Person'")  # undone
 
 
+def _cache_story(d: Direct) -> list[tuple[object, ...]]:
+    """Names, aliases, adoption and relationships coming back batch after batch: each
+    answer's match reasons and node ids, and the relationship's action."""
+    script: list[tuple[object, object, str, float]] = [
+        (
+            Entity(
+                type="Company",
+                name="Intl Business Machines",
+                key="C1",
+                attributes={"nameAlias": ["IBM", "Big Blue"]},
+            ),
+            ("City", "Armonk"),
+            "LOCATED_IN",
+            0.5,
+        ),
+        (("Company", "ibm."), ("City", "Armonk"), "LOCATED_IN", 0.5),  # alias, duplicate
+        (("Company", "CT Corp"), ("City", "Chicago"), "LOCATED_IN", 0.5),
+        (("Company", "Big Blue"), ("City", "Armonk"), "LOCATED_IN", 0.8),  # alias, updated
+        (("Company", "CT CORP", "C9"), ("City", "Chicago"), "LOCATED_IN", 0.5),  # adopts
+        (("Company", "IBM"), ("City", "Armonk"), "OWNS", 0.5),  # alias again
+        (("Company", "ct corp", "C10"), ("City", "Chicago"), "LOCATED_IN", 0.5),  # C9's: new
+        (("Company", "ct corp"), ("City", "Chicago"), "LOCATED_IN", 0.5),  # ambiguous: C9, C10
+        (("Company", "X", "C1"), ("City", "armonk"), "LOCATED_IN", 0.9),  # key, updated
+        (("Company", "big blue"), ("City", "Chicago"), "LOCATED_IN", 0.5),
+        (("Company", "Intl Business Machines"), ("City", "Armonk"), "OWNS", 0.5),
+    ]
+    out: list[tuple[object, ...]] = []
+    for _round in range(2):
+        for source, target, rel, strength in script:
+            try:
+                r = d.propose(source, target, rel, strength=strength)
+            except AmbiguousMatchError:
+                out.append(("ambiguous",))
+                continue
+            out.append(
+                (
+                    [(a.action, a.match_reason) for a in r.actions],
+                    r.source_entity_id,
+                    r.target_entity_id,
+                )
+            )
+    return out
+
+
+def test_bounded_caches_give_the_same_answers(tmp_path: Path) -> None:
+    """Issue 11: past ``cache_limit`` entries the caches of committed rows drop their older
+    half between batches (everything, once the graph has given keys to many nodes); the
+    answers stay those of caches that keep everything. Each fact is a batch of its own, so
+    the caches are cut after nearly every one, at every limit below."""
+    answers = {}
+    for limit in (1, 3, 5, 8, 13, 1_000_000):
+        store = open_store(f"sqlite:///{tmp_path / f'limit{limit}.db'}")
+        try:
+            answers[limit] = _cache_story(Direct(_graph(store, cache_limit=limit), store))
+        finally:
+            store.dispose()
+    reasons = {a[1] for answer in answers[1_000_000] if len(answer) > 1 for a in answer[0]}
+    assert {"alias_match", "exact_name_match", "external_key", "new_entity"} <= reasons
+    assert ("ambiguous",) in answers[1_000_000]
+    for limit, got in answers.items():
+        assert got == answers[1_000_000], limit
+
+
 def test_alias_match_through_name_alias_attributes(store: Store) -> None:
     d = Direct(_graph(store), store)
     created = d.propose(

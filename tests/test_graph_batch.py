@@ -303,3 +303,54 @@ def test_records_without_facts_answer_as_fact_by_fact(
     finally:
         batch.dispose()
         per_fact.dispose()
+
+
+class SmallCache(EmbeddedGraph):
+    """Caches of committed rows kept within ``limit`` entries: over it at (nearly) every
+    commit, so the older half is dropped (``_evict``), or everything when the graph has
+    given keys to more nodes than a quarter of the limit (``_forget``)."""
+
+    limit = 4
+    evictions = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "cache_limit": self.limit})
+
+    def _evict(self) -> None:
+        type(self).evictions += 1
+        super()._evict()
+
+
+class SmallerCache(SmallCache):
+    limit = 1  # a quarter of it is 0: every adoption empties the caches at once
+
+
+@pytest.mark.parametrize("small", [SmallCache, SmallerCache])
+def test_bounded_caches_answer_as_unbounded(
+    two_urls: tuple[str, str], tmp_path: Path, small: type[SmallCache]
+) -> None:
+    """Issue 11: the caches of committed rows stay within ``cache_limit`` (the older half
+    dropped between batches), and that changes no answer: the same graph, answers, DLQ and
+    journal as with caches that keep everything of this file. The file three times over,
+    the reader last: every name, alias, key and pair comes back after the caches dropped
+    it, or while they still have it."""
+    rows = [r for r in ROWS if r[6] != "read"] * 3 + [r for r in ROWS if r[6] == "read"]
+    data = write_csv(
+        tmp_path / "mixed.csv", ["name", "key", "alias", "city", "rel", "strength", "mode"], rows
+    )
+    (tmp_path / "mixed_loader.py").write_text(LOADER)
+    config = tmp_path / "mixed.yaml"
+    config.write_text(CONFIG)
+    small.evictions = 0
+    bounded = _load(two_urls[0], small, data, config)
+    unbounded = _load(two_urls[1], EmbeddedGraph, data, config)
+    try:
+        assert graph_snapshot(bounded) == graph_snapshot(unbounded)
+        assert _answers(bounded) == _answers(unbounded)
+        assert dlq_snapshot(bounded) == dlq_snapshot(unbounded)
+        assert _journal(bounded) == _journal(unbounded)
+        if small is SmallCache:
+            assert small.evictions > 3
+    finally:
+        bounded.dispose()
+        unbounded.dispose()

@@ -6,9 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -524,3 +526,81 @@ def test_sqlite_writers_take_turns(tmp_path: Path) -> None:
         store.dispose()
     assert order.count("A") == 40
     assert order.index("B") < 12, order  # in a few turns, not after the other's 40
+
+
+def _wal_frames(db: Path) -> int:
+    """Frames in use in a WAL file (those whose salt is the header's: a restarted WAL
+    keeps its size and the old frames after the new ones)."""
+    data = db.with_name(db.name + "-wal").read_bytes()
+    page_size, salt = int.from_bytes(data[8:12], "big"), data[16:24]
+    frames, at = 0, 32
+    while at + 24 + page_size <= len(data) and data[at + 8 : at + 16] == salt:
+        frames += 1
+        at += 24 + page_size
+    return frames
+
+
+def test_sqlite_checkpoints_in_a_thread_and_the_wal_starts_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11 (storage/sqlite.py, _Checkpointer): the writer's own checkpoints only past a
+    backstop, a thread copies the WAL into the database after each commit, and once the WAL
+    holds ``restart_frames`` frames a write transaction waits for that copy, so its commit
+    starts the WAL over. What was committed is in the database file by then, read by a
+    connection that does not read the WAL; at dispose the WAL is checkpointed and gone."""
+    from journal_loader.storage.sqlite import _Checkpointer
+
+    monkeypatch.setattr(_Checkpointer, "restart_frames", 20)
+    monkeypatch.setattr(_Checkpointer, "min_interval", 0.0)
+    db = tmp_path / "ckpt.db"
+    store = open_store(f"sqlite:///{db}")
+    try:
+        with store.transaction() as tx:
+            tx.run("CREATE TABLE scratch (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+        most = 0
+        for i in range(60):
+            with store.transaction() as tx:
+                for j in range(10):
+                    tx.run(
+                        "INSERT INTO scratch (id, v) VALUES (:id, :v)",
+                        {"id": i * 10 + j, "v": "x" * 1500},
+                    )
+                time.sleep(0.003)  # a batch's work, inside its transaction as a runner's
+            if i >= 10:  # past the schema's frames, written before any checkpoint
+                most = max(most, _wal_frames(db))
+        assert "sqlite-checkpoint ckpt.db" in {t.name for t in threading.enumerate()}
+        # started over past 20 frames (+ what commits while a copy is under way); else 400+
+        assert most < 60, most
+        time.sleep(0.5)  # the last commit's copy
+        # the database file alone (no WAL read) has the rows copied so far
+        ro = sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True)
+        try:
+            copied = ro.execute("SELECT count(*) FROM scratch").fetchone()[0]
+        finally:
+            ro.close()
+        assert copied == 600
+    finally:
+        store.dispose()
+    assert not db.with_name(db.name + "-wal").exists()
+    assert "sqlite-checkpoint ckpt.db" not in {t.name for t in threading.enumerate()}
+
+
+def test_sqlite_checkpoints_without_the_thread(tmp_path: Path) -> None:
+    """``SQLiteStore.checkpoint_thread = False``: SQLite's own checkpoints, after commit."""
+    from journal_loader.storage.sqlite import SQLiteStore
+
+    class Inline(SQLiteStore):
+        checkpoint_thread = False
+
+    db = tmp_path / "inline.db"
+    store = Inline(f"sqlite:///{db}")
+    try:
+        store.ensure_schema()
+        with store.transaction() as tx:
+            tx.run("CREATE TABLE scratch (id INTEGER PRIMARY KEY)")
+            tx.run("INSERT INTO scratch (id) VALUES (1)")
+        assert "sqlite-checkpoint inline.db" not in {t.name for t in threading.enumerate()}
+        with store.read() as conn:
+            assert conn.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 1000
+    finally:
+        store.dispose()

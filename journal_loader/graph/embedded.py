@@ -134,7 +134,7 @@ class EmbeddedGraph(Prefetcher, RowBuilder, GraphTarget, ProposeClient):
         conflict_penalty: float = DEFAULT_CONFLICT_PENALTY,
         alias_attribute: str = "nameAlias",
         use_pg_trgm: bool = True,
-        cache_limit: int = 1_000_000,
+        cache_limit: int = 200_000,
     ) -> None:
         self.store = store
         self.node_types = frozenset(node_types) if node_types else None
@@ -247,14 +247,16 @@ class EmbeddedGraph(Prefetcher, RowBuilder, GraphTarget, ProposeClient):
             self._drop_pending_fuzzy(0)
         else:
             self._fuzzy_pending.clear()  # committed: they stay in the in-process index
-        size = len(self._by_name) + len(self._by_alias) + len(self._rels) + len(self._attrs)
-        if size > self.cache_limit:
-            self._forget()
-            self._key_of.clear()
-            if not self._pg_trgm:
-                for index in self._fuzzy_index.values():
-                    index.clear()
-                self._fuzzy_loaded.clear()
+        if self._cache_size() > self.cache_limit:
+            if len(self._key_of) <= self.cache_limit // 4:
+                self._evict()  # the older half
+            else:
+                self._forget()
+                self._key_of.clear()
+                if not self._pg_trgm:
+                    for index in self._fuzzy_index.values():
+                        index.clear()
+                    self._fuzzy_loaded.clear()
 
     def after_rollback(self) -> None:
         self._undo.rollback_to(0)

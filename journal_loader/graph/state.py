@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from journal_loader.graph.fuzzy import TrigramIndex
@@ -23,6 +24,11 @@ _MISSING: Any = object()
 # (node id, external key, normalised name) per node found by a name or an alias
 Candidate = tuple[int, str | None, str]
 Candidates = tuple[Candidate, ...]
+
+
+def _newer_half(mapping: dict[Any, Any]) -> dict[Any, Any]:
+    """The entries added last, half of them, as a new (compact) dict."""
+    return dict(islice(mapping.items(), len(mapping) // 2, None))
 
 
 class _UndoLog:
@@ -170,6 +176,39 @@ class GraphState:
         self._attrs.clear()
         self._rels.clear()
         self._pairs.clear()
+
+    def _cache_size(self) -> int:
+        return len(self._by_name) + len(self._by_key) + len(self._attrs) + len(self._rels)
+
+    def _evict(self) -> None:
+        """Between batches (the undo log empty): drop the older half of each cache of
+        committed rows, in the order its entries were added (what was first looked up or
+        created longest ago), so the caches stay within ``cache_limit`` entries and the
+        process's memory flat however long the file (issue 11). What is dropped is looked up
+        again when needed: the answers stay the same. What ties the caches together stays
+        true:
+
+        * a name's candidates and its alias candidates are cached together (``_candidates``
+          reads the second once it has the first): both go for the same names;
+        * ``_pairs`` says every relationship between two nodes is in ``_rels``, and
+          ``_absent_keys`` that a key is not in the database, which ``_by_key`` would
+          contradict once the key is created: both are emptied (PostgreSQL's prefetch fills
+          them again for each batch);
+        * ``_key_of`` corrects the cached candidates of nodes this graph gave a key to: it
+          is kept while any candidate may be older than it (``after_commit`` empties
+          everything at once when it is large).
+        """
+        by_name, by_alias = self._by_name, self._by_alias
+        old = list(islice(by_name, len(by_name) // 2))
+        for name in old:
+            by_alias.pop(name, None)
+        self._by_name = _newer_half(by_name)
+        self._by_alias = dict(by_alias)  # compacted
+        self._by_key = _newer_half(self._by_key)
+        self._attrs = _newer_half(self._attrs)
+        self._rels = _newer_half(self._rels)
+        self._pairs.clear()
+        self._absent_keys.clear()
 
     def _require_record(self) -> _Record:
         if self._rec is None:
