@@ -394,21 +394,47 @@ class EmbeddedGraph(Prefetcher, RowBuilder, GraphTarget, ProposeClient):
                 for c in conflicts
             ]
 
-        # provenance: one id per subject per record, for the first fact that asserts it
-        done = rec.provenanced
-        subjects = [("node", source_id), ("node", target_id)]
+        # provenance: one id per subject per record, for the first fact that asserts it (a
+        # subject twice in one fact, a self-loop's node, gets two: each is checked against
+        # the record's subjects before the fact's are added); the ids in subject order:
+        # source node, target node, attributes, relationship
+        seen_nodes = rec.seen_nodes
+        new_source = source_id not in seen_nodes
+        new_target = target_id not in seen_nodes
         if attribute_ids:
-            subjects += [("attribute", attribute_id) for attribute_id in attribute_ids]
-        subjects.append(("relationship", rel_id))
-        new = [subject for subject in subjects if subject not in done]
+            seen_attributes = rec.seen_attributes
+            new_attributes = [a for a in attribute_ids if a not in seen_attributes]
+        else:
+            new_attributes = attribute_ids  # empty
+        new_relationship = rel_id not in rec.seen_relationships
+        count = new_source + new_target + len(new_attributes) + new_relationship
         provenance_ids: list[int] = []
-        if new:
-            done.update(new)
-            provenance_ids = tx.reserve_ids("provenance_records", len(new))
-            rec.provenance += [
-                (kind, subject_id, prov_id, fact_index, confidence)
-                for prov_id, (kind, subject_id) in zip(provenance_ids, new, strict=True)
-            ]
+        if count:
+            provenance_ids = tx.reserve_ids("provenance_records", count)
+            i = 0
+            if new_source:
+                rec.provenance_nodes.append((source_id, provenance_ids[0], fact_index, confidence))
+                i = 1
+            if new_target:
+                rec.provenance_nodes.append((target_id, provenance_ids[i], fact_index, confidence))
+                i += 1
+            if new_attributes:
+                # (the relationship's id may follow theirs: zip stops at the attributes)
+                ids = zip(new_attributes, provenance_ids[i:], strict=False)
+                rec.provenance_attributes += [
+                    (attribute_id, prov_id, fact_index, confidence) for attribute_id, prov_id in ids
+                ]
+                seen_attributes.update(new_attributes)
+            if new_relationship:
+                rec.provenance_relationships.append(
+                    (rel_id, provenance_ids[-1], fact_index, confidence)
+                )
+                rec.seen_relationships.add(rel_id)
+            seen_nodes.add(source_id)
+            seen_nodes.add(target_id)
+            top = max(provenance_ids)
+            if top > rec.last_id:
+                rec.last_id, rec.last_confidence = top, confidence
 
         result = ProposeResult(
             status=STATUS_CONFLICTS if conflicts else STATUS_SUCCESS,

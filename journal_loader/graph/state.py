@@ -110,10 +110,18 @@ class _Record:
     fuzzy_mark: int
     facts: int = 0
     results: list[ProposeResult] = field(default_factory=list)
-    provenanced: set[tuple[str, int]] = field(default_factory=set)
-    # (kind, subject id, provenance id, fact index, confidence) of the record's subjects:
-    # rows once the record is done (RowBuilder._provenance_rows), when its last id is known
-    provenance: list[tuple[str, int, int, int, float]] = field(default_factory=list)
+    # Provenance: the record's subjects so far, per kind (ids: no tuple per lookup), and
+    # (subject id, provenance id, fact index, confidence) per subject, per kind: rows once the
+    # record is done (RowBuilder._provenance_rows), when its last id is known. ``last_id``
+    # and ``last_confidence``: the highest provenance id so far, and its subject's confidence.
+    seen_nodes: set[int] = field(default_factory=set)
+    seen_attributes: set[int] = field(default_factory=set)
+    seen_relationships: set[int] = field(default_factory=set)
+    provenance_nodes: list[tuple[int, int, int, float]] = field(default_factory=list)
+    provenance_attributes: list[tuple[int, int, int, float]] = field(default_factory=list)
+    provenance_relationships: list[tuple[int, int, int, float]] = field(default_factory=list)
+    last_id: int = 0
+    last_confidence: float = 0.0
 
 
 class GraphState:
