@@ -338,6 +338,11 @@ class EmbeddedGraph(Prefetcher, RowBuilder, GraphTarget, ProposeClient):
         self.begin_record(source_id, record_offset, run_id)
         rec = self._require_record()
         tx = self._require_tx()
+        # The record's facts were collected before any is resolved, so nothing changes an
+        # entity's attributes between them: an entity given again (the example's company, in
+        # three facts) has the ids its first fact found or created (only new values make
+        # rows, and nothing is undone but the whole record).
+        rec.attribute_memo = {}
         fact = self._fact
         try:
             for f in facts:
@@ -376,10 +381,25 @@ class EmbeddedGraph(Prefetcher, RowBuilder, GraphTarget, ProposeClient):
             tx, tgt, tgt_norm, "target"
         )
         attribute_ids: list[int] = []
+        memo = rec.attribute_memo
         if src.attributes:
-            attribute_ids = self._attributes(tx, source_id, source_key, source_norm, src)
+            if memo is None:
+                attribute_ids = self._attributes(tx, source_id, source_key, source_norm, src)
+            else:
+                ids = memo.get((source_id, id(src.attributes)))
+                if ids is None:
+                    ids = self._attributes(tx, source_id, source_key, source_norm, src)
+                    memo[source_id, id(src.attributes)] = ids
+                attribute_ids = [*ids]
         if tgt.attributes:
-            attribute_ids += self._attributes(tx, target_id, target_key, target_norm, tgt)
+            if memo is None:
+                attribute_ids += self._attributes(tx, target_id, target_key, target_norm, tgt)
+            else:
+                ids = memo.get((target_id, id(tgt.attributes)))
+                if ids is None:
+                    ids = self._attributes(tx, target_id, target_key, target_norm, tgt)
+                    memo[target_id, id(tgt.attributes)] = ids
+                attribute_ids += ids
         rel_id, rel_action, conflicts = self._relationship(
             tx, source_id, relationship, target_id, strength, valid_from, valid_to, metadata
         )
@@ -420,9 +440,10 @@ class EmbeddedGraph(Prefetcher, RowBuilder, GraphTarget, ProposeClient):
                 i += 1
             if new_attributes:
                 # (the relationship's id may follow theirs: zip stops at the attributes)
-                ids = zip(new_attributes, provenance_ids[i:], strict=False)
+                pairs = zip(new_attributes, provenance_ids[i:], strict=False)
                 rec.provenance_attributes += [
-                    (attribute_id, prov_id, fact_index, confidence) for attribute_id, prov_id in ids
+                    (attribute_id, prov_id, fact_index, confidence)
+                    for attribute_id, prov_id in pairs
                 ]
                 seen_attributes.update(new_attributes)
             if new_relationship:

@@ -122,6 +122,10 @@ class _Record:
     provenance_relationships: list[tuple[int, int, int, float]] = field(default_factory=list)
     last_id: int = 0
     last_confidence: float = 0.0
+    # (node id, id() of an entity's attributes dict) -> the attribute ids on the node: set
+    # for collected facts only (EmbeddedGraph.propose_collected), whose dicts no loader code
+    # can change between two facts, and whose entities live as long as the record
+    attribute_memo: dict[tuple[int, int], list[int]] | None = None
 
 
 class GraphState:
