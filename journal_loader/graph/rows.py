@@ -159,7 +159,9 @@ class RowBuilder(Resolver):
                     self._stamp,
                 )
             )
-            self._undo.set(self._rels, key, (rel_id, strength))
+            # _UndoLog.set, inline: the key is not in the cache (found is None)
+            self._undo.entries.append((self._rels, key, _MISSING))
+            self._rels[key] = (rel_id, strength)
             action = Action(action="relationship_created", relationship_id=rel_id)
             return rel_id, action, conflicts
         rel_id, old_strength = found
