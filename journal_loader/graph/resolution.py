@@ -162,14 +162,14 @@ class Resolver(GraphState):
         # _UndoLog.set, inline (four per new node)
         undo = self._undo.entries
         new_nodes, by_name, attrs = self._new_nodes, self._by_name, self._attrs
-        undo.append((new_nodes, node_id, new_nodes.get(node_id, _MISSING)))
+        undo += (new_nodes, node_id, new_nodes.get(node_id, _MISSING))
         new_nodes[node_id] = True
         name_key = (e.type, norm)
-        undo.append((by_name, name_key, by_name.get(name_key, _MISSING)))
+        undo += (by_name, name_key, by_name.get(name_key, _MISSING))
         by_name[name_key] = tuple(sorted((*candidates, (node_id, e.key, norm))))
         if e.key is not None:
             self._undo.set(self._by_key, (e.type, e.key), node_id)
-        undo.append((attrs, node_id, attrs.get(node_id, _MISSING)))
+        undo += (attrs, node_id, attrs.get(node_id, _MISSING))
         attrs[node_id] = {}
         index = self._fuzzy_index.get(e.type)
         if index is not None and key is not None:

@@ -75,7 +75,7 @@ class RowBuilder(Resolver):
                     attr_id = tx.next_id("attributes")
                     norm_value = normalize_name(text_value)
                     rows.append((attr_id, node_id, attr_type, text_value, norm_value, self._stamp))
-                    undo.append((existing, key, _MISSING))
+                    undo += (existing, key, _MISSING)
                     existing[key] = attr_id
                     if attr_type == self.alias_attribute and norm_value:
                         self._add_alias(tx, e.type, norm_value, (node_id, node_key, node_norm))
@@ -160,7 +160,7 @@ class RowBuilder(Resolver):
                 )
             )
             # _UndoLog.set, inline: the key is not in the cache (found is None)
-            self._undo.entries.append((self._rels, key, _MISSING))
+            self._undo.entries += (self._rels, key, _MISSING)
             self._rels[key] = (rel_id, strength)
             action = Action(action="relationship_created", relationship_id=rel_id)
             return rel_id, action, conflicts

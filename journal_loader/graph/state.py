@@ -26,15 +26,20 @@ Candidates = tuple[Candidate, ...]
 
 
 class _UndoLog:
-    """Every cache change, so a record or a batch can be taken back."""
+    """Every cache change, so a record or a batch can be taken back.
+
+    ``entries`` is flat: (mapping, key, old value) as three items, not a tuple per change. A
+    batch makes ~20 changes a record and keeps them to its commit; a tuple each was a
+    GC-tracked object, and untracking ~20,000 of them at once (``after_commit``) touched
+    memory all over the heap (measured: 2.6% of a load's samples in that ``clear``)."""
 
     __slots__ = ("entries",)
 
     def __init__(self) -> None:
-        self.entries: list[tuple[dict[Any, Any], Any, Any]] = []
+        self.entries: list[Any] = []
 
     def set(self, mapping: dict[Any, Any], key: Any, value: Any) -> None:
-        self.entries.append((mapping, key, mapping.get(key, _MISSING)))
+        self.entries += (mapping, key, mapping.get(key, _MISSING))
         mapping[key] = value
 
     def mark(self) -> int:
@@ -43,7 +48,9 @@ class _UndoLog:
     def rollback_to(self, mark: int) -> None:
         entries = self.entries
         while len(entries) > mark:
-            mapping, key, old = entries.pop()
+            old = entries.pop()
+            key = entries.pop()
+            mapping = entries.pop()
             if old is _MISSING:
                 mapping.pop(key, None)
             else:
