@@ -345,8 +345,9 @@ class EmbeddedGraph(Prefetcher, RowBuilder, GraphTarget, ProposeClient):
         rec.attribute_memo = {}
         fact = self._fact
         try:
-            for f in facts:
-                fact(rec, tx, *f)
+            # unpacked: a call with twelve arguments, not one through *f (a tuple per fact)
+            for src, tgt, src_norm, tgt_norm, rel, strength, start, end, meta, conf in facts:
+                fact(rec, tx, src, tgt, src_norm, tgt_norm, rel, strength, start, end, meta, conf)
         except BaseException:
             self.abort_record()
             raise
@@ -421,11 +422,11 @@ class EmbeddedGraph(Prefetcher, RowBuilder, GraphTarget, ProposeClient):
         seen_nodes = rec.seen_nodes
         new_source = source_id not in seen_nodes
         new_target = target_id not in seen_nodes
-        if attribute_ids:
-            seen_attributes = rec.seen_attributes
-            new_attributes = [a for a in attribute_ids if a not in seen_attributes]
+        seen_attributes = rec.seen_attributes
+        if not attribute_ids or seen_attributes.isdisjoint(attribute_ids):
+            new_attributes = attribute_ids  # empty, or all new (the common cases)
         else:
-            new_attributes = attribute_ids  # empty
+            new_attributes = [a for a in attribute_ids if a not in seen_attributes]
         new_relationship = rel_id not in rec.seen_relationships
         count = new_source + new_target + len(new_attributes) + new_relationship
         provenance_ids: list[int] = []
@@ -439,12 +440,10 @@ class EmbeddedGraph(Prefetcher, RowBuilder, GraphTarget, ProposeClient):
                 rec.provenance_nodes.append((target_id, provenance_ids[i], fact_index, confidence))
                 i += 1
             if new_attributes:
-                # (the relationship's id may follow theirs: zip stops at the attributes)
-                pairs = zip(new_attributes, provenance_ids[i:], strict=False)
-                rec.provenance_attributes += [
-                    (attribute_id, prov_id, fact_index, confidence)
-                    for attribute_id, prov_id in pairs
-                ]
+                append = rec.provenance_attributes.append
+                for attribute_id in new_attributes:
+                    append((attribute_id, provenance_ids[i], fact_index, confidence))
+                    i += 1
                 seen_attributes.update(new_attributes)
             if new_relationship:
                 rec.provenance_relationships.append(
