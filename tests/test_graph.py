@@ -550,6 +550,58 @@ def test_provenance_traces_every_subject_to_each_record_with_its_confidence(
     assert sorted(written) == sorted(prov_ids)
 
 
+def test_a_subject_twice_in_one_fact_has_provenance_twice(store: Store, tmp_path: Path) -> None:
+    """A self-loop's node, and a value given twice, are each subjects twice in the fact
+    that first asserts them: a provenance id (and row) each time; a later fact of the record
+    asserts them again without one. Pinned as it was before the record's provenance was kept
+    per kind (the ids reserved in the fact's subject order: source node, target node,
+    attributes, relationship)."""
+    acme = {"type": "Company", "name": "Acme", "attributes": {"tag": ["a", "a"], "sector": "x"}}
+    script = write_script(
+        tmp_path / "facts.jsonl",
+        [
+            [
+                fact(acme, acme, "OWNS", confidence=0.5),
+                fact(acme, ("City", "X"), "LOCATED_IN", confidence=0.9),
+            ]
+        ],
+    )
+    run(ScriptLoader, script, store=store, graph=_graph(store))
+    [first, second] = propose_results(store)[0]
+    acme_id, x_id = first.source_entity_id, second.target_entity_id
+    assert first.target_entity_id == acme_id
+    tag, sector = first.attribute_ids[:3:2]
+    assert first.attribute_ids == [tag, tag, sector, tag, tag, sector]
+    p = first.provenance_ids
+    assert len(p) == 9 and p == sorted(p)
+    q = second.provenance_ids
+    assert len(q) == 2 and p[-1] < q[0] < q[1]
+    record = q[1]
+    assert rows(store, "SELECT id, record_offset, confidence FROM provenance_records") == [
+        (record, 0, 0.9)
+    ]
+    subjects = [
+        ("node", acme_id, p[0], 0, 0.5),
+        ("node", acme_id, p[1], 0, 0.5),
+        *(("attribute", a, i, 0, 0.5) for a, i in zip(first.attribute_ids, p[2:8], strict=True)),
+        ("relationship", first.relationship_id, p[8], 0, 0.5),
+        ("node", x_id, q[0], 1, None),
+        ("relationship", second.relationship_id, record, 1, None),
+    ]
+    stored = []
+    for kind in ("node", "attribute", "relationship"):
+        stored += [
+            (kind, *r)
+            for r in rows(
+                store,
+                f"SELECT subject_id, id, fact_index, confidence FROM provenance_{kind}s "
+                "WHERE record_id = :r ORDER BY id",
+                r=record,
+            )
+        ]
+    assert sorted(stored, key=lambda r: r[2]) == subjects
+
+
 # --- caches: undo, rollback, other runners -------------------------------------------------
 
 

@@ -7,7 +7,8 @@ match by alias and fuzzily, conflict, and fail every way a record can fail at pr
 value the collector's checks refuse, one only resolution refuses (an attribute, metadata), an
 ambiguous match, a loader that raises after a fact, a loader that catches the graph's error
 and proposes something else, and one that reads an answer inside propose (after which the
-run proposes fact by fact)."""
+run proposes fact by fact). The company, one Entity in up to three facts of a record, has a
+list of values with one twice (a collected record reuses its attribute ids)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ class MixedLoader(Loader):
         if mode == "none":  # a journal-only record: no facts at all
             return []
         attributes = {"nameAlias": record["alias"]} if record["alias"] else {}
+        attributes["sector"] = ["s", record["city"], "s"]  # a value twice; in up to 3 facts
         if mode == "bad_attr":
             attributes["note"] = "x\\x00y"  # refused at resolution (the attribute's value)
         company = Entity(type="Company", name=record["name"], key=record["key"] or None,

@@ -340,10 +340,16 @@ class EmbeddedGraph(Prefetcher, RowBuilder, GraphTarget, ProposeClient):
         self.begin_record(source_id, record_offset, run_id)
         rec = self._require_record()
         tx = self._require_tx()
+        # The record's facts were collected before any is resolved, so nothing changes an
+        # entity's attributes between them: an entity given again (the example's company, in
+        # three facts) has the ids its first fact found or created (only new values make
+        # rows, and nothing is undone but the whole record).
+        rec.attribute_memo = {}
         fact = self._fact
         try:
-            for f in facts:
-                fact(rec, tx, *f)
+            # unpacked: a call with twelve arguments, not one through *f (a tuple per fact)
+            for src, tgt, src_norm, tgt_norm, rel, strength, start, end, meta, conf in facts:
+                fact(rec, tx, src, tgt, src_norm, tgt_norm, rel, strength, start, end, meta, conf)
         except BaseException:
             self.abort_record()
             raise
@@ -378,10 +384,25 @@ class EmbeddedGraph(Prefetcher, RowBuilder, GraphTarget, ProposeClient):
             tx, tgt, tgt_norm, "target"
         )
         attribute_ids: list[int] = []
+        memo = rec.attribute_memo
         if src.attributes:
-            attribute_ids = self._attributes(tx, source_id, source_key, source_norm, src)
+            if memo is None:
+                attribute_ids = self._attributes(tx, source_id, source_key, source_norm, src)
+            else:
+                ids = memo.get((source_id, id(src.attributes)))
+                if ids is None:
+                    ids = self._attributes(tx, source_id, source_key, source_norm, src)
+                    memo[source_id, id(src.attributes)] = ids
+                attribute_ids = [*ids]
         if tgt.attributes:
-            attribute_ids += self._attributes(tx, target_id, target_key, target_norm, tgt)
+            if memo is None:
+                attribute_ids += self._attributes(tx, target_id, target_key, target_norm, tgt)
+            else:
+                ids = memo.get((target_id, id(tgt.attributes)))
+                if ids is None:
+                    ids = self._attributes(tx, target_id, target_key, target_norm, tgt)
+                    memo[target_id, id(tgt.attributes)] = ids
+                attribute_ids += ids
         rel_id, rel_action, conflicts = self._relationship(
             tx, source_id, relationship, target_id, strength, valid_from, valid_to, metadata
         )
@@ -396,21 +417,46 @@ class EmbeddedGraph(Prefetcher, RowBuilder, GraphTarget, ProposeClient):
                 for c in conflicts
             ]
 
-        # provenance: one id per subject per record, for the first fact that asserts it
-        done = rec.provenanced
-        subjects = [("node", source_id), ("node", target_id)]
-        if attribute_ids:
-            subjects += [("attribute", attribute_id) for attribute_id in attribute_ids]
-        subjects.append(("relationship", rel_id))
-        new = [subject for subject in subjects if subject not in done]
+        # provenance: one id per subject per record, for the first fact that asserts it (a
+        # subject twice in one fact, a self-loop's node, gets two: each is checked against
+        # the record's subjects before the fact's are added); the ids in subject order:
+        # source node, target node, attributes, relationship
+        seen_nodes = rec.seen_nodes
+        new_source = source_id not in seen_nodes
+        new_target = target_id not in seen_nodes
+        seen_attributes = rec.seen_attributes
+        if not attribute_ids or seen_attributes.isdisjoint(attribute_ids):
+            new_attributes = attribute_ids  # empty, or all new (the common cases)
+        else:
+            new_attributes = [a for a in attribute_ids if a not in seen_attributes]
+        new_relationship = rel_id not in rec.seen_relationships
+        count = new_source + new_target + len(new_attributes) + new_relationship
         provenance_ids: list[int] = []
-        if new:
-            done.update(new)
-            provenance_ids = tx.reserve_ids("provenance_records", len(new))
-            rec.provenance += [
-                (kind, subject_id, prov_id, fact_index, confidence)
-                for prov_id, (kind, subject_id) in zip(provenance_ids, new, strict=True)
-            ]
+        if count:
+            provenance_ids = tx.reserve_ids("provenance_records", count)
+            i = 0
+            if new_source:
+                rec.provenance_nodes.append((source_id, provenance_ids[0], fact_index, confidence))
+                i = 1
+            if new_target:
+                rec.provenance_nodes.append((target_id, provenance_ids[i], fact_index, confidence))
+                i += 1
+            if new_attributes:
+                append = rec.provenance_attributes.append
+                for attribute_id in new_attributes:
+                    append((attribute_id, provenance_ids[i], fact_index, confidence))
+                    i += 1
+                seen_attributes.update(new_attributes)
+            if new_relationship:
+                rec.provenance_relationships.append(
+                    (rel_id, provenance_ids[-1], fact_index, confidence)
+                )
+                rec.seen_relationships.add(rel_id)
+            seen_nodes.add(source_id)
+            seen_nodes.add(target_id)
+            top = max(provenance_ids)
+            if top > rec.last_id:
+                rec.last_id, rec.last_confidence = top, confidence
 
         result = ProposeResult(
             status=STATUS_CONFLICTS if conflicts else STATUS_SUCCESS,

@@ -50,8 +50,13 @@ def as_entity(value: EntityLike, attributes: dict[str, Any] | None = None) -> En
     return Entity(type=value[0], name=value[1], key=key, attributes=attributes or {})
 
 
-class Action(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """One thing the graph did for a fact (the Propose API's ``actions`` entries)."""
+class Action(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    """One thing the graph did for a fact (the Propose API's ``actions`` entries).
+
+    ``gc=False`` here and on ``ProposeResult``: a load makes ~20 of them a record and keeps
+    them to the batch's end; the cyclic GC tracking each (linked in at creation, unlinked at
+    the end, all over the heap) cost more than building them. They hold values and lists of
+    values, never a cycle; reference counting frees them as before."""
 
     action: str  # entity_created | entity_matched | relationship_created | relationship_duplicate
     #              | relationship_updated | relationship_conflicted | error
@@ -81,7 +86,7 @@ class Conflict(msgspec.Struct, kw_only=True, omit_defaults=True):
     detail: dict[str, Any] = {}
 
 
-class ProposeResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+class ProposeResult(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """The answer to one ``propose_fact`` call, shaped like the Propose API's response."""
 
     status: str

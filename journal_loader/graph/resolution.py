@@ -22,7 +22,7 @@ from journal_loader.graph.fuzzy import (
     trigrams,
 )
 from journal_loader.graph.protocol import Action, Entity
-from journal_loader.graph.state import Candidate, Candidates, GraphState
+from journal_loader.graph.state import _MISSING, Candidate, Candidates, GraphState
 from journal_loader.storage.base import Tx
 
 ALIAS_CONFIDENCE = 0.9
@@ -74,24 +74,40 @@ class Resolver(GraphState):
             if node_id is None:
                 names = self._candidates(tx, node_type, norm, key)
                 node_id = self._by_key.get((node_type, key))
-            if node_id is not None:
-                return node_id, _matched(role, node_id, 1.0, "external_key"), key, norm
+            if node_id is not None:  # (the action built here: no call per entity)
+                action = Action(
+                    action="entity_matched",
+                    role=role,
+                    entity_id=node_id,
+                    confidence=1.0,
+                    match_reason="external_key",
+                )
+                return node_id, action, key, norm
         if names is None:
             names = self._candidates(tx, node_type, norm, key)
 
         # exact normalised name (with a key: only a node that has none)
         if key is None and len(names) == 1:  # the common case, first
-            node_id = names[0][0]
             found = names[0]
-            return node_id, _matched(role, node_id, 1.0, "exact_name_match"), found[1], found[2]
-        eligible = names if key is None else tuple(c for c in names if self._keyless(c))
+            node_id = found[0]
+            action = Action(
+                action="entity_matched",
+                role=role,
+                entity_id=node_id,
+                confidence=1.0,
+                match_reason="exact_name_match",
+            )
+            return node_id, action, found[1], found[2]
+        eligible = (
+            names if key is None or not names else tuple(c for c in names if self._keyless(c))
+        )
         if eligible:
             found = self._one(e, eligible, "exact_name_match")
             return self._adopt(e, found, 1.0, "exact_name_match", role)
 
         # alias (the nameAlias attributes)
         aliases = self._by_alias.get((node_type, norm), ())
-        if key is not None:
+        if key is not None and aliases:
             aliases = tuple(c for c in aliases if self._keyless(c))
         if aliases:
             found = self._one(e, aliases, "alias_match")
@@ -143,13 +159,18 @@ class Resolver(GraphState):
         self._buf.nodes.append(
             (node_id, e.type, e.name, norm, e.key, self._stamp, self._stamp, key)
         )
-        self._undo.set(self._new_nodes, node_id, True)
-        self._undo.set(
-            self._by_name, (e.type, norm), tuple(sorted((*candidates, (node_id, e.key, norm))))
-        )
+        # _UndoLog.set, inline (four per new node)
+        undo = self._undo.entries
+        new_nodes, by_name, attrs = self._new_nodes, self._by_name, self._attrs
+        undo += (new_nodes, node_id, new_nodes.get(node_id, _MISSING))
+        new_nodes[node_id] = True
+        name_key = (e.type, norm)
+        undo += (by_name, name_key, by_name.get(name_key, _MISSING))
+        by_name[name_key] = tuple(sorted((*candidates, (node_id, e.key, norm))))
         if e.key is not None:
             self._undo.set(self._by_key, (e.type, e.key), node_id)
-        self._undo.set(self._attrs, node_id, {})
+        undo += (attrs, node_id, attrs.get(node_id, _MISSING))
+        attrs[node_id] = {}
         index = self._fuzzy_index.get(e.type)
         if index is not None and key is not None:
             index.add(node_id, key, (e.key, norm))

@@ -75,7 +75,7 @@ class RowBuilder(Resolver):
                     attr_id = tx.next_id("attributes")
                     norm_value = normalize_name(text_value)
                     rows.append((attr_id, node_id, attr_type, text_value, norm_value, self._stamp))
-                    undo.append((existing, key, _MISSING))
+                    undo += (existing, key, _MISSING)
                     existing[key] = attr_id
                     if attr_type == self.alias_attribute and norm_value:
                         self._add_alias(tx, e.type, norm_value, (node_id, node_key, node_norm))
@@ -159,7 +159,9 @@ class RowBuilder(Resolver):
                     self._stamp,
                 )
             )
-            self._undo.set(self._rels, key, (rel_id, strength))
+            # _UndoLog.set, inline: the key is not in the cache (found is None)
+            self._undo.entries += (self._rels, key, _MISSING)
+            self._rels[key] = (rel_id, strength)
             action = Action(action="relationship_created", relationship_id=rel_id)
             return rel_id, action, conflicts
         rel_id, old_strength = found
@@ -184,23 +186,19 @@ class RowBuilder(Resolver):
         """The record's provenance as rows: one for the record (its id and confidence its
         last subject's), one per subject in its kind's table (storage/schema.py,
         ``provenance_records``), with a confidence only where it is not the record's."""
-        subjects = rec.provenance
-        if not subjects:
+        if not (rec.provenance_nodes or rec.provenance_attributes or rec.provenance_relationships):
             return
-        last = max(subjects, key=_provenance_id)
-        record_id, confidence = last[2], last[4]
+        record_id, confidence = rec.last_id, rec.last_confidence
         b = self._buf
         b.provenance_records.append(
             (record_id, rec.source_id, rec.record_offset, rec.run_id, self._stamp, confidence)
         )
-        tables = {
-            "node": b.provenance_nodes,
-            "attribute": b.provenance_attributes,
-            "relationship": b.provenance_relationships,
-        }
-        for kind, sid, pid, fi, conf in subjects:
-            tables[kind].append((sid, pid, record_id, fi, None if conf == confidence else conf))
-
-
-def _provenance_id(subject: tuple[str, int, int, int, float]) -> int:
-    return subject[2]
+        for subjects, rows in (
+            (rec.provenance_nodes, b.provenance_nodes),
+            (rec.provenance_attributes, b.provenance_attributes),
+            (rec.provenance_relationships, b.provenance_relationships),
+        ):
+            rows += [
+                (sid, pid, record_id, fi, None if conf == confidence else conf)
+                for sid, pid, fi, conf in subjects
+            ]
