@@ -1,5 +1,6 @@
-"""``normalize_name``'s fast path for ASCII text equals the general one, character for
-character (the path is an optimisation: a name resolves to the same node either way)."""
+"""``normalize_name``'s fast path for ASCII text (and ``normalize_value``, the same for an
+attribute's value, uncached) equals the general one, character for character (the path is an
+optimisation: a name resolves to the same node either way)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import unicodedata
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from journal_loader.graph.normalize import normalize_name
+from journal_loader.graph.normalize import normalize_name, normalize_value
 from tests.support.properties import example_counts
 
 _DROP = str.maketrans("", "", "'\u2019\u2018\"`\u00b4\u201c\u201d")
@@ -37,7 +38,8 @@ def test_examples() -> None:
 def test_every_pair_of_ascii_characters() -> None:
     for a, b in itertools.product(ASCII, repeat=2):
         for name in (a + b, f"x{a}{b}y", f"{a}Z9{b}"):
-            assert normalize_name(name) == general(name), repr(name)
+            assert normalize_name.__wrapped__(name) == general(name), repr(name)
+            assert normalize_value(name) == general(name), repr(name)
 
 
 @example_counts(300, 20_000)
@@ -45,6 +47,7 @@ def test_any_text(examples: int) -> None:
     @settings(max_examples=examples, deadline=None)
     @given(st.text(st.sampled_from(ASCII), max_size=30) | st.text(max_size=30))
     def check(name: str) -> None:
-        assert normalize_name(name) == general(name)
+        assert normalize_name.__wrapped__(name) == general(name)
+        assert normalize_value(name) == general(name)
 
     check()

@@ -18,7 +18,7 @@ import msgspec
 
 from journal_loader.errors import ValidationError
 from journal_loader.graph.checks import MAX_VALUE_BYTES, attribute_values, has_nul
-from journal_loader.graph.normalize import normalize_name
+from journal_loader.graph.normalize import normalize_value
 from journal_loader.graph.protocol import Action, Conflict, Entity
 from journal_loader.graph.resolution import Resolver
 from journal_loader.graph.state import _MISSING, Candidate, _Record
@@ -73,7 +73,7 @@ class RowBuilder(Resolver):
                 attr_id = existing.get(key)
                 if attr_id is None:
                     attr_id = tx.next_id("attributes")
-                    norm_value = normalize_name(text_value)
+                    norm_value = normalize_value(text_value)
                     rows.append((attr_id, node_id, attr_type, text_value, norm_value, self._stamp))
                     undo += (existing, key, _MISSING)
                     existing[key] = attr_id
