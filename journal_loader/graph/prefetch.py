@@ -257,7 +257,9 @@ class Prefetcher(GraphState):
         for name, candidates in by_name.items():
             if name not in self._by_name:
                 self._by_name[name] = tuple(sorted(candidates))
-                self._by_alias.setdefault(name, tuple(sorted(aliases[name].values())))
+                found = aliases[name]
+                if found:  # none: no entry (as in Resolver._candidates)
+                    self._by_alias.setdefault(name, tuple(sorted(found.values())))
         self._absent_keys.update(keys - found_keys)
 
     def _known_node(self, node_type: str, norm: str, key: str | None) -> int | None:

@@ -55,7 +55,10 @@ class Resolver(GraphState):
             # nodes created in this batch are in the cache already; rows are committed ones
             candidates = tuple(sorted(by_name))
             self._by_name[(node_type, norm)] = candidates
-            self._by_alias.setdefault((node_type, norm), tuple(sorted(by_alias.values())))
+            if by_alias:  # none is what a missing entry says too (readers use .get(k, ())):
+                # an empty tuple per name cost an insert each, and as many entries of
+                # cache_limit as the names themselves
+                self._by_alias.setdefault((node_type, norm), tuple(sorted(by_alias.values())))
             return candidates
         return cached
 
