@@ -145,7 +145,12 @@ class _Checkpointer:
     Durability is unchanged: a commit is durable once its WAL frames are synced (at COMMIT,
     ``synchronous=FULL``); a checkpoint only moves committed pages, and SQLite resumes or
     redoes one cut short by a crash. The last connection to close (``dispose``) still
-    checkpoints the rest and deletes the WAL, as before."""
+    checkpoints the rest and deletes the WAL, as before.
+
+    Fork: a child forked while this thread works inside SQLite can deadlock in SQLite's own
+    mutexes at its first connect (tried: it does). journal-loader never forks; its workers
+    are new processes (``jobs run --workers``, procrastinate). A program that forks after a
+    load should ``dispose()`` the store first (that stops the thread)."""
 
     #: the WAL's size (pages) past which a write transaction waits for the checkpoint
     restart_frames = 65_536
