@@ -528,6 +528,144 @@ def test_sqlite_writers_take_turns(tmp_path: Path) -> None:
     assert order.index("B") < 12, order  # in a few turns, not after the other's 40
 
 
+_BUSY_WRITER = textwrap.dedent("""
+    import os, sys, time
+    from journal_loader.storage import open_store
+    url, who, ready, go = sys.argv[1:5]
+    s = open_store(url)
+    open(ready, "w").close()
+    while not os.path.exists(go):
+        time.sleep(0.001)
+    for _ in range(40):  # back to back, as a runner's batches
+        with s.transaction() as tx:
+            tx.run("INSERT INTO scratch (who) VALUES (?)", (who,))
+            time.sleep(0.003)
+    s.dispose()
+""")
+
+
+def test_sqlite_busy_writers_alternate(tmp_path: Path) -> None:
+    """Two processes writing back to back take strict turns (storage/sqlite.py,
+    _WriterQueue): a writer coming back for its next transaction queues behind the one
+    already waiting. With the first turnstile, one exclusive flock, the releaser took the
+    lock again before the woken waiter ran: runs of 2-25 transactions by one writer, and
+    under load one writer's whole job before the other's first (the --workers 2 test in
+    tests/test_ops_jobs.py failed 2 runs in 8)."""
+    url = f"sqlite:///{tmp_path / 'turns.db'}"
+    store = open_store(url)
+    with store.transaction() as tx:
+        tx.run("CREATE TABLE scratch (id INTEGER PRIMARY KEY, who TEXT NOT NULL)")
+    go = tmp_path / "go"
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _BUSY_WRITER, url, who, str(tmp_path / who), str(go)]
+        )
+        for who in "AB"
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while not all((tmp_path / who).exists() for who in "AB"):
+            assert time.monotonic() < deadline, "the writers did not start"
+            time.sleep(0.005)
+        go.touch()
+        assert [c.wait(60) for c in children] == [0, 0]
+        with store.read() as conn:
+            order = "".join(w for (w,) in conn.execute(text("SELECT who FROM scratch ORDER BY id")))
+    finally:
+        for c in children:
+            c.kill()
+        store.dispose()
+    assert sorted(order) == ["A"] * 40 + ["B"] * 40
+    # Every prefix: neither writer more than 2 turns ahead (one may start a moment earlier)
+    ahead = [order[:n].count("A") - order[:n].count("B") for n in range(1, len(order) + 1)]
+    assert max(abs(a) for a in ahead) <= 2, order
+
+
+def test_sqlite_writers_queue_survives_a_killed_writer(tmp_path: Path) -> None:
+    """A writer killed (SIGKILL) in its turn, with a writer queued behind it: the kernel
+    drops its flocks, the queued writer goes on, its ticket file is removed by a later
+    writer, and the killed transaction left nothing (storage/sqlite.py, _WriterQueue)."""
+    url = f"sqlite:///{tmp_path / 'killed.db'}"
+    store = open_store(url)
+    with store.transaction() as tx:
+        tx.run("CREATE TABLE scratch (id INTEGER PRIMARY KEY, who TEXT NOT NULL)")
+    inside = tmp_path / "inside"
+    hold = textwrap.dedent(f"""
+        import time
+        from journal_loader.storage import open_store
+        s = open_store({url!r})
+        with s.transaction() as tx:
+            tx.run("INSERT INTO scratch (who) VALUES ('killed')")
+            open({str(inside)!r}, "w").close()
+            time.sleep(600)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", hold])
+    try:
+        deadline = time.monotonic() + 60
+        while not inside.exists():
+            assert time.monotonic() < deadline and child.poll() is None, "the child did not start"
+            time.sleep(0.005)
+        queued = threading.Thread(target=_insert_one, args=(store, "queued"))
+        queued.start()
+        time.sleep(0.3)
+        assert queued.is_alive(), "the second writer did not wait for the first"
+        assert len(os.listdir(store.lock_dir / "writers")) == 2  # the child's and ours
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(60)
+        queued.join(60)
+        assert not queued.is_alive()
+        _insert_one(store, "after")
+        with store.read() as conn:
+            rows = [w for (w,) in conn.execute(text("SELECT who FROM scratch ORDER BY id"))]
+        assert rows == ["queued", "after"]
+        assert os.listdir(store.lock_dir / "writers") == []
+    finally:
+        child.kill()
+        store.dispose()
+
+
+def _insert_one(store: Store, who: str) -> None:
+    with store.transaction() as tx:
+        tx.run("INSERT INTO scratch (who) VALUES (?)", (who,))
+
+
+def test_upgrade_at_head_does_not_wait_for_a_writer(tmp_path: Path) -> None:
+    """A process that found no schema and waited for another's migration finds the schema
+    at head under the migration lock and writes nothing (storage/base.py, Store.upgrade).
+    Before, Alembic began a write transaction anyway and, on SQLite, waited in the busy
+    handler for a writer that commits back to back; here the writer holds its transaction
+    until upgrade() has returned, so waiting would never end."""
+    url = f"sqlite:///{tmp_path / 'head.db'}"
+    store = open_store(url)  # migrates: the schema is at head
+    inside, release = tmp_path / "inside", tmp_path / "release"
+    hold = textwrap.dedent(f"""
+        import os, time
+        from journal_loader.storage import open_store
+        s = open_store({url!r})
+        with s.transaction() as tx:
+            tx.run("DELETE FROM failed_records")
+            open({str(inside)!r}, "w").close()
+            while not os.path.exists({str(release)!r}):
+                time.sleep(0.01)
+        s.dispose()
+    """)
+    child = subprocess.Popen([sys.executable, "-c", hold])
+    try:
+        deadline = time.monotonic() + 60
+        while not inside.exists():
+            assert time.monotonic() < deadline and child.poll() is None, "the child did not start"
+            time.sleep(0.005)
+        upgraded = threading.Thread(target=store.upgrade, daemon=True)
+        upgraded.start()
+        upgraded.join(20)
+        assert not upgraded.is_alive(), "upgrade() at head waited for the writer"
+        assert child.poll() is None  # the writer was inside its transaction all along
+    finally:
+        release.touch()
+        assert child.wait(60) == 0
+        store.dispose()
+
+
 def _wal_frames(db: Path) -> int:
     """Frames in use in a WAL file (those whose salt is the header's: a restarted WAL
     keeps its size and the old frames after the new ones)."""

@@ -30,7 +30,7 @@ from psycopg.types.string import BytesBinaryDumper
 from sqlalchemy import Connection, create_engine, event, make_url, text
 
 from journal_loader.errors import FatalError, JournalLoaderError, SourceLockedError
-from journal_loader.storage.base import SourceLock, Store, Tx, lock_key
+from journal_loader.storage.base import SCHEMA_HEAD, SourceLock, Store, Tx, lock_key
 from journal_loader.storage.errors import DB_ERRORS, classify
 
 _ID_BLOCK = 5000
@@ -364,7 +364,10 @@ class PostgresStore(Store):
         from journal_loader.storage.migrate import upgrade
 
         with self.migration_lock():
-            if self.current_revision() is None:
+            revision = self.current_revision()
+            if revision == SCHEMA_HEAD:
+                return  # another process migrated while this one waited (see Store.upgrade)
+            if revision is None:
                 self._prepare_own_schema()
             upgrade(self.engine)
 
