@@ -1,6 +1,6 @@
 -- Read-only views of the embedded graph for `journal-loader graph` (journal_loader/graph/browse.py).
--- Every lookup of one node goes through an index: nodes' primary key, ix_nodes_type_name,
--- uq_nodes_type_key, uq_relationships_endpoints (source first), ix_relationships_target,
+-- Every lookup of one node goes through an index: nodes' primary key,
+-- ix_nodes_type_name_keyed, uq_nodes_type_name_unkeyed, uq_nodes_type_key, uq_relationships_endpoints (source first), ix_relationships_target,
 -- uq_attributes_node_type_value (node first), ix_attributes_type_norm, and the primary key
 -- (subject, id) of each kind's provenance table. Only the counts of `graph stats` read whole
 -- tables. Counts of provenance read the kinds' tables (one row per row of the view
@@ -35,23 +35,41 @@ JOIN relationships b
 WHERE a.rel_type = :rel_type
 
 -- name: node_types
--- The distinct node types, one index probe each (a loose index scan over ix_nodes_type_name)
--- rather than a pass over every node.
-WITH RECURSIVE t(node_type) AS (
-    SELECT MIN(node_type) FROM nodes
+-- The distinct node types, one index probe each rather than a pass over every node: a loose
+-- index scan over each of the two partial indexes that lead with the type and together hold
+-- every node (uq_nodes_type_key: keyed nodes; uq_nodes_type_name_unkeyed: the others).
+WITH RECURSIVE
+keyed(node_type) AS (
+    SELECT MIN(node_type) FROM nodes WHERE external_key IS NOT NULL
     UNION ALL
-    SELECT (SELECT MIN(n.node_type) FROM nodes n WHERE n.node_type > t.node_type)
-    FROM t WHERE t.node_type IS NOT NULL
+    SELECT (SELECT MIN(n.node_type) FROM nodes n
+            WHERE n.external_key IS NOT NULL AND n.node_type > keyed.node_type)
+    FROM keyed WHERE keyed.node_type IS NOT NULL
+),
+unkeyed(node_type) AS (
+    SELECT MIN(node_type) FROM nodes WHERE external_key IS NULL
+    UNION ALL
+    SELECT (SELECT MIN(n.node_type) FROM nodes n
+            WHERE n.external_key IS NULL AND n.node_type > unkeyed.node_type)
+    FROM unkeyed WHERE unkeyed.node_type IS NOT NULL
 )
-SELECT node_type FROM t WHERE node_type IS NOT NULL
+SELECT node_type FROM keyed WHERE node_type IS NOT NULL
+UNION
+SELECT node_type FROM unkeyed WHERE node_type IS NOT NULL
+ORDER BY node_type
 
 -- name: node
 SELECT id, node_type, name, external_key, created_at, updated_at FROM nodes WHERE id = :id
 
 -- name: nodes_by_name
+-- One search per partial index (see find_nodes in embedded.sql)
 SELECT id, node_type, name, external_key
 FROM nodes
-WHERE node_type = :node_type AND norm_name = :norm_name
+WHERE node_type = :node_type AND norm_name = :norm_name AND external_key IS NULL
+UNION ALL
+SELECT id, node_type, name, external_key
+FROM nodes
+WHERE node_type = :node_type AND norm_name = :norm_name AND external_key IS NOT NULL
 ORDER BY id
 
 -- name: nodes_by_alias

@@ -13,7 +13,12 @@ SELECT n.id, n.external_key, n.norm_name, n.node_type, 0 AS via_alias
 FROM unnest(CAST(:types AS text[]), CAST(:norms AS text[])) AS q(node_type, norm_name)
 CROSS JOIN LATERAL (
   SELECT n.id, n.external_key, n.norm_name, n.node_type FROM nodes n
-  WHERE n.node_type = q.node_type AND n.norm_name = q.norm_name OFFSET 0
+  WHERE n.node_type = q.node_type AND n.norm_name = q.norm_name AND n.external_key IS NULL
+  UNION ALL
+  SELECT n.id, n.external_key, n.norm_name, n.node_type FROM nodes n
+  WHERE n.node_type = q.node_type AND n.norm_name = q.norm_name
+    AND n.external_key IS NOT NULL
+  OFFSET 0
 ) AS n
 UNION ALL
 SELECT n.id, n.external_key, n.norm_name, n.node_type, 0

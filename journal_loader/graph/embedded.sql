@@ -4,11 +4,17 @@
 
 -- name: find_nodes
 -- Candidates for an entity, in one round trip: the nodes with its name and the node with its
--- external key. Two branches rather than one OR: each is an index search (ix_nodes_type_name,
--- uq_nodes_type_key); with OR, SQLite scanned every node of the type.
+-- external key. Branches rather than one OR: each is an index search (the name-only nodes in
+-- uq_nodes_type_name_unkeyed, the keyed ones in ix_nodes_type_name_keyed, the key in
+-- uq_nodes_type_key); with OR, SQLite scanned every node of the type. A partial index serves
+-- only a query whose WHERE says its condition: hence the IS NULL / IS NOT NULL.
 SELECT id, external_key, norm_name, 0 AS via_alias
 FROM nodes
-WHERE node_type = :node_type AND norm_name = :norm_name
+WHERE node_type = :node_type AND norm_name = :norm_name AND external_key IS NULL
+UNION ALL
+SELECT id, external_key, norm_name, 0
+FROM nodes
+WHERE node_type = :node_type AND norm_name = :norm_name AND external_key IS NOT NULL
 UNION ALL
 SELECT id, external_key, norm_name, 0
 FROM nodes
@@ -19,7 +25,11 @@ WHERE node_type = :node_type AND external_key = :external_key AND norm_name <> :
 -- aliases (any_alias).
 SELECT id, external_key, norm_name, 0 AS via_alias
 FROM nodes
-WHERE node_type = :node_type AND norm_name = :norm_name
+WHERE node_type = :node_type AND norm_name = :norm_name AND external_key IS NULL
+UNION ALL
+SELECT id, external_key, norm_name, 0
+FROM nodes
+WHERE node_type = :node_type AND norm_name = :norm_name AND external_key IS NOT NULL
 UNION ALL
 SELECT id, external_key, norm_name, 0
 FROM nodes

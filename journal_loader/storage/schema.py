@@ -182,7 +182,19 @@ Index(
     sqlite_where=text("external_key IS NULL"),
     postgresql_where=text("external_key IS NULL"),
 )
-Index("ix_nodes_type_name", nodes.c.node_type, nodes.c.norm_name)
+# The names of keyed nodes (migration 0008). A name-only node's name is already in
+# uq_nodes_type_name_unkeyed: a full (node_type, norm_name) index held every name-only node
+# twice, one more random-key page write per new node (issue 11, measured with
+# bench/probe_scale.py: 1,587 of a batch's 7,163 pages at 100,000 rows). A lookup by name
+# is two index searches, one per partial index (the queries say external_key IS NULL and
+# IS NOT NULL; tests/test_graph_plans.py checks each is an index search).
+Index(
+    "ix_nodes_type_name_keyed",
+    nodes.c.node_type,
+    nodes.c.norm_name,
+    sqlite_where=text("external_key IS NOT NULL"),
+    postgresql_where=text("external_key IS NOT NULL"),
+)
 # Fuzzy candidates through pg_trgm (migration 0005, PostgreSQL only, where pg_trgm is
 # installed: in public, see 0002). Optional: OPTIONAL_INDEXES below.
 Index(

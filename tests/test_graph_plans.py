@@ -1,0 +1,148 @@
+"""The embedded graph's lookups are index searches on both backends, and migration 0008
+(the keyed-only name index) keeps every lookup's answers.
+
+Why a plan test: a partial index serves only a query whose WHERE says the index's condition,
+so a lookup by name that forgets ``external_key IS [NOT] NULL`` silently becomes a scan of
+every node of the type: the same answers, a load that slows as the graph grows."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from journal_loader.storage import Store, open_store
+from journal_loader.storage.migrate import upgrade
+from journal_loader.storage.sql import load_queries
+
+GRAPH = Path(__file__).resolve().parent.parent / "journal_loader" / "graph"
+
+# (file, query): every lookup of the load's hot path and of `graph node --name/--key`
+LOOKUPS = [
+    ("embedded.sql", "find_nodes"),
+    ("embedded.sql", "find_nodes_and_aliases"),
+    ("embedded.sql", "find_attributes"),
+    ("embedded.sql", "find_relationship"),
+    ("embedded.sql", "find_relationships_between"),
+    ("browse.sql", "nodes_by_name"),
+    ("browse.sql", "nodes_by_alias"),
+    ("browse.sql", "nodes_by_key"),
+    ("browse.sql", "node_types"),
+]
+PG_LOOKUPS = [
+    ("embedded.postgresql.sql", "prefetch_nodes"),
+    ("embedded.postgresql.sql", "prefetch_aliases"),
+    ("embedded.postgresql.sql", "prefetch_relationships"),
+]
+INT_PARAMS = {"id", "node_id", "source_node_id", "target_node_id", "after"}
+LIST_PARAMS = {"types": "str", "norms": "str", "key_types": "str", "keys": "str"}
+
+
+def _params(sql: str) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for name in re.findall(r"(?<!:):(\w+)", sql):
+        if name in INT_PARAMS:
+            params[name] = 1
+        elif name in ("sources", "targets"):
+            params[name] = [1, 2]
+        elif name in LIST_PARAMS:
+            params[name] = ["Company", "Person"]
+        else:
+            params[name] = "x"
+    return params
+
+
+def _plan(store: Store, sql: str) -> str:
+    with store.read() as conn:
+        if store.dialect == "sqlite":
+            rows = conn.execute(text("EXPLAIN QUERY PLAN " + sql), _params(sql)).fetchall()
+            return "\n".join(str(r[3]) for r in rows)
+        # An empty table costs nothing to scan: forbid what can be avoided, then look
+        conn.execute(text("SET LOCAL enable_seqscan = off"))
+        rows = conn.execute(text("EXPLAIN " + sql), _params(sql)).fetchall()
+        return "\n".join(str(r[0]) for r in rows)
+
+
+def test_graph_lookups_are_index_searches(store: Store) -> None:
+    lookups = LOOKUPS + (PG_LOOKUPS if store.dialect == "postgresql" else [])
+    for file, name in lookups:
+        sql = load_queries(GRAPH / file, store.dialect)[name]
+        plan = _plan(store, sql)
+        if store.dialect == "sqlite":
+            scans = re.findall(r"^SCAN (nodes|attributes|relationships|n|a|r)\b", plan, re.M)
+        else:
+            scans = re.findall(r"Seq Scan on (nodes|attributes|relationships)\b", plan)
+        assert not scans, f"{file} {name} scans a table:\n{plan}"
+
+
+def _bare_store(db_url: str) -> Store:
+    """A store on the URL without running its migrations."""
+    if db_url.startswith("sqlite"):
+        from journal_loader.storage.sqlite import SQLiteStore
+
+        return SQLiteStore(db_url)
+    from journal_loader.storage.postgres import PostgresStore
+
+    return PostgresStore(db_url)
+
+
+def _indexes(store: Store) -> set[str]:
+    from sqlalchemy import inspect
+
+    with store.read() as conn:
+        return {str(ix["name"]) for ix in inspect(conn).get_indexes("nodes")}
+
+
+def test_migration_0008_keeps_the_lookups_by_name(db_url: str) -> None:
+    """Nodes of one type and name, keyed and name-only, written at 0007: after 0008 the
+    lookup by name finds each of them, and by key the keyed one."""
+    nodes = [
+        (1, "Person", "Ada Lovelace", "ada lovelace", None),
+        (2, "Person", "ADA LOVELACE", "ada lovelace", "P-1"),
+        (3, "Person", "Ada Lovelace", "ada lovelace", "P-2"),
+        (4, "City", "Ada", "ada", None),
+    ]
+    old = _bare_store(db_url)
+    try:
+        upgrade(old.engine, "0007")
+        assert "ix_nodes_type_name" in _indexes(old)
+        with old.engine.begin() as conn:
+            for node_id, node_type, name, norm, key in nodes:
+                conn.execute(
+                    text(
+                        "INSERT INTO nodes (id, node_type, name, norm_name, external_key,"
+                        " created_at, updated_at)"
+                        " VALUES (:id, :t, :n, :norm, :k, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                    ),
+                    {"id": node_id, "t": node_type, "n": name, "norm": norm, "k": key},
+                )
+        upgrade(old.engine)
+    finally:
+        old.dispose()
+    store = open_store(db_url)
+    try:
+        names = _indexes(store)
+        assert "ix_nodes_type_name" not in names and "ix_nodes_type_name_keyed" in names
+        embedded = load_queries(GRAPH / "embedded.sql", store.dialect)
+        browse = load_queries(GRAPH / "browse.sql", store.dialect)
+        with store.read() as conn:
+            found = conn.execute(
+                text(embedded["find_nodes"]),
+                {"node_type": "Person", "norm_name": "ada lovelace", "external_key": "P-9"},
+            ).fetchall()
+            assert sorted(r[0] for r in found) == [1, 2, 3]
+            by_name = conn.execute(
+                text(browse["nodes_by_name"]), {"node_type": "Person", "norm_name": "ada lovelace"}
+            ).fetchall()
+            assert [r[0] for r in by_name] == [1, 2, 3]  # ORDER BY id across both branches
+            by_key = conn.execute(
+                text(embedded["find_nodes"]),
+                {"node_type": "Person", "norm_name": "someone else", "external_key": "P-2"},
+            ).fetchall()
+            assert [r[0] for r in by_key] == [3]
+            types = [r[0] for r in conn.execute(text(browse["node_types"]))]
+            assert types == ["City", "Person"]
+    finally:
+        store.dispose()
