@@ -21,6 +21,8 @@ from journal_loader.config import config_from_dict
 from journal_loader.errors import ConfigError
 from journal_loader.factory import loader_from_config
 from journal_loader.facts import FactsLoader
+from journal_loader.journal.events import RecordParsed
+from journal_loader.journal.queries import events_after
 from journal_loader.storage import Store, open_store
 from tests.support.example import EXAMPLE_DATA, EXAMPLE_DIR, LoadedExample
 from tests.support.graph import dlq, propose_results, rows
@@ -31,14 +33,18 @@ FACTS_CONFIG = EXAMPLE_DIR / "facts.yaml"
 
 
 def _parsed_records(store: Store) -> list[tuple[int, Any]]:
-    with store.read() as conn:
-        out = conn.execute(
-            text(
-                "SELECT record_offset, payload FROM journal WHERE event_type = 'RecordParsed' "
-                "ORDER BY record_offset"
-            )
-        )
-        return [(int(o), json.loads(p)["record"]) for o, p in out]
+    """Each RecordParsed's record, as the journal's readers see it (a version-3 payload
+    leaves out a record its text rebuilds: journal_loader/journal/parsed.py)."""
+    with store.transaction() as tx:
+        events = events_after(tx, 0, limit=1_000_000)
+    out = [
+        (int(e.record_offset), e.event.record)
+        for e in events
+        if e.event_type == "RecordParsed"
+        and isinstance(e.event, RecordParsed)
+        and e.record_offset is not None
+    ]
+    return sorted(out, key=lambda pair: pair[0])
 
 
 def _skips(store: Store) -> list[tuple[int, str]]:

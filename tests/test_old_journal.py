@@ -14,6 +14,7 @@ import datetime as dt
 import gzip
 import hashlib
 import json
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -344,7 +345,7 @@ def test_todays_encoding_shows_the_same_history(old_db: Path, tmp_path: Path) ->
         "SELECT event_type, schema_version FROM journal "
         "WHERE event_type IN ('RecordParsed', 'ProposeSucceeded') GROUP BY 1, 2 ORDER BY 1",
     )
-    assert versions == [("ProposeSucceeded", 2), ("RecordParsed", 2)]
+    assert versions == [("ProposeSucceeded", 2), ("RecordParsed", 3)]
 
     verified = cli("verify", "--db", url(new_db))
     assert verified.exit_code == 0, verified.output
@@ -365,3 +366,70 @@ def test_todays_encoding_shows_the_same_history(old_db: Path, tmp_path: Path) ->
         assert new_json == old_json
     old_store.dispose()
     new_store.dispose()
+
+
+# --- a journal of encoding version 2 (before RecordParsed version 3) ------------------------
+#
+# tests/fixtures/journal_v2.db.gz: the same input and runs as old_journal.db.gz, written by
+# tests/fixtures/make_old_journal.py at commit 5da22f3, the last before RecordParsed version
+# 3 (journal_loader/journal/parsed.py): every RecordParsed holds its record (version 2),
+# every ProposeSucceeded its answers as arrays (version 2).
+FIXTURE_V2 = Path(__file__).parent / "fixtures" / "journal_v2.db.gz"
+
+
+@pytest.fixture
+def v2_db(tmp_path: Path) -> Path:
+    path = tmp_path / "journal_v2.db"
+    with gzip.open(FIXTURE_V2, "rb") as src, path.open("wb") as dst:
+        shutil.copyfileobj(src, dst)
+    result = cli("db", "upgrade", "--db", f"sqlite:///{path}")
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def _without_times(text: str) -> str:
+    """History or lineage text without what differs between two loads of the same input:
+    times and run ids."""
+    text = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d( UTC)?", "<time>", text)
+    return re.sub(r"run [0-9a-f]{8}", "run <id>", text)
+
+
+def test_a_version_2_journal_is_in_version_2(v2_db: Path) -> None:
+    kinds = stored(
+        v2_db,
+        "SELECT event_type, schema_version, COUNT(*) FROM journal "
+        "WHERE event_type IN ('RecordParsed', 'ProposeSucceeded') GROUP BY 1, 2 ORDER BY 1",
+    )
+    assert kinds == [("ProposeSucceeded", 2, 149), ("RecordParsed", 2, 152)]
+    payloads = stored(v2_db, "SELECT payload FROM journal WHERE event_type = 'RecordParsed'")
+    assert all("record" in json.loads(p) for (p,) in payloads)
+
+
+def test_a_version_2_journal_verifies_rebuilds_and_replays(v2_db: Path, tmp_path: Path) -> None:
+    result = cli("verify", "--db", url(v2_db), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["ok"], report["events"], report["total_breaks"]) == (True, EVENTS, 0)
+    check = cli("projections", "rebuild", "--check", "--db", url(v2_db))
+    assert check.exit_code == 0, check.output
+    store = open_store(url(v2_db))
+    at_end = tmp_path / "end.db"
+    replayed = cli("replay", "--db", url(v2_db), "--until", str(EVENTS), "--into", url(at_end))
+    assert replayed.exit_code == 0, replayed.output
+    now = open_store(url(at_end))
+    assert live_projections(now) == live_projections(store)
+    now.dispose()
+    store.dispose()
+
+
+def test_a_version_2_journal_shows_the_same_history_and_lineage(v2_db: Path, old_db: Path) -> None:
+    """The same input, journaled in versions 1 and 2: today's code shows both the same."""
+    for offset in (0, 98, 152):
+        v1 = cli("history", "1", str(offset), "--db", url(old_db))
+        v2 = cli("history", "1", str(offset), "--db", url(v2_db))
+        assert v2.exit_code == 0, v2.output
+        assert _without_times(v2.stdout) == _without_times(v1.stdout)
+    v1 = cli("lineage", "relationship", "3", "--db", url(old_db))
+    v2 = cli("lineage", "relationship", "3", "--db", url(v2_db))
+    assert v2.exit_code == 0, v2.output
+    assert _without_times(v2.stdout) == _without_times(v1.stdout)

@@ -29,9 +29,10 @@ import msgspec
 
 from journal_loader.audit.base import AuditError, UnknownSubjectError, utc
 from journal_loader.graph.protocol import GraphId
-from journal_loader.journal.events import ProposeSucceeded, RecordParsed, decode
+from journal_loader.journal.events import ProposeSucceeded, RecordParsed, RunStarted, decode
+from journal_loader.journal.parsed import Resolver
 from journal_loader.storage import Store
-from journal_loader.storage.audit_reader import AnswerRow, LineageRow, audit_reader
+from journal_loader.storage.audit_reader import AnswerRow, AuditReader, LineageRow, audit_reader
 
 SUBJECT_KINDS = ("node", "attribute", "relationship")
 
@@ -141,6 +142,7 @@ def lineage(
     if kind not in SUBJECT_KINDS:
         raise AuditError(f"unknown kind {kind!r}: one of {', '.join(SUBJECT_KINDS)}")
     reader = audit_reader(store)
+    resolver = _parsed_resolver(reader)
     number = _as_int(subject_id)
     found = reader.subject(kind, number) if number is not None else None
     subject = _subject(found, kind) if found is not None else None
@@ -162,7 +164,7 @@ def lineage(
         seen.add(row.provenance_id)
         total += 1
         if limit is None or len(assertions) < limit:
-            assertions.append(_assertion(row, kind, _entity_of(subject, kind)))
+            assertions.append(_assertion(row, kind, _entity_of(subject, kind), resolver))
     if check_files:
         _check_files(assertions)
     return Lineage(kind, number, subject, assertions, total)
@@ -183,6 +185,7 @@ def _from_answers(
     if kind == "attribute":
         return None
     reader = audit_reader(store)
+    resolver = _parsed_resolver(reader)
     assertions: list[Assertion] = []
     total = 0
     row: AnswerRow
@@ -218,7 +221,7 @@ def _from_answers(
             )
             parsed = reader.parsed_in_run(a.source_id, a.record_offset, a.run_id)
             if parsed is not None:
-                _take_parsed(a, parsed.position, parsed.payload, parsed.hash)
+                _take_parsed(a, parsed.position, parsed.payload, parsed.hash, resolver)
             assertions.append(a)
     if total == 0:
         return None
@@ -229,10 +232,29 @@ def _from_answers(
     return Lineage(kind, subject_id, subject, assertions, total)
 
 
-def _take_parsed(a: Assertion, position: int, payload: str, digest: bytes) -> None:
+def _parsed_resolver(reader: AuditReader) -> Resolver:
+    """Makes version-3 RecordParsed events whole (journal/parsed.py) with this reader."""
+
+    def run_started(source_id: int, run_id: str) -> RunStarted | None:
+        payload = reader.run_started_payload(source_id, run_id)
+        event = None if payload is None else decode(payload)
+        return event if isinstance(event, RunStarted) else None
+
+    def parsed_at(source_id: int, run_id: str, record_offset: int) -> RecordParsed | None:
+        row = reader.parsed_in_run(source_id, record_offset, run_id)
+        event = None if row is None else decode(row.payload)
+        return event if isinstance(event, RecordParsed) else None
+
+    return Resolver(run_started, parsed_at)
+
+
+def _take_parsed(
+    a: Assertion, position: int, payload: str, digest: bytes, resolver: Resolver
+) -> None:
     """The record as its RecordParsed journaled it: where it was, its bytes, its value."""
     parsed = decode(payload)
     assert isinstance(parsed, RecordParsed)
+    parsed = resolver.resolve(parsed, a.source_id, a.run_id)
     a.parsed_position = int(position)
     a.parsed_hash = bytes(digest).hex()
     a.line, a.byte_start, a.byte_end = parsed.line, parsed.byte_start, parsed.byte_end
@@ -288,7 +310,7 @@ def _entity_of(subject: dict[str, Any], kind: str) -> int:
     return int(subject["node"]["id"]) if kind == "attribute" else int(subject["id"])
 
 
-def _assertion(row: LineageRow, kind: str, answer_id: int) -> Assertion:
+def _assertion(row: LineageRow, kind: str, answer_id: int, resolver: Resolver) -> Assertion:
     a = Assertion(
         source_id=int(row.source_id),
         record_offset=int(row.record_offset),
@@ -304,7 +326,7 @@ def _assertion(row: LineageRow, kind: str, answer_id: int) -> Assertion:
     )
     if row.parsed_position is not None:
         assert row.parsed_payload is not None and row.parsed_hash is not None
-        _take_parsed(a, row.parsed_position, row.parsed_payload, row.parsed_hash)
+        _take_parsed(a, row.parsed_position, row.parsed_payload, row.parsed_hash, resolver)
         a.recorded_at = _time(row.parsed_at)
     if row.answer_position is not None:
         assert row.answer_payload is not None

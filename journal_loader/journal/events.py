@@ -19,6 +19,13 @@ Versions (the ``schema_version`` column; the payload's own keys tell them apart 
   keys (``graph browse`` reads them from the payload).
 * 2, ``ProposeSucceeded``: ``results`` becomes ``r``, one array per fact (``answers.py``):
   about a tenth of the bytes of version 1 for the embedded graph's answers.
+* 3, ``RecordParsed``: a CSV record whose parsed ``record`` can be built again from its own
+  ``text`` leaves it out (``journal/parsed.py`` says how, and when it cannot): ``s`` is the
+  offset of the record of the same run whose event keeps its ``record`` and adds ``m``, the
+  CSV field each of its keys came from; ``x`` holds the values that came from no field.
+  Decoding such a payload alone gives the event with ``shape`` set and an empty ``record``;
+  the journal's readers (``journal/queries.py``, lineage) resolve it with the run's
+  ``RunStarted`` (header and dialect) and that record. Other records are stored as in 2.
 
 Imports: only value types below the journal (``graph.protocol``: the graph's answers, no
 storage) and ``journal.answers`` (version 2 of the answers); nothing here reads or writes a
@@ -208,13 +215,25 @@ class RunFinished(Event, frozen=True):
 
 
 class RecordParsed(Event, frozen=True):
-    SCHEMA_VERSION: ClassVar[int] = 2
+    SCHEMA_VERSION: ClassVar[int] = 3
 
     line: int
     byte_start: int
     byte_end: int
     raw: bytes
     record: dict[str, Any]
+    # Version 3 (journal/parsed.py), None on an event as readers see it: ``shape``, the
+    # offset of the record whose keys and field map this one's record follows (its
+    # ``record`` is then built from ``raw``); ``extra``, its values from no field;
+    # ``fields``, on that record, the field of each key (-1: none).
+    shape: int | None = None
+    extra: list[Any] | None = None
+    fields: list[int] | None = None
+
+    @property
+    def unresolved(self) -> bool:
+        """Its record is still to be built from its text (journal/parsed.py)."""
+        return self.shape is not None
 
 
 class ProposeAttempted(Event, frozen=True):
@@ -326,7 +345,10 @@ class _RecordParsedWire(msgspec.Struct, tag="RecordParsed", kw_only=True, omit_d
     byte_end: int
     raw: bytes | None = None  # version 1 always; version 2 when the bytes are not UTF-8
     text: str | None = None  # version 2: the bytes are this text in UTF-8
-    record: dict[str, Any]
+    record: dict[str, Any] | None = None  # left out in version 3 when ``s`` is there
+    s: int | None = None  # version 3: the offset of the record this one's shape is from
+    x: list[Any] | None = None  # version 3: the values from no field, in key order
+    m: list[int] | None = None  # version 3: on that record, each key's field (-1: none)
 
 
 class _ProposeSucceededWire(
@@ -346,8 +368,22 @@ def _record_parsed_wire(ev: RecordParsed) -> _RecordParsedWire:
         return _RecordParsedWire(
             line=ev.line, byte_start=ev.byte_start, byte_end=ev.byte_end, raw=raw, record=ev.record
         )
+    if ev.shape is not None:  # version 3: the record is built again from the text
+        return _RecordParsedWire(
+            line=ev.line,
+            byte_start=ev.byte_start,
+            byte_end=ev.byte_end,
+            text=text,
+            s=ev.shape,
+            x=ev.extra or None,
+        )
     return _RecordParsedWire(
-        line=ev.line, byte_start=ev.byte_start, byte_end=ev.byte_end, text=text, record=ev.record
+        line=ev.line,
+        byte_start=ev.byte_start,
+        byte_end=ev.byte_end,
+        text=text,
+        record=ev.record,
+        m=ev.fields,
     )
 
 
@@ -358,12 +394,17 @@ def _record_parsed(wire: _RecordParsedWire) -> RecordParsed:
         raw = wire.raw
     else:
         raise msgspec.ValidationError("RecordParsed without raw or text")
+    if wire.record is None and wire.s is None:
+        raise msgspec.ValidationError("RecordParsed without record or s")
     return RecordParsed(
         line=wire.line,
         byte_start=wire.byte_start,
         byte_end=wire.byte_end,
         raw=raw,
-        record=wire.record,
+        record={} if wire.record is None else wire.record,
+        shape=wire.s if wire.record is None else None,
+        extra=(wire.x or []) if wire.record is None else None,
+        fields=wire.m,
     )
 
 

@@ -10,7 +10,15 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from journal_loader.journal.events import BatchCommitted, Event, ProposeAttempted, decode
+from journal_loader.journal.events import (
+    BatchCommitted,
+    Event,
+    ProposeAttempted,
+    RecordParsed,
+    RunStarted,
+    decode,
+)
+from journal_loader.journal.parsed import Resolver, plain
 from journal_loader.storage.base import Tx
 from journal_loader.storage.journal_store import JournalEntry, journal_store
 
@@ -63,10 +71,13 @@ class StoredEvent:
     recorded_at: dt.datetime
     prev_hash: bytes | None
     hash: bytes
+    # A RecordParsed as readers see it (made whole: journal/parsed.py), set by the readers
+    # below; else the payload decoded
+    resolved: Event | None = None
 
     @property
     def event(self) -> Event:
-        return decode(self.payload)
+        return self.resolved if self.resolved is not None else decode(self.payload)
 
     @classmethod
     def of(cls, entry: JournalEntry) -> StoredEvent:
@@ -75,12 +86,47 @@ class StoredEvent:
 
 def record_events(tx: Tx, source_id: int, record_offset: int) -> list[StoredEvent]:
     entries = journal_store(tx.store).record_events(tx, source_id, record_offset)
-    return [StoredEvent.of(e) for e in entries]
+    return _stored(tx, entries)
 
 
 def event_at(tx: Tx, position: int) -> StoredEvent | None:
     entry = journal_store(tx.store).event_at(tx, position)
-    return None if entry is None else StoredEvent.of(entry)
+    return None if entry is None else _stored(tx, [entry])[0]
+
+
+def parsed_resolver(tx: Tx) -> Resolver:
+    """Makes version-3 RecordParsed events whole, reading what they refer to in ``tx``."""
+    store = journal_store(tx.store)
+
+    def run_started(source_id: int, run_id: str) -> RunStarted | None:
+        payload = store.run_started_payload(tx, source_id, run_id)
+        event = None if payload is None else decode(payload)
+        return event if isinstance(event, RunStarted) else None
+
+    def parsed_at(source_id: int, run_id: str, record_offset: int) -> RecordParsed | None:
+        payload = store.parsed_payload_in_run(tx, source_id, run_id, record_offset)
+        event = None if payload is None else decode(payload)
+        return event if isinstance(event, RecordParsed) else None
+
+    return Resolver(run_started, parsed_at)
+
+
+def _stored(tx: Tx, entries: list[JournalEntry]) -> list[StoredEvent]:
+    """The rows as StoredEvents, every RecordParsed among them as readers see it."""
+    out = [StoredEvent.of(e) for e in entries]
+    resolver: Resolver | None = None
+    for e in out:
+        if e.event_type != "RecordParsed":
+            continue
+        event = decode(e.payload)
+        if isinstance(event, RecordParsed):
+            if event.shape is not None:
+                resolver = resolver or parsed_resolver(tx)
+                event = resolver.resolve(event, e.source_id, e.run_id)
+            else:
+                event = plain(event)
+        e.resolved = event
+    return out
 
 
 def events_after(tx: Tx, after: int, *, limit: int = 1000) -> list[StoredEvent]:
@@ -89,4 +135,4 @@ def events_after(tx: Tx, after: int, *, limit: int = 1000) -> list[StoredEvent]:
     order, even while concurrent loaders commit out of position order (PostgreSQL). Run it
     in a READ COMMITTED transaction (``store.read_tx()``, ``store.transaction()``)."""
     entries = journal_store(tx.store).events_after(tx, after, limit=limit)
-    return [StoredEvent.of(e) for e in entries]
+    return _stored(tx, entries)

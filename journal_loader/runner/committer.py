@@ -47,6 +47,7 @@ from journal_loader.journal.events import (
     RecordSkipped,
     Statistics,
 )
+from journal_loader.journal.parsed import ShapeCache, TextContext
 from journal_loader.journal.writer import JournalWriter, PendingEvent
 from journal_loader.loader import Loader
 from journal_loader.runner.lease import Lease, attach, lock_holder
@@ -114,6 +115,7 @@ class BatchCommitter:
         in_doubt: dict[int, set[str]] | None = None,
         retry_of: Mapping[int, int] | None = None,
         chunk: int | None = None,
+        text_context: TextContext | None = None,
     ) -> None:
         self.loader = loader
         self.chunk = chunk  # a chunk's run: its checkpoints are the chunk's (runner/chunks.py)
@@ -133,6 +135,13 @@ class BatchCommitter:
         # The loader read an answer inside propose: its facts are not collected any more
         # (journal_loader/graph/batch.py)
         self._answers_read = False
+        # RecordParsed without the record where its text rebuilds it (journal/parsed.py):
+        # only with the run's RunStarted to rebuild from (not a DLQ retry's records), and
+        # only in one-transaction batches, where a record and the one whose keys it refers
+        # to commit together (reset at each attempt).
+        self._shapes = None if text_context is None else ShapeCache(text_context)
+        self._shapes_on = False
+        self._shapes_of: BatchResult | None = None  # the attempt the shapes are of
 
     @property
     def source_id(self) -> int:
@@ -198,7 +207,9 @@ class BatchCommitter:
         ends: list[ResumePoint] | None = None,
     ) -> BatchResult:
         if not self.target.transactional:
+            self._shapes_on = False
             return two_phase_batch(self, batch, position)  # fail-fast checks after the batch
+        self._shapes_on = self._shapes is not None
         try:
             with self.store.transaction() as tx:
                 self.lease.check(tx)
@@ -357,16 +368,7 @@ class BatchCommitter:
             assert rec.data is not None
             parsed = self.loader.parse(rec.data)
             if parsed is not None:
-                parsed_event = PendingEvent.of(
-                    rec.offset,
-                    RecordParsed(
-                        line=rec.line,
-                        byte_start=rec.byte_start,
-                        byte_end=rec.byte_end,
-                        raw=rec.raw,
-                        record=parsed,
-                    ),
-                )
+                parsed_event = PendingEvent.of(rec.offset, self._parsed_event(rec, parsed, out))
                 stage = Stage.VALIDATE
                 problems = self.loader.validate(parsed)
         except Exception as error:
@@ -385,6 +387,25 @@ class BatchCommitter:
             self._conclude(rec, out, failed)
             return None
         return parsed
+
+    def _parsed_event(
+        self, rec: RawRecord, parsed: dict[str, Any], out: BatchResult
+    ) -> RecordParsed:
+        """The record's RecordParsed: in version 3 where its text rebuilds the record
+        (journal/parsed.py), decided now, when it is encoded, on the record as journaled."""
+        shapes = self._shapes
+        if shapes is None or not self._shapes_on or parsed.__class__ is not dict:
+            return RecordParsed(
+                line=rec.line,
+                byte_start=rec.byte_start,
+                byte_end=rec.byte_end,
+                raw=rec.raw,
+                record=parsed,
+            )
+        if out is not self._shapes_of:  # a new attempt of a batch: its own shapes
+            shapes.reset()
+            self._shapes_of = out
+        return shapes.event(rec.offset, rec.line, rec.byte_start, rec.byte_end, rec.raw, parsed)
 
     def propose_record(
         self,

@@ -59,6 +59,9 @@ class Registration:
     # A chunk's run: its plan and where the chunk ends (the run stops there).
     plan: ChunkPlan | None = None
     stop_at: ResumePoint | None = None
+    # The run's RunStarted as journaled: its header and dialect rebuild version-3
+    # RecordParsed events (journal/parsed.py)
+    run_started: RunStarted | None = None
 
 
 @dataclass(slots=True)
@@ -155,7 +158,8 @@ class Registrar:
                 # records with them, without the file.
                 reader = self._open_reader(src, start)
                 opened.append(reader)
-                events.append(PendingEvent.of(None, self._run_started(mode, start, reader)))
+                started = self._run_started(mode, start, reader)
+                events.append(PendingEvent.of(None, started))
                 now = utcnow()
                 lease = Lease.take(tx, source_id, self.run_id, lock, now)
                 writer = JournalWriter(source_id, self.run_id, head)
@@ -163,7 +167,14 @@ class Registrar:
                 projections.apply(tx, rows)
             writer.confirm()
             return Registration(
-                source_id, start, reader, lease, writer, row is None, in_doubt=in_doubt
+                source_id,
+                start,
+                reader,
+                lease,
+                writer,
+                row is None,
+                in_doubt=in_doubt,
+                run_started=started,
             )
 
         try:
@@ -229,8 +240,8 @@ class Registrar:
                 }
             reader = self._open_reader(src, start)
             opened.append(reader)
-            started = self._run_started(mode, start, reader)
-            events.append(PendingEvent.of(None, msgspec.structs.replace(started, chunk=chunk)))
+            started = msgspec.structs.replace(self._run_started(mode, start, reader), chunk=chunk)
+            events.append(PendingEvent.of(None, started))
             now = utcnow()
             lease = Lease.take(tx, source_id, self.run_id, lock, now, key=key)
             rows = writer.append(tx, events, now)
@@ -246,6 +257,7 @@ class Registrar:
             in_doubt=in_doubt,
             plan=plan,
             stop_at=state.end,
+            run_started=started,
         )
 
     def supersede(self, src: SourceFile, source_id: int) -> list[str]:

@@ -21,6 +21,7 @@ from journal_loader.errors import FencedOutError, JournalLoaderError
 from journal_loader.failures import FailureGroup, summarise
 from journal_loader.graph.target import GraphTarget
 from journal_loader.journal.events import RunFinished, Statistics
+from journal_loader.journal.parsed import TextContext
 from journal_loader.journal.writer import PendingEvent
 from journal_loader.loader import Loader
 from journal_loader.runner.chunks import ChunkPlan, source_status_after
@@ -211,6 +212,9 @@ class Runner:
             fail_fast=self.fail_fast,
             in_doubt=registered.in_doubt,
             chunk=self.opt.chunk,
+            text_context=(
+                None if registered.run_started is None else TextContext.of(registered.run_started)
+            ),
         )
 
     def _finish(

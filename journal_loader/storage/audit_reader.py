@@ -229,6 +229,13 @@ class AuditReader:
         )
         return ParsedRow._make(rows[0]) if rows else None
 
+    def run_started_payload(self, source_id: int, run_id: str) -> str | None:
+        """The payload of a run's RunStarted."""
+        rows = self._fetchall(
+            self.q["run_started_in_run"], {"source_id": source_id, "run_id": run_id}
+        )
+        return str(rows[0][0]) if rows else None
+
     def event_count(self) -> int:
         with self.store.read() as conn:
             return int(conn.execute(select(func.count()).select_from(schema.journal)).scalar_one())

@@ -241,6 +241,21 @@ class JournalStore:
         row = tx.fetchone(self.sql["event_at"], {"position": position})
         return None if row is None else JournalEntry.from_row(row)
 
+    def run_started_payload(self, tx: Tx, source_id: int, run_id: str) -> str | None:
+        row = tx.fetchone(
+            self.sql["run_started_payload"], {"source_id": source_id, "run_id": run_id}
+        )
+        return None if row is None else str(row[0])
+
+    def parsed_payload_in_run(
+        self, tx: Tx, source_id: int, run_id: str, record_offset: int
+    ) -> str | None:
+        row = tx.fetchone(
+            self.sql["parsed_payload_in_run"],
+            {"source_id": source_id, "run_id": run_id, "record_offset": record_offset},
+        )
+        return None if row is None else str(row[0])
+
     def record_events(self, tx: Tx, source_id: int, record_offset: int) -> list[JournalEntry]:
         rows = tx.fetchall(
             self.sql["record_events"], {"source_id": source_id, "record_offset": record_offset}

@@ -42,6 +42,13 @@ LEFT JOIN sources s ON s.source_id = ps.source_id
 WHERE ps.event_type = 'ProposeSucceeded' AND ps.payload LIKE :needle ESCAPE '!'
 ORDER BY ps.position
 
+-- name: run_started_in_run
+SELECT payload FROM journal
+WHERE source_id = :source_id AND record_offset IS NULL AND event_type = 'RunStarted'
+  AND run_id = :run_id
+ORDER BY position DESC
+LIMIT 1
+
 -- name: parsed_in_run
 SELECT position, recorded_at, payload, hash FROM journal
 WHERE source_id = :source_id AND record_offset = :record_offset

@@ -53,6 +53,24 @@ FROM journal
 WHERE source_id = :source_id AND record_offset = :record_offset
 ORDER BY position
 
+-- name: run_started_payload
+-- A run's RunStarted (its header and dialect rebuild version-3 RecordParsed events,
+-- journal/parsed.py): ix_journal_source_events, then the run's few starts of the source.
+SELECT payload FROM journal
+WHERE source_id = :source_id AND record_offset IS NULL AND event_type = 'RunStarted'
+  AND run_id = :run_id
+ORDER BY position DESC
+LIMIT 1
+
+-- name: parsed_payload_in_run
+-- The RecordParsed of a record in a run (ix_journal_source_offset): the one a version-3
+-- RecordParsed of the same batch takes its keys and field map from.
+SELECT payload FROM journal
+WHERE source_id = :source_id AND record_offset = :record_offset
+  AND event_type = 'RecordParsed' AND run_id = :run_id
+ORDER BY position DESC
+LIMIT 1
+
 -- name: chain_head
 -- The hash the source's next event chains to: that of its last event (the sources
 -- projection moves last_position in the transaction that appends).
