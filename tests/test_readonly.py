@@ -219,7 +219,12 @@ class PauseAtMarker(importlib.abc.MetaPathFinder):
             sys.meta_path.remove(self)
             cli_importing = "journal_loader.cli" in sys.modules
             print(f"importing {name} cli_importing={cli_importing}", flush=True)
-            time.sleep(60)
+            # In slices: a signal that lands after the interpreter's last check and before
+            # the sleep's system call does not interrupt that call (one 60 s sleep then ran
+            # to its end, past the test's 30 s, once on a loaded machine); the next slice's
+            # check raises it
+            for _ in range(600):
+                time.sleep(0.1)
         return None
 sys.meta_path.insert(0, PauseAtMarker())
 sys.argv = ["journal-loader", "status"]
