@@ -31,6 +31,7 @@ import csv
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from journal_loader.errors import JournalLoaderError
@@ -96,7 +97,10 @@ class ShapeCache:
 
     def __init__(self, context: TextContext) -> None:
         self.context = context
-        self._shapes: dict[tuple[str, ...], list[tuple[list[int], int]]] = {}
+        # keys -> [(field map, the offset of the record that holds it, a C-level picker of
+        # the mapped fields when every key has one: most records are checked by one tuple
+        # comparison instead of a loop over their values)]
+        self._shapes: dict[tuple[str, ...], list[tuple[list[int], int, Any]]] = {}
         self._count = 0
 
     def reset(self) -> None:
@@ -112,22 +116,28 @@ class ShapeCache:
         raw: bytes,
         record: dict[str, Any],
     ) -> RecordParsed:
-        whole = RecordParsed(
-            line=line, byte_start=byte_start, byte_end=byte_end, raw=raw, record=record
-        )
         try:
             text = raw.decode()
         except UnicodeDecodeError:
-            return whole
-        fields = self.context.fields(text)
+            text = None
+        fields = None if text is None else self.context.fields(text)
         if fields is None:
-            return whole
+            return RecordParsed(
+                line=line, byte_start=byte_start, byte_end=byte_end, raw=raw, record=record
+            )
         keys = tuple(record)
-        values = list(record.values())
+        values = tuple(record.values())
         known = self._shapes.get(keys)
         if known is not None:
-            for field_map, at in known:
-                extra = _follows(field_map, values, fields)
+            for field_map, at, pick in known:
+                extra: list[Any] | None
+                if pick is not None:
+                    # exactly: equal, and every value a str (not an int equal to nothing
+                    # here, nor a str subclass that compares equal)
+                    same = pick(fields) == values and set(map(type, values)) == _STR
+                    extra = [] if same else None
+                else:
+                    extra = _follows(field_map, values, fields)
                 if extra is not None:
                     return RecordParsed(
                         line=line,
@@ -139,9 +149,12 @@ class ShapeCache:
                         extra=extra,
                     )
         if self._count >= MAX_SHAPES_PER_BATCH:
-            return whole
+            return RecordParsed(
+                line=line, byte_start=byte_start, byte_end=byte_end, raw=raw, record=record
+            )
         field_map = _field_map(values, fields)
-        self._shapes.setdefault(keys, []).append((field_map, offset))
+        pick = itemgetter(*field_map) if len(field_map) > 1 and min(field_map) >= 0 else None
+        self._shapes.setdefault(keys, []).append((field_map, offset, pick))
         self._count += 1
         return RecordParsed(
             line=line,
@@ -153,7 +166,10 @@ class ShapeCache:
         )
 
 
-def _follows(field_map: list[int], values: list[Any], fields: list[str]) -> list[Any] | None:
+_STR = {str}
+
+
+def _follows(field_map: list[int], values: tuple[Any, ...], fields: list[str]) -> list[Any] | None:
     """The values from no field, if every other value is its field exactly; else None."""
     if len(field_map) != len(values):
         return None
@@ -166,7 +182,7 @@ def _follows(field_map: list[int], values: list[Any], fields: list[str]) -> list
     return extra
 
 
-def _field_map(values: list[Any], fields: list[str]) -> list[int]:
+def _field_map(values: tuple[Any, ...], fields: list[str]) -> list[int]:
     """For each value, the first field not taken yet that it is exactly (-1: none). In
     order, so that keys in the header's order (the usual loader) map field for field, also
     where several fields are equal (empty ones)."""
