@@ -154,7 +154,8 @@ def node_command(
         return
     n = view.node
     click.echo(f"node {n['id']}: {describe(n)}")
-    click.echo(f"  created {str(n['created_at'])[:19]}, updated {str(n['updated_at'])[:19]}")
+    created, updated = (str(n[k])[:19].replace("T", " ") for k in ("created_at", "updated_at"))
+    click.echo(f"  created {created}, updated {updated}")
     click.echo(f"\nattributes ({len(view.attributes)}):")
     if view.attributes:
         click.echo(

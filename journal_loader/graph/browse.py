@@ -23,7 +23,6 @@ these views do not read it.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +33,7 @@ from sqlalchemy import Connection
 from journal_loader.errors import UnknownIdError, UsageError
 from journal_loader.graph.normalize import normalize_name
 from journal_loader.graph.store import browse_rows
-from journal_loader.storage.base import Store
+from journal_loader.storage.base import Store, graph_time
 
 DEFAULT_LIMIT = 20
 
@@ -376,8 +375,6 @@ def neighbours(store: Store, node_id: int, *, depth: int = 1, limit: int = 100) 
 
 
 def _time(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    return str(value)
+    """A graph timestamp as ISO 8601 in UTC, the same text on both backends."""
+    stamp = graph_time(value)
+    return None if stamp is None else stamp.isoformat()

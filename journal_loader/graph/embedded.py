@@ -188,7 +188,7 @@ class EmbeddedGraph(Prefetcher, RowBuilder, GraphTarget, ProposeClient):
         self._tx = tx
         self._safe = safe_mode
         self._now = dt.datetime.now(dt.UTC)
-        self._stamp = tx.timestamp(self._now)
+        self._stamp = tx.graph_timestamp(self._now)
         self._fuzzy_refreshed.clear()
         self._pg_threshold_set = False
         if not self._aliases_exist:

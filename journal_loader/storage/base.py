@@ -29,11 +29,35 @@ from journal_loader.secrets import mask_url
 from journal_loader.storage.errors import DB_ERRORS, classify
 from journal_loader.storage.sql import to_pyformat
 
-SCHEMA_HEAD = "0008"  # tests/test_schema.py checks this is the migrations' head
+SCHEMA_HEAD = "0009"  # tests/test_schema.py checks this is the migrations' head
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def epoch_micros(value: dt.datetime) -> int:
+    """Whole microseconds since the Unix epoch, UTC: how SQLite stores the graph tables'
+    timestamps since migration 0009 (an 8-byte integer instead of 26 bytes of text)."""
+    delta = value.astimezone(dt.UTC) - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def graph_time(value: Any) -> dt.datetime | None:
+    """A graph table's timestamp as the driver returns it, as a UTC datetime: integer
+    microseconds (SQLite since migration 0009), text (SQLite before it; naive text is UTC,
+    as journal-loader always wrote it) or a datetime (PostgreSQL)."""
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return EPOCH + dt.timedelta(microseconds=value)
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    assert isinstance(value, dt.datetime)
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 def lock_key(name: str) -> int:
@@ -171,6 +195,11 @@ class Tx(ABC):
 
     def timestamp(self, value: dt.datetime) -> Any:
         """A timestamp as this driver wants it for a raw insert."""
+        return value
+
+    def graph_timestamp(self, value: dt.datetime) -> Any:
+        """A timestamp for the graph's tables (``created_at``, ``updated_at``), as this
+        backend stores it there; ``graph_time`` reads it back."""
         return value
 
 
