@@ -15,6 +15,7 @@ from journal_loader.graph.target import GraphTarget
 from journal_loader.loader import Loader
 from journal_loader.runner import Observer, Runner, RunOptions, RunReport
 from journal_loader.runner.chunks import PlanResult, plan_file
+from journal_loader.sources.identity import SourceAhead
 from journal_loader.storage import Store, open_store
 
 
@@ -70,17 +71,24 @@ def run(
     options.chunk = chunk
     if fail_fast_records is not None:
         options.fail_fast_records = fail_fast_records
+    # The file's hash overlaps opening the store and the target (sources/identity.py,
+    # SourceAhead); its errors are still raised where they were, by the runner.
+    ahead = SourceAhead(path, update_frequency=options.update_frequency)
     own_store = store is None
-    if store is None:
-        store = open_store(resolve_database_url(db, cfg))
     target: GraphTarget | None = None
     try:
+        if store is None:
+            store = open_store(resolve_database_url(db, cfg))
         target = graph or make_target(store, cfg)
-        report = Runner(loader, store, target, path, options, observers, run_id=run_id).run()
+        runner = Runner(
+            loader, store, target, path, options, observers, run_id=run_id, source=ahead
+        )
+        report = runner.run()
     finally:
+        ahead.abandon()
         if graph is None and target is not None:
             target.close()  # a client we made holds a connection for the run
-        if own_store:
+        if own_store and store is not None:
             store.dispose()
     if raise_on_failure:
         report.raise_for_status()

@@ -43,7 +43,7 @@ from journal_loader.runner.registration import AlreadyProcessed, Registrar, Regi
 from journal_loader.runner.retry import Backoff, CircuitBreaker, RetryPolicy
 from journal_loader.runner.signals import RunStopped, StopSignal
 from journal_loader.secrets import scrub
-from journal_loader.sources.identity import SourceFile, open_source
+from journal_loader.sources.identity import SourceAhead, SourceFile, open_source
 from journal_loader.storage.base import SourceLock, Store, utcnow
 from journal_loader.storage.journal_store import chunk_lock_name, source_lock_name
 
@@ -61,8 +61,11 @@ class Runner:
         observers: Sequence[Observer] = (),
         sleep: Callable[[float], None] = time.sleep,
         run_id: str | None = None,
+        source: SourceAhead | None = None,
     ) -> None:
         self.loader = loader
+        # the file, already being opened and hashed (run() starts it before the store)
+        self._source_ahead = source
         self.store = store
         self.target = target
         self.file = file
@@ -105,7 +108,10 @@ class Runner:
         gc.set_threshold(max(thresholds[0], 500_000), max(thresholds[1], 20), thresholds[2])
         try:
             self.target.prepare()
-            src = open_source(self.file, update_frequency=self.opt.update_frequency)
+            if self._source_ahead is not None:
+                src = self._source_ahead.result()
+            else:
+                src = open_source(self.file, update_frequency=self.opt.update_frequency)
             report.file_hash, report.version_label = src.sha256, src.version_label
             name = (
                 source_lock_name(self.source_type, src.sha256)
