@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+from journal_loader.graph.store import DEFAULT_ALIAS_TYPE, alias_index_name, alias_literal
 from journal_loader.storage import Store, open_store
 from journal_loader.storage.migrate import upgrade
 from journal_loader.storage.sql import load_queries
@@ -23,6 +24,7 @@ GRAPH = Path(__file__).resolve().parent.parent / "journal_loader" / "graph"
 LOOKUPS = [
     ("embedded.sql", "find_nodes"),
     ("embedded.sql", "find_nodes_and_aliases"),
+    ("embedded.sql", "any_alias"),
     ("embedded.sql", "find_attributes"),
     ("embedded.sql", "find_relationship"),
     ("embedded.sql", "find_relationships_between"),
@@ -65,16 +67,54 @@ def _plan(store: Store, sql: str) -> str:
         return "\n".join(str(r[0]) for r in rows)
 
 
+def _scans(store: Store, plan: str) -> list[str]:
+    if store.dialect == "sqlite":
+        # A scan of an alias type's partial index reads that type's attributes only:
+        # any_alias's LIMIT 1 stops at the first.
+        return re.findall(
+            r"^SCAN (nodes|attributes|relationships|n|a|r)\b(?! USING (?:COVERING )?INDEX "
+            r"ix_attributes_alias_)",
+            plan,
+            re.M,
+        )
+    return re.findall(r"Seq Scan on (nodes|attributes|relationships)\b", plan)
+
+
 def test_graph_lookups_are_index_searches(store: Store) -> None:
     lookups = LOOKUPS + (PG_LOOKUPS if store.dialect == "postgresql" else [])
     for file, name in lookups:
         sql = load_queries(GRAPH / file, store.dialect)[name]
+        sql = sql.replace("{alias_type}", alias_literal(DEFAULT_ALIAS_TYPE))
         plan = _plan(store, sql)
-        if store.dialect == "sqlite":
-            scans = re.findall(r"^SCAN (nodes|attributes|relationships|n|a|r)\b", plan, re.M)
-        else:
-            scans = re.findall(r"Seq Scan on (nodes|attributes|relationships)\b", plan)
-        assert not scans, f"{file} {name} scans a table:\n{plan}"
+        assert not _scans(store, plan), f"{file} {name} scans a table:\n{plan}"
+        if "{alias_type}" in load_queries(GRAPH / file, store.dialect)[name]:
+            assert alias_index_name(DEFAULT_ALIAS_TYPE) in plan, f"{file} {name}:\n{plan}"
+
+
+def test_another_alias_type_gets_its_own_index_from_its_first_run(store: Store) -> None:
+    """A graph whose alias attribute is not the default builds that type's partial index when
+    it prepares (once); its alias lookups then search it, not the attributes."""
+    from journal_loader.graph.embedded import EmbeddedGraph
+
+    name = alias_index_name("aka")
+    graph = EmbeddedGraph(store, alias_attribute="aka")
+    assert name not in _attribute_indexes(store)
+    graph.prepare()
+    assert name in _attribute_indexes(store)
+    graph.prepare()  # again: nothing to build
+    for file, query in [("embedded.sql", "find_nodes_and_aliases"), ("embedded.sql", "any_alias")]:
+        sql = load_queries(GRAPH / file, store.dialect)[query].replace(
+            "{alias_type}", alias_literal("aka")
+        )
+        plan = _plan(store, sql)
+        assert not _scans(store, plan) and name in plan, f"{query}:\n{plan}"
+
+
+def _attribute_indexes(store: Store) -> set[str]:
+    from sqlalchemy import inspect
+
+    with store.read() as conn:
+        return {str(ix["name"]) for ix in inspect(conn).get_indexes("attributes")}
 
 
 def _bare_store(db_url: str) -> Store:

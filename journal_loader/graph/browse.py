@@ -32,7 +32,7 @@ from sqlalchemy import Connection
 
 from journal_loader.errors import UnknownIdError, UsageError
 from journal_loader.graph.normalize import normalize_name
-from journal_loader.graph.store import browse_rows
+from journal_loader.graph.store import browse_alias_rows, browse_rows
 from journal_loader.storage.base import Store, graph_time
 
 DEFAULT_LIMIT = 20
@@ -207,16 +207,16 @@ def find_nodes(
             return found
         assert name is not None
         norm = normalize_name(name)
-        for query in ("nodes_by_name", "nodes_by_alias"):
+        for t in types:
+            found += [_node_ref(r) for r in _rows(conn, store, "nodes_by_name", node_type=t,
+                                                  norm_name=norm)]  # fmt: skip
+        if not found:
             for t in types:
-                found += [
-                    _node_ref(r)
-                    for r in _rows(
-                        conn, store, query, node_type=t, norm_name=norm, alias_type=alias_attribute
-                    )
-                ]
-            if found:
-                break
+                params = {"node_type": t, "norm_name": norm}
+                rows = browse_alias_rows(
+                    conn, store.dialect, "nodes_by_alias", alias_attribute, params
+                )
+                found += [_node_ref(r) for r in rows]
         return found
 
 

@@ -73,9 +73,10 @@ WHERE node_type = :node_type AND norm_name = :norm_name AND external_key IS NOT 
 ORDER BY id
 
 -- name: nodes_by_alias
+-- ({alias_type}: see find_nodes_and_aliases in embedded.sql)
 SELECT n.id, n.node_type, n.name, n.external_key
 FROM attributes a JOIN nodes n ON n.id = a.node_id
-WHERE a.attr_type = :alias_type AND a.norm_value = :norm_name AND n.node_type = :node_type
+WHERE a.attr_type = {alias_type} AND a.norm_value = :norm_name AND n.node_type = :node_type
 ORDER BY n.id
 
 -- name: nodes_by_key

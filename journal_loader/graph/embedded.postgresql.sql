@@ -29,12 +29,13 @@ CROSS JOIN LATERAL (
 ) AS n
 
 -- name: prefetch_aliases
--- Index lookups per name, as prefetch_nodes (why there).
+-- Index lookups per name, as prefetch_nodes (why there), in the alias type's partial index
+-- ({alias_type}: see find_nodes_and_aliases in embedded.sql).
 SELECT n.id, n.external_key, n.norm_name, n.node_type, a.norm_value
 FROM unnest(CAST(:types AS text[]), CAST(:norms AS text[])) AS q(node_type, norm_name)
 CROSS JOIN LATERAL (
   SELECT a.node_id, a.norm_value FROM attributes a
-  WHERE a.attr_type = :alias_type AND a.norm_value = q.norm_name OFFSET 0
+  WHERE a.attr_type = {alias_type} AND a.norm_value = q.norm_name OFFSET 0
 ) AS a
 JOIN nodes n ON n.id = a.node_id AND n.node_type = q.node_type
 
@@ -55,6 +56,10 @@ SELECT node_id, id, attr_type, value FROM attributes WHERE node_id = ANY(CAST(:i
 -- installed in (its operator and opclass are qualified with it), NULL when it is not.
 SELECT n.nspname FROM pg_extension e
 JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_trgm'
+
+-- name: alias_index_exists
+-- (GraphStore.ensure_alias_index; in the search_path, where the graph's tables are)
+SELECT 1 WHERE to_regclass(:name) IS NOT NULL
 
 -- name: index_is_valid
 -- NULL: no such index; false: a CREATE INDEX CONCURRENTLY that did not finish.

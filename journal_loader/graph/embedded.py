@@ -109,6 +109,7 @@ from journal_loader.graph.store import (
     PROVENANCE_RECORD_COLUMNS,
     PROVENANCE_SUBJECT_COLUMNS,
     RELATIONSHIP_COLUMNS,
+    alias_literal,
 )
 from journal_loader.graph.target import GraphTarget
 from journal_loader.storage.base import Store, Tx
@@ -150,6 +151,7 @@ class EmbeddedGraph(Prefetcher, RowBuilder, GraphTarget, ProposeClient):
         if not 0.0 < conflict_penalty <= 1.0:
             raise ValueError("conflict_penalty must be in (0, 1]")
         self.conflict_penalty = conflict_penalty
+        alias_literal(alias_attribute)  # a ValueError now, not at the first lookup
         self.alias_attribute = alias_attribute
         self.cache_limit = cache_limit
         super().__init__(store, self.fuzzy)
@@ -180,6 +182,11 @@ class EmbeddedGraph(Prefetcher, RowBuilder, GraphTarget, ProposeClient):
         return "pg_trgm" if self._pg_trgm else "memory"
 
     # --- GraphTarget -------------------------------------------------------------------
+    def prepare(self) -> None:
+        # The alias type's partial index (migration 0010 builds the default type's): built
+        # once by the first run of another type, else a warning (GraphStore.ensure_alias_index).
+        self._db.ensure_alias_index(self.store, self.alias_attribute)
+
     @property
     def client(self) -> ProposeClient:
         return self

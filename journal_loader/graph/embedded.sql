@@ -22,7 +22,10 @@ WHERE node_type = :node_type AND external_key = :external_key AND norm_name <> :
 
 -- name: find_nodes_and_aliases
 -- The same, and the nodes that have the name as an alias (via_alias = 1), once the graph has
--- aliases (any_alias).
+-- aliases (any_alias). {alias_type} is the alias attribute's type as a quoted literal
+-- (graph/store.py, alias_literal), not a parameter: only a literal lets the planner use the
+-- type's partial index (ix_attributes_alias_*, migration 0010), on SQLite and in
+-- PostgreSQL's generic plans alike.
 SELECT id, external_key, norm_name, 0 AS via_alias
 FROM nodes
 WHERE node_type = :node_type AND norm_name = :norm_name AND external_key IS NULL
@@ -37,10 +40,15 @@ WHERE node_type = :node_type AND external_key = :external_key AND norm_name <> :
 UNION ALL
 SELECT n.id, n.external_key, n.norm_name, 1
 FROM attributes a JOIN nodes n ON n.id = a.node_id
-WHERE a.attr_type = :alias_type AND a.norm_value = :norm_name AND n.node_type = :node_type
+WHERE a.attr_type = {alias_type} AND a.norm_value = :norm_name AND n.node_type = :node_type
 
 -- name: any_alias
-SELECT 1 FROM attributes WHERE attr_type = :alias_type LIMIT 1
+-- (the type's partial index: see find_nodes_and_aliases)
+SELECT 1 FROM attributes WHERE attr_type = {alias_type} LIMIT 1
+
+-- name: alias_index_exists
+-- (GraphStore.ensure_alias_index)
+SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = :name
 
 -- name: find_attributes
 SELECT id, attr_type, value FROM attributes WHERE node_id = :node_id

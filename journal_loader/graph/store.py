@@ -14,7 +14,9 @@ migration 0005; ``pg_trgm_ready`` only reads the catalogue to see whether it can
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
+import re
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -32,6 +34,44 @@ if TYPE_CHECKING:
 log = logging.getLogger("journal_loader.graph")
 
 FUZZY_INDEX_NAME = "ix_nodes_fuzzy_key_trgm"
+
+# Alias matching reads the attributes of ONE type (the graph section's alias_attribute,
+# "nameAlias" by default) by normalised value. Migration 0010 replaced the index of every
+# attribute by (type, value), ix_attributes_type_norm, with a partial index per alias type:
+# the example writes ~5.7 attributes a record and none of them an alias, and that index was
+# one random-key entry per attribute (205 bytes a record, and at 300,000 rows 30% of the
+# bytes a batch wrote: 59 -> 41 KB a record, bench/probe_scale.py). The default type's index
+# is built by 0010; another type's by the first run that uses it (ensure_alias_index).
+DEFAULT_ALIAS_TYPE = "nameAlias"
+_ALIAS_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_ .\-]{0,99}$")  # config/sections.py's _TYPE_NAME
+
+
+def alias_literal(alias_type: str) -> str:
+    """The alias type as a quoted SQL literal, for the queries' ``{alias_type}``: the planner
+    uses a partial index only for a query whose WHERE says the index's condition, and a
+    bound parameter does not say it (SQLite; PostgreSQL's generic plans). The type is checked
+    against the config's rule for type names (letters, digits, ``_ .-``: no quote can reach
+    the text), and quotes are doubled all the same."""
+    if not _ALIAS_TYPE.match(alias_type):
+        raise ValueError(f"{alias_type!r} is not a valid attribute type name")
+    return "'" + alias_type.replace("'", "''") + "'"
+
+
+def alias_index_name(alias_type: str) -> str:
+    """``ix_attributes_alias_<the type's letters and digits>_<8 hex of its SHA-256>``: readable,
+    distinct for distinct types, and within PostgreSQL's 63 characters."""
+    slug = re.sub(r"[^a-z0-9]+", "_", alias_type.lower()).strip("_")[:24]
+    digest = hashlib.sha256(alias_type.encode()).hexdigest()[:8]
+    return f"ix_attributes_alias_{slug}_{digest}"
+
+
+def alias_index_sql(alias_type: str) -> str:
+    """The DDL of an alias type's index: (normalised value, node) of that type's attributes."""
+    return (
+        f"CREATE INDEX IF NOT EXISTS {alias_index_name(alias_type)} ON attributes"
+        f" (norm_value, node_id) WHERE attr_type = {alias_literal(alias_type)}"
+    )
+
 
 NODE_COLUMNS = (
     "id",
@@ -82,10 +122,56 @@ class GraphStore:
         self.may_have_pg_trgm = store.dialect == "postgresql"
         self._dates_as_text = store.dialect == "sqlite"  # SQLite's DATE is ISO text
         self._fuzzy_sql: str | None = None
+        self._alias_sql: dict[tuple[str, str], str] = {}
+
+    def _with_alias(self, name: str, alias_type: str) -> str:
+        """A query with the alias type's literal in place of ``{alias_type}`` (made once)."""
+        sql = self._alias_sql.get((name, alias_type))
+        if sql is None:
+            sql = self._q[name].replace("{alias_type}", alias_literal(alias_type))
+            self._alias_sql[(name, alias_type)] = sql
+        return sql
+
+    # --- the alias type's index ------------------------------------------------------------
+    def ensure_alias_index(self, store: Store, alias_type: str) -> bool:
+        """Is the alias type's partial index there? The default type's is built by migration
+        0010; another type's is built here, once, by the first run that uses it.
+
+        Why DDL in a run here, when pg_trgm_ready only reads: without its index, an alias
+        lookup scans every attribute, and any_alias does so at every batch until the graph
+        has an alias; the index is small (the type's attributes only). The build runs in a
+        transaction of its own under an advisory lock, so two runs starting at once build
+        it once (PostgreSQL's CREATE INDEX IF NOT EXISTS is not safe against a concurrent
+        one). Where it cannot be built (a read-only store, a role that may not create
+        indexes), a warning gives the command and the lookups stay correct, only slower.
+        Pinned by tests/test_graph_aliases.py."""
+        name = alias_index_name(alias_type)
+        exists = self._q["alias_index_exists"]
+        try:
+            with store.read() as conn:
+                if conn.execute(text(exists), {"name": name}).first() is not None:
+                    return True
+            if getattr(store, "open_mode", ""):  # SQLite opened read-only
+                raise PermissionError("the store is open read-only")
+            with store.transaction() as tx:
+                tx.advisory_xact_lock("alias-index", [alias_type])
+                if tx.fetchone(exists, {"name": name}) is None:
+                    log.info("building %s, the index of %r attributes (once)", name, alias_type)
+                    tx.execute(alias_index_sql(alias_type), {})
+            return True
+        except Exception as e:
+            log.warning(
+                "alias matching on %r attributes without an index (%s): lookups scan the "
+                "attributes; as the owner of attributes: %s",
+                alias_type,
+                describe(e),
+                alias_index_sql(alias_type),
+            )
+            return False
 
     # --- resolution ------------------------------------------------------------------------
     def any_alias(self, tx: Tx, alias_type: str) -> bool:
-        return tx.fetchone(self._q["any_alias"], {"alias_type": alias_type}) is not None
+        return tx.fetchone(self._with_alias("any_alias", alias_type), {}) is not None
 
     def find_nodes(
         self, tx: Tx, node_type: str, norm: str, key: str | None, alias_type: str | None
@@ -94,13 +180,8 @@ class GraphStore:
         name or the key, and with ``alias_type`` the nodes that have the name as an alias."""
         if alias_type is not None:
             return tx.fetchall(
-                self._q["find_nodes_and_aliases"],
-                {
-                    "node_type": node_type,
-                    "norm_name": norm,
-                    "external_key": key,
-                    "alias_type": alias_type,
-                },
+                self._with_alias("find_nodes_and_aliases", alias_type),
+                {"node_type": node_type, "norm_name": norm, "external_key": key},
             )
         return tx.fetchall(
             self._q["find_nodes"],
@@ -194,12 +275,8 @@ class GraphStore:
         """(id, external key, normalised name, type, alias) of the nodes with these (type,
         name) pairs as an alias."""
         return tx.fetchall(
-            self._q["prefetch_aliases"],
-            {
-                "types": [n[0] for n in names],
-                "norms": [n[1] for n in names],
-                "alias_type": alias_type,
-            },
+            self._with_alias("prefetch_aliases", alias_type),
+            {"types": [n[0] for n in names], "norms": [n[1] for n in names]},
         )
 
     def prefetch_relationships(self, tx: Tx, pairs: list[tuple[int, int]]) -> list[Any]:
@@ -263,3 +340,11 @@ def _browse_queries(dialect: str) -> dict[str, str]:
 def browse_rows(conn: Connection, dialect: str, name: str, params: Mapping[str, Any]) -> list[Any]:
     """The rows of one query of ``browse.sql``, on a read connection."""
     return list(conn.execute(text(_browse_queries(dialect)[name]), dict(params)).all())
+
+
+def browse_alias_rows(
+    conn: Connection, dialect: str, name: str, alias_type: str, params: Mapping[str, Any]
+) -> list[Any]:
+    """The rows of a ``browse.sql`` query that reads one alias type (``{alias_type}``)."""
+    sql = _browse_queries(dialect)[name].replace("{alias_type}", alias_literal(alias_type))
+    return list(conn.execute(text(sql), dict(params)).all())

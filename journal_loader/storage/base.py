@@ -29,7 +29,7 @@ from journal_loader.secrets import mask_url
 from journal_loader.storage.errors import DB_ERRORS, classify
 from journal_loader.storage.sql import to_pyformat
 
-SCHEMA_HEAD = "0009"  # tests/test_schema.py checks this is the migrations' head
+SCHEMA_HEAD = "0010"  # tests/test_schema.py checks this is the migrations' head
 
 
 def utcnow() -> dt.datetime:

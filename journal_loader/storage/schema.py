@@ -215,7 +215,16 @@ attributes = Table(
     Column("created_at", Timestamp, nullable=False),
     UniqueConstraint("node_id", "attr_type", "value", name="uq_attributes_node_type_value"),
 )
-Index("ix_attributes_type_norm", attributes.c.attr_type, attributes.c.norm_value)
+# Alias matching's index: the default alias type's attributes only (migration 0010; another
+# type's index is built by its first run: graph/store.py, ensure_alias_index, which also
+# says why the index is partial and its name).
+Index(
+    "ix_attributes_alias_namealias_22fd81a5",
+    attributes.c.norm_value,
+    attributes.c.node_id,
+    sqlite_where=text("attr_type = 'nameAlias'"),
+    postgresql_where=text("attr_type = 'nameAlias'"),
+)
 
 relationships = Table(
     "relationships",
