@@ -176,3 +176,52 @@ def test_an_alias_type_outside_the_type_name_rule_is_refused(store: Store, bad: 
         alias_literal(bad)
     with pytest.raises(ValueError, match="not a valid attribute type name"):
         EmbeddedGraph(store, alias_attribute=bad)
+
+
+def test_a_role_that_may_not_create_the_index_gets_the_ddl_in_a_warning(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL, a role that may read the graph but not create indexes on it (a run's
+    role in production, often): no index, a warning with the DDL, the same answers."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("roles are PostgreSQL's")
+    import uuid
+
+    import psycopg
+    from sqlalchemy import make_url
+
+    from tests.support.pg import pg_admin_url
+
+    owner = open_store(db_url)
+    try:
+        d = Direct(_graph(owner, "nameAlias"), owner)
+        acme = d.propose(
+            Entity(type="Company", name="Acme", key="C1", attributes={"aka": "Roadrunner Co"}),
+            ("City", "X"),
+            "LOCATED_IN",
+        )
+    finally:
+        owner.dispose()
+    url = make_url(db_url)
+    schema = str(url.query["options"]).split("=", 1)[1]
+    role = f"jl_test_reader_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_admin_url(), autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO {role}')
+        admin.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO {role}')
+    try:
+        reader = open_store(url.set(username=role).render_as_string(hide_password=False))
+        try:
+            graph = EmbeddedGraph(reader, alias_attribute="aka")
+            with caplog.at_level(logging.WARNING, logger="journal_loader.graph"):
+                assert graph._db.ensure_alias_index(reader, "aka") is False
+            assert "must be owner" in caplog.text
+            assert "CREATE INDEX IF NOT EXISTS " + alias_index_name("aka") in caplog.text
+            found = find_nodes(reader, name="roadrunner co", alias_attribute="aka")
+            assert [n["id"] for n in found] == [acme.source_entity_id]
+        finally:
+            reader.dispose()
+    finally:
+        with psycopg.connect(pg_admin_url(), autocommit=True) as admin:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
