@@ -178,13 +178,13 @@ def test_an_alias_type_outside_the_type_name_rule_is_refused(store: Store, bad: 
         EmbeddedGraph(store, alias_attribute=bad)
 
 
+@pytest.mark.postgres
 def test_a_role_that_may_not_create_the_index_gets_the_ddl_in_a_warning(
-    db_url: str, caplog: pytest.LogCaptureFixture
+    pg_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """PostgreSQL, a role that may read the graph but not create indexes on it (a run's
     role in production, often): no index, a warning with the DDL, the same answers."""
-    if not db_url.startswith("postgresql"):
-        pytest.skip("roles are PostgreSQL's")
+    db_url = pg_url
     import uuid
 
     import psycopg
