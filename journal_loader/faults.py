@@ -11,6 +11,12 @@ kills the run right after its third batch commit. Boundaries (``BOUNDARIES``):
   yet sent;
 * ``after_commit``: the batch is durable, the next one not started.
 
+and, apart from those (the crash matrices of tests/test_crash.py walk ``BOUNDARIES``, which a
+small batch passes in every run), ``write_behind``: a part of a batch's graph rows was
+written behind the resolver (``Tx.write_behind``; on PostgreSQL in that write's thread, while
+the batch goes on), nothing of the batch committed. A batch writes behind once its first
+``EmbeddedGraph.write_behind_records`` records are resolved (tests/test_write_behind.py).
+
 Costs one global lookup per boundary when unset. Used by tests/test_crash.py.
 """
 
@@ -21,6 +27,8 @@ import signal
 from collections.abc import Callable
 
 BOUNDARIES = ("before_propose", "after_propose", "before_commit", "after_commit")
+WRITE_BEHIND = "write_behind"
+KINDS = (*BOUNDARIES, WRITE_BEHIND)
 ENV = "JOURNAL_LOADER_CRASH_AT"
 
 
@@ -28,8 +36,8 @@ def _parse(spec: str | None) -> tuple[str, int] | None:
     if not spec:
         return None
     kind, _, n = spec.partition(":")
-    if kind not in BOUNDARIES or not n.isdigit() or int(n) < 1:
-        raise ValueError(f"{ENV}={spec!r}: expected one of {BOUNDARIES} followed by :N (N >= 1)")
+    if kind not in KINDS or not n.isdigit() or int(n) < 1:
+        raise ValueError(f"{ENV}={spec!r}: expected one of {KINDS} followed by :N (N >= 1)")
     return kind, int(n)
 
 
@@ -50,7 +58,7 @@ def reset(spec: str | None) -> None:
 
 
 def on(kind: str, callback: Callable[[int], None]) -> None:
-    if kind not in BOUNDARIES:
+    if kind not in KINDS:
         raise ValueError(f"unknown boundary {kind!r}")
     _callbacks[kind] = callback
     _counts[kind] = 0

@@ -84,3 +84,17 @@ def example_journal(request: pytest.FixtureRequest) -> LoadedExample:
     """The shared, read-only example load on each backend (see example_sqlite)."""
     loaded: LoadedExample = request.getfixturevalue(f"example_{request.param}")
     return loaded
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def two_urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Two fresh databases of one backend (both backends): two loads to compare."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'batch.db'}", f"sqlite:///{tmp_path / 'per_fact.db'}"
+        return
+    (a, schema_a), (b, schema_b) = make_pg_schema(), make_pg_schema()
+    try:
+        yield a, b
+    finally:
+        drop_pg_schema(schema_a)
+        drop_pg_schema(schema_b)

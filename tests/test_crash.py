@@ -151,6 +151,29 @@ def test_50k_rows_killed_at_several_points_equals_one_clean_run(
         dbs.close()
 
 
+def test_killed_inside_writes_behind_the_resolver_equals_one_clean_run(
+    backend: str, tmp_path: Path
+) -> None:
+    """Killed just after a part of a batch's graph rows was written behind the resolver
+    (``write_behind``: on PostgreSQL in the write's own thread while the batch goes on; on
+    SQLite at once), in the first batch and then in a later one: the rerun equals one clean
+    run (tests/test_write_behind.py pins the rest of the write behind)."""
+    rows = 3000
+    data = tmp_path / "registry_20251001.csv"
+    generator().generate(str(data), rows)
+    dbs = _Dbs(backend, tmp_path)
+    try:
+        clean_db = dbs.new()
+        assert _run(clean_db, data, 1000, None).returncode == 0
+        clean = _state(clean_db)
+        crashed_db = dbs.new()
+        codes = _crash_then_finish(crashed_db, data, 1000, ["write_behind:2", "write_behind:5"])
+        assert codes == [-signal.SIGKILL] * 2
+        _assert_same(_state(crashed_db), clean, rows)
+    finally:
+        dbs.close()
+
+
 SMALL_ROWS = 24
 SMALL_BATCH = 6
 

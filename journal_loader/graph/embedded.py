@@ -78,6 +78,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
+from journal_loader import faults
 from journal_loader.errors import JournalLoaderError, ProposeError
 from journal_loader.graph.batch import CollectedFact, FactCollector
 from journal_loader.graph.checks import (
@@ -101,7 +102,7 @@ from journal_loader.graph.protocol import (
 )
 from journal_loader.graph.resolution import ALIAS_CONFIDENCE
 from journal_loader.graph.rows import RowBuilder
-from journal_loader.graph.state import Candidate, Candidates, _Record
+from journal_loader.graph.state import Candidate, Candidates, _Buffers, _Record
 from journal_loader.graph.store import (
     ATTRIBUTE_COLUMNS,
     FUZZY_INDEX_NAME,
@@ -123,6 +124,10 @@ DEFAULT_CONFLICT_PENALTY = 0.7
 
 class EmbeddedGraph(Prefetcher, RowBuilder, GraphTarget, ProposeClient):
     """``ProposeClient`` for loaders, ``GraphTarget`` for the runner."""
+
+    #: Offer the buffered rows to a write behind the resolver (``_write_behind``) once this
+    #: many records' rows are buffered (tests set 1: a write after every record).
+    write_behind_records = 100
 
     def __init__(
         self,
@@ -234,7 +239,26 @@ class EmbeddedGraph(Prefetcher, RowBuilder, GraphTarget, ProposeClient):
                     raise classified from e
                 raise ProposeError(describe(e)) from e
             self._buf.clear()
+        elif len(self._buf.provenance_records) >= self.write_behind_records:
+            self._write_behind(self._require_tx())
         self._rec = None
+
+    def _write_behind(self, tx: Tx) -> None:
+        """Hand the rows of the records done so far to a write in the background
+        (``Tx.write_behind``: PostgreSQL), and buffer the next records' anew. Only between
+        records: a record that fails later is undone from the buffers it wrote to, which
+        are never the ones handed over. If the previous write still runs, the rows stay
+        and are offered again after the next record (the resolver never waits for the
+        server here). Measured: bench/bench_load.py, issue 11's note."""
+        buf = self._buf
+        db = self._db
+
+        def write() -> None:
+            db.write(tx, buf)
+            faults.point(faults.WRITE_BEHIND)
+
+        if tx.write_behind(write):
+            self._buf = _Buffers()
 
     def abort_record(self) -> None:
         if self._rec is not None:

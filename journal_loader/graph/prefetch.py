@@ -114,6 +114,20 @@ class Prefetcher(GraphState):
                 attributes.append(tgt.attributes)
             rels.add((s_ident, f[4], t_ident))
         self._prefetch_identities(tx, idents, rels)
+        if tx.writes_behind:
+            # The ids the batch may take, at most (a node per identity, a relationship per
+            # distinct fact, an attribute per value given, a provenance row per subject),
+            # fetched now: once the first rows are written behind the resolver, a refill
+            # would wait for that write (Tx.write_behind).
+            values = sum(len(a) for given in idents.values() for a in given)
+            tx.reserve_ahead(
+                {
+                    "nodes": len(idents),
+                    "relationships": len(rels),
+                    "attributes": values,
+                    "provenance_records": 3 * len(facts) + values,
+                }
+            )
 
     def _prefetch_identities(
         self,

@@ -18,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import sys
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, CursorResult, Engine, TextClause, inspect, text
@@ -85,18 +87,155 @@ class SourceLock(ABC):
         self.release()
 
 
+# While a write behind runs, the interpreter's switch interval is at most this (seconds).
+# The writer thread needs the GIL for a moment each time the server has taken the data it
+# sent (psycopg's waits release it); at the default 5 ms it waited up to 5 ms for the
+# resolving thread each time, and a batch's first write took as long as its whole
+# resolution: one write per batch, instead of 3 at 0.2 ms (bench_load.py, issue 11's note).
+WRITE_BEHIND_SWITCH_INTERVAL = 0.0002
+_switch_lock = threading.Lock()
+_switch_users = 0
+_switch_saved = 0.005
+
+
+def _short_switch_interval(on: bool) -> None:
+    """Shorten the switch interval while any write behind runs (counted: threads of one
+    process may each have one), and put back what it was when the last one ends."""
+    global _switch_users, _switch_saved
+    with _switch_lock:
+        if on:
+            if _switch_users == 0:
+                _switch_saved = sys.getswitchinterval()
+                sys.setswitchinterval(min(_switch_saved, WRITE_BEHIND_SWITCH_INTERVAL))
+            _switch_users += 1
+        else:
+            _switch_users -= 1
+            if _switch_users == 0:
+                sys.setswitchinterval(_switch_saved)
+
+
+class _WriteBehind:
+    """One bulk write running in a thread of its own, on its transaction's connection
+    (``Tx.write_behind``)."""
+
+    __slots__ = ("error", "thread")
+
+    def __init__(self, write: Callable[[], None]) -> None:
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(
+            target=self._run, args=(write,), name="journal-loader-write-behind", daemon=True
+        )
+        _short_switch_interval(True)
+        try:
+            self.thread.start()
+        except BaseException:
+            _short_switch_interval(False)
+            raise
+
+    def _run(self, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except BaseException as e:  # handed to the transaction's thread (Tx.join_behind)
+            self.error = e
+        finally:
+            _short_switch_interval(False)
+
+
 class Tx(ABC):
     """One open transaction. Statements run on the same connection, in the same transaction,
-    whether they go through SQLAlchemy (``execute``) or the driver (``fetchall``, ...)."""
+    whether they go through SQLAlchemy (``execute``) or the driver (``fetchall``, ...).
+
+    ``conn``, ``raw`` and ``cursor`` are properties: while a write started by
+    ``write_behind`` runs, any other use of the transaction waits for it first (and raises
+    its error), so the connection is only ever used by one thread at a time."""
+
+    #: Does ``write_behind`` run the write in a thread (PostgreSQL), or at once (SQLite)?
+    writes_behind = False
 
     def __init__(self, store: Store, conn: Connection) -> None:
         self.store = store
-        self.conn = conn
+        self._conn = conn
         raw = conn.connection.driver_connection
         assert raw is not None, "a pooled connection always has its driver connection"
-        self.raw: Any = raw
-        self.cursor: Any = raw.cursor()
+        self._raw: Any = raw
+        self._cursor: Any = raw.cursor()
         self._savepoint_seq = 0
+        self._behind: _WriteBehind | None = None
+        self._behind_error: BaseException | None = None
+
+    @property
+    def conn(self) -> Connection:
+        if self._behind is not None or self._behind_error is not None:
+            self.join_behind()
+        return self._conn
+
+    @property
+    def raw(self) -> Any:
+        if self._behind is not None or self._behind_error is not None:
+            self.join_behind()
+        return self._raw
+
+    @property
+    def cursor(self) -> Any:
+        if self._behind is not None or self._behind_error is not None:
+            self.join_behind()
+        return self._cursor
+
+    # --- a write behind the caller (issue 11: the client's CPU beside the server's) ---
+    def write_behind(self, write: Callable[[], None]) -> bool:
+        """Run ``write`` (bulk inserts of rows the caller will not change again) in a thread
+        while the caller goes on, on this transaction's connection; the next use of the
+        transaction waits for it. False, and nothing run, while the previous write is still
+        running: the caller keeps its rows and offers them again later (it never waits
+        here). On a backend whose transactions do not write behind (``writes_behind``),
+        ``write`` runs at once.
+
+        Why: on PostgreSQL the server inserting a batch's rows (the graph's COPY: index
+        entries, foreign-key checks) and the client resolving the batch's records were two
+        halves of each batch, one after the other, each using one of the two cores (the
+        loader's CPU plus the server's was the wall time, measured). A batch written in
+        parts, each while the client resolves the next records, overlaps them. It is
+        still one transaction: what a lookup in it sees is the batch's rows written so far
+        as well as the committed ones, which safe mode (each record written at once, in a
+        savepoint) has always shown it, with the same answers (tests/test_write_behind.py
+        compares the graphs, the answers and the DLQ).
+
+        An error of the write is raised by the next use of the transaction, and by every
+        use after it (the transaction is broken: it can only roll back), and by COMMIT:
+        the batch rolls back, whatever the thread was doing when it surfaced."""
+        if self._behind is not None:
+            if self._behind.thread.is_alive():
+                return False
+            self.join_behind()
+        if self._behind_error is not None:
+            raise self._behind_error
+        if not self.writes_behind:
+            write()
+            return True
+        self._behind = _WriteBehind(write)
+        return True
+
+    def join_behind(self) -> None:
+        """Wait for the write started by ``write_behind``; raise its error (again and again:
+        the transaction is broken once a write failed). In that write's own thread a
+        no-op: it is the one using the connection."""
+        behind = self._behind
+        if behind is not None:
+            if behind.thread is threading.current_thread():
+                return
+            behind.thread.join()
+            self._behind = None
+            if behind.error is not None:
+                self._behind_error = behind.error
+        if self._behind_error is not None:
+            raise self._behind_error
+
+    def _settle_behind(self) -> None:
+        """At a rollback: wait for a write still running (the connection is rolled back
+        only once nobody else uses it); its error is not raised (the rollback has one)."""
+        behind, self._behind = self._behind, None
+        if behind is not None and behind.thread is not threading.current_thread():
+            behind.thread.join()
 
     # --- SQLAlchemy (cold paths) ---
     def execute(self, sql: str | TextClause, params: Any = None) -> CursorResult[Any]:
@@ -163,6 +302,12 @@ class Tx(ABC):
     def next_id(self, table: str) -> int:
         """One new primary key for ``table`` (the per-row hot path of reserve_ids)."""
         return self.reserve_ids(table, 1)[0]
+
+    def reserve_ahead(self, wanted: dict[str, int]) -> None:
+        """Make sure the next ``wanted[table]`` ids of each table need no query: where ids
+        come from the server in blocks (PostgreSQL), fetch them now, before a write behind
+        holds the connection (a refill would wait for it). Elsewhere nothing to do."""
+        return
 
     @abstractmethod
     def reserve_positions(self, n: int) -> list[int]:
@@ -288,7 +433,13 @@ class Store(ABC):
         """BEGIN ... COMMIT on a pooled connection; any error rolls back and is classified."""
         try:
             with self.engine.connect() as conn, conn.begin():
-                yield self._make_tx(conn)
+                tx = self._make_tx(conn)
+                try:
+                    yield tx
+                except BaseException:
+                    tx._settle_behind()
+                    raise
+                tx.join_behind()  # a failed write behind rolls the transaction back
         except DB_ERRORS as e:  # a loader's or our own exception passes through as it is
             raise classify(e, where=self.display_url) from e
 

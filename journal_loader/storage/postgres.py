@@ -101,6 +101,7 @@ def bucket_key(namespace: str, scope: str, bucket: int) -> int:
 
 class PostgresTx(Tx):
     store: PostgresStore
+    writes_behind = True  # the server inserts while the client resolves (Tx.write_behind)
 
     def driver_sql(self, sql: str) -> str:
         from journal_loader.storage.sql import to_pyformat
@@ -124,16 +125,27 @@ class PostgresTx(Tx):
     def reserve_ids(self, table: str, n: int) -> list[int]:
         pool = self.store._id_pools.setdefault(table, deque())
         if len(pool) < n:
-            sequence = self.store._sequences.get(table)
-            if sequence is None:  # once: per generated row it cost 8x the nextval itself
-                self.cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", (table,))
-                sequence = self.store._sequences[table] = self.cursor.fetchone()[0]
-            self.cursor.execute(
-                "SELECT nextval(%s::regclass) FROM generate_series(1, %s)",
-                (sequence, max(n - len(pool), _ID_BLOCK)),
-            )
-            pool.extend(r[0] for r in self.cursor.fetchall())
+            self._refill(table, pool, n)
         return [pool.popleft() for _ in range(n)]
+
+    def _refill(self, table: str, pool: deque[int], n: int) -> None:
+        sequence = self.store._sequences.get(table)
+        if sequence is None:  # once: per generated row it cost 8x the nextval itself
+            self.cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", (table,))
+            sequence = self.store._sequences[table] = self.cursor.fetchone()[0]
+        self.cursor.execute(
+            "SELECT nextval(%s::regclass) FROM generate_series(1, %s)",
+            (sequence, max(n - len(pool), _ID_BLOCK)),
+        )
+        pool.extend(r[0] for r in self.cursor.fetchall())
+
+    def reserve_ahead(self, wanted: dict[str, int]) -> None:
+        # Ids left over at the end of a run are never used: gaps, as with any sequence.
+        pools = self.store._id_pools
+        for table, n in wanted.items():
+            pool = pools.setdefault(table, deque())
+            if len(pool) < n:
+                self._refill(table, pool, n)
 
     def next_id(self, table: str) -> int:
         pool = self.store._id_pools.get(table)
