@@ -241,9 +241,15 @@ class Prefetcher(GraphState):
             return
         ordered = sorted(pairs)
         if refresh:
-            stale = [k for k in self._rels if (k[0], k[2]) in pairs]
+            rels, types = self._rels, self.relationship_types
+            if types is not None and len(types) * len(pairs) < len(rels):
+                # the config names every type: the keys between the pairs, not a walk of
+                # the whole cache (up to cache_limit entries, each batch: 4% of a load)
+                stale = [k for s, t in pairs for r in types if (k := (s, r, t)) in rels]
+            else:
+                stale = [k for k in rels if (k[0], k[2]) in pairs]
             for k in stale:
-                del self._rels[k]
+                del rels[k]
         for s_id, t_id, rel_id, rel_type, strength in self._db.prefetch_relationships(tx, ordered):
             self._rels[(s_id, rel_type, t_id)] = (rel_id, float(strength))
         self._pairs.update(pairs)  # every relationship between them is known now
