@@ -5,10 +5,14 @@ every way a record can fail.)"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 
 from journal_loader import run
@@ -16,9 +20,10 @@ from journal_loader.config import load_config
 from journal_loader.graph.embedded import EmbeddedGraph
 from journal_loader.journal.events import ProposeSucceeded, decode
 from journal_loader.storage import Store, open_store
+from journal_loader.storage.sql import int_array_literal, text_array_literal
 from tests.support.example import EXAMPLE_CONFIG
 from tests.support.loaders import write_csv
-from tests.support.pg import drop_pg_schema, make_pg_schema
+from tests.support.pg import PG_URL, drop_pg_schema, make_pg_schema, pg_admin_url
 from tests.support.snapshots import dlq_snapshot, graph_snapshot
 
 pytestmark = pytest.mark.postgres
@@ -143,3 +148,38 @@ class AliasLoader(Loader):
         assert "alias_match" in reasons
     finally:
         _drop(with_prefetch, without)
+
+
+# The bulk lookups send their values as array literals written by journal-loader
+# (storage/sql.py: psycopg's list dumper cost 9x the client CPU): every value the graph can
+# look up must come back from the server as it was sent, in its order.
+@pytest.fixture(scope="module")
+def pg_conn() -> Iterator[Any]:
+    if not PG_URL:
+        pytest.skip("JOURNAL_LOADER_TEST_PG_URL is not set: PostgreSQL tests skipped")
+    with psycopg.connect(pg_admin_url(), autocommit=True) as conn:
+        yield conn
+
+
+_texts = st.lists(st.text(alphabet=st.characters(blacklist_characters="\x00")), max_size=20)
+_names = st.lists(
+    st.sampled_from(['"', "\\", ",", "{", "}", " ", "NULL", "null", "'", "\n", "a", "é", ""]),
+    max_size=6,
+).map("".join)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(values=st.one_of(_texts, st.lists(_names, max_size=20)))
+def test_text_array_literals_round_trip(pg_conn: Any, values: list[str]) -> None:
+    row = pg_conn.execute(
+        "SELECT CAST(%s AS text[]), cardinality(CAST(%s AS text[]))",
+        (text_array_literal(values), text_array_literal(values)),
+    ).fetchone()
+    assert row == (values, len(values))
+
+
+@settings(max_examples=30, deadline=None)
+@given(values=st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), max_size=30))
+def test_int_array_literals_round_trip(pg_conn: Any, values: list[int]) -> None:
+    row = pg_conn.execute("SELECT CAST(%s AS bigint[])", (int_array_literal(values),)).fetchone()
+    assert row == (values,)

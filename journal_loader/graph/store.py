@@ -26,7 +26,7 @@ from sqlalchemy import Connection, text
 
 from journal_loader.storage.base import Store, Tx
 from journal_loader.storage.errors import describe
-from journal_loader.storage.sql import load_queries
+from journal_loader.storage.sql import int_array_literal, load_queries, text_array_literal
 
 if TYPE_CHECKING:
     from journal_loader.graph.state import _Buffers
@@ -264,10 +264,10 @@ class GraphStore:
         return tx.fetchall(
             self._q["prefetch_nodes"],
             {
-                "types": [n[0] for n in names],
-                "norms": [n[1] for n in names],
-                "key_types": [k[0] for k in keys],
-                "keys": [k[1] for k in keys],
+                "types": text_array_literal([n[0] for n in names]),
+                "norms": text_array_literal([n[1] for n in names]),
+                "key_types": text_array_literal([k[0] for k in keys]),
+                "keys": text_array_literal([k[1] for k in keys]),
             },
         )
 
@@ -276,19 +276,25 @@ class GraphStore:
         name) pairs as an alias."""
         return tx.fetchall(
             self._with_alias("prefetch_aliases", alias_type),
-            {"types": [n[0] for n in names], "norms": [n[1] for n in names]},
+            {
+                "types": text_array_literal([n[0] for n in names]),
+                "norms": text_array_literal([n[1] for n in names]),
+            },
         )
 
     def prefetch_relationships(self, tx: Tx, pairs: list[tuple[int, int]]) -> list[Any]:
         """(source, target, id, type, strength) of every relationship between the pairs."""
         return tx.fetchall(
             self._q["prefetch_relationships"],
-            {"sources": [p[0] for p in pairs], "targets": [p[1] for p in pairs]},
+            {
+                "sources": int_array_literal([p[0] for p in pairs]),
+                "targets": int_array_literal([p[1] for p in pairs]),
+            },
         )
 
     def prefetch_attributes(self, tx: Tx, ids: list[int]) -> list[Any]:
         """(node id, id, type, value) of the nodes' attributes."""
-        return tx.fetchall(self._q["prefetch_attributes"], {"ids": ids})
+        return tx.fetchall(self._q["prefetch_attributes"], {"ids": int_array_literal(ids)})
 
     # --- writing -------------------------------------------------------------------------------
     def write(self, tx: Tx, b: _Buffers) -> None:

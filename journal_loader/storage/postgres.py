@@ -32,6 +32,7 @@ from sqlalchemy import Connection, create_engine, event, make_url, text
 from journal_loader.errors import FatalError, JournalLoaderError, SourceLockedError
 from journal_loader.storage.base import SCHEMA_HEAD, SourceLock, Store, Tx, lock_key
 from journal_loader.storage.errors import DB_ERRORS, classify
+from journal_loader.storage.sql import int_array_literal
 
 _ID_BLOCK = 5000
 _HOLDER_SQL = """
@@ -173,7 +174,7 @@ class PostgresTx(Tx):
                 self.cursor.execute(
                     "SELECT count(pg_advisory_xact_lock(k)) "
                     "FROM (SELECT unnest(%s::bigint[]) AS k ORDER BY 1) AS sorted_keys",
-                    (keys,),
+                    (int_array_literal(keys),),
                 )
                 self.cursor.fetchone()
             except DB_ERRORS as e:

@@ -99,3 +99,33 @@ def to_pyformat(sql: str) -> str:
         last = m.end()
     out.append(sql[last:].replace("%", "%%"))
     return "".join(out)
+
+
+# --- array parameters (PostgreSQL) ---------------------------------------------------------
+# A batch's bulk lookups send thousands of values as arrays (``unnest(CAST(:norms AS
+# text[]))``). psycopg dumps a Python list element by element in Python: 11.4 ms of client
+# CPU for two arrays of 4,000 names, against 1.3 ms for the same arrays written here as
+# array literals (one str each, parsed by the server; measured on this machine, the query's
+# wall time 14 -> 3.8 ms). The SQL is the same: CAST(:param AS text[]) reads the literal.
+
+
+def text_array_literal(values: list[str]) -> str:
+    """A PostgreSQL array literal of these strings: each quoted, with ``"`` and ``\\``
+    escaped by a backslash, the only two characters a quoted element must escape (any other,
+    commas, braces, newlines, the word NULL, stands for itself inside the quotes). Values
+    never hold NUL (the graph refuses it before a lookup: ``checks.queryable``)."""
+    return (
+        "{"
+        + ",".join(
+            '"'
+            + (v.replace("\\", "\\\\").replace('"', '\\"') if '"' in v or "\\" in v else v)
+            + '"'
+            for v in values
+        )
+        + "}"
+    )
+
+
+def int_array_literal(values: list[int]) -> str:
+    """A PostgreSQL array literal of these integers."""
+    return "{" + ",".join(map(str, values)) + "}"
