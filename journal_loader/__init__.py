@@ -13,7 +13,7 @@ print(report.status, report.statistics)
 This module is the public facade: it owns no logic, only the names users import, each loaded
 on first use from the module that defines it. Nothing inside the package imports it (the
 version is ``journal_loader.version``); the layers of the package, bottom to top, are base
-(errors, secrets, resources, suggest, version, faults), storage, sources, config, graph,
+(errors, secrets, resources, suggest, version, faults, switching), storage, sources, config, graph,
 journal, projections, loaders (loader, facts, factory), runner (with abandon, failures, dlq),
 audit, api, ops and cli, each importing only its own layer and those below
 (tests/test_layering.py checks it).

@@ -32,7 +32,7 @@ SOURCE = Path(__file__).resolve().parent.parent / PACKAGE
 # facade that re-exports the public names (run, Loader, RunReport...), so it sits on top and
 # nothing inside the package imports it (``__version__`` comes from ``version``).
 LAYER_NAMES = [
-    ("base", ["errors", "secrets", "resources", "suggest", "version", "faults"]),
+    ("base", ["errors", "secrets", "resources", "suggest", "version", "faults", "switching"]),
     ("storage", ["storage"]),
     ("sources", ["sources"]),
     ("config", ["config"]),

@@ -35,6 +35,7 @@ from journal_loader.graph.embedded import EmbeddedGraph
 from journal_loader.graph.store import PROVENANCE_RECORD_COLUMNS
 from journal_loader.storage import Store, open_store
 from journal_loader.storage.base import Tx
+from journal_loader.switching import HELPER_SWITCH_INTERVAL
 from tests.support.loaders import write_csv
 from tests.support.mixed import COLUMNS, CONFIG, LOADER, ROWS, PerFact, answers, journal
 from tests.support.pg import drop_pg_schema, make_pg_schema
@@ -61,7 +62,7 @@ def test_a_write_behind_is_seen_by_the_next_use_and_commits_with_the_batch(store
     with store.transaction() as tx:
         assert tx.write_behind(lambda: _insert(tx, 1, 50, delay=0.2))
         if tx.writes_behind:  # PostgreSQL: in a thread; the next offer is refused meanwhile
-            assert sys.getswitchinterval() <= 0.0002
+            assert sys.getswitchinterval() <= HELPER_SWITCH_INTERVAL
             assert not tx.write_behind(lambda: _insert(tx, 1000, 1))
         # the next use waits for the write, and sees its rows
         assert tx.fetchone("SELECT count(*) FROM provenance_records")[0] == 50

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import sys
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -30,6 +29,7 @@ from journal_loader.errors import JournalLoaderError, SchemaError
 from journal_loader.secrets import mask_url
 from journal_loader.storage.errors import DB_ERRORS, classify
 from journal_loader.storage.sql import to_pyformat
+from journal_loader.switching import short_switch_interval
 
 SCHEMA_HEAD = "0010"  # tests/test_schema.py checks this is the migrations' head
 
@@ -87,33 +87,6 @@ class SourceLock(ABC):
         self.release()
 
 
-# While a write behind runs, the interpreter's switch interval is at most this (seconds).
-# The writer thread needs the GIL for a moment each time the server has taken the data it
-# sent (psycopg's waits release it); at the default 5 ms it waited up to 5 ms for the
-# resolving thread each time, and a batch's first write took as long as its whole
-# resolution: one write per batch, instead of 3 at 0.2 ms (bench_load.py, issue 11's note).
-WRITE_BEHIND_SWITCH_INTERVAL = 0.0002
-_switch_lock = threading.Lock()
-_switch_users = 0
-_switch_saved = 0.005
-
-
-def _short_switch_interval(on: bool) -> None:
-    """Shorten the switch interval while any write behind runs (counted: threads of one
-    process may each have one), and put back what it was when the last one ends."""
-    global _switch_users, _switch_saved
-    with _switch_lock:
-        if on:
-            if _switch_users == 0:
-                _switch_saved = sys.getswitchinterval()
-                sys.setswitchinterval(min(_switch_saved, WRITE_BEHIND_SWITCH_INTERVAL))
-            _switch_users += 1
-        else:
-            _switch_users -= 1
-            if _switch_users == 0:
-                sys.setswitchinterval(_switch_saved)
-
-
 class _WriteBehind:
     """One bulk write running in a thread of its own, on its transaction's connection
     (``Tx.write_behind``)."""
@@ -125,20 +98,14 @@ class _WriteBehind:
         self.thread = threading.Thread(
             target=self._run, args=(write,), name="journal-loader-write-behind", daemon=True
         )
-        _short_switch_interval(True)
-        try:
-            self.thread.start()
-        except BaseException:
-            _short_switch_interval(False)
-            raise
+        self.thread.start()
 
     def _run(self, write: Callable[[], None]) -> None:
         try:
-            write()
+            with short_switch_interval():  # why: journal_loader/switching.py
+                write()
         except BaseException as e:  # handed to the transaction's thread (Tx.join_behind)
             self.error = e
-        finally:
-            _short_switch_interval(False)
 
 
 class Tx(ABC):
