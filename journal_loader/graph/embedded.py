@@ -9,9 +9,13 @@ How a batch is written (the reason this module is more than a few INSERTs):
 
 * **Unit of work.** ``propose_fact`` decides everything in Python (created or matched,
   duplicate or new relationship) against an in-process cache, asking the database only on a
-  cache miss (one round trip), and buffers the inserts. ``flush`` writes them in bulk (COPY
-  on PostgreSQL) before the journal's append. Ids are reserved up front (``Tx.reserve_ids``)
-  so results can name them before the rows exist.
+  cache miss (one round trip), and buffers the inserts. Once ``write_behind_records``
+  records are buffered, ``finish_record`` hands their rows to a write behind the resolver
+  (``Tx.write_behind``: on PostgreSQL a thread, so the server inserts while the client
+  resolves the next records; on SQLite at once), and ``flush`` writes the rest (COPY on
+  PostgreSQL) before the journal's append. Ids are reserved up front (``Tx.reserve_ids``;
+  on PostgreSQL for the whole batch, ``Tx.reserve_ahead``) so results can name them before
+  the rows exist.
 * **A batch at once** (issue 11). The runner collects every record's facts first (the
   loader's ``propose`` against ``graph/batch.py``'s collector), the batch's identities are
   looked up in a few bulk queries (``prefetch_collected``; PostgreSQL, where a lookup is a
@@ -26,8 +30,10 @@ How a batch is written (the reason this module is more than a few INSERTs):
   A database error at flush (a value the database refuses) fails the whole flush: the runner
   rolls the batch back and redoes it in **safe mode**, where each record's rows are written
   inside its own savepoint at ``finish_record`` and only the guilty record fails.
-* **Concurrency.** Lookups in the batch see committed data only (our rows are written at the
-  end). If another runner commits the same new entity first, our insert breaks a unique index
+* **Concurrency.** Lookups in the batch see committed data and the batch's own rows written
+  so far (a write behind, or safe mode's per record): what they find of ours the caches
+  already hold, so the answers are those of committed data alone (tests/test_write_behind.py
+  compares). If another runner commits the same new entity first, our insert breaks a unique index
   (``uq_nodes_type_key`` / ``uq_nodes_type_name_unkeyed``): the runner rolls back and retries
   the batch; the rollback drops every cached "not there" answer, so the retry's lookups match
   the other runner's node. On SQLite a batch holds the write lock from BEGIN IMMEDIATE, so
