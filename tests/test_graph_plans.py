@@ -37,6 +37,7 @@ PG_LOOKUPS = [
     ("embedded.postgresql.sql", "prefetch_nodes"),
     ("embedded.postgresql.sql", "prefetch_aliases"),
     ("embedded.postgresql.sql", "prefetch_relationships"),
+    ("embedded.postgresql.sql", "prefetch_relationships_typed"),
 ]
 INT_PARAMS = {"id", "node_id", "source_node_id", "target_node_id", "after"}
 LIST_PARAMS = {"types": "str", "norms": "str", "key_types": "str", "keys": "str"}
@@ -186,3 +187,37 @@ def test_migration_0008_keeps_the_lookups_by_name(db_url: str) -> None:
             assert types == ["City", "Person"]
     finally:
         store.dispose()
+
+
+def test_the_typed_relationship_prefetch_searches_all_three_columns(store: Store) -> None:
+    """Its point (a probe of the unique index per source, type and target, not a walk of all
+    a source's relationships, nor of all a target's): the index condition names all three,
+    on a graph with hubs (on an empty table the planner's choice between the indexes is a
+    coin toss; with statistics the unique index is one row a probe)."""
+    if store.dialect != "postgresql":
+        return
+    with store.transaction() as tx:
+        tx.execute(
+            "INSERT INTO nodes (id, node_type, name, norm_name, created_at, updated_at) "
+            "SELECT i, 'N', 'n' || i, 'n' || i, now(), now() FROM generate_series(1, 400) i"
+        )
+        tx.execute(  # 5 hub sources, 5 types, 40 targets: 1,000 relationships
+            "INSERT INTO relationships (source_node_id, rel_type, target_node_id, strength, "
+            "created_at, updated_at) SELECT s, t, 10 + g, 1.0, now(), now() "
+            "FROM generate_series(1, 5) s, unnest(ARRAY['A', 'B', 'C', 'D', 'E']) t, "
+            "generate_series(1, 40) g"
+        )
+        tx.execute("ANALYZE nodes")
+        tx.execute("ANALYZE relationships")
+    sql = load_queries(GRAPH / "embedded.postgresql.sql", "postgresql")[
+        "prefetch_relationships_typed"
+    ]
+    with store.read() as conn:
+        rows = conn.execute(
+            text("EXPLAIN " + sql), {"sources": [1, 2], "targets": [11, 12], "types": ["A"]}
+        ).fetchall()
+    plan = "\n".join(str(r[0]) for r in rows)
+    conditions = re.findall(r"Index Cond: (.*)", plan)
+    assert any(
+        "source_node_id" in c and "rel_type" in c and "target_node_id" in c for c in conditions
+    ), plan

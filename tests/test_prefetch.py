@@ -150,6 +150,65 @@ class AliasLoader(Loader):
         _drop(with_prefetch, without)
 
 
+def test_relationships_of_types_outside_the_config_with_and_without_prefetch(
+    tmp_path: Path,
+) -> None:
+    """A config that names its relationship types prefetches the relationships between two
+    nodes by those types and the types opposing them (``prefetch_relationships_typed``):
+    relationships of other types, written under another config, are not read, and no answer
+    changes. Three loads onto one graph: OWES and GUARANTEES; then LENDS_TO between the same
+    nodes, under a config that knows neither; then LENDS_TO again (duplicates), under one
+    where OWES opposes it (conflicts), each with and without the prefetch."""
+    loader = tmp_path / "debt_loader.py"
+    loader.write_text("""
+from journal_loader import Loader
+
+class DebtLoader(Loader):
+    name = source_type = "debts"
+
+    def propose(self, record, graph):
+        company = ("Company", record["name"])
+        return [graph.propose_fact(company, ("Bank", record["bank"]), record["rel"]),
+                graph.propose_fact(company, ("City", "Springfield"), "LOCATED_IN")]
+""")
+    names = [f"Company {i}" for i in range(12)]
+    loads = []
+    for n, (rels, types, opposing) in enumerate(
+        [
+            (["OWES", "GUARANTEES"], "[LOCATED_IN, OWES, GUARANTEES]", "[]"),
+            (["LENDS_TO"], "[LOCATED_IN, LENDS_TO]", "[]"),
+            (["LENDS_TO"], "[LOCATED_IN, LENDS_TO, OWES]", "[[LENDS_TO, OWES]]"),
+        ]
+    ):
+        rows = [[name, f"Bank {i % 3}", rel, n] for i, name in enumerate(names) for rel in rels]
+        data = write_csv(tmp_path / f"debts_{n}.csv", ["name", "bank", "rel", "load"], rows)
+        config = tmp_path / f"debts_{n}.yaml"
+        config.write_text(
+            "loader:\n  class: debt_loader.py:DebtLoader\nsource:\n  type: debts\n"
+            f"graph:\n  relationship_types: {types}\n  opposing_relationships: {opposing}\n"
+        )
+        loads.append((data, config))
+    stores = []
+    for graph_class in (EmbeddedGraph, NoPrefetch):
+        url, schema = make_pg_schema()
+        store = open_store(url)
+        _SCHEMAS[id(store)] = schema
+        stores.append(store)
+        for data, config in loads:
+            graph = graph_class.from_config(store, load_config(config))
+            report = run(config=config, file=data, store=store, graph=graph, batch_size=5)
+            assert report.status == "completed", report.message
+    with_prefetch, without = stores
+    try:
+        assert graph_snapshot(with_prefetch) == graph_snapshot(without)
+        assert _results(with_prefetch) == _results(without)
+        assert dlq_snapshot(with_prefetch) == dlq_snapshot(without)
+        statuses = {r[0] for results in _results(with_prefetch).values() for r in results}
+        assert "conflicts" in statuses
+    finally:
+        _drop(with_prefetch, without)
+
+
 # The bulk lookups send their values as array literals written by journal-loader
 # (storage/sql.py: psycopg's list dumper cost 9x the client CPU): every value the graph can
 # look up must come back from the server as it was sent, in its order.

@@ -159,6 +159,11 @@ class EmbeddedGraph(Prefetcher, RowBuilder, GraphTarget, ProposeClient):
         for a, b in opposing:
             self.opposites[a] = (*self.opposites.get(a, ()), b)
             self.opposites[b] = (*self.opposites.get(b, ()), a)
+        self._pair_types = (
+            None
+            if self.relationship_types is None
+            else self.relationship_types.union(*self.opposites.values())
+        )
         if not 0.0 < conflict_penalty <= 1.0:
             raise ValueError("conflict_penalty must be in (0, 1]")
         self.conflict_penalty = conflict_penalty

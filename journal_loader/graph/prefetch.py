@@ -236,12 +236,15 @@ class Prefetcher(GraphState):
     def _prefetch_relationships(
         self, tx: Tx, pairs: set[tuple[int, int]], *, refresh: bool = False
     ) -> None:
-        """Every relationship between each pair (committed rows: no undo needed)."""
+        """Every relationship between each pair that this graph can ask about: of the types
+        the config names, where it names them (``_pair_types``; committed rows: no undo
+        needed)."""
         if not pairs:
             return
         ordered = sorted(pairs)
+        types = self._pair_types
         if refresh:
-            rels, types = self._rels, self.relationship_types
+            rels = self._rels
             if types is not None and len(types) * len(pairs) < len(rels):
                 # the config names every type: the keys between the pairs, not a walk of
                 # the whole cache (up to cache_limit entries, each batch: 4% of a load)
@@ -250,7 +253,8 @@ class Prefetcher(GraphState):
                 stale = [k for k in rels if (k[0], k[2]) in pairs]
             for k in stale:
                 del rels[k]
-        for s_id, t_id, rel_id, rel_type, strength in self._db.prefetch_relationships(tx, ordered):
+        rows = self._db.prefetch_relationships(tx, ordered, types)
+        for s_id, t_id, rel_id, rel_type, strength in rows:
             self._rels[(s_id, rel_type, t_id)] = (rel_id, float(strength))
         self._pairs.update(pairs)  # every relationship between them is known now
 

@@ -148,6 +148,9 @@ class GraphState:
     store: Store
     node_types: frozenset[str] | None
     relationship_types: frozenset[str] | None
+    # the relationship types this graph can propose or read (the config's, and the types
+    # opposing them): None when the config does not restrict them
+    _pair_types: frozenset[str] | None
     fuzzy: dict[str, float]
     opposites: dict[str, tuple[str, ...]]
     conflict_penalty: float

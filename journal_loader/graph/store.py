@@ -17,7 +17,7 @@ import datetime as dt
 import hashlib
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -282,15 +282,19 @@ class GraphStore:
             },
         )
 
-    def prefetch_relationships(self, tx: Tx, pairs: list[tuple[int, int]]) -> list[Any]:
-        """(source, target, id, type, strength) of every relationship between the pairs."""
-        return tx.fetchall(
-            self._q["prefetch_relationships"],
-            {
-                "sources": int_array_literal([p[0] for p in pairs]),
-                "targets": int_array_literal([p[1] for p in pairs]),
-            },
-        )
+    def prefetch_relationships(
+        self, tx: Tx, pairs: list[tuple[int, int]], types: Collection[str] | None = None
+    ) -> list[Any]:
+        """(source, target, id, type, strength) of every relationship between the pairs, or,
+        given ``types``, of every relationship of those types between them."""
+        params = {
+            "sources": int_array_literal([p[0] for p in pairs]),
+            "targets": int_array_literal([p[1] for p in pairs]),
+        }
+        if types is None:
+            return tx.fetchall(self._q["prefetch_relationships"], params)
+        params["types"] = text_array_literal(sorted(types))
+        return tx.fetchall(self._q["prefetch_relationships_typed"], params)
 
     def prefetch_attributes(self, tx: Tx, ids: list[int]) -> list[Any]:
         """(node id, id, type, value) of the nodes' attributes."""
