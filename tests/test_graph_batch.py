@@ -29,6 +29,7 @@ from tests.support.mixed import (
     ROWS,
     PerFact,
     answers,
+    debt_loads,
     identities,
     journal,
 )
@@ -169,3 +170,36 @@ def test_bounded_caches_answer_as_unbounded(
     finally:
         bounded.dispose()
         unbounded.dispose()
+
+
+class Untyped(EmbeddedGraph):
+    """Relationships between two nodes looked up whatever their type (as for a config that
+    names no relationship types): the reference for the typed lookups."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pair_types = None
+
+
+def test_relationships_looked_up_by_type_answer_as_untyped(
+    two_urls: tuple[str, str], tmp_path: Path
+) -> None:
+    """The relationships between two nodes, looked up by the config's types and those
+    opposing them (``find_relationships_between_typed``; on PostgreSQL the prefetch's
+    ``prefetch_relationships_typed``), give the answers of the untyped lookups, next to
+    relationships of types the config does not name, written under another config."""
+    results = []
+    for url, graph_class in zip(two_urls, (EmbeddedGraph, Untyped), strict=True):
+        store = open_store(url)
+        try:
+            for data, config in debt_loads(tmp_path):
+                graph = graph_class.from_config(store, load_config(config))
+                assert (graph._pair_types is None) is (graph_class is Untyped)
+                report = run(config=config, file=data, store=store, graph=graph, batch_size=5)
+                assert report.status == "completed", report.message
+            results.append((graph_snapshot(store), answers(store), dlq_snapshot(store)))
+        finally:
+            store.dispose()
+    assert results[0] == results[1]
+    statuses = {r[0] for _s, _o, records in results[0][1] for r in records}
+    assert "conflicts" in statuses

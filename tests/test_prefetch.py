@@ -23,6 +23,7 @@ from journal_loader.storage import Store, open_store
 from journal_loader.storage.sql import int_array_literal, text_array_literal
 from tests.support.example import EXAMPLE_CONFIG
 from tests.support.loaders import write_csv
+from tests.support.mixed import debt_loads
 from tests.support.pg import PG_URL, drop_pg_schema, make_pg_schema, pg_admin_url
 from tests.support.snapshots import dlq_snapshot, graph_snapshot
 
@@ -159,35 +160,7 @@ def test_relationships_of_types_outside_the_config_with_and_without_prefetch(
     changes. Three loads onto one graph: OWES and GUARANTEES; then LENDS_TO between the same
     nodes, under a config that knows neither; then LENDS_TO again (duplicates), under one
     where OWES opposes it (conflicts), each with and without the prefetch."""
-    loader = tmp_path / "debt_loader.py"
-    loader.write_text("""
-from journal_loader import Loader
-
-class DebtLoader(Loader):
-    name = source_type = "debts"
-
-    def propose(self, record, graph):
-        company = ("Company", record["name"])
-        return [graph.propose_fact(company, ("Bank", record["bank"]), record["rel"]),
-                graph.propose_fact(company, ("City", "Springfield"), "LOCATED_IN")]
-""")
-    names = [f"Company {i}" for i in range(12)]
-    loads = []
-    for n, (rels, types, opposing) in enumerate(
-        [
-            (["OWES", "GUARANTEES"], "[LOCATED_IN, OWES, GUARANTEES]", "[]"),
-            (["LENDS_TO"], "[LOCATED_IN, LENDS_TO]", "[]"),
-            (["LENDS_TO"], "[LOCATED_IN, LENDS_TO, OWES]", "[[LENDS_TO, OWES]]"),
-        ]
-    ):
-        rows = [[name, f"Bank {i % 3}", rel, n] for i, name in enumerate(names) for rel in rels]
-        data = write_csv(tmp_path / f"debts_{n}.csv", ["name", "bank", "rel", "load"], rows)
-        config = tmp_path / f"debts_{n}.yaml"
-        config.write_text(
-            "loader:\n  class: debt_loader.py:DebtLoader\nsource:\n  type: debts\n"
-            f"graph:\n  relationship_types: {types}\n  opposing_relationships: {opposing}\n"
-        )
-        loads.append((data, config))
+    loads = debt_loads(tmp_path)
     stores = []
     for graph_class in (EmbeddedGraph, NoPrefetch):
         url, schema = make_pg_schema()

@@ -65,6 +65,16 @@ SELECT id, rel_type, strength
 FROM relationships
 WHERE source_node_id = :source_node_id AND target_node_id = :target_node_id
 
+-- name: find_relationships_between_typed
+-- find_relationships_between for a graph whose config names its relationship types
+-- ({rel_types}: their checked literals, GraphStore.find_relationships_between): a search of
+-- the unique index on all three columns per type, not a walk of every relationship of the
+-- source (tens of thousands for a hub: see prefetch_relationships_typed).
+SELECT id, rel_type, strength
+FROM relationships
+WHERE source_node_id = :source_node_id AND rel_type IN ({rel_types})
+  AND target_node_id = :target_node_id
+
 -- name: load_fuzzy
 -- Fuzzy matching without pg_trgm: a type's names not yet in the in-process trigram index.
 SELECT id, external_key, norm_name, fuzzy_key

@@ -110,7 +110,7 @@ class RowBuilder(Resolver):
             if opposites:
                 # one query for the relationship and its opposites: every type between them
                 for rel_id, other_type, other_strength in self._db.find_relationships_between(
-                    tx, source_id, target_id
+                    tx, source_id, target_id, self._pair_types
                 ):
                     self._rels.setdefault(
                         (source_id, other_type, target_id), (rel_id, float(other_strength))

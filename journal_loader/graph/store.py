@@ -123,6 +123,7 @@ class GraphStore:
         self._dates_as_text = store.dialect == "sqlite"  # SQLite's DATE is ISO text
         self._fuzzy_sql: str | None = None
         self._alias_sql: dict[tuple[str, str], str] = {}
+        self._typed_sql: dict[frozenset[str], str | None] = {}
 
     def _with_alias(self, name: str, alias_type: str) -> str:
         """A query with the alias type's literal in place of ``{alias_type}`` (made once)."""
@@ -199,12 +200,27 @@ class GraphStore:
             {"source_node_id": source_id, "rel_type": rel_type, "target_node_id": target_id},
         )
 
-    def find_relationships_between(self, tx: Tx, source_id: int, target_id: int) -> list[Any]:
-        """(id, type, strength) of every relationship from one node to the other."""
-        return tx.fetchall(
-            self._q["find_relationships_between"],
-            {"source_node_id": source_id, "target_node_id": target_id},
-        )
+    def find_relationships_between(
+        self, tx: Tx, source_id: int, target_id: int, types: frozenset[str] | None = None
+    ) -> list[Any]:
+        """(id, type, strength) of every relationship from one node to the other, or, given
+        ``types``, of every relationship of those types."""
+        params = {"source_node_id": source_id, "target_node_id": target_id}
+        sql = None if types is None else self._typed_between(types)
+        return tx.fetchall(sql or self._q["find_relationships_between"], params)
+
+    def _typed_between(self, types: frozenset[str]) -> str | None:
+        """find_relationships_between_typed with the types' literals (made once per set);
+        None when a name is not one a config accepts (then the untyped query serves)."""
+        sql = self._typed_sql.get(types, "")
+        if sql == "":
+            if types and all(_ALIAS_TYPE.match(t) for t in types):
+                literals = ", ".join(alias_literal(t) for t in sorted(types))
+                sql = self._q["find_relationships_between_typed"].replace("{rel_types}", literals)
+            else:
+                sql = None
+            self._typed_sql[types] = sql
+        return sql
 
     # --- fuzzy candidates ------------------------------------------------------------------
     def pg_trgm_ready(self, store: Store) -> bool:

@@ -6,6 +6,7 @@ two ways of writing the graph (tests/test_graph_batch.py, tests/test_write_behin
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
@@ -13,6 +14,7 @@ from sqlalchemy import text
 from journal_loader.graph.embedded import EmbeddedGraph
 from journal_loader.journal.events import ProposeSucceeded, decode
 from journal_loader.storage import Store
+from tests.support.loaders import write_csv
 
 COLUMNS = ["name", "key", "alias", "city", "rel", "strength", "mode"]
 
@@ -189,3 +191,40 @@ def journal(store: Store) -> list[tuple[str, int | None]]:
             text("SELECT event_type, record_offset FROM journal ORDER BY position")
         ).all()
     return [(str(t), None if o is None else int(o)) for t, o in rows]
+
+
+def debt_loads(tmp_path: Path) -> list[tuple[Path, Path]]:
+    """Three (file, config) loads onto one graph, between the same companies and banks:
+    OWES and GUARANTEES; then LENDS_TO under a config that knows neither; then LENDS_TO
+    again (duplicates) under one where OWES opposes it (conflicts). For the lookups of the
+    relationships between two nodes by the config's types (graph/store.py)."""
+    loader = tmp_path / "debt_loader.py"
+    loader.write_text("""
+from journal_loader import Loader
+
+class DebtLoader(Loader):
+    name = source_type = "debts"
+
+    def propose(self, record, graph):
+        company = ("Company", record["name"])
+        return [graph.propose_fact(company, ("Bank", record["bank"]), record["rel"]),
+                graph.propose_fact(company, ("City", "Springfield"), "LOCATED_IN")]
+""")
+    names = [f"Company {i}" for i in range(12)]
+    loads: list[tuple[Path, Path]] = []
+    for n, (rels, types, opposing) in enumerate(
+        [
+            (["OWES", "GUARANTEES"], "[LOCATED_IN, OWES, GUARANTEES]", "[]"),
+            (["LENDS_TO"], "[LOCATED_IN, LENDS_TO]", "[]"),
+            (["LENDS_TO"], "[LOCATED_IN, LENDS_TO, OWES]", "[[LENDS_TO, OWES]]"),
+        ]
+    ):
+        rows = [[name, f"Bank {i % 3}", rel, n] for i, name in enumerate(names) for rel in rels]
+        data = write_csv(tmp_path / f"debts_{n}.csv", ["name", "bank", "rel", "load"], rows)
+        config = tmp_path / f"debts_{n}.yaml"
+        config.write_text(
+            "loader:\n  class: debt_loader.py:DebtLoader\nsource:\n  type: debts\n"
+            f"graph:\n  relationship_types: {types}\n  opposing_relationships: {opposing}\n"
+        )
+        loads.append((data, config))
+    return loads
