@@ -173,3 +173,14 @@ def test_every_command_is_in_the_readme(path: tuple[str, ...]) -> None:
     prefix = "".join(f"{p} " for p in parents)
     pattern = rf"journal-loader {re.escape(prefix)}(?:[\w-]+\|)*{re.escape(name)}\b"
     assert re.search(pattern, readme), f"the README never names `journal-loader {' '.join(path)}`"
+
+
+def test_the_run_summary_shows_whole_records_per_second() -> None:
+    """``4,792.3 records/s`` read as false precision next to a rate that moves by 10%; a
+    rate below 10 (a slow Propose API) keeps its tenth, or it would read 0."""
+    from journal_loader.cli.run_cmd import _rate
+
+    assert _rate(4792.3) == "4,792"
+    assert _rate(10.0) == "10"
+    assert _rate(2.34) == "2.3"
+    assert _rate(0.0) == "0.0"

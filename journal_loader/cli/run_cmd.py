@@ -109,7 +109,7 @@ def summary(report: RunReport) -> str:
         lines.append(f"  resumed at     record {fmt(report.resumed_from)}")
     lines += [
         f"  processed      {fmt(s.total_processed)} records in {report.duration_seconds:.2f} s"
-        f" ({fmt(report.records_per_second)} records/s)",
+        f" ({_rate(report.records_per_second)} records/s)",
         f"  succeeded      {fmt(s.successful)}",
         f"  failed         {fmt(s.failed)}"
         + (f"   (see: journal-loader dlq list --source {report.source_id})" if s.failed else ""),
@@ -148,3 +148,8 @@ def _failure_lines(report: RunReport) -> list[str]:
 
 def register(main: click.Group) -> None:
     main.add_command(run_command)
+
+
+def _rate(per_second: float) -> str:
+    """Whole records per second (a tenth below 10: a slow target's rate still shows)."""
+    return f"{per_second:,.0f}" if per_second >= 10 else f"{per_second:,.1f}"
