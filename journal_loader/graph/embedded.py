@@ -81,7 +81,7 @@ the parts are mixins over one state, so the hot path calls no layer in between.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from journal_loader import faults
@@ -279,6 +279,16 @@ class EmbeddedGraph(Prefetcher, RowBuilder, GraphTarget, ProposeClient):
     def flush(self, tx: Tx) -> None:
         self._db.write(tx, self._buf)
         self._buf.clear()
+
+    def take_flush(self, tx: Tx) -> Callable[[], None] | None:
+        buf, db = self._buf, self._db
+        self._buf = _Buffers()
+
+        def write() -> None:
+            db.write(tx, buf)
+            faults.point(faults.WRITE_BEHIND)
+
+        return write
 
     def after_commit(self) -> None:
         self._undo.entries.clear()

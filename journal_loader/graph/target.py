@@ -24,6 +24,7 @@ batch whose bulk flush hit an error caused by one record's values.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 from journal_loader.graph.batch import CollectedFact, FactCollector
 from journal_loader.graph.protocol import Entity, ProposeClient, ProposeResult, as_entity
@@ -114,6 +115,13 @@ class GraphTarget(ABC):
 
     def flush(self, tx: Tx) -> None:  # noqa: B027
         pass
+
+    def take_flush(self, tx: Tx) -> Callable[[], None] | None:
+        """What ``flush`` would write, as a write for the caller to run (in a write behind:
+        ``Tx.write_behind``); the target's buffers start empty. None: nothing left to write
+        (here: ``flush`` has written it, at once)."""
+        self.flush(tx)
+        return None
 
     def after_commit(self) -> None:  # noqa: B027
         pass

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,8 +79,16 @@ class JournalWriter:
         tx.advisory_xact_lock("chain", [str(self.source_id)])
 
     def append(
-        self, tx: Tx, events: Sequence[PendingEvent], recorded_at: dt.datetime | None = None
+        self,
+        tx: Tx,
+        events: Sequence[PendingEvent],
+        recorded_at: dt.datetime | None = None,
+        *,
+        defer: list[Callable[[], None]] | None = None,
     ) -> list[JournalRow]:
+        """Chain the events, reserve their positions and insert them; with ``defer``, the
+        insert is added to it instead, for the caller to run later in this transaction
+        (a write behind: BatchCommitter._append_behind_and_plan_ahead)."""
         if not events:
             return []
         now = recorded_at or dt.datetime.now(dt.UTC)
@@ -133,7 +141,10 @@ class JournalWriter:
             JournalRow(p, source_id, pending.record_offset, pending.event, run_id, now)
             for p, pending in zip(positions, events, strict=True)
         ]
-        tx.insert_rows("journal", JOURNAL_COLUMNS, chained)
+        if defer is None:
+            tx.insert_rows("journal", JOURNAL_COLUMNS, chained)
+        else:
+            defer.append(lambda: tx.insert_rows("journal", JOURNAL_COLUMNS, chained))
         self._pending_head = prev
         return rows
 

@@ -23,7 +23,7 @@ import gc
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +88,17 @@ class BatchResult:
         )
 
 
+@dataclass(slots=True)
+class _Plan:
+    """A batch's records parsed and their facts collected (``BatchCommitter._plan``)."""
+
+    batch: list[RawRecord]
+    result: BatchResult  # its events (none left: they are in ``planned``) and counts
+    planned: list[tuple[RawRecord, dict[str, Any] | None, list[PendingEvent], Any]]
+    collected: list[Any]
+    answers_read: bool
+
+
 class _CutShort(Exception):
     """Redo this batch with its first ``keep`` records only (fail-fast trips there)."""
 
@@ -142,6 +153,10 @@ class BatchCommitter:
         self._shapes = None if text_context is None else ShapeCache(text_context)
         self._shapes_on = False
         self._shapes_of: BatchResult | None = None  # the attempt the shapes are of
+        # The next batch, read ahead by the loop (``commit(ahead=...)``), and its plan made
+        # while this batch's rows were still being written (``_plan_ahead``).
+        self._ahead_batch: list[RawRecord] | None = None
+        self._ahead: _Plan | None = None
 
     @property
     def source_id(self) -> int:
@@ -152,16 +167,35 @@ class BatchCommitter:
         return self.lease.run_id
 
     # --- a batch ---------------------------------------------------------------------------
+    @property
+    def plans_ahead(self) -> bool:
+        """Does a batch gain from being given the next one (``commit(ahead=...)``)? Where
+        the batch's rows are written behind the resolver (PostgreSQL), the next batch is
+        read, parsed and its facts collected while the server still inserts this one's."""
+        target = self.target
+        return (
+            target.transactional
+            and target.wants_batch
+            and not self._answers_read
+            and self.store.writes_behind
+        )
+
     def commit(
         self,
         batch: list[RawRecord],
         position: ResumePoint | None,
         ends: list[ResumePoint] | None = None,
+        ahead: list[RawRecord] | None = None,
     ) -> BatchResult:
         """Decide, journal and commit the records' outcomes, retrying as needed; then the
         checkpoint is ``position`` (None: no checkpoint, the records are a DLQ retry's).
         ``ends``, while fail-fast may trip: where each record ends, so the batch can end at
-        the record that trips it."""
+        the record that trips it. ``ahead``: the next batch, already read (``plans_ahead``);
+        its records are parsed and their facts collected before this batch's commit, and
+        the next ``commit`` of exactly that batch uses that work in its first attempt."""
+        self._ahead_batch = ahead
+        if self._ahead is not None and self._ahead.batch is not batch:
+            self._ahead = None  # planned for a batch that is not this one (a cut, a stop)
         safe = False
         while True:
             try:
@@ -246,8 +280,11 @@ class BatchCommitter:
                     result.end = position
                 if position is not None:
                     result.events.append(PendingEvent.of(None, self.checkpoint(position, result)))
-                self.target.flush(tx)
-                self.append(tx, result.events)
+                if self._ahead_batch and self.plans_ahead:
+                    self._append_behind_and_plan_ahead(tx, result.events)
+                else:
+                    self.target.flush(tx)
+                    self.append(tx, result.events)
                 faults.point("before_commit")
                 self.lease.check_lock()
         except BaseException:
@@ -262,6 +299,35 @@ class BatchCommitter:
     def append(self, tx: Tx, events: list[PendingEvent]) -> None:
         """Journal the events in the transaction, and the projections follow in it."""
         rows = self.writer.append(tx, events)
+        projections.apply(tx, rows)
+
+    def _append_behind_and_plan_ahead(self, tx: Tx, events: list[PendingEvent]) -> None:
+        """``flush`` and ``append``, with the rows written behind (``Tx.write_behind``) while
+        the next batch is planned (``_plan_ahead``); then the projections, then COMMIT.
+
+        Why: on PostgreSQL the end of a batch was the server's alone (the graph's last rows,
+        the journal's rows, their index entries and foreign-key checks) while the client
+        waited, and the start of the next batch the client's alone (reading, parsing and
+        collecting its facts: most of the client's work when the loader proposes little).
+        Here the two overlap. The events are hash-chained and their positions reserved
+        first, in this thread (the chain and the reservation are this batch's, in order);
+        only the inserts run behind. It is one transaction still: the projections' queries
+        and COMMIT wait for the write and raise its error (the batch then rolls back whole,
+        and is retried or redone record by record as before). Measured: bench/HISTORY.md."""
+        graph_write = self.target.take_flush(tx)
+        inserts: list[Callable[[], None]] = []
+        rows = self.writer.append(tx, events, defer=inserts)
+
+        def write() -> None:
+            if graph_write is not None:
+                graph_write()
+            for insert in inserts:
+                insert()
+
+        if not tx.write_behind(write):  # the graph's last write still runs: wait for it
+            tx.join_behind()
+            tx.write_behind(write)
+        self._plan_ahead()
         projections.apply(tx, rows)
 
     def _cut_short(self, batch: list[RawRecord], result: BatchResult) -> None:
@@ -283,26 +349,20 @@ class BatchCommitter:
         ``propose`` raised or read an answer, or the graph refused a fact) is proposed again
         in its place through ``propose_fact``: the same answers and failures as ever."""
         target = self.target
-        collector = target.collector()
-        events = out.events
-        # (record, parsed record or None, its events so far, its facts or None): a record's
-        # events are put back in record order below, so the journal reads as if each record
-        # had been proposed before the next was parsed
-        planned: list[tuple[RawRecord, dict[str, Any] | None, list[PendingEvent], Any]] = []
-        for rec in batch:
-            mark = len(events)
-            parsed = self.prepare(rec, out)
-            early = events[mark:]
-            del events[mark:]
-            facts = None
-            if parsed is not None and not collector.answers_read:
-                facts = collector.collect(self.loader.propose, parsed)
-            planned.append((rec, parsed, early, facts))
-        if collector.answers_read:
+        plan = self._ahead
+        if plan is not None and plan.batch is batch:
+            self._ahead = None  # used once: a retry of this batch plans again
+        else:  # (a plan of the next batch, made by a failed attempt of this one, stays)
+            plan = self._plan(batch)
+        # (the plan's outcomes so far: read errors, skips, validation failures)
+        out.stats.add(plan.result.stats)
+        planned = plan.planned
+        if plan.answers_read:
             self._answers_read = True  # this loader reads answers: propose_fact from now on
-        if collector.collected:
-            target.prefetch_collected(tx, collector.collected)
-        del collector
+        if plan.collected:
+            target.prefetch_collected(tx, plan.collected)
+        del plan
+        events = out.events
         source_id, run_id, seconds = self.source_id, self.run_id, out.propose_seconds
         for rec, parsed, early, facts in planned:
             events += early
@@ -322,6 +382,48 @@ class BatchCommitter:
             seconds.append(time.perf_counter() - started)
             succeeded = ProposeSucceeded(results=results, retry_of=self.retry_of.get(rec.offset))
             self._conclude(rec, out, succeeded)
+
+    def _plan(self, batch: list[RawRecord]) -> _Plan:
+        """The loader's ``parse`` and ``propose`` (collecting the facts) for every record of
+        the batch, in record order. Touches no database and no graph state: its events and
+        counts are the plan's own (``_Plan.result``) until a batch takes it."""
+        collector = self.target.collector()
+        result = BatchResult()
+        events = result.events
+        # (record, parsed record or None, its events so far, its facts or None): a record's
+        # events are put back in record order by _propose_batch, so the journal reads as if
+        # each record had been proposed before the next was parsed
+        planned: list[tuple[RawRecord, dict[str, Any] | None, list[PendingEvent], Any]] = []
+        for rec in batch:
+            mark = len(events)
+            parsed = self.prepare(rec, result)
+            early = events[mark:]
+            del events[mark:]
+            facts = None
+            if parsed is not None and not collector.answers_read:
+                facts = collector.collect(self.loader.propose, parsed)
+            planned.append((rec, parsed, early, facts))
+        return _Plan(batch, result, planned, collector.collected, collector.answers_read)
+
+    def _plan_ahead(self) -> None:
+        """Plan the next batch (``commit(ahead=...)``) now, while the server inserts this
+        batch's last rows (``_append_behind_and_plan_ahead``), so that the client's reading,
+        parsing and collecting of the next batch costs no wall time where it used to wait.
+
+        Why this is safe: a plan is what the loader makes of the records, with no database
+        and no graph state (``_plan``), so making it before this batch commits changes no
+        answer; it is kept in memory, journaled only by the batch that takes it. If this
+        batch then fails, is retried, cut short by fail-fast or the run stops, the next
+        ``commit`` is of another list or none (``commit`` drops a plan not of its batch);
+        a retried next batch plans again (a plan is used once). RecordParsed v3's shapes
+        (journal/parsed.py) are per batch attempt: the plan's own result starts its shapes,
+        and they refer only to records of that plan, which commit together. Pinned by
+        tests/test_plan_ahead.py (the same journal, graph, answers and DLQ as without it,
+        with a retried batch, and a read error after the batches read ahead) and the crash
+        matrix of tests/test_crash.py (PostgreSQL runs killed at every boundary)."""
+        ahead, self._ahead_batch = self._ahead_batch, None
+        if ahead and self.plans_ahead:
+            self._ahead = self._plan(ahead)
 
     def _prefetch(self, tx: Tx, prepared: list[tuple[RawRecord, dict[str, Any]]]) -> None:
         """A planning pass: run the loader's propose against a recorder to learn which

@@ -42,6 +42,12 @@ class BatchLoop:
         records = _Peekable(reader)
         remaining = opt.limit
         chunk_left = None if stop_at is None else stop_at.offset - reader.position.offset
+        # The next batch, read before this one commits (committer.plans_ahead: PostgreSQL),
+        # so that it is parsed while the server inserts this one's rows. Only in a plain
+        # run: no --limit, no chunk, no fail-fast (their batches end where this batch's
+        # outcome says), and never past a read error (the error ends the run after the
+        # batch before it commits, as without reading ahead).
+        ahead: _Ahead | None = None
         while True:
             if chunk_left is not None and chunk_left <= 0:
                 # A chunk's end: where its plan says the next chunk starts, or the file is
@@ -58,24 +64,29 @@ class BatchLoop:
             size = opt.batch_size if remaining is None else min(opt.batch_size, remaining)
             if chunk_left is not None:
                 size = min(size, chunk_left)
-            batch: list[RawRecord] = []
-            # While fail-fast may trip, where each record ends: a batch can end early there.
-            ends: list[ResumePoint] | None = [] if self.fail_fast.armed else None
-            file_error: SourceFileError | None = None
-            try:
-                records.take(size, batch, ends)
-            except SourceFileError as e:  # e.g. truncated gzip: keep what came before it
-                file_error = e
+            if ahead is not None:
+                batch, ends, file_error, bytes_read = ahead
+                ahead = None
+            else:
+                batch, ends, file_error, bytes_read = self._take(records, reader, size)
             if batch:
                 position = records.position()
                 src.check_unchanged()
-                done = committer.commit(batch, position, ends)
+                if (
+                    file_error is None
+                    and remaining is None
+                    and chunk_left is None
+                    and ends is None
+                    and committer.plans_ahead
+                ):
+                    ahead = self._take(records, reader, opt.batch_size)
+                done = committer.commit(batch, position, ends, ahead[0] if ahead else None)
                 position = done.end or position
                 if remaining is not None:
                     remaining -= len(batch)
                 if chunk_left is not None:
                     chunk_left -= len(batch)
-                self.observers.on_batch(committer.stats, position, reader.bytes_read())
+                self.observers.on_batch(committer.stats, position, bytes_read)
                 if self.fail_fast.armed:
                     # (On a target outside the journal's transaction the batch was not cut
                     # short at the trip: it is checked after the batch.)
@@ -92,11 +103,29 @@ class BatchLoop:
                 if chunk_left > 0 and remaining is not None and remaining <= 0:
                     return PARTIAL, f"stopped by --limit {opt.limit}; rerun to continue", None
                 continue
+            if ahead is not None and (ahead[0] or ahead[2] is not None):
+                continue  # the next batch is read already (or its read error is next)
             if not records.has_next():
                 src.check_unchanged()
                 return COMPLETED, "", reader.position.offset
             if remaining is not None and remaining <= 0:
                 return PARTIAL, f"stopped by --limit {opt.limit}; rerun to continue", None
+
+    def _take(self, records: _Peekable, reader: RecordReader, size: int) -> _Ahead:
+        """The next batch of up to ``size`` records, and what the loop needs with it."""
+        batch: list[RawRecord] = []
+        # While fail-fast may trip, where each record ends: a batch can end early there.
+        ends: list[ResumePoint] | None = [] if self.fail_fast.armed else None
+        file_error: SourceFileError | None = None
+        try:
+            records.take(size, batch, ends)
+        except SourceFileError as e:  # e.g. truncated gzip: keep what came before it
+            file_error = e
+        return batch, ends, file_error, reader.bytes_read()
+
+
+# (records, where each ends (fail-fast) or None, the read error after them, bytes read)
+_Ahead = tuple[list[RawRecord], list[ResumePoint] | None, SourceFileError | None, int]
 
 
 class _Peekable:

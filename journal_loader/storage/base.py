@@ -438,6 +438,11 @@ class Store(ABC):
     def lock_is_free(self, name: str) -> bool:
         """True when nobody holds the lock (used to tell a dead run from a live one)."""
 
+    @property
+    def writes_behind(self) -> bool:
+        """Do this store's write transactions write behind (``Tx.writes_behind``)?"""
+        return False
+
     def dispose(self) -> None:
         self.engine.dispose()
 

@@ -356,6 +356,10 @@ class PostgresStore(Store):
         self._sequences: dict[str, str] = {}
         self._namespace: str | None = None
 
+    @property
+    def writes_behind(self) -> bool:
+        return PostgresTx.writes_behind
+
     def _make_tx(self, conn: Connection) -> Tx:
         return PostgresTx(self, conn)
 

@@ -1,0 +1,226 @@
+"""The next batch planned while this one's rows are written (PostgreSQL, issue 11):
+``BatchLoop`` reads batch N+1 before N commits, and ``BatchCommitter`` hands N's last graph
+rows and its journal rows to a write behind, parses N+1 and collects its facts meanwhile,
+then applies N's projections and commits N (``_append_behind_and_plan_ahead``).
+
+What must hold, and is pinned here (PostgreSQL only: SQLite does not write behind, so it
+never plans ahead; ``plans_ahead`` says so):
+
+* the same graph, answers, DLQ and journal as a load that plans nothing ahead, and every
+  batch planned once (a plan made ahead is the one its batch uses);
+* a transient error inside that write (the journal's insert) retries the batch, and the
+  result is still the same;
+* a read error after the batches read ahead ends the run where it ends without reading
+  ahead: every record before the damage committed, none after it;
+* crash anywhere, rerun: tests/test_crash.py kills PostgreSQL runs at every boundary, with
+  a batch planned ahead in memory.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from sqlalchemy import text
+
+from journal_loader import run
+from journal_loader.runner.committer import BatchCommitter
+from journal_loader.storage import Store, open_store
+from tests.support.loaders import PairLoader, write_csv
+from tests.support.mixed import COLUMNS, CONFIG, LOADER, ROWS, answers, journal
+from tests.support.pg import drop_pg_schema, make_pg_schema
+from tests.support.snapshots import dlq_snapshot, graph_snapshot, sources_snapshot
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def two_pg() -> Iterator[tuple[str, str]]:
+    made = [make_pg_schema(), make_pg_schema()]
+    try:
+        yield made[0][0], made[1][0]
+    finally:
+        for _url, schema in made:
+            drop_pg_schema(schema)
+
+
+class Plans:
+    """Counts ``_plan`` calls per batch, and the batches whose rows were written behind
+    while the next was planned."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.planned: list[int] = []
+        self.ahead = 0
+        plan, append = BatchCommitter._plan, BatchCommitter._append_behind_and_plan_ahead
+
+        def counted_plan(committer: BatchCommitter, batch: list[Any]) -> Any:
+            self.planned.append(id(batch))
+            return plan(committer, batch)
+
+        def counted_append(committer: BatchCommitter, tx: Any, events: Any) -> None:
+            self.ahead += 1
+            append(committer, tx, events)
+
+        monkeypatch.setattr(BatchCommitter, "_plan", counted_plan)
+        monkeypatch.setattr(BatchCommitter, "_append_behind_and_plan_ahead", counted_append)
+
+
+def _mixed(tmp_path: Path) -> tuple[Path, Path]:
+    """The mixed file three times over, with a record of the wrong width (a read error,
+    concluded while a batch is planned) in each copy, and the records that read answers
+    last (from them on, a batch is proposed fact by fact and nothing is planned ahead)."""
+    rows = [r for r in ROWS if r[6] != "read"] * 3 + [r for r in ROWS if r[6] == "read"]
+    data = write_csv(tmp_path / "mixed.csv", COLUMNS, rows)
+    lines = data.read_bytes().splitlines(keepends=True)
+    for at in (30, 20, 5):
+        lines.insert(at, b"a record,of the wrong width\n")
+    data.write_bytes(b"".join(lines))
+    (tmp_path / "mixed_loader.py").write_text(LOADER)
+    config = tmp_path / "mixed.yaml"
+    config.write_text(CONFIG + "processing:\n  retry_delay: 0.01\n  retry_max_delay: 0.05\n")
+    return data, config
+
+
+def _load(store: Store, data: Path, config: Path, **kwargs: Any) -> dict[str, Any]:
+    """Load; the run's counts (which the committer sums from the batches it committed)."""
+    report = run(config=config, file=data, store=store, batch_size=8, **kwargs)
+    assert report.status == "completed", report.message
+    return msgspec.structs.asdict(report.statistics)
+
+
+def _dlq(store: Store) -> list[tuple[object, ...]]:
+    """The DLQ with the database's name and node ids out of the messages (as in
+    tests/test_write_behind.py: the two loads' schemas and ids differ)."""
+    url = store.display_url
+    return [
+        (*r[:5], re.sub(r"\b\d+ '", "<id> '", str(r[5]).replace(url, "<db>")), r[6])
+        for r in dlq_snapshot(store)
+    ]
+
+
+def _payloads(store: Store) -> list[tuple[str, int | None, str]]:
+    """The events whose payloads do not name the database or its ids, payload and all: what
+    each record was parsed into, each skip, and each batch's checkpoint with its counts."""
+    with store.read() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT event_type, record_offset, payload FROM journal WHERE event_type IN "
+                "('RecordParsed', 'RecordSkipped', 'BatchCommitted') ORDER BY position"
+            )
+        ).all()
+    return [(str(t), o, str(p)) for t, o, p in rows]
+
+
+def _same(one: Store, other: Store) -> None:
+    assert graph_snapshot(one) == graph_snapshot(other)
+    assert answers(one) == answers(other)
+    assert _dlq(one) == _dlq(other)
+    assert journal(one) == journal(other)
+    assert _payloads(one) == _payloads(other)
+    assert sources_snapshot(one) == sources_snapshot(other)  # the counts of every outcome
+
+
+def test_planning_ahead_answers_as_without_it(
+    two_pg: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, config = _mixed(tmp_path)
+    reference = open_store(two_pg[1])
+    ahead = open_store(two_pg[0])
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(BatchCommitter, "plans_ahead", property(lambda self: False))
+            counted = _load(reference, data, config)
+        plans = Plans(monkeypatch)
+        assert _load(ahead, data, config) == counted
+        batches = -(-sum(1 for _ in data.open()) // 8)  # lines / 8, rounded up (one spare)
+        assert plans.ahead >= batches - 2, (plans.ahead, batches)
+        # each batch planned once: the plan made ahead is the one its batch used
+        assert len(plans.planned) == len(set(plans.planned)), plans.planned
+        _same(ahead, reference)
+    finally:
+        reference.dispose()
+        ahead.dispose()
+
+
+def test_a_transient_error_in_the_rows_written_behind_retries_the_batch(
+    two_pg: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLSTATE 40P01 from a trigger on the journal, once, at its 40th row: raised inside
+    the write the next batch is planned beside. The batch is retried whole (planning its
+    records again), the next one uses its plan, and nothing is lost or doubled."""
+    data, config = _mixed(tmp_path)
+    faulty = open_store(two_pg[0])
+    faulty.ensure_schema()
+    with faulty.transaction() as tx:
+        tx.execute("CREATE SEQUENCE fault_seq")
+        tx.execute("""
+            CREATE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF nextval('fault_seq') = 40 THEN
+                RAISE EXCEPTION 'injected deadlock' USING ERRCODE = '40P01';
+              END IF;
+              RETURN NEW;
+            END $$""")
+        tx.execute(
+            "CREATE TRIGGER fault BEFORE INSERT ON journal FOR EACH ROW EXECUTE FUNCTION fault()"
+        )
+    retries: list[str] = []
+
+    class Seen:
+        def on_retry(self, kind: str, message: str, delay: float) -> None:
+            retries.append(message)
+
+    reference = open_store(two_pg[1])
+    try:
+        plans = Plans(monkeypatch)
+        counted = _load(faulty, data, config, observers=[Seen()])
+        assert len(retries) == 1 and "40P01" in retries[0], retries
+        assert plans.ahead > 0
+        monkeypatch.setattr(BatchCommitter, "plans_ahead", property(lambda self: False))
+        assert _load(reference, data, config) == counted  # the retried batch counted once
+        _same(faulty, reference)
+    finally:
+        faulty.dispose()
+        reference.dispose()
+
+
+def test_a_read_error_after_batches_read_ahead_ends_the_run_where_it_ends_without(
+    two_pg: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gzip file cut short: the batch being read ahead ends at the damage. The batch before
+    it commits, then the records read before the damage, then the run fails, as without
+    reading ahead (tests/test_bad_input.py, on SQLite)."""
+    body = b"name,city\n" + b"".join(b"Company %d,City\n" % i for i in range(5000))
+    whole = gzip.compress(body)
+    path = tmp_path / "cut.csv.gz"
+    path.write_bytes(whole[: len(whole) * 2 // 3])
+    readable = gzip.GzipFile(fileobj=io.BytesIO(path.read_bytes()))
+    complete = 0
+    try:
+        for line in readable:
+            complete += line.endswith(b"\n")
+    except EOFError:
+        pass
+    results = []
+    for url, planning in zip(two_pg, (True, False), strict=True):
+        with monkeypatch.context() as m:
+            if not planning:
+                m.setattr(BatchCommitter, "plans_ahead", property(lambda self: False))
+            plans = Plans(m)
+            report = run(PairLoader, path, db=url, batch_size=500)
+        assert report.status == "failed" and report.exit_code == 1
+        assert "gzip" in report.message.lower() and str(path) in report.message
+        assert (plans.ahead > 0) is planning
+        store = open_store(url)
+        src = sources_snapshot(store)[0]
+        assert src[2] == "failed" and src[4] == complete - 1  # minus the header
+        counted = msgspec.structs.asdict(report.statistics)
+        results.append((src[1:], _payloads(store), graph_snapshot(store), counted))
+        store.dispose()
+    assert results[0] == results[1]
