@@ -12,6 +12,8 @@ never plans ahead; ``plans_ahead`` says so):
   result is still the same;
 * a read error after the batches read ahead ends the run where it ends without reading
   ahead: every record before the damage committed, none after it;
+* an error the loader raises while the next batch is planned is that batch's: the batch
+  being committed commits, and the run fails at the next one, as without planning ahead;
 * crash anywhere, rerun: tests/test_crash.py kills PostgreSQL runs at every boundary, with
   a batch planned ahead in memory.
 """
@@ -21,7 +23,7 @@ from __future__ import annotations
 import gzip
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ import pytest
 from sqlalchemy import text
 
 from journal_loader import run
+from journal_loader.errors import UsageError
 from journal_loader.runner.committer import BatchCommitter
 from journal_loader.storage import Store, open_store
 from tests.support.loaders import PairLoader, write_csv
@@ -224,3 +227,37 @@ def test_a_read_error_after_batches_read_ahead_ends_the_run_where_it_ends_withou
         results.append((src[1:], _payloads(store), graph_snapshot(store), counted))
         store.dispose()
     assert results[0] == results[1]
+
+
+class StopsAtTwenty(PairLoader):
+    """Raises an error that stops the run (not a record's own) at the 21st record: in the
+    third batch of 8, planned while the second one's rows are written (the first batch is
+    not read ahead: fail-fast is armed until a record succeeds)."""
+
+    def parse(self, raw: Mapping[str, Any]) -> dict[str, Any] | None:
+        if raw["name"] == "Company 20":
+            raise UsageError("the loader cannot go on at Company 20")
+        return super().parse(raw)
+
+
+def test_an_error_planning_the_next_batch_is_that_batchs_not_this_ones(
+    two_pg: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first two batches commit; the run then fails at the third, as without planning
+    ahead (the error neither rolls the second batch back nor has it retried)."""
+    rows = [[f"Company {i}", "X"] for i in range(30)]
+    path = write_csv(tmp_path / "p.csv", ["name", "city"], rows)
+    results = []
+    for url, planning in zip(two_pg, (True, False), strict=True):
+        with monkeypatch.context() as m:
+            if not planning:
+                m.setattr(BatchCommitter, "plans_ahead", property(lambda self: False))
+            plans = Plans(m)
+            report = run(StopsAtTwenty, path, db=url, batch_size=8)
+        assert report.status == "failed" and "Company 20" in report.message
+        assert (plans.ahead > 0) is planning
+        store = open_store(url)
+        results.append((report.exit_code, sources_snapshot(store)[0][1:], _payloads(store)))
+        store.dispose()
+    assert results[0] == results[1]
+    assert results[0][1][3] == 16  # the first two batches' records, committed

@@ -14,7 +14,9 @@ the batch record by record (safe mode), where it fails only its record.
 Two variants of the batch, chosen by the target: a target outside the journal's transaction
 gets the batch in three steps (``runner/two_phase.py``); a target whose lookups are round
 trips is shown the batch's entities first, by a planning pass of the loader's ``propose``
-(``_prefetch``).
+(``_prefetch``). Where the store writes behind (PostgreSQL), the next batch, read ahead by
+the loop, is parsed and its facts collected while this batch's last rows are written
+(``_append_behind_and_plan_ahead``).
 """
 
 from __future__ import annotations
@@ -423,7 +425,15 @@ class BatchCommitter:
         matrix of tests/test_crash.py (PostgreSQL runs killed at every boundary)."""
         ahead, self._ahead_batch = self._ahead_batch, None
         if ahead and self.plans_ahead:
-            self._ahead = self._plan(ahead)
+            try:
+                self._ahead = self._plan(ahead)
+            except Exception:  # planned again in its turn, it raises there
+                # What the loader raises for the next batch's records (an error that stops
+                # the run, a transient database error of its own lookups) belongs to that
+                # batch: it must neither roll this one back nor have it retried. The next
+                # batch plans again in its own transaction, after this one has committed,
+                # and raises there, as without planning ahead (tests/test_plan_ahead.py).
+                self._ahead = None
 
     def _prefetch(self, tx: Tx, prepared: list[tuple[RawRecord, dict[str, Any]]]) -> None:
         """A planning pass: run the loader's propose against a recorder to learn which

@@ -1,6 +1,7 @@
 """The batch loop: read the file in batches, commit each (``BatchCommitter``), and decide when
 the run ends: the file ended (completed), ``--limit`` (partial), or a stop, a fail-fast or
-a failure limit (raised).
+a failure limit (raised). Where the committer plans ahead (``BatchCommitter.plans_ahead``),
+the next batch is read before this one commits.
 """
 
 from __future__ import annotations
@@ -44,9 +45,10 @@ class BatchLoop:
         chunk_left = None if stop_at is None else stop_at.offset - reader.position.offset
         # The next batch, read before this one commits (committer.plans_ahead: PostgreSQL),
         # so that it is parsed while the server inserts this one's rows. Only in a plain
-        # run: no --limit, no chunk, no fail-fast (their batches end where this batch's
-        # outcome says), and never past a read error (the error ends the run after the
-        # batch before it commits, as without reading ahead).
+        # run: no --limit, no chunk, and not while fail-fast is armed (the run's first
+        # records, until one succeeds): their batches end where this batch's outcome says.
+        # Never past a read error (the error ends the run after the batch before it
+        # commits, as without reading ahead). Pinned by tests/test_plan_ahead.py.
         ahead: _Ahead | None = None
         while True:
             if chunk_left is not None and chunk_left <= 0:
