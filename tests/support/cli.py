@@ -20,6 +20,7 @@ server cannot start, or everywhere with ``JOURNAL_LOADER_TEST_FORKSERVER=0``.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import locale
 import os
@@ -88,6 +89,21 @@ def _start() -> tuple[subprocess.Popen[bytes], str, dict[str, str]] | None:
     return _server
 
 
+def _forget(server: tuple[subprocess.Popen[bytes], str, dict[str, str]]) -> None:
+    """Drop a server that stopped answering; what it wrote to its stderr is shown (pytest
+    prints it with the test's output) so that the cause can be found."""
+    global _server
+    proc, path = server[0], server[1]
+    proc.kill()
+    errors = Path(path).with_name("zygote.err")
+    with contextlib.suppress(OSError):
+        text = errors.read_text(errors="replace")
+        if text:
+            sys.stderr.write(f"the CLI fork server ended; its stderr:\n{text}\n")
+    if _server is server:
+        _server = None
+
+
 class _Replies:
     """The server's JSON lines on one connection (a timeout leaves the buffer intact)."""
 
@@ -134,8 +150,8 @@ def run_cli_process(
     full_env = dict(os.environ if env is None else env)
     server = _start()
     where = os.path.abspath(cwd if cwd is not None else os.getcwd())
-    if server is None or _startup_env(full_env) != server[2] or not os.path.isdir(where):
-        # (a missing cwd: subprocess.run raises the error it always has)
+
+    def plain() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             cmd,
             cwd=cwd,
@@ -146,6 +162,9 @@ def run_cli_process(
             input=input,
             stdin=None if input is not None else subprocess.DEVNULL,
         )
+
+    if server is None or _startup_env(full_env) != server[2] or not os.path.isdir(where):
+        return plain()  # (a missing cwd: subprocess.run raises the error it always has)
     _proc, path, _ = server
     with tempfile.TemporaryDirectory(prefix="jl_cli_") as folder:
         out, err = Path(folder) / "stdout", Path(folder) / "stderr"
@@ -164,7 +183,14 @@ def run_cli_process(
             "stderr": str(err),
         }
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.connect(path)
+            try:
+                conn.connect(path)
+            except OSError:
+                # The server has gone (seen once in CI: "Connection refused", its socket
+                # closed while poll() still said it ran). The command has not started: it
+                # runs as a plain process, and the next one gets a new server.
+                _forget(server)
+                return plain()
             conn.sendall(json.dumps(request).encode() + b"\n")
             replies = _Replies(conn)
             pid = replies.next()["pid"]
