@@ -59,7 +59,8 @@ import psycopg
 from journal_loader import Loader, ProposeClient, ProposeResult, run
 from journal_loader.sources.readers import open_reader
 from journal_loader.storage import open_store
-from journal_loader.storage.base import Tx
+from journal_loader.storage.base import JournalAppend, Tx
+from journal_loader.storage.sqlite import SQLiteTx
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "examples" / "business_registry" / "loader.yaml"
@@ -392,29 +393,42 @@ class RowCapture:
     example loader's schema. Lookups, updates and checkpoints are not in it."""
 
     def __init__(self) -> None:
-        self.batches: list[list[tuple[str, tuple[str, ...], list[Any]]]] = []
+        # per transaction: (table, columns, rows), or ("journal", None, a JournalAppend)
+        self.batches: list[list[tuple[str, tuple[str, ...] | None, Any]]] = []
         self._tx: object = None
+
+    def _add(self, tx: Tx, entry: tuple[str, tuple[str, ...] | None, Any]) -> None:
+        if tx is not self._tx:
+            self._tx = tx
+            self.batches.append([])
+        self.batches[-1].append(entry)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
         original = Tx.insert_rows
+        original_journal = SQLiteTx.journal_insert  # (PostgreSQL's goes by insert_rows)
 
         def insert_rows(tx: Tx, table: str, columns: Any, rows: Any) -> None:
-            if tx is not self._tx:
-                self._tx = tx
-                self.batches.append([])
-            self.batches[-1].append((table, tuple(columns), list(rows)))  # the rows are tuples
+            self._add(tx, (table, tuple(columns), list(rows)))  # the rows are tuples
             original(tx, table, columns, rows)
 
+        def journal_insert(tx: SQLiteTx, rows: JournalAppend) -> Any:
+            self._add(tx, ("journal", None, rows))
+            return original_journal(tx, rows)
+
         Tx.insert_rows = insert_rows  # type: ignore[method-assign]
+        SQLiteTx.journal_insert = journal_insert  # type: ignore[method-assign]
         try:
             yield
         finally:
             Tx.insert_rows = original  # type: ignore[method-assign]
+            SQLiteTx.journal_insert = original_journal  # type: ignore[method-assign]
             self._tx = None
 
     def rows_per_record(self, records: int) -> float:
-        return sum(len(r) for b in self.batches for _t, _c, r in b) / records
+        return (
+            sum(len(r) if c else len(r.positions) for b in self.batches for _t, c, r in b) / records
+        )
 
     def replay(self, dbs: Databases) -> Meter:
         url, _run_id, meter = dbs.measured()
@@ -424,7 +438,10 @@ class RowCapture:
                 for batch in self.batches:
                     with store.transaction() as tx:
                         for table, columns, rows in batch:
-                            tx.insert_rows(table, columns, rows)
+                            if columns is None:
+                                tx.insert_journal(rows)
+                            else:
+                                tx.insert_rows(table, columns, rows)
         finally:
             store.dispose()
         return meter

@@ -17,8 +17,8 @@ import pytest
 
 from journal_loader.graph import store as graph_store
 from journal_loader.graph.store import GraphStore
-from journal_loader.journal.writer import JOURNAL_COLUMNS
 from journal_loader.storage import Store, open_store
+from journal_loader.storage.base import JOURNAL_COLUMNS
 from journal_loader.storage.postgres import binary_copy_types
 from tests.support.pg import drop_pg_schema, make_pg_schema
 

@@ -1,10 +1,10 @@
-"""The next batch planned while this one's rows are written (PostgreSQL, issue 11):
-``BatchLoop`` reads batch N+1 before N commits, and ``BatchCommitter`` hands N's last graph
-rows and its journal rows to a write behind, parses N+1 and collects its facts meanwhile,
-then applies N's projections and commits N (``_append_behind_and_plan_ahead``).
+"""The next batch planned while this one's rows are written (issue 11): ``BatchLoop`` reads
+batch N+1 before N commits, and ``BatchCommitter`` hands N's journal rows (and on PostgreSQL
+its last graph rows) to a write behind, parses N+1 and collects its facts meanwhile, then
+applies N's projections and commits N (``_append_behind_and_plan_ahead``). On SQLite the
+journal's rows go in by one statement that runs without the GIL (``SQLiteTx.journal_insert``).
 
-What must hold, and is pinned here (PostgreSQL only: SQLite does not write behind, so it
-never plans ahead; ``plans_ahead`` says so):
+What must hold, and is pinned here on both backends:
 
 * the same graph, answers, DLQ and journal as a load that plans nothing ahead, and every
   batch planned once (a plan made ahead is the one its batch uses);
@@ -14,8 +14,8 @@ never plans ahead; ``plans_ahead`` says so):
   ahead: every record before the damage committed, none after it;
 * an error the loader raises while the next batch is planned is that batch's: the batch
   being committed commits, and the run fails at the next one, as without planning ahead;
-* crash anywhere, rerun: tests/test_crash.py kills PostgreSQL runs at every boundary, with
-  a batch planned ahead in memory.
+* crash anywhere, rerun: tests/test_crash.py kills runs at every boundary, with a batch
+  planned ahead in memory.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from __future__ import annotations
 import gzip
 import io
 import re
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,25 +33,19 @@ import pytest
 from sqlalchemy import text
 
 from journal_loader import run
-from journal_loader.errors import UsageError
+from journal_loader.errors import TransientError, UsageError
 from journal_loader.runner.committer import BatchCommitter
 from journal_loader.storage import Store, open_store
+from journal_loader.storage.sqlite import SQLiteTx
 from tests.support.loaders import PairLoader, write_csv
 from tests.support.mixed import COLUMNS, CONFIG, LOADER, ROWS, answers, journal
-from tests.support.pg import drop_pg_schema, make_pg_schema
 from tests.support.snapshots import dlq_snapshot, graph_snapshot, sources_snapshot
-
-pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-def two_pg() -> Iterator[tuple[str, str]]:
-    made = [make_pg_schema(), make_pg_schema()]
-    try:
-        yield made[0][0], made[1][0]
-    finally:
-        for _url, schema in made:
-            drop_pg_schema(schema)
+def two_pg(two_urls: tuple[str, str]) -> tuple[str, str]:
+    """Two fresh databases of one backend (both backends; the name is older than that)."""
+    return two_urls
 
 
 class Plans:
@@ -154,25 +149,47 @@ def test_planning_ahead_answers_as_without_it(
 def test_a_transient_error_in_the_rows_written_behind_retries_the_batch(
     two_pg: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SQLSTATE 40P01 from a trigger on the journal, once, at its 40th row: raised inside
-    the write the next batch is planned beside. The batch is retried whole (planning its
-    records again), the next one uses its plan, and nothing is lost or doubled."""
+    """A transient error inside the write the next batch is planned beside, once: the batch
+    is retried whole (planning its records again), the next one uses its plan, and nothing
+    is lost or doubled. On PostgreSQL SQLSTATE 40P01 from a trigger on the journal at its
+    40th row; on SQLite (whose triggers cannot raise a transient error) "database is
+    locked" raised by the journal's insert of the fourth batch, in the write's thread."""
     data, config = _mixed(tmp_path)
     faulty = open_store(two_pg[0])
     faulty.ensure_schema()
-    with faulty.transaction() as tx:
-        tx.execute("CREATE SEQUENCE fault_seq")
-        tx.execute("""
-            CREATE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-              IF nextval('fault_seq') = 40 THEN
-                RAISE EXCEPTION 'injected deadlock' USING ERRCODE = '40P01';
-              END IF;
-              RETURN NEW;
-            END $$""")
-        tx.execute(
-            "CREATE TRIGGER fault BEFORE INSERT ON journal FOR EACH ROW EXECUTE FUNCTION fault()"
-        )
+    threads: list[str] = []
+    if faulty.dialect == "postgresql":
+        with faulty.transaction() as tx:
+            tx.execute("CREATE SEQUENCE fault_seq")
+            tx.execute("""
+                CREATE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                  IF nextval('fault_seq') = 40 THEN
+                    RAISE EXCEPTION 'injected deadlock' USING ERRCODE = '40P01';
+                  END IF;
+                  RETURN NEW;
+                END $$""")
+            tx.execute(
+                "CREATE TRIGGER fault BEFORE INSERT ON journal FOR EACH ROW "
+                "EXECUTE FUNCTION fault()"
+            )
+        expected = "40P01"
+    else:
+        journal_insert = SQLiteTx.journal_insert
+
+        def locked_once(tx: SQLiteTx, rows: Any) -> Any:
+            insert = journal_insert(tx, rows)
+
+            def write() -> None:
+                threads.append(threading.current_thread().name)
+                if len(threads) == 4:
+                    raise TransientError("database is locked (injected)")
+                insert()
+
+            return write
+
+        monkeypatch.setattr(SQLiteTx, "journal_insert", locked_once)
+        expected = "database is locked"
     retries: list[str] = []
 
     class Seen:
@@ -183,8 +200,11 @@ def test_a_transient_error_in_the_rows_written_behind_retries_the_batch(
     try:
         plans = Plans(monkeypatch)
         counted = _load(faulty, data, config, observers=[Seen()])
-        assert len(retries) == 1 and "40P01" in retries[0], retries
+        assert len(retries) == 1 and expected in retries[0], retries
         assert plans.ahead > 0
+        if threads:  # the journal's insert ran behind: in a thread of its own
+            assert threads[3] != threading.main_thread().name, threads
+        monkeypatch.undo()  # the fault and the counting
         monkeypatch.setattr(BatchCommitter, "plans_ahead", property(lambda self: False))
         assert _load(reference, data, config) == counted  # the retried batch counted once
         _same(faulty, reference)

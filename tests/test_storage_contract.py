@@ -4,6 +4,7 @@ above rely on from the domain repositories (storage/*_store.py, storage/audit_re
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import signal
 import sqlite3
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select, text
 
 from journal_loader.errors import (
@@ -27,6 +30,8 @@ from journal_loader.errors import (
 from journal_loader.journal.events import LoadStarted
 from journal_loader.journal.writer import JournalWriter, PendingEvent
 from journal_loader.storage import Store, open_store, schema
+from journal_loader.storage import sqlite as sqlite_backend
+from journal_loader.storage.base import JOURNAL_COLUMNS, JournalAppend
 from tests.support.journal_order import append_in
 
 
@@ -742,3 +747,84 @@ def test_sqlite_checkpoints_without_the_thread(tmp_path: Path) -> None:
             assert conn.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 1000
     finally:
         store.dispose()
+
+
+# --- a batch's journal rows: Tx.insert_journal against Tx.insert_rows ------------------------
+
+_payload_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))
+_journal_batches = st.lists(
+    st.tuples(
+        st.none() | st.integers(0, 2**62),  # the record's offset
+        st.sampled_from(["RecordParsed", "ProposeSucceeded", "BatchCommitted", "RécordÉvent"]),
+        st.integers(1, 9),  # the schema version
+        _payload_text.map(str.encode),
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    events=_journal_batches,
+    head=st.none() | st.binary(min_size=32, max_size=32),
+    statement_bytes=st.sampled_from([64 << 20, 1, 40]),
+)
+def test_insert_journal_writes_the_rows_insert_rows_writes(
+    store: Store, events: list[Any], head: bytes | None, statement_bytes: int
+) -> None:
+    """Every column, type and all, on both backends: SQLite writes a batch's journal with
+    one statement (``SQLiteTx.journal_insert``: the payloads cut from one blob, the hashes
+    from another, the rest from JSON), and with several when the payloads outgrow
+    ``_JOURNAL_STATEMENT_BYTES`` (each statement's first ``prev_hash`` is then the row
+    before it). Whatever the payload's text (any character but NUL: PostgreSQL's text has
+    none), the rows are those ``insert_rows`` writes."""
+    hashes = [hashlib.sha256(b"%d" % i + p).digest() for i, (*_, p) in enumerate(events)]
+    reads = []
+    with store.transaction() as tx:
+        stamp = tx.timestamp(dt.datetime(2026, 11, 30, 8, 0, 0, 123456, tzinfo=dt.UTC))
+        written = []
+        for one_statement in (True, False):
+            batch = JournalAppend(
+                tx.reserve_positions(len(events)),
+                7,
+                "run-ü",
+                stamp,
+                head,
+                [e[0] for e in events],
+                [e[1] for e in events],
+                [e[2] for e in events],
+                [e[3] for e in events],
+                hashes,
+            )
+            if one_statement:
+                old, sqlite_backend._JOURNAL_STATEMENT_BYTES = (
+                    sqlite_backend._JOURNAL_STATEMENT_BYTES,
+                    statement_bytes,
+                )
+                try:
+                    tx.insert_journal(batch)
+                finally:
+                    sqlite_backend._JOURNAL_STATEMENT_BYTES = old
+            else:
+                tx.insert_rows("journal", JOURNAL_COLUMNS, batch.rows())
+            written.append(batch.positions)
+        typed = ", typeof(payload), typeof(prev_hash), typeof(record_offset)"
+        for positions in written:
+            rows = tx.fetchall(
+                f"SELECT {', '.join(JOURNAL_COLUMNS[1:])}"
+                f"{typed if store.dialect == 'sqlite' else ''} FROM journal "
+                "WHERE position >= :lo AND position <= :hi ORDER BY position",
+                {"lo": positions[0], "hi": positions[-1]},
+            )
+            reads.append(
+                [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
+            )
+    assert reads[0] == reads[1]
+    assert len(reads[0]) == len(events)
+    assert [r[7] for r in reads[0]] == [head, *hashes[:-1]]  # prev_hash: the row before
+    assert [r[4] for r in reads[0]] == [e[3].decode() for e in events]  # the payload as text

@@ -12,26 +12,12 @@ import datetime as dt
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from journal_loader.journal.chain import format_time
 from journal_loader.journal.events import Event, encode
 from journal_loader.journal.rows import JournalRow
-from journal_loader.storage.base import Tx
+from journal_loader.storage.base import JournalAppend, Tx
 from journal_loader.storage.journal_store import journal_store
-
-JOURNAL_COLUMNS = (
-    "position",
-    "source_id",
-    "record_offset",
-    "event_type",
-    "schema_version",
-    "payload",
-    "run_id",
-    "recorded_at",
-    "prev_hash",
-    "hash",
-)
 
 
 @dataclass(slots=True)
@@ -104,9 +90,12 @@ class JournalWriter:
         if self.shared:
             self.lock_chain(tx)
             self.head = journal_store(tx.store).chain_head(tx, source_id)
-        prev = self.head
-        chained: list[list[Any]] = []
-        append = chained.append
+        head = prev = self.head
+        offsets: list[int | None] = []
+        types: list[str] = []
+        versions: list[int] = []
+        payloads: list[bytes] = []
+        hashes: list[bytes] = []
         sha256 = hashlib.sha256
         for pending in events:
             ev = pending.event
@@ -119,32 +108,24 @@ class JournalWriter:
                 + payload
             )
             digest = sha256(prev + message if prev else message).digest()
-            append(
-                [
-                    0,  # the position, once reserved
-                    source_id,
-                    offset,
-                    event_type,
-                    version,
-                    payload.decode(),
-                    run_id,
-                    stamp,
-                    prev,
-                    digest,
-                ]
-            )
+            offsets.append(offset)
+            types.append(event_type)
+            versions.append(version)
+            payloads.append(payload)
+            hashes.append(digest)
             prev = digest
         positions = tx.reserve_positions(len(events))
-        for p, row in zip(positions, chained, strict=True):
-            row[0] = p
         rows = [
             JournalRow(p, source_id, pending.record_offset, pending.event, run_id, now)
             for p, pending in zip(positions, events, strict=True)
         ]
+        batch = JournalAppend(
+            positions, source_id, run_id, stamp, head, offsets, types, versions, payloads, hashes
+        )
         if defer is None:
-            tx.insert_rows("journal", JOURNAL_COLUMNS, chained)
+            tx.insert_journal(batch)
         else:
-            defer.append(lambda: tx.insert_rows("journal", JOURNAL_COLUMNS, chained))
+            defer.append(tx.journal_insert(batch))
         self._pending_head = prev
         return rows
 

@@ -172,14 +172,15 @@ class BatchCommitter:
     @property
     def plans_ahead(self) -> bool:
         """Does a batch gain from being given the next one (``commit(ahead=...)``)? Where
-        the batch's rows are written behind the resolver (PostgreSQL), the next batch is
-        read, parsed and its facts collected while the server still inserts this one's."""
+        the batch's journal rows are written behind (``Store.appends_behind``: PostgreSQL's
+        COPY, SQLite's one statement), the next batch is read, parsed and its facts
+        collected while the database still inserts this one's rows."""
         target = self.target
         return (
             target.transactional
             and target.wants_batch
             and not self._answers_read
-            and self.store.writes_behind
+            and self.store.appends_behind
         )
 
     def commit(
@@ -315,8 +316,16 @@ class BatchCommitter:
         first, in this thread (the chain and the reservation are this batch's, in order);
         only the inserts run behind. It is one transaction still: the projections' queries
         and COMMIT wait for the write and raise its error (the batch then rolls back whole,
-        and is retried or redone record by record as before). Measured: bench/HISTORY.md."""
+        and is retried or redone record by record as before). Measured: bench/HISTORY.md.
+
+        SQLite: only the journal's rows go behind (one statement, ``SQLiteTx.journal_insert``,
+        which runs without the GIL); the graph's last rows are written here first, as
+        ``flush`` did (by executemany, which takes the GIL back at every row: a thread would
+        wait at each one, beside the planning). SQLite's graph path is otherwise unchanged."""
         graph_write = self.target.take_flush(tx)
+        if graph_write is not None and not tx.writes_behind:
+            graph_write()
+            graph_write = None
         inserts: list[Callable[[], None]] = []
         rows = self.writer.append(tx, events, defer=inserts)
 
@@ -326,9 +335,9 @@ class BatchCommitter:
             for insert in inserts:
                 insert()
 
-        if not tx.write_behind(write):  # the graph's last write still runs: wait for it
+        if not tx.write_behind(write, append=True):  # the graph's last write still runs
             tx.join_behind()
-            tx.write_behind(write)
+            tx.write_behind(write, append=True)
         self._plan_ahead()
         projections.apply(tx, rows)
 

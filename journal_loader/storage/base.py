@@ -21,6 +21,7 @@ import hashlib
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, CursorResult, Engine, TextClause, inspect, text
@@ -65,6 +66,58 @@ def graph_time(value: Any) -> dt.datetime | None:
 def lock_key(name: str) -> int:
     """A stable signed 64-bit key for a lock name (PostgreSQL advisory locks take bigint)."""
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+# The journal's columns, in the order ``JournalAppend.rows`` gives them.
+JOURNAL_COLUMNS = (
+    "position",
+    "source_id",
+    "record_offset",
+    "event_type",
+    "schema_version",
+    "payload",
+    "run_id",
+    "recorded_at",
+    "prev_hash",
+    "hash",
+)
+
+
+@dataclass(slots=True)
+class JournalAppend:
+    """A batch's journal rows by column, as ``Tx.insert_journal`` writes them. What every
+    row shares (the source, the run, the time) is given once; each row's ``prev_hash`` is
+    the ``hash`` of the row before it, the first row's ``head``. Built by
+    ``JournalWriter.append`` (journal/writer.py)."""
+
+    positions: list[int]
+    source_id: int
+    run_id: str
+    recorded_at: Any  # as ``Tx.timestamp`` made it
+    head: bytes | None
+    offsets: list[int | None]
+    event_types: list[str]
+    versions: list[int]
+    payloads: list[bytes]  # the encoded events, UTF-8 JSON
+    hashes: list[bytes]
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        """The rows, each in ``JOURNAL_COLUMNS`` order (the payload as text)."""
+        sid, run, at = self.source_id, self.run_id, self.recorded_at
+        prevs = [self.head, *self.hashes[:-1]]
+        return [
+            (p, sid, o, t, v, payload.decode(), run, at, prev, h)
+            for p, o, t, v, payload, prev, h in zip(
+                self.positions,
+                self.offsets,
+                self.event_types,
+                self.versions,
+                self.payloads,
+                prevs,
+                self.hashes,
+                strict=True,
+            )
+        ]
 
 
 class SourceLock(ABC):
@@ -118,6 +171,11 @@ class Tx(ABC):
 
     #: Does ``write_behind`` run the write in a thread (PostgreSQL), or at once (SQLite)?
     writes_behind = False
+    #: ... and a write that holds a batch's journal rows (``write_behind(append=True)``)?
+    #: Where the journal goes in by one statement that releases the GIL (SQLite's
+    #: ``journal_insert``) or by COPY (PostgreSQL), yes: see
+    #: ``BatchCommitter._append_behind_and_plan_ahead``.
+    appends_behind = False
 
     def __init__(self, store: Store, conn: Connection) -> None:
         self.store = store
@@ -149,13 +207,14 @@ class Tx(ABC):
         return self._cursor
 
     # --- a write behind the caller (issue 11: the client's CPU beside the server's) ---
-    def write_behind(self, write: Callable[[], None]) -> bool:
+    def write_behind(self, write: Callable[[], None], *, append: bool = False) -> bool:
         """Run ``write`` (bulk inserts of rows the caller will not change again) in a thread
         while the caller goes on, on this transaction's connection; the next use of the
         transaction waits for it. False, and nothing run, while the previous write is still
         running: the caller keeps its rows and offers them again later (it never waits
-        here). On a backend whose transactions do not write behind (``writes_behind``),
-        ``write`` runs at once.
+        here). On a backend whose transactions do not write behind (``writes_behind``;
+        with ``append``, a write of the journal's rows: ``appends_behind``), ``write``
+        runs at once.
 
         Why: on PostgreSQL the server inserting a batch's rows (the graph's COPY: index
         entries, foreign-key checks) and the client resolving the batch's records were two
@@ -176,7 +235,7 @@ class Tx(ABC):
             self.join_behind()
         if self._behind_error is not None:
             raise self._behind_error
-        if not self.writes_behind:
+        if not (self.appends_behind if append else self.writes_behind):
             write()
             return True
         self._behind = _WriteBehind(write)
@@ -256,6 +315,18 @@ class Tx(ABC):
                 self._insert_rows(table, columns, rows)
             except DB_ERRORS as e:
                 raise classify(e, where=self.store.display_url) from e
+
+    def insert_journal(self, rows: JournalAppend) -> None:
+        """A batch's journal rows: ``insert_rows`` here (COPY on PostgreSQL); SQLite writes
+        them with one statement."""
+        self.journal_insert(rows)()
+
+    def journal_insert(self, rows: JournalAppend) -> Callable[[], None]:
+        """``insert_journal`` in two halves: what is built here, in the caller's thread, and
+        the write it returns, to run now or behind (``write_behind``: the Python work of a
+        write behind would hold the GIL the thread planning the next batch needs)."""
+        tuples = rows.rows()
+        return lambda: self.insert_rows("journal", JOURNAL_COLUMNS, tuples)
 
     @abstractmethod
     def _insert_rows(
@@ -441,6 +512,11 @@ class Store(ABC):
     @property
     def writes_behind(self) -> bool:
         """Do this store's write transactions write behind (``Tx.writes_behind``)?"""
+        return False
+
+    @property
+    def appends_behind(self) -> bool:
+        """Do they write a batch's journal rows behind (``Tx.appends_behind``)?"""
         return False
 
     def dispose(self) -> None:

@@ -103,6 +103,7 @@ def bucket_key(namespace: str, scope: str, bucket: int) -> int:
 class PostgresTx(Tx):
     store: PostgresStore
     writes_behind = True  # the server inserts while the client resolves (Tx.write_behind)
+    appends_behind = True
 
     def driver_sql(self, sql: str) -> str:
         from journal_loader.storage.sql import to_pyformat
@@ -359,6 +360,10 @@ class PostgresStore(Store):
     @property
     def writes_behind(self) -> bool:
         return PostgresTx.writes_behind
+
+    @property
+    def appends_behind(self) -> bool:
+        return PostgresTx.appends_behind
 
     def _make_tx(self, conn: Connection) -> Tx:
         return PostgresTx(self, conn)
