@@ -109,6 +109,60 @@ def test_every_record_comes_back_exactly(
         assert event.shape is None and event.fields is None and event.extra is None
 
 
+def _new_readers_fields(context: TextContext, text: str) -> list[str] | None:
+    """Version 1 of the split as first written: a new reader over the whole text, every
+    time (TextContext.fields reuses one for a line with quotes)."""
+    body = text
+    if body.endswith("\n"):
+        body = body[:-2] if body.endswith("\r\n") else body[:-1]
+    if context.quotechar not in body and "\n" not in body and "\r" not in body:
+        fields = body.split(context.delimiter)
+    else:
+        try:
+            rows = list(
+                csv.reader(
+                    io.StringIO(text, newline=""),
+                    delimiter=context.delimiter,
+                    quotechar=context.quotechar,
+                    doublequote=True,
+                    skipinitialspace=False,
+                    strict=True,
+                )
+            )
+        except csv.Error:
+            return None
+        if len(rows) != 1:
+            return None
+        fields = rows[0]
+    return fields if len(fields) == len(context.header) else None
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    texts=st.lists(
+        st.text(alphabet=[",", ";", '"', "'", "a", "é", " ", "\r", "\n", "\x00"], max_size=14)
+        | st.lists(st.sampled_from(["a", "", '"a,b"', '"a""b"', "'x'", " "]), max_size=4).map(
+            ",".join
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    width=st.integers(1, 4),
+    dialect=st.sampled_from([(",", '"'), (";", "'"), (",", "'")]),
+    ending=st.sampled_from(["", "\n", "\r\n"]),
+)
+def test_fields_of_one_line_equal_a_new_readers(
+    texts: list[str], width: int, dialect: tuple[str, str], ending: str
+) -> None:
+    """Whatever the texts, in whatever order (a reused reader must carry nothing from one
+    text to the next: an open quote, an error half way through a line), ``fields`` answers
+    what a new reader answers: the same fields, or None."""
+    context = TextContext(tuple(f"c{i}" for i in range(width)), *dialect)
+    for text in texts:
+        line = text + ending
+        assert context.fields(line) == _new_readers_fields(context, line), repr(line)
+
+
 def test_a_batch_of_the_example_keeps_one_record_whole() -> None:
     """The example's records follow the first one's keys and fields: that one keeps its
     record (with the field map), the others only their text and a reference."""
