@@ -36,6 +36,7 @@ from journal_loader import run
 from journal_loader.errors import TransientError, UsageError
 from journal_loader.runner.committer import BatchCommitter
 from journal_loader.storage import Store, open_store
+from journal_loader.storage import sqlite as sqlite_backend
 from journal_loader.storage.sqlite import SQLiteTx
 from tests.support.loaders import PairLoader, write_csv
 from tests.support.mixed import COLUMNS, CONFIG, LOADER, ROWS, answers, journal
@@ -281,3 +282,37 @@ def test_an_error_planning_the_next_batch_is_that_batchs_not_this_ones(
         store.dispose()
     assert results[0] == results[1]
     assert results[0][1][3] == 16  # the first two batches' records, committed
+
+
+def test_a_sqlite_library_without_the_json_operators_inserts_by_executemany_and_plans_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite before 3.38 has no ``->>``: its journal goes in by ``executemany`` in the run's
+    thread (``_ONE_STATEMENT_JOURNAL``), so nothing is written behind and nothing planned
+    ahead (``appends_behind``), and the load is the same as with the one statement."""
+    data, config = _mixed(tmp_path)
+    urls = [f"sqlite:///{tmp_path / 'new.db'}", f"sqlite:///{tmp_path / 'old.db'}"]
+    stores = [open_store(u) for u in urls]
+    try:
+        plans = Plans(monkeypatch)
+        counted = _load(stores[0], data, config)
+        assert plans.ahead > 0
+        monkeypatch.undo()
+        monkeypatch.setattr(sqlite_backend, "_ONE_STATEMENT_JOURNAL", False)
+        monkeypatch.setattr(SQLiteTx, "appends_behind", False)
+        executemany: list[int] = []
+        insert_rows = SQLiteTx._insert_rows
+
+        def counted_rows(tx: SQLiteTx, table: str, columns: Any, rows: Any) -> None:
+            if table == "journal":
+                executemany.append(len(rows))
+            insert_rows(tx, table, columns, rows)
+
+        monkeypatch.setattr(SQLiteTx, "_insert_rows", counted_rows)
+        old = Plans(monkeypatch)
+        assert _load(stores[1], data, config) == counted
+        assert old.ahead == 0 and executemany
+        _same(stores[1], stores[0])
+    finally:
+        for s in stores:
+            s.dispose()
