@@ -14,8 +14,9 @@ the batch record by record (safe mode), where it fails only its record.
 Two variants of the batch, chosen by the target: a target outside the journal's transaction
 gets the batch in three steps (``runner/two_phase.py``); a target whose lookups are round
 trips is shown the batch's entities first, by a planning pass of the loader's ``propose``
-(``_prefetch``). Where the store writes behind (PostgreSQL), the next batch, read ahead by
-the loop, is parsed and its facts collected while this batch's last rows are written
+(``_prefetch``). Where the store writes a batch's journal behind (``appends_behind``: COPY on
+PostgreSQL, one statement on SQLite), the next batch, read ahead by the loop, is parsed and
+its facts collected while this batch's last rows are written
 (``_append_behind_and_plan_ahead``).
 """
 

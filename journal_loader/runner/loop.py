@@ -43,8 +43,8 @@ class BatchLoop:
         records = _Peekable(reader)
         remaining = opt.limit
         chunk_left = None if stop_at is None else stop_at.offset - reader.position.offset
-        # The next batch, read before this one commits (committer.plans_ahead: PostgreSQL),
-        # so that it is parsed while the server inserts this one's rows. Only in a plain
+        # The next batch, read before this one commits (committer.plans_ahead: both backends),
+        # so that it is parsed while the database inserts this one's rows. Only in a plain
         # run: no --limit, no chunk, and not while fail-fast is armed (the run's first
         # records, until one succeeds): their batches end where this batch's outcome says.
         # Never past a read error (the error ends the run after the batch before it
