@@ -31,6 +31,7 @@ import gc
 import json
 import os
 import resource
+import sqlite3
 import sys
 import tempfile
 import time
@@ -49,6 +50,7 @@ from journal_loader.runner.committer import BatchCommitter
 from journal_loader.storage import open_store
 
 QUERIES: dict[str, int] = {}
+QUERY_SECONDS: dict[str, float] = {}
 
 
 def _count_queries() -> None:
@@ -64,10 +66,15 @@ def _count_queries() -> None:
     ):
         original = getattr(GraphStore, name)
         QUERIES[name] = 0
+        QUERY_SECONDS[name] = 0.0
 
         def counted(self: Any, *a: Any, _o: Any = original, _n: str = name, **kw: Any) -> Any:
             QUERIES[_n] += 1
-            return _o(self, *a, **kw)
+            t = time.perf_counter()
+            try:
+                return _o(self, *a, **kw)
+            finally:
+                QUERY_SECONDS[_n] += time.perf_counter() - t
 
         setattr(GraphStore, name, counted)
 
@@ -125,6 +132,7 @@ class Probe:
             "utime": resource.getrusage(resource.RUSAGE_SELF).ru_utime,
             "stime": resource.getrusage(resource.RUSAGE_SELF).ru_stime,
             **{f"q_{k}": v for k, v in QUERIES.items()},
+            **{f"qs_{k}": v for k, v in QUERY_SECONDS.items()},
         }
 
     def _dirty_pages(self) -> None:
@@ -187,6 +195,10 @@ class Probe:
             "user_us": 1e6 * (ru.ru_utime - w["utime"]) / n,
             "sys_us": 1e6 * (ru.ru_stime - w["stime"]) / n,
             **{f"q_{k}": (v - w.get(f"q_{k}", 0)) / n for k, v in QUERIES.items()},
+            # the lookups' wall time, microseconds per record
+            **{
+                f"q_{k}_us": 1e6 * (v - w.get(f"qs_{k}", 0.0)) / n for k, v in QUERY_SECONDS.items()
+            },
             "rec_s": n / (time.perf_counter() - w["wall"]),
             "rec_cpu_s": n / max(1e-9, time.process_time() - w["cpu"]),
             "commit_ms": 1000 * (self.commit_s - w["commit"]) / (self.batches - w["batches"]),
@@ -214,6 +226,7 @@ def main() -> None:
     ap.add_argument("--file", help="load this file (default: the generator's of --rows)")
     ap.add_argument("--no-thread", action="store_true", help="SQLite's own checkpoints")
     ap.add_argument("--dirty-every", type=int, default=0, help="pages written per batch")
+    ap.add_argument("--page-size", type=int, default=0, help="a new database's page size")
     ap.add_argument("--pragma", action="append", default=[], help="name=value, on connect")
     args = ap.parse_args()
     data = Path(args.file) if args.file else bench_load.data_file(args.rows)
@@ -227,6 +240,12 @@ def main() -> None:
                 dst.write(chunk)
             dst.flush()
             os.fsync(dst.fileno())
+    if args.page_size and not args.base_db:
+        # a new database's page size is fixed by its first write (WAL mode's header)
+        con = sqlite3.connect(db)
+        con.execute(f"PRAGMA page_size = {int(args.page_size)}")
+        con.execute("PRAGMA journal_mode = WAL")
+        con.close()
     probe = Probe(db, args.every)
     probe.dirty_every = args.dirty_every
     if args.dirty_every:
@@ -249,6 +268,14 @@ def main() -> None:
         probe._append_end = time.perf_counter()
 
     BatchCommitter.append = timed_append  # type: ignore[method-assign]
+    # a batch planned ahead appends here instead (and plans the next batch first)
+    behind = BatchCommitter._append_behind_and_plan_ahead
+
+    def timed_behind(self: BatchCommitter, tx: Any, events: Any) -> None:
+        behind(self, tx, events)
+        probe._append_end = time.perf_counter()
+
+    BatchCommitter._append_behind_and_plan_ahead = timed_behind  # type: ignore[method-assign]
     after_commit = EmbeddedGraph.after_commit
 
     def timed_after_commit(self: EmbeddedGraph) -> None:
@@ -299,6 +326,7 @@ def main() -> None:
         "peak_rss_mb": round(bench_load.peak_rss_mb()),
         "commit_ms": round(1000 * probe.commit_s / max(1, probe.batches), 2),
         "pragmas": args.pragma,
+        "page_size": sqlite3.connect(db).execute("PRAGMA page_size").fetchone()[0],
         "thread": not args.no_thread,
         "cache_limit": args.cache_limit,
         "find_nodes_rec": round(QUERIES["find_nodes"] / n, 3),
