@@ -25,6 +25,8 @@ GRAPH = Path(__file__).resolve().parent.parent / "journal_loader" / "graph"
 LOOKUPS = [
     ("embedded.sql", "find_nodes"),
     ("embedded.sql", "find_nodes_and_aliases"),
+    ("embedded.sql", "find_keyless_nodes"),
+    ("embedded.sql", "find_keyless_nodes_and_aliases"),
     ("embedded.sql", "any_alias"),
     ("embedded.sql", "find_attributes"),
     ("embedded.sql", "find_relationship"),
@@ -106,7 +108,11 @@ def test_another_alias_type_gets_its_own_index_from_its_first_run(store: Store) 
     graph.prepare()
     assert name in _attribute_indexes(store)
     graph.prepare()  # again: nothing to build
-    for file, query in [("embedded.sql", "find_nodes_and_aliases"), ("embedded.sql", "any_alias")]:
+    for file, query in [
+        ("embedded.sql", "find_nodes_and_aliases"),
+        ("embedded.sql", "find_keyless_nodes_and_aliases"),
+        ("embedded.sql", "any_alias"),
+    ]:
         sql = load_queries(GRAPH / file, store.dialect)[query].replace(
             "{alias_type}", alias_literal("aka")
         )

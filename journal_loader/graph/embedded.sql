@@ -42,6 +42,37 @@ SELECT n.id, n.external_key, n.norm_name, 1
 FROM attributes a JOIN nodes n ON n.id = a.node_id
 WHERE a.attr_type = {alias_type} AND a.norm_value = :norm_name AND n.node_type = :node_type
 
+-- name: find_keyless_nodes
+-- For an entity with a key the cache does not know: the node with its key, and the nodes of
+-- its type and name that have no key (the only ones it can match by name: Resolver._resolve).
+-- Not the keyed nodes with its name, which find_nodes reads: a keyed entity never matches
+-- them, and their number grows with the graph where names repeat (the example's companies:
+-- 15.6 a name at a million rows, each a row read, 44 us a lookup against 7.6 for a name-only
+-- type; issue 11, bench/probe_scale.py).
+SELECT id, external_key, norm_name, 0 AS via_alias
+FROM nodes
+WHERE node_type = :node_type AND norm_name = :norm_name AND external_key IS NULL
+UNION ALL
+SELECT id, external_key, norm_name, 0
+FROM nodes
+WHERE node_type = :node_type AND external_key = :external_key
+
+-- name: find_keyless_nodes_and_aliases
+-- The same, and the nodes without a key that have the name as an alias (via_alias = 1;
+-- {alias_type}: see find_nodes_and_aliases).
+SELECT id, external_key, norm_name, 0 AS via_alias
+FROM nodes
+WHERE node_type = :node_type AND norm_name = :norm_name AND external_key IS NULL
+UNION ALL
+SELECT id, external_key, norm_name, 0
+FROM nodes
+WHERE node_type = :node_type AND external_key = :external_key
+UNION ALL
+SELECT n.id, n.external_key, n.norm_name, 1
+FROM attributes a JOIN nodes n ON n.id = a.node_id
+WHERE a.attr_type = {alias_type} AND a.norm_value = :norm_name AND n.node_type = :node_type
+  AND n.external_key IS NULL
+
 -- name: any_alias
 -- (the type's partial index: see find_nodes_and_aliases)
 SELECT 1 FROM attributes WHERE attr_type = {alias_type} LIMIT 1

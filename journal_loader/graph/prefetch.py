@@ -278,8 +278,12 @@ class Prefetcher(GraphState):
                 tx, name_list, self.alias_attribute
             ):
                 aliases[(node_type, alias)][node_id] = (node_id, ext_key, node_norm)
+        created = self._new_keyed_by_name  # (empty at a batch's start, when this runs)
         for name, candidates in by_name.items():
             if name not in self._by_name:
+                if created and name in created:
+                    ids = {c[0] for c in candidates}
+                    candidates += [c for c in created[name] if c[0] not in ids]
                 self._by_name[name] = tuple(sorted(candidates))
                 found = aliases[name]
                 if found:  # none: no entry (as in Resolver._candidates)

@@ -4,7 +4,9 @@ actions; ``AmbiguousMatchError`` naming the candidates).
 The order (journal_loader/graph/embedded.py lists the rules): external key, exact normalised
 name, alias, fuzzy name for the types that have it, else a new node. Answers come from the
 caches of ``GraphState``; a miss costs one query (``GraphStore.find_nodes``: the name, the
-key and, once the graph has aliases, the aliases at once). Fuzzy candidates come from pg_trgm
+key and, once the graph has aliases, the aliases at once; for an entity with a key,
+``find_keyless_nodes``: its key and the keyless nodes of its name, the only ones it can
+match by name, see ``_keyless_candidates``). Fuzzy candidates come from pg_trgm
 where it is ready, else from an in-process trigram index of the type's names
 (``journal_loader.graph.fuzzy``); either way the score that decides is computed here.
 """
@@ -52,7 +54,14 @@ class Resolver(GraphState):
             elif node_norm == norm:
                 by_name.append((node_id, ext_key, node_norm))
         if cached is None:
-            # nodes created in this batch are in the cache already; rows are committed ones
+            # Nodes created in this batch are in the cache already (the rows are committed
+            # ones, and whatever of the batch is written), except the keyed nodes created
+            # where no entry of their name was cached (_create_node): they are added here.
+            # A row read and also in it is one candidate.
+            created = self._new_keyed_by_name.get((node_type, norm))
+            if created:
+                ids = {c[0] for c in by_name}
+                by_name += [c for c in created if c[0] not in ids]
             candidates = tuple(sorted(by_name))
             self._by_name[(node_type, norm)] = candidates
             if by_alias:  # none is what a missing entry says too (readers use .get(k, ())):
@@ -65,17 +74,61 @@ class Resolver(GraphState):
     def _keyless(self, candidate: Candidate) -> bool:
         return candidate[1] is None and candidate[0] not in self._key_of
 
+    def _keyless_candidates(
+        self, tx: Tx, node_type: str, norm: str, key: str
+    ) -> tuple[Candidates, Candidates]:
+        """For an entity with a key that ``_by_key`` does not hold: look the key up (the
+        node found goes into ``_by_key``), and return what the entity may match by name and
+        by alias if the key is nobody's: (names, aliases), of which ``_resolve`` keeps the
+        keyless ones.
+
+        Why not ``_candidates``: its entry of a name holds every node with it, keyed or not,
+        as an entity without a key needs it. An entity with a key matches only a node
+        without one, so it does not read the keyed nodes of its name, whose number grows
+        with the graph where names repeat: at a million rows of the example, 15.6 companies
+        a name and a lookup 6x slower than a name-only type's, the largest part of what
+        made the load slower as the graph grew (bench/HISTORY.md, issue 11). Where the
+        cache holds the name's entry (complete, the open batch's nodes included), it is
+        used, and only the key is looked up. Otherwise the database's keyless nodes are
+        the whole answer: a keyless node the open batch created or took an alias for has
+        its name's entry in the cache (``_create_node``, ``_add_alias`` read it first).
+        The answers are those of ``_candidates`` filtered by ``_keyless``: pinned by
+        tests/test_graph_keyless_lookup.py."""
+        name = (node_type, norm)
+        cached = self._by_name.get(name)
+        alias_type = self.alias_attribute if self._aliases_exist else None
+        if cached is not None:
+            if (node_type, key) not in self._absent_keys:
+                for node_id, ext_key, _norm, _via in self._db.find_keyless_nodes(
+                    tx, node_type, norm, key, None
+                ):
+                    if ext_key is not None:
+                        self._by_key.setdefault((node_type, ext_key), node_id)
+            return cached, self._by_alias.get(name, ())
+        names: list[Candidate] = []
+        aliases: dict[int, Candidate] = {}
+        for node_id, ext_key, node_norm, via_alias in self._db.find_keyless_nodes(
+            tx, node_type, norm, key, alias_type
+        ):
+            if ext_key is not None:
+                self._by_key.setdefault((node_type, ext_key), node_id)
+            elif via_alias:
+                aliases[node_id] = (node_id, ext_key, node_norm)
+            elif node_norm == norm:
+                names.append((node_id, ext_key, node_norm))
+        return tuple(sorted(names)), tuple(sorted(aliases.values()))
+
     def _resolve(
         self, tx: Tx, e: Entity, norm: str, role: str
     ) -> tuple[int, Action, str | None, str]:
         """(node id, action, the node's external key and normalised name as far as known)."""
         node_type = e.type
         key = e.key
-        names: Candidates | None = None
+        aliases: Candidates | None = None
         if key is not None:
             node_id = self._by_key.get((node_type, key))
             if node_id is None:
-                names = self._candidates(tx, node_type, norm, key)
+                names, aliases = self._keyless_candidates(tx, node_type, norm, key)
                 node_id = self._by_key.get((node_type, key))
             if node_id is not None:  # (the action built here: no call per entity)
                 action = Action(
@@ -86,7 +139,7 @@ class Resolver(GraphState):
                     match_reason="external_key",
                 )
                 return node_id, action, key, norm
-        if names is None:
+        else:
             names = self._candidates(tx, node_type, norm, key)
 
         # exact normalised name (with a key: only a node that has none)
@@ -109,7 +162,8 @@ class Resolver(GraphState):
             return self._adopt(e, found, 1.0, "exact_name_match", role)
 
         # alias (the nameAlias attributes)
-        aliases = self._by_alias.get((node_type, norm), ())
+        if aliases is None:
+            aliases = self._by_alias.get((node_type, norm), ())
         if key is not None and aliases:
             aliases = tuple(c for c in aliases if self._keyless(c))
         if aliases:
@@ -168,8 +222,19 @@ class Resolver(GraphState):
         undo += (new_nodes, node_id, new_nodes.get(node_id, _MISSING))
         new_nodes[node_id] = True
         name_key = (e.type, norm)
-        undo += (by_name, name_key, by_name.get(name_key, _MISSING))
-        by_name[name_key] = tuple(sorted((*candidates, (node_id, e.key, norm))))
+        node = (node_id, e.key, norm)
+        if e.key is None or name_key in by_name:
+            # the name's entry: every node with it (a keyless entity's candidates are that
+            # entry; a keyed one's are the keyless part, so the entry itself is extended)
+            known = candidates if e.key is None else by_name[name_key]
+            undo += (by_name, name_key, by_name.get(name_key, _MISSING))
+            by_name[name_key] = tuple(sorted((*known, node)))
+        else:
+            # No entry of the name, and a keyed entity's candidates are not one: the node
+            # waits here until its batch commits, for an entry read before then
+            # (_candidates adds it); committed, the database has it.
+            created = self._new_keyed_by_name
+            self._undo.set(created, name_key, (*created.get(name_key, ()), node))
         if e.key is not None:
             self._undo.set(self._by_key, (e.type, e.key), node_id)
         undo += (attrs, node_id, attrs.get(node_id, _MISSING))

@@ -169,6 +169,9 @@ class GraphState:
         self._rels: dict[tuple[int, str, int], tuple[int, float]] = {}
         self._pairs: set[tuple[int, int]] = set()  # (source, target): every rel type loaded
         self._new_nodes: dict[int, bool] = {}  # created in the open batch: nothing to look up
+        # keyed nodes the open batch created where _by_name had no entry of their name
+        # (Resolver._create_node); an entry made before the batch commits adds them
+        self._new_keyed_by_name: dict[tuple[str, str], Candidates] = {}
         self._undo = _UndoLog()
         self._buf = _Buffers()
         self._tx: Tx | None = None

@@ -189,6 +189,17 @@ class GraphStore:
             {"node_type": node_type, "norm_name": norm, "external_key": key},
         )
 
+    def find_keyless_nodes(
+        self, tx: Tx, node_type: str, norm: str, key: str, alias_type: str | None
+    ) -> list[Any]:
+        """``find_nodes`` for an entity with a key: the node with the key, and of the nodes
+        with the name (or, with ``alias_type``, the alias) only those without a key."""
+        params = {"node_type": node_type, "norm_name": norm, "external_key": key}
+        if alias_type is not None:
+            sql = self._with_alias("find_keyless_nodes_and_aliases", alias_type)
+            return tx.fetchall(sql, params)
+        return tx.fetchall(self._q["find_keyless_nodes"], params)
+
     def find_attributes(self, tx: Tx, node_id: int) -> list[Any]:
         """(id, type, value) of a node's attributes."""
         return tx.fetchall(self._q["find_attributes"], {"node_id": node_id})
