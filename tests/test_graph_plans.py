@@ -44,7 +44,14 @@ PG_LOOKUPS = [
     ("embedded.postgresql.sql", "prefetch_relationships_typed"),
 ]
 INT_PARAMS = {"id", "node_id", "source_node_id", "target_node_id", "after"}
-LIST_PARAMS = {"types": "str", "norms": "str", "key_types": "str", "keys": "str"}
+LIST_PARAMS = {
+    "types": "str",
+    "norms": "str",
+    "key_types": "str",
+    "keys": "str",
+    "keyless_types": "str",
+    "keyless_norms": "str",
+}
 
 
 def _params(sql: str) -> dict[str, Any]:

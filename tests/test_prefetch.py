@@ -22,6 +22,7 @@ from journal_loader.journal.events import ProposeSucceeded, decode
 from journal_loader.storage import Store, open_store
 from journal_loader.storage.sql import int_array_literal, text_array_literal
 from tests.support.example import EXAMPLE_CONFIG
+from tests.support.graph import rows as graph_rows
 from tests.support.loaders import write_csv
 from tests.support.mixed import debt_loads
 from tests.support.pg import PG_URL, drop_pg_schema, make_pg_schema, pg_admin_url
@@ -104,6 +105,28 @@ def test_the_example_with_and_without_prefetch(tmp_path: Path) -> None:
         _drop(with_prefetch, without)
 
 
+def _alias_load(tmp_path: Path, rows: list[list[str]]) -> tuple[Path, Path]:
+    """A file of companies (name, key, alias, city) and a config whose loader proposes
+    each, with its alias, located in its city."""
+    data = write_csv(tmp_path / "aliases.csv", ["name", "key", "alias", "city"], rows)
+    loader = tmp_path / "alias_loader.py"
+    loader.write_text("""
+from journal_loader import Entity, Loader
+
+class AliasLoader(Loader):
+    name = source_type = "aliases"
+
+    def propose(self, record, graph):
+        company = Entity(type="Company", name=record["name"], key=record["key"] or None,
+                         attributes={"nameAlias": record["alias"]} if record["alias"] else {})
+        return [graph.propose_fact(company, ("City", record["city"]), "LOCATED_IN"),
+                graph.propose_fact(("City", record["city"]), ("State", "XX"), "IN_STATE")]
+""")
+    config = tmp_path / "aliases.yaml"
+    config.write_text("loader:\n  class: alias_loader.py:AliasLoader\nsource:\n  type: aliases\n")
+    return data, config
+
+
 def test_aliases_adoption_and_ambiguity_with_and_without_prefetch(tmp_path: Path) -> None:
     """Keyless mentions before keyed ones (adoption), aliases, a name two keyed companies
     share (ambiguous: DLQ), repeats within a batch; loaded twice, so the second load finds
@@ -121,22 +144,7 @@ def test_aliases_adoption_and_ambiguity_with_and_without_prefetch(tmp_path: Path
         ["Solo", "", "", "Springfield"],
         ["SOLO", "S1", "", "Boston"],  # adopts keyless Solo
     ] * 3
-    data = write_csv(tmp_path / "aliases.csv", ["name", "key", "alias", "city"], rows)
-    loader = tmp_path / "alias_loader.py"
-    loader.write_text("""
-from journal_loader import Entity, Loader
-
-class AliasLoader(Loader):
-    name = source_type = "aliases"
-
-    def propose(self, record, graph):
-        company = Entity(type="Company", name=record["name"], key=record["key"] or None,
-                         attributes={"nameAlias": record["alias"]} if record["alias"] else {})
-        return [graph.propose_fact(company, ("City", record["city"]), "LOCATED_IN"),
-                graph.propose_fact(("City", record["city"]), ("State", "XX"), "IN_STATE")]
-""")
-    config = tmp_path / "aliases.yaml"
-    config.write_text("loader:\n  class: alias_loader.py:AliasLoader\nsource:\n  type: aliases\n")
+    data, config = _alias_load(tmp_path, rows)
     with_prefetch, without = _load_both(data, config, runs=2)  # 2nd: aliases in the database
     try:
         assert graph_snapshot(with_prefetch) == graph_snapshot(without)
@@ -147,6 +155,51 @@ class AliasLoader(Loader):
             a[2] for results in _results(with_prefetch).values() for r in results for a in r[1]
         }
         assert "alias_match" in reasons
+    finally:
+        _drop(with_prefetch, without)
+
+
+def test_names_only_keyed_entities_have_in_a_batch_with_and_without_prefetch(
+    tmp_path: Path,
+) -> None:
+    """A batch where a name is only keyed entities' reads that name's keyless nodes alone
+    (``_keyless_by_name``), not the keyed nodes of the name: they still adopt the keyless
+    node of their name or alias committed by an earlier batch, a new key still makes a new
+    node beside 12 of the same name, and a keyless mention in a later batch still finds
+    all of them (ambiguous). Batches of 250 rows (``_load_both``), loaded twice."""
+
+    def batch(rows: list[list[str]], tag: str) -> list[list[str]]:
+        fill = [[f"Filler {tag} {i}", "", "", "Springfield"] for i in range(250 - len(rows))]
+        return rows + fill
+
+    first = [["Solo Two", "", "", "Boston"], ["Gamma Holdings", "", "GAMMA", "Boston"]]
+    first += [["Dup Co", f"D{i}", "", "Springfield"] for i in range(12)]
+    second = [
+        ["SOLO TWO", "S2", "", "Springfield"],  # adopts the keyless Solo Two by name
+        ["gamma", "G1", "", "Springfield"],  # adopts Gamma Holdings by its alias
+        ["Dup Co", "D12", "", "Boston"],  # a new node: the 12 others are keyed
+        ["DUP CO", "D3", "", "Boston"],  # its key
+        ["Dup Co", "D13", "", "Boston"],
+        ["dup co", "D12", "", "Springfield"],  # the batch's own new key
+    ]
+    third = [["dup co", "", "", "Boston"], ["Solo Two", "", "", "Boston"]]
+    rows = batch(first, "a") + batch(second, "b") + batch(third, "c")
+    data, config = _alias_load(tmp_path, rows)
+    with_prefetch, without = _load_both(data, config, runs=2)
+    try:
+        assert graph_snapshot(with_prefetch) == graph_snapshot(without)
+        assert _results(with_prefetch) == _results(without)
+        assert dlq_snapshot(with_prefetch) == dlq_snapshot(without)
+        companies = graph_rows(
+            without,
+            "SELECT name, external_key FROM nodes WHERE node_type = 'Company'"
+            " AND name NOT LIKE 'Filler%'",
+        )
+        assert sorted(companies) == sorted(
+            [("Dup Co", f"D{i}") for i in range(14)]
+            + [("Gamma Holdings", "G1"), ("Solo Two", "S2")]
+        )
+        assert {r[4] for r in dlq_snapshot(without)} == {"AmbiguousMatchError"}
     finally:
         _drop(with_prefetch, without)
 

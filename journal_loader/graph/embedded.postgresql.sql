@@ -27,6 +27,17 @@ CROSS JOIN LATERAL (
   SELECT n.id, n.external_key, n.norm_name, n.node_type FROM nodes n
   WHERE n.node_type = q.node_type AND n.external_key = q.external_key OFFSET 0
 ) AS n
+UNION ALL
+-- the names only entities with a key have in the batch: their keyless nodes (2), the only
+-- ones such an entity can match by name (find_keyless_nodes in embedded.sql says why)
+SELECT n.id, n.external_key, n.norm_name, n.node_type, 2
+FROM unnest(CAST(:keyless_types AS text[]), CAST(:keyless_norms AS text[]))
+  AS q(node_type, norm_name)
+CROSS JOIN LATERAL (
+  SELECT n.id, n.external_key, n.norm_name, n.node_type FROM nodes n
+  WHERE n.node_type = q.node_type AND n.norm_name = q.norm_name AND n.external_key IS NULL
+  OFFSET 0
+) AS n
 
 -- name: prefetch_aliases
 -- Index lookups per name, as prefetch_nodes (why there), in the alias type's partial index

@@ -294,6 +294,8 @@ class EmbeddedGraph(Prefetcher, RowBuilder, GraphTarget, ProposeClient):
         self._undo.entries.clear()
         self._new_nodes.clear()
         self._new_keyed_by_name.clear()  # committed: a lookup finds them
+        self._keyless_by_name.clear()  # the batch's (Prefetcher)
+        self._keyless_aliases.clear()
         self._tx = None
         if self._pg_trgm:
             # committed: the database's trigram index finds them from now on
@@ -317,6 +319,8 @@ class EmbeddedGraph(Prefetcher, RowBuilder, GraphTarget, ProposeClient):
         self._drop_pending_fuzzy(0)
         self._new_nodes.clear()
         self._new_keyed_by_name.clear()
+        self._keyless_by_name.clear()
+        self._keyless_aliases.clear()
         self._rec = None
         self._tx = None
         # A rollback may come from another runner's commit (a unique key it took first):

@@ -138,28 +138,39 @@ class Prefetcher(GraphState):
         """The prefetch of a batch's distinct identities (type, normalised name, key), each
         with the attributes given to it, and of its relationships between them."""
         by_name, by_key, absent = self._by_name, self._by_key, self._absent_keys
-        names = {(t, n) for t, n, _k in idents if (t, n) not in by_name}
+        # A name's whole entry for the keyless entities; for a name only keyed entities
+        # have, its keyless nodes (what Resolver._keyless_candidates reads), and none for a
+        # keyed entity whose key is known to exist (it resolves by the key).
+        names = {(t, n) for t, n, k in idents if k is None and (t, n) not in by_name}
+        keyless_names = {
+            (t, n)
+            for t, n, k in idents
+            if isinstance(k, str) and (t, k) not in by_key and (t, n) not in by_name
+        } - names
         keys = {
             (t, k)
             for t, _n, k in idents
             if isinstance(k, str) and (t, k) not in by_key and (t, k) not in absent
         }
-        if names or keys:
-            self._prefetch_nodes(tx, names, keys)
+        if names or keys or keyless_names:
+            self._prefetch_nodes(tx, names, keys, keyless_names)
         # phase 1: lock what may be created, then look it up again
-        new_names, new_keys = self._unresolved(idents)
-        if new_names or new_keys:
+        new_names, new_keyless_names, new_keys = self._unresolved(idents)
+        if new_names or new_keyless_names or new_keys:
             tx.advisory_xact_lock(
                 "graph-entities",
-                [f"name:{t}:{n}" for t, n in new_names] + [f"key:{t}:{k}" for t, k in new_keys],
+                [f"name:{t}:{n}" for t, n in new_names | new_keyless_names]
+                + [f"key:{t}:{k}" for t, k in new_keys],
             )
-            for name in new_names:
+            for name in new_names | new_keyless_names:
                 self._by_name.pop(name, None)
                 self._by_alias.pop(name, None)
+                self._keyless_by_name.pop(name, None)
+                self._keyless_aliases.pop(name, None)
             for key in new_keys:
                 self._by_key.pop(key, None)
                 self._absent_keys.discard(key)
-            self._prefetch_nodes(tx, new_names, new_keys)
+            self._prefetch_nodes(tx, new_names, new_keys, new_keyless_names)
         known = {ident: self._known_node(*ident) for ident in idents}
         attrs = self._attrs
         wanted = {known[i] for i, given in idents.items() if given} - {None} - set(attrs)
@@ -204,22 +215,26 @@ class Prefetcher(GraphState):
 
     def _unresolved(
         self, idents: dict[Identity, list[dict[str, Any]]]
-    ) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    ) -> tuple[set[tuple[str, str]], set[tuple[str, str]], set[tuple[str, str]]]:
         """The identities a batch may create or change: a keyed entity whose key no committed
         node has (it creates a node, or gives its key to a keyless one), a keyless entity
-        that does not match exactly one node by name (it creates one, or is ambiguous)."""
+        that does not match exactly one node by name (it creates one, or is ambiguous).
+        (names, the names of the keyed ones alone: their keyless nodes are read again, keys)"""
         names: set[tuple[str, str]] = set()
+        keyed_names: set[tuple[str, str]] = set()
         keys: set[tuple[str, str]] = set()
         for node_type, norm, key in idents:
             if isinstance(key, str):
                 if (node_type, key) not in self._by_key:
                     keys.add((node_type, key))
-                    names.add((node_type, norm))
+                    keyed_names.add((node_type, norm))
             else:
                 candidates = self._by_name.get((node_type, norm))
                 if candidates is None or len(candidates) != 1:
                     names.add((node_type, norm))
-        return names, keys
+        # a name a keyless entity of the batch also has is read whole (locked all the same)
+        whole = keyed_names & {(t, n) for t, n, k in idents if k is None}
+        return names | whole, keyed_names - whole, keys
 
     def _prefetch_attributes(self, tx: Tx, ids: list[int], *, refresh: bool = False) -> None:
         if not ids:
@@ -259,13 +274,25 @@ class Prefetcher(GraphState):
         self._pairs.update(pairs)  # every relationship between them is known now
 
     def _prefetch_nodes(
-        self, tx: Tx, names: set[tuple[str, str]], keys: set[tuple[str, str]]
+        self,
+        tx: Tx,
+        names: set[tuple[str, str]],
+        keys: set[tuple[str, str]],
+        keyless_names: set[tuple[str, str]] | None = None,
     ) -> None:
+        """Read the entries of ``names`` (every node with the name) into ``_by_name``, the
+        nodes with ``keys`` into ``_by_key`` (the others into ``_absent_keys``), and the
+        keyless nodes of ``keyless_names`` into the batch's ``_keyless_by_name``."""
+        keyless_names = keyless_names or set()
         by_name: dict[tuple[str, str], list[Candidate]] = {n: [] for n in names}
+        keyless: dict[tuple[str, str], list[Candidate]] = {n: [] for n in keyless_names}
         found_keys: set[tuple[str, str]] = set()
         name_list, key_list = sorted(names), sorted(keys)
-        rows = self._db.prefetch_nodes(tx, name_list, key_list)
-        for node_id, ext_key, node_norm, node_type, _via in rows:
+        rows = self._db.prefetch_nodes(tx, name_list, key_list, sorted(keyless_names))
+        for node_id, ext_key, node_norm, node_type, block in rows:
+            if block == 2:  # a keyless node of a name of keyless_names
+                keyless[(node_type, node_norm)].append((node_id, ext_key, node_norm))
+                continue
             if ext_key is not None:
                 self._by_key.setdefault((node_type, ext_key), node_id)
                 found_keys.add((node_type, ext_key))
@@ -273,11 +300,23 @@ class Prefetcher(GraphState):
             if bucket is not None and all(c[0] != node_id for c in bucket):
                 bucket.append((node_id, ext_key, node_norm))
         aliases: dict[tuple[str, str], dict[int, Candidate]] = {n: {} for n in names}
-        if self._aliases_exist and name_list:
+        keyless_aliases: dict[tuple[str, str], dict[int, Candidate]] = {
+            n: {} for n in keyless_names
+        }
+        if self._aliases_exist and (name_list or keyless_names):
             for node_id, ext_key, node_norm, node_type, alias in self._db.prefetch_aliases(
-                tx, name_list, self.alias_attribute
+                tx, sorted(names | keyless_names), self.alias_attribute
             ):
-                aliases[(node_type, alias)][node_id] = (node_id, ext_key, node_norm)
+                found = aliases.get((node_type, alias))
+                if found is not None:
+                    found[node_id] = (node_id, ext_key, node_norm)
+                elif ext_key is None:  # a keyed entity adopts only a keyless node
+                    keyless_aliases[(node_type, alias)][node_id] = (node_id, ext_key, node_norm)
+        for name, candidates in keyless.items():  # committed rows: no undo needed
+            self._keyless_by_name[name] = tuple(sorted(candidates))
+            found = keyless_aliases[name]
+            if found:
+                self._keyless_aliases[name] = tuple(sorted(found.values()))
         created = self._new_keyed_by_name  # (empty at a batch's start, when this runs)
         for name, candidates in by_name.items():
             if name not in self._by_name:
@@ -297,6 +336,8 @@ class Prefetcher(GraphState):
             if node_id is not None or (node_type, key) not in self._absent_keys:
                 return node_id
         candidates = self._by_name.get((node_type, norm))
+        if candidates is None and key is not None:
+            candidates = self._keyless_by_name.get((node_type, norm))
         if candidates and len(candidates) == 1 and (key is None or candidates[0][1] is None):
             return candidates[0][0]
         return None

@@ -96,15 +96,19 @@ class Resolver(GraphState):
         tests/test_graph_keyless_lookup.py."""
         name = (node_type, norm)
         cached = self._by_name.get(name)
-        alias_type = self.alias_attribute if self._aliases_exist else None
-        if cached is not None:
-            if (node_type, key) not in self._absent_keys:
+        # else what the batch's prefetch read for the name (PostgreSQL), its keyless nodes
+        keyless = self._keyless_by_name.get(name) if cached is None else None
+        if cached is not None or keyless is not None:
+            if (node_type, key) not in self._absent_keys:  # (the prefetch looked it up)
                 for node_id, ext_key, _norm, _via in self._db.find_keyless_nodes(
                     tx, node_type, norm, key, None
                 ):
                     if ext_key is not None:
                         self._by_key.setdefault((node_type, ext_key), node_id)
-            return cached, self._by_alias.get(name, ())
+            if cached is not None:
+                return cached, self._by_alias.get(name, ())
+            return keyless, self._keyless_aliases.get(name, ())  # type: ignore[return-value]
+        alias_type = self.alias_attribute if self._aliases_exist else None
         names: list[Candidate] = []
         aliases: dict[int, Candidate] = {}
         for node_id, ext_key, node_norm, via_alias in self._db.find_keyless_nodes(

@@ -172,6 +172,11 @@ class GraphState:
         # keyed nodes the open batch created where _by_name had no entry of their name
         # (Resolver._create_node); an entry made before the batch commits adds them
         self._new_keyed_by_name: dict[tuple[str, str], Candidates] = {}
+        # For the open batch (PostgreSQL's prefetch): the keyless nodes of a name only
+        # entities with a key have in it, and those with it as an alias; committed rows
+        # read at the batch's start (Prefetcher._prefetch_nodes, Resolver._keyless_candidates)
+        self._keyless_by_name: dict[tuple[str, str], Candidates] = {}
+        self._keyless_aliases: dict[tuple[str, str], Candidates] = {}
         self._undo = _UndoLog()
         self._buf = _Buffers()
         self._tx: Tx | None = None

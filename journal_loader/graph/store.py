@@ -284,10 +284,16 @@ class GraphStore:
 
     # --- a batch's lookups in bulk (PostgreSQL) ------------------------------------------------
     def prefetch_nodes(
-        self, tx: Tx, names: list[tuple[str, str]], keys: list[tuple[str, str]]
+        self,
+        tx: Tx,
+        names: list[tuple[str, str]],
+        keys: list[tuple[str, str]],
+        keyless_names: list[tuple[str, str]] | None = None,
     ) -> list[Any]:
         """(id, external key, normalised name, type, 0) of the nodes with these (type, name)
-        and (type, key) pairs."""
+        and (type, key) pairs, and (..., 2) of the keyless nodes with the (type, name) pairs
+        of ``keyless_names``."""
+        keyless_names = keyless_names or []
         return tx.fetchall(
             self._q["prefetch_nodes"],
             {
@@ -295,6 +301,8 @@ class GraphStore:
                 "norms": text_array_literal([n[1] for n in names]),
                 "key_types": text_array_literal([k[0] for k in keys]),
                 "keys": text_array_literal([k[1] for k in keys]),
+                "keyless_types": text_array_literal([n[0] for n in keyless_names]),
+                "keyless_norms": text_array_literal([n[1] for n in keyless_names]),
             },
         )
 
