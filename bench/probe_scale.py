@@ -2,7 +2,7 @@
 
     python bench/probe_scale.py --rows 300000 [--batch 1000] [--every 20]
         [--pragma wal_autocheckpoint=10000 ...] [--no-thread] [--cache-limit N]
-        [--dirty-every K] [--tracemalloc]
+        [--dirty-every K] [--tracemalloc] [--page-size BYTES]
         [--base-db big.db --file more.csv]     # steady state: more rows onto a copy
 
 One SQLite load of the example loader with the embedded graph, in this process; every
@@ -16,7 +16,8 @@ thread's CPU per record: without the checkpointer thread's).
 
 ``--dirty-every K``: the run's own checkpoints off, a checkpoint after each batch from this
 probe, and every K batches the pages that batch wrote to the WAL, by table and index
-(``dbstat``). ``--base-db``: start from a copy of a database a longer load left
+(``dbstat``). ``--page-size``: a new database with that page size (fixed by its first write).
+``--base-db``: start from a copy of a database a longer load left
 (``--keep``), to compare settings at one size in seconds rather than minutes (copied 4 KiB
 at a time: a bulk copy leaves the file in large page-cache folios, and each 4 KiB page
 SQLite then writes dirties a whole folio). ``--tracemalloc``: at the end, the top
