@@ -213,9 +213,33 @@ def test_two_workers_load_four_sources_like_a_sequential_load(
     wait_for(
         "both workers", lambda: s.rows("SELECT count(*) FROM procrastinate_workers")[0][0] == 2
     )
-    out = submit(s.url, a, a2, a1)  # named out of order: submit queues by version
-    assert out.index("20250101") < out.index("20250401")
-    submit(s.url, b, data / "b")
+    # The types must be seen running at once, whatever the machine's speed. Without a gate,
+    # an 800-row quarter loads in under half a second on a fast machine, so registry_a's two
+    # jobs could end before the second `submit` process had even queued registry_b's
+    # (a failure seen once in a parallel run of the slow suite; a `time.sleep(3)` between
+    # the two submits made it fail every time). So the journal is locked until one job of
+    # each type is running and both runs wait at their first journal write: they then go
+    # on together. A fleet that ran one job at a time (a lock shared by
+    # the types) never gets there: wait_for fails.
+    with psycopg.connect(s.libpq()) as gate:
+        gate.execute("LOCK TABLE journal IN EXCLUSIVE MODE")  # reads go on, writes wait
+        out = submit(s.url, a, a2, a1)  # named out of order: submit queues by version
+        assert out.index("20250101") < out.index("20250401")
+        submit(s.url, b, data / "b")
+        wait_for(
+            "a job of each type running at once",
+            lambda: sorted(j[4].split("/")[-2] for j in s.jobs() if j[1] == "doing") == ["a", "b"],
+        )
+        wait_for(  # both runs at their first journal write, waiting for the gate
+            "two runs waiting to write",
+            lambda: (
+                s.rows(
+                    "SELECT count(*) FROM pg_locks "
+                    "WHERE relation = 'journal'::regclass AND NOT granted"
+                )[0][0]
+                == 2
+            ),
+        )
     wait_for("four jobs done", lambda: all(j[1] != "todo" and j[1] != "doing" for j in s.jobs()))
     for w in workers:
         os.kill(w.proc.pid, signal.SIGTERM)
