@@ -18,6 +18,9 @@ from journal_loader.journal import parsed as parsed_module
 from journal_loader.journal.events import RecordParsed, RunStarted, decode, encode
 from journal_loader.journal.parsed import Resolver, ShapeCache, TextContext, UnresolvableRecord
 from journal_loader.journal.queries import events_after, record_events
+from journal_loader.sources.options import ReaderOptions
+from journal_loader.sources.readers import open_reader
+from journal_loader.sources.records import RawRecord
 from journal_loader.storage import open_store
 from tests.support.audit import cli_json
 from tests.support.example import EXAMPLE_CONFIG, EXAMPLE_DATA
@@ -161,6 +164,99 @@ def test_fields_of_one_line_equal_a_new_readers(
     for text in texts:
         line = text + ending
         assert context.fields(line) == _new_readers_fields(context, line), repr(line)
+
+
+def _read(
+    tmp: Path, body: bytes, header: list[str], dialect: tuple[str, str], encoding: str = "utf-8"
+) -> tuple[RunStarted, list[RawRecord]]:
+    """The file's records as the run reads them, and the RunStarted it would journal."""
+    delimiter, quotechar = dialect
+    path = tmp / "f.csv"
+    path.write_bytes(_line(header, delimiter, quotechar) + body)
+    options = ReaderOptions(delimiter=delimiter, quotechar=quotechar, encoding=encoding)
+    with open_reader(str(path), options) as reader:
+        records = list(reader)
+        started = _started(list(reader.header), delimiter, quotechar)
+        started = msgspec.structs.replace(
+            started, reader=reader.options.journaled(format=reader.format, gzipped=False)
+        )
+    return started, records
+
+
+# Whole files: any text at all (quotes, delimiters, CR, LF, CRLF inside and between fields,
+# NUL, bytes that are not UTF-8) among well-formed lines.
+file_text = st.lists(
+    st.text(alphabet=[",", ";", '"', "'", "a", "é", " ", "\r", "\n", "\x00"], max_size=12).map(
+        str.encode
+    )
+    | st.lists(st.sampled_from(["a", "", '"a,b"', '"a""b"', "'x'", " ", '"a\nb"', '"c\rd"']))
+    .map(",".join)
+    .map(str.encode)
+    | st.sampled_from([b"\xff,a", b"a,\xe9", b"\r", b"\r\n"]),
+    max_size=10,
+).map(lambda parts: b"\n".join(parts))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    body=file_text,
+    width=st.integers(1, 3),
+    dialect=st.sampled_from([(",", '"'), (";", "'"), (",", "'")]),
+    ending=st.sampled_from([b"", b"\n", b"\r\n"]),
+)
+def test_the_readers_fields_are_the_split_of_the_text_and_change_no_event(
+    tmp_path_factory: pytest.TempPathFactory,
+    body: bytes,
+    width: int,
+    dialect: tuple[str, str],
+    ending: bytes,
+) -> None:
+    """``RawRecord.fields`` (the reader's split, kept so that RecordParsed need not split the
+    text again) is exactly what TextContext.fields makes of the record's text, wherever the
+    reader keeps it; it keeps it for every record that is one line of UTF-8 without a CR
+    before its end; and the events built with it are the events built without it, byte for
+    byte (journal/parsed.py, sources/csv_decoder.py)."""
+    started, records = _read(
+        tmp_path_factory.mktemp("r"), body + ending, [f"c{i}" for i in range(width)], dialect
+    )
+    context = TextContext.of(started)
+    assert context is not None
+    with_fields, without = ShapeCache(context), ShapeCache(context)
+    for rec in records:
+        if rec.data is None:
+            assert rec.fields is None
+            continue
+        try:
+            text: str | None = rec.raw.decode()
+        except UnicodeDecodeError:
+            text = None
+        split = None if text is None else context.fields(text)
+        if rec.fields is not None:
+            assert rec.fields == split, rec
+        body = text or ""  # without its terminator, as TextContext.fields sees it
+        body = body[:-2] if body.endswith("\r\n") else body.removesuffix("\n")
+        one_line = text is not None and "\r" not in body and "\n" not in body
+        assert (rec.fields is not None) == one_line, rec
+        record = dict(rec.data)
+        args = (rec.offset, rec.line, rec.byte_start, rec.byte_end, rec.raw, record)
+        assert encode(with_fields.event(*args, rec.fields)) == encode(without.event(*args))
+
+
+def test_the_reader_keeps_no_fields_for_another_encoding(tmp_path: Path) -> None:
+    """Latin-1 text: RecordParsed reads raw bytes as UTF-8, so the reader's split of the
+    Latin-1 text is not the record's split there; the record is journaled whole."""
+    started, records = _read(
+        tmp_path, "\u00e9t\u00e9,b\n".encode("latin-1"), ["a", "b"], (",", '"'), "latin-1"
+    )
+    assert [r.data for r in records] == [{"a": "\u00e9t\u00e9", "b": "b"}]
+    assert records[0].fields is None
+    context = TextContext.of(started)
+    assert context is not None
+    rec = records[0]
+    event = ShapeCache(context).event(
+        0, 2, rec.byte_start, rec.byte_end, rec.raw, dict(rec.data or {})
+    )
+    assert event.record == {"a": "\u00e9t\u00e9", "b": "b"} and event.fields is None
 
 
 def test_a_batch_of_the_example_keeps_one_record_whole() -> None:

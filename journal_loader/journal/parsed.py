@@ -175,12 +175,16 @@ class ShapeCache:
         byte_end: int,
         raw: bytes,
         record: dict[str, Any],
+        fields: list[str] | None = None,
     ) -> RecordParsed:
-        try:
-            text = raw.decode()
-        except UnicodeDecodeError:
-            text = None
-        fields = None if text is None else self.context.fields(text)
+        """``fields``: the reader's split of ``raw``, when it is exactly this context's
+        (``RawRecord.fields``); otherwise the text is split here."""
+        if fields is None:
+            try:
+                text = raw.decode()
+            except UnicodeDecodeError:
+                text = None
+            fields = None if text is None else self.context.fields(text)
         if fields is None:
             return RecordParsed(
                 line=line, byte_start=byte_start, byte_end=byte_end, raw=raw, record=record

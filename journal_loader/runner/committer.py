@@ -527,7 +527,9 @@ class BatchCommitter:
         if out is not self._shapes_of:  # a new attempt of a batch: its own shapes
             shapes.reset()
             self._shapes_of = out
-        return shapes.event(rec.offset, rec.line, rec.byte_start, rec.byte_end, rec.raw, parsed)
+        return shapes.event(
+            rec.offset, rec.line, rec.byte_start, rec.byte_end, rec.raw, parsed, rec.fields
+        )
 
     def propose_record(
         self,

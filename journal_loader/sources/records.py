@@ -22,6 +22,13 @@ class RawRecord:
     bytes. ``data`` is ``{header: value}`` (CSV) or the decoded object (JSONL), or ``None`` when
     the record could not be decoded: then ``error`` says why (prefixed with the line and byte)
     and ``error_type`` is a short machine code (see the ``readers`` module docstring).
+
+    ``fields``: the CSV fields the reader split the record into, kept only where they are
+    exactly what ``TextContext.fields`` (journal/parsed.py) makes of ``raw.decode()``: one
+    line of UTF-8 with no CR before its terminator (``CsvDecoder.records`` says why). A
+    ``RecordParsed`` of version 3 then compares the record with them instead of splitting
+    its text a second time. ``None`` anywhere else (JSON Lines, a quoted line break, another
+    encoding, a read error, a DLQ retry); a record is journaled the same either way.
     """
 
     offset: int
@@ -32,6 +39,7 @@ class RawRecord:
     data: dict[str, Any] | None
     error: str | None = None
     error_type: str | None = None
+    fields: list[str] | None = None
 
 
 class ResumePoint(NamedTuple):
