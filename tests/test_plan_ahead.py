@@ -15,7 +15,12 @@ What must hold, and is pinned here on both backends:
 * an error the loader raises while the next batch is planned is that batch's: the batch
   being committed commits, and the run fails at the next one, as without planning ahead;
 * crash anywhere, rerun: tests/test_crash.py kills runs at every boundary, with a batch
-  planned ahead in memory.
+  planned ahead in memory;
+* SQLite COMMITs behind (``Tx.commit_behind``: the journal's rows, the fault point, the
+  lock check and COMMIT in one thread while the next batch is planned): the same load as
+  committing in the run's thread; a COMMIT that fails in SQLite rolls its batch back and
+  the load ends the same; a batch committed behind while the run's thread raises stays
+  committed, its chain whole.
 """
 
 from __future__ import annotations
@@ -32,9 +37,10 @@ import msgspec
 import pytest
 from sqlalchemy import text
 
-from journal_loader import run
+from journal_loader import faults, run
 from journal_loader.errors import TransientError, UsageError
 from journal_loader.runner.committer import BatchCommitter
+from journal_loader.runner.lease import Lease
 from journal_loader.storage import Store, open_store
 from journal_loader.storage import sqlite as sqlite_backend
 from journal_loader.storage.sqlite import SQLiteTx
@@ -316,3 +322,168 @@ def test_a_sqlite_library_without_the_json_operators_inserts_by_executemany_and_
     finally:
         for s in stores:
             s.dispose()
+
+
+# --- SQLite commits behind: COMMIT in the thread that inserts the journal's rows ----------
+class Commits:
+    """The threads SQLite's COMMITs behind ran in (``SQLiteTx._commit_in_thread``); with
+    ``sabotage``, the n-th of them first leaves a row that breaks a foreign key, checked at
+    COMMIT (``PRAGMA defer_foreign_keys``): that COMMIT fails in SQLite itself."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, sabotage: int = 0) -> None:
+        self.threads: list[str] = []
+        self.failed: list[str] = []
+        self.steps: list[tuple[str, str]] = []  # (lock check | before_commit | COMMIT, thread)
+        commit, check_lock = SQLiteTx._commit_in_thread, Lease.check_lock
+
+        def checked(lease: Lease) -> None:
+            self.steps.append(("lock check", threading.current_thread().name))
+            check_lock(lease)
+
+        def boundary(n: int) -> None:
+            self.steps.append(("before_commit", threading.current_thread().name))
+
+        monkeypatch.setattr(Lease, "check_lock", checked)
+        # (this test's own callbacks, dropped with the monkeypatch)
+        monkeypatch.setattr(faults, "_callbacks", {})
+        monkeypatch.setattr(faults, "_counts", {})
+        faults.on("before_commit", boundary)
+
+        def counted(tx: SQLiteTx) -> None:
+            self.threads.append(threading.current_thread().name)
+            self.steps.append(("COMMIT", threading.current_thread().name))
+            if len(self.threads) == sabotage:
+                cur = tx.cursor
+                cur.execute("PRAGMA defer_foreign_keys = ON")
+                cur.execute(
+                    "INSERT INTO attributes (id, node_id, attr_type, value, norm_value, "
+                    "created_at) VALUES (1000000000, 1000000000, 'orphan', 'x', 'x', 0)"
+                )
+                try:
+                    commit(tx)
+                except Exception as e:
+                    self.failed.append(str(e))
+                    raise
+                raise AssertionError("a COMMIT with a broken foreign key succeeded")
+            commit(tx)
+
+        monkeypatch.setattr(SQLiteTx, "_commit_in_thread", counted)
+
+
+def _sqlite_pair(tmp_path: Path) -> tuple[Store, Store]:
+    return (
+        open_store(f"sqlite:///{tmp_path / 'behind.db'}"),
+        open_store(f"sqlite:///{tmp_path / 'here.db'}"),
+    )
+
+
+def test_sqlite_commits_behind_what_it_commits_in_the_runs_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's COMMIT in the thread that inserts its journal rows, while the next batch
+    is planned: the same graph, answers, DLQ, journal and counts as committing in the run's
+    thread, and every batch planned ahead committed behind (BatchCommitter.
+    _append_behind_and_plan_ahead)."""
+    data, config = _mixed(tmp_path)
+    behind, here = _sqlite_pair(tmp_path)
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(SQLiteTx, "commits_behind", False)
+            commits = Commits(m)
+            counted = _load(here, data, config)
+            assert commits.threads == []
+        plans = Plans(monkeypatch)
+        commits = Commits(monkeypatch)
+        assert _load(behind, data, config) == counted
+        assert plans.ahead > 5 and len(commits.threads) == plans.ahead, (plans.ahead, commits)
+        assert threading.main_thread().name not in commits.threads
+        # each COMMIT behind comes after the fault point and the lock check, in its thread
+        # (a run that lost its lock must not commit: Lease.check_lock)
+        for i, step in enumerate(commits.steps):
+            if step[0] == "COMMIT":
+                assert commits.steps[i - 2 : i] == [
+                    ("before_commit", step[1]),
+                    ("lock check", step[1]),
+                ], commits.steps[max(0, i - 3) : i + 1]
+        _same(behind, here)
+    finally:
+        behind.dispose()
+        here.dispose()
+
+
+def test_a_commit_that_fails_behind_rolls_its_batch_back_and_the_load_ends_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The third COMMIT behind fails in SQLite (a deferred foreign key): its batch rolls back
+    whole, the row that broke the key with it, and is done again; the load ends as one that
+    commits in the run's thread, every outcome counted once."""
+    data, config = _mixed(tmp_path)
+    behind, here = _sqlite_pair(tmp_path)
+    try:
+        commits = Commits(monkeypatch, sabotage=3)
+        counted = _load(behind, data, config)
+        assert len(commits.failed) == 1 and "FOREIGN KEY" in commits.failed[0], commits.failed
+        monkeypatch.undo()
+        monkeypatch.setattr(SQLiteTx, "commits_behind", False)
+        assert _load(here, data, config) == counted
+        _same(behind, here)
+        with behind.read() as conn:
+            assert not conn.execute(
+                text("SELECT count(*) FROM attributes WHERE attr_type = 'orphan'")
+            ).scalar()
+    finally:
+        behind.dispose()
+        here.dispose()
+
+
+class Halt(BaseException):
+    """Not an Exception: the planning ahead does not keep it for its batch."""
+
+
+class HaltsAtTwenty(PairLoader):
+    """Raises Halt at the 21st record: in the third batch of 8, planned while the second
+    one is committed behind."""
+
+    def parse(self, raw: Mapping[str, Any]) -> dict[str, Any] | None:
+        if raw["name"] == "Company 20" and not getattr(self, "go_on", False):
+            raise Halt
+        return super().parse(raw)
+
+
+class GoesOn(HaltsAtTwenty):
+    go_on = True
+
+
+def test_a_batch_committed_behind_stays_committed_when_the_runs_thread_raises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's thread raises while the second batch's COMMIT runs behind: that COMMIT
+    ends, and the batch is committed, journaled and counted as such. The journal's chain
+    holds (``verify``: the run's last events are chained after the batch), and a rerun
+    resumes after it and ends as one clean load."""
+    from journal_loader.audit.verify import verify
+
+    rows = [[f"Company {i}", "X"] for i in range(30)]
+    path = write_csv(tmp_path / "p.csv", ["name", "city"], rows)
+    url, clean_url = (f"sqlite:///{tmp_path / n}" for n in ("halted.db", "clean.db"))
+    commits = Commits(monkeypatch)
+    with pytest.raises(Halt):
+        run(HaltsAtTwenty, path, db=url, batch_size=8)
+    assert len(commits.threads) == 1  # the second batch's, behind
+    store = open_store(url)
+    try:
+        assert verify(store).ok
+        assert sources_snapshot(store)[0][4] == 16  # both batches' records, committed
+        report = run(GoesOn, path, db=url, batch_size=8)
+        assert report.status == "completed", report.message
+        assert report.statistics.total_processed == 14  # resumed after the second batch
+        assert verify(store).ok
+        assert run(GoesOn, path, db=clean_url, batch_size=8).status == "completed"
+        clean = open_store(clean_url)
+        try:
+            assert graph_snapshot(store) == graph_snapshot(clean)
+            assert _payloads(store) == _payloads(clean)
+        finally:
+            clean.dispose()
+    finally:
+        store.dispose()

@@ -176,6 +176,8 @@ class Tx(ABC):
     #: ``journal_insert``) or by COPY (PostgreSQL), yes: see
     #: ``BatchCommitter._append_behind_and_plan_ahead``.
     appends_behind = False
+    #: ... and can such a write end with the transaction's COMMIT (``commit_behind``)?
+    commits_behind = False
 
     def __init__(self, store: Store, conn: Connection) -> None:
         self.store = store
@@ -187,6 +189,10 @@ class Tx(ABC):
         self._savepoint_seq = 0
         self._behind: _WriteBehind | None = None
         self._behind_error: BaseException | None = None
+        #: ``commit_behind`` was called: the COMMIT is the write behind's (caller's thread)
+        self.commit_handed_behind = False
+        #: that COMMIT succeeded (set in the write's thread; read once it is joined)
+        self.committed_behind = False
 
     @property
     def conn(self) -> Connection:
@@ -240,6 +246,30 @@ class Tx(ABC):
             return True
         self._behind = _WriteBehind(write)
         return True
+
+    def commit_behind(self, write: Callable[[], None]) -> None:
+        """Run ``write`` (a batch's journal rows, then the last checks before COMMIT), then
+        COMMIT, in a thread, while the caller goes on without the transaction
+        (``commits_behind``; see BatchCommitter._append_behind_and_plan_ahead for why and
+        what pins it). The transaction is then over: the store's ``transaction()`` waits for
+        the thread at its end and raises its error (nothing committed: COMMIT is the write's
+        last step), and its own COMMIT finds nothing left to commit. ``committed_behind``
+        says, once the thread is joined, whether this COMMIT succeeded."""
+        if not self.commits_behind:
+            raise TypeError(f"{type(self).__name__} does not commit behind")
+
+        def write_and_commit() -> None:
+            write()
+            self._commit_in_thread()
+            self.committed_behind = True
+
+        self.commit_handed_behind = True
+        if not self.write_behind(write_and_commit, append=True):
+            self.join_behind()
+            self.write_behind(write_and_commit, append=True)
+
+    def _commit_in_thread(self) -> None:
+        raise NotImplementedError
 
     def join_behind(self) -> None:
         """Wait for the write started by ``write_behind``; raise its error (again and again:

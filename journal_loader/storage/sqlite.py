@@ -121,10 +121,23 @@ class SQLiteTx(Tx):
     # (BatchCommitter._append_behind_and_plan_ahead). The graph's rows, by executemany,
     # are not written behind: executemany takes the GIL back for every row.
     appends_behind = _ONE_STATEMENT_JOURNAL
+    # ... and COMMIT after it, in that thread: the COMMIT (the batch's pages into the WAL,
+    # its checksums and its sync) also runs without the GIL (commit_behind).
+    commits_behind = _ONE_STATEMENT_JOURNAL
 
     def __init__(self, store: SQLiteStore, conn: Connection) -> None:
         super().__init__(store, conn)
         self._next_id: dict[str, int] = {}
+
+    def _commit_in_thread(self) -> None:
+        # isolation_level is None (we BEGIN ourselves): after this, the sqlite3 connection
+        # has no open transaction, so SQLAlchemy's COMMIT at the end of the store's
+        # transaction() is a no-op (sqlite3's commit() without a transaction does nothing),
+        # and a ROLLBACK after a failed COMMIT rolls back what is still open.
+        try:
+            self.cursor.execute("COMMIT")
+        except DB_ERRORS as e:
+            raise classify(e, where=self.store.display_url) from e
 
     def journal_insert(self, rows: JournalAppend) -> Callable[[], None]:
         """One ``INSERT ... SELECT ... FROM json_each`` (``_INSERT_JOURNAL``) for the batch,
