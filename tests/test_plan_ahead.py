@@ -29,6 +29,7 @@ import gzip
 import io
 import re
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,13 +40,18 @@ from sqlalchemy import text
 
 from journal_loader import faults, run
 from journal_loader.errors import TransientError, UsageError
+from journal_loader.graph.embedded import EmbeddedGraph
+from journal_loader.graph.store import GraphStore
 from journal_loader.runner.committer import BatchCommitter
 from journal_loader.runner.lease import Lease
 from journal_loader.storage import Store, open_store
 from journal_loader.storage import sqlite as sqlite_backend
+from journal_loader.storage.base import Tx
+from journal_loader.storage.postgres import PostgresTx
 from journal_loader.storage.sqlite import SQLiteTx
 from tests.support.loaders import PairLoader, write_csv
 from tests.support.mixed import COLUMNS, CONFIG, LOADER, ROWS, answers, journal
+from tests.support.pg import drop_pg_schema, make_pg_schema
 from tests.support.snapshots import dlq_snapshot, graph_snapshot, sources_snapshot
 
 
@@ -221,6 +227,83 @@ def test_a_transient_error_in_the_rows_written_behind_retries_the_batch(
     finally:
         faulty.dispose()
         reference.dispose()
+
+
+class SlowServer:
+    """Each graph write behind takes 30 ms more (a server slower than the client), so a
+    write still runs when a batch's records are all resolved; counts the batches whose last
+    graph rows were queued behind it (``Tx.write_behind_queued``)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.queued = 0
+        write, queue = GraphStore.write, Tx.write_behind_queued
+
+        def slow(store: GraphStore, tx: Tx, buffers: Any) -> None:
+            if threading.current_thread() is not threading.main_thread():
+                time.sleep(0.03)
+            write(store, tx, buffers)
+
+        def counted(tx: Tx, write: Any) -> None:
+            self.queued += 1
+            queue(tx, write)
+
+        monkeypatch.setattr(EmbeddedGraph, "write_behind_records", 2)
+        monkeypatch.setattr(GraphStore, "write", slow)
+        monkeypatch.setattr(Tx, "write_behind_queued", counted)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("deadlock", [False, True])
+def test_the_last_graph_rows_queued_behind_a_running_write_answer_as_without(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deadlock: bool
+) -> None:
+    """PostgreSQL, a write behind still running when the batch's records are resolved: the
+    next batch is planned first, the batch's last graph rows queued behind that write, and
+    the chain's reservation, the journal's rows and the projections follow
+    (``_append_behind_and_plan_ahead``). The same graph, answers, DLQ, journal and counts as
+    handing the last rows over once that write has ended. ``deadlock``: SQLSTATE 40P01 from
+    a trigger at the 10th node (of 16), inside a write behind; the batch is retried whole."""
+    data, config = _mixed(tmp_path)
+    (queued_url, queued_schema), (ref_url, ref_schema) = make_pg_schema(), make_pg_schema()
+    queued, reference = open_store(queued_url), open_store(ref_url)
+    retries: list[str] = []
+
+    class Seen:
+        def on_retry(self, kind: str, message: str, delay: float) -> None:
+            retries.append(message)
+
+    try:
+        if deadlock:
+            queued.ensure_schema()
+            with queued.transaction() as tx:
+                tx.execute("CREATE SEQUENCE fault_seq")
+                tx.execute("""
+                    CREATE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS $$
+                    BEGIN
+                      IF nextval('fault_seq') = 10 THEN
+                        RAISE EXCEPTION 'injected deadlock' USING ERRCODE = '40P01';
+                      END IF;
+                      RETURN NEW;
+                    END $$""")
+                tx.execute(
+                    "CREATE TRIGGER fault BEFORE INSERT ON nodes FOR EACH ROW "
+                    "EXECUTE FUNCTION fault()"
+                )
+        with monkeypatch.context() as m:
+            SlowServer(m)
+            m.setattr(PostgresTx, "behind_running", property(lambda tx: False))
+            counted = _load(reference, data, config)
+        slow = SlowServer(monkeypatch)
+        plans = Plans(monkeypatch)
+        assert _load(queued, data, config, observers=[Seen()]) == counted
+        assert slow.queued >= plans.ahead - 2 and plans.ahead > 5, (slow.queued, plans.ahead)
+        assert len(retries) == (1 if deadlock else 0) and all("40P01" in r for r in retries)
+        _same(queued, reference)
+    finally:
+        queued.dispose()
+        reference.dispose()
+        drop_pg_schema(queued_schema)
+        drop_pg_schema(ref_schema)
 
 
 def test_a_read_error_after_batches_read_ahead_ends_the_run_where_it_ends_without(

@@ -8,6 +8,9 @@ What must hold, and is pinned here:
   and sees its rows; while it runs, another is refused (the caller keeps its rows), never
   queued; its error is raised by the next use, by every use after it and by COMMIT, and the
   batch rolls back whole; the switch interval is put back once no write runs;
+* ``write_behind_queued`` (the committer's last graph write while another still runs):
+  never refused, run after the running write and only if it succeeded, without the two
+  threads waiting for each other;
 * the same graph, answers, DLQ and journal as proposing fact by fact with one write at the
   end, with a write after every record (the mixed file of tests/support/mixed.py: every
   way a record resolves and fails), also when the database itself refuses a record's row
@@ -20,10 +23,12 @@ What must hold, and is pinned here:
 from __future__ import annotations
 
 import datetime as dt
+import faulthandler
 import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -110,6 +115,64 @@ def test_a_rollback_waits_for_the_write_still_running(store: Store) -> None:
         tx.write_behind(slow)
         raise KeyError("the resolver fails")
     assert done.is_set()
+    assert _count(store) == 0
+
+
+def test_a_queued_write_runs_after_the_one_running_and_commits_with_it(store: Store) -> None:
+    """``write_behind_queued`` while a write runs: the caller goes on at once (nothing
+    refused), the queued write starts only once the first has ended (it sees its rows), the
+    first write's own use of the transaction does not wait for the one queued after it (it
+    did once: the two threads waited for each other), and both commit with the batch."""
+    store.ensure_schema()
+    seen: list[int] = []
+
+    def second(tx: Tx) -> None:
+        seen.append(int(tx.fetchone("SELECT count(*) FROM provenance_records")[0]))
+        _insert(tx, 51, 10)
+
+    # Were the two threads to wait for each other again, this test would hang, not fail:
+    # then the process dumps its threads' stacks and exits after 30 s (a failed test run).
+    faulthandler.dump_traceback_later(30, exit=True)
+    try:
+        _queue_after_a_slow_write(store, second)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    assert seen == [50]
+    assert _count(store) == 60
+
+
+def _queue_after_a_slow_write(store: Store, second: Callable[[Tx], None]) -> None:
+    with store.transaction() as tx:
+        assert tx.write_behind(lambda: _insert(tx, 1, 50, delay=0.3))
+        t0 = time.perf_counter()
+        tx.write_behind_queued(lambda: second(tx))
+        if tx.writes_behind:  # PostgreSQL: both in threads, the caller never waited
+            assert time.perf_counter() - t0 < 0.2
+            assert tx.behind_running
+        assert tx.fetchone("SELECT count(*) FROM provenance_records")[0] == 60
+        assert not tx.behind_running
+
+
+def test_a_write_queued_after_a_failed_one_does_not_run(store: Store) -> None:
+    """The first write fails: the one queued after it does not run, and the error is the
+    first's, raised by the next use of the transaction; the batch rolls back whole."""
+    store.ensure_schema()
+    ran: list[bool] = []
+
+    def second() -> None:
+        ran.append(True)
+        _insert(tx, 100, 1)
+
+    with pytest.raises(StorageError) as failed, store.transaction() as tx:
+        _insert(tx, 1, 5)
+        if tx.writes_behind:
+            assert tx.write_behind(lambda: _insert(tx, 1, 1, delay=0.2))  # a duplicate key
+            tx.write_behind_queued(second)
+            tx.fetchall("SELECT 1")
+        else:  # SQLite writes at once: the failing write raises where it is offered
+            tx.write_behind_queued(lambda: _insert(tx, 1, 1))
+    assert ran == []
+    assert "provenance_records" in str(failed.value) or "UNIQUE" in str(failed.value).upper()
     assert _count(store) == 0
 
 

@@ -332,6 +332,18 @@ class BatchCommitter:
         and COMMIT wait for the write and raise its error (the batch then rolls back whole,
         and is retried or redone record by record as before). Measured: bench/HISTORY.md.
 
+        PostgreSQL, when a write handed over during the batch still runs as its records are
+        all resolved (the server slower than the client: the example): the chain's
+        reservation needs the connection, so it would wait for that write first, doing
+        nothing. The batch's last graph rows are queued behind that write instead
+        (``Tx.write_behind_queued``), the next batch is planned while both run, and then
+        the events are chained, their rows written behind and the projections applied.
+        The same rows in the same order on the same transaction; an error of either write
+        is raised by the reservation, and the batch rolls back whole. Pinned by
+        tests/test_plan_ahead.py (``SlowServer``: the same load as handing the last rows
+        over once the write has ended, also with a transient error inside the writes) and
+        tests/test_write_behind.py (the queue's contract).
+
         SQLite: only the journal's rows go behind (one statement, ``SQLiteTx.journal_insert``,
         which runs without the GIL); the graph's last rows are written here first, as
         ``flush`` did (by executemany, which takes the GIL back at every row: a thread would
@@ -355,6 +367,16 @@ class BatchCommitter:
         committed behind while this thread raises) and tests/test_crash.py's matrix (a kill
         at ``before_commit``, now in that thread)."""
         graph_write = self.target.take_flush(tx)
+        if graph_write is not None and tx.writes_behind and tx.behind_running:
+            # (PostgreSQL, the server still inserting rows handed over during the batch: see
+            # the docstring; measured in bench/HISTORY.md, "session 12")
+            tx.write_behind_queued(graph_write)
+            self._plan_ahead()
+            journal_inserts: list[Callable[[], None]] = []
+            chained = self.writer.append(tx, events, defer=journal_inserts)
+            tx.write_behind(lambda: _run_all(journal_inserts), append=True)
+            projections.apply(tx, chained)
+            return
         if graph_write is not None and not tx.writes_behind:
             graph_write()
             graph_write = None
@@ -364,8 +386,7 @@ class BatchCommitter:
         def write() -> None:
             if graph_write is not None:
                 graph_write()
-            for insert in inserts:
-                insert()
+            _run_all(inserts)
 
         if tx.commits_behind and tx.appends_behind and graph_write is None:
             projections.apply(tx, rows)
@@ -825,3 +846,8 @@ def retry_records(
 
 
 __all__ = ["BatchCommitter", "BatchResult", "describe_error", "retry_records"]
+
+
+def _run_all(writes: list[Callable[[], None]]) -> None:
+    for write in writes:
+        write()

@@ -144,10 +144,13 @@ class _WriteBehind:
     """One bulk write running in a thread of its own, on its transaction's connection
     (``Tx.write_behind``)."""
 
-    __slots__ = ("error", "thread")
+    __slots__ = ("error", "prev", "thread")
 
-    def __init__(self, write: Callable[[], None]) -> None:
+    def __init__(self, write: Callable[[], None], prev: _WriteBehind | None = None) -> None:
         self.error: BaseException | None = None
+        #: the write this one waits for first (``Tx.write_behind_queued``), still its
+        #: transaction's user until it ends
+        self.prev = prev
         self.thread = threading.Thread(
             target=self._run, args=(write,), name="journal-loader-write-behind", daemon=True
         )
@@ -247,6 +250,36 @@ class Tx(ABC):
         self._behind = _WriteBehind(write)
         return True
 
+    @property
+    def behind_running(self) -> bool:
+        """Is a write started by ``write_behind`` still running?"""
+        return self._behind is not None and self._behind.thread.is_alive()
+
+    def write_behind_queued(self, write: Callable[[], None]) -> None:
+        """``write_behind``, but never refused: while the previous write still runs, the new
+        one starts in a thread that first waits for it, and runs only if it succeeded (else
+        it fails with its error), so the caller goes on at once either way. The connection
+        still has one user at a time: the first write, then the queued one. Both count as
+        the transaction's write behind: a use of the transaction from either thread does
+        not wait for the other (``join_behind`` follows ``prev``; without that, the first
+        write's next statement waited for the queued write, which waited for it:
+        tests/test_write_behind.py, test_a_queued_write_runs_after_the_one_running...).
+        Why: BatchCommitter._append_behind_and_plan_ahead."""
+        prev = self._behind
+        if prev is None or not prev.thread.is_alive() or not self.writes_behind:
+            if not self.write_behind(write):
+                self.join_behind()
+                self.write_behind(write)
+            return
+
+        def after_prev() -> None:
+            prev.thread.join()
+            if prev.error is not None:
+                raise prev.error
+            write()
+
+        self._behind = _WriteBehind(after_prev, prev)
+
     def commit_behind(self, write: Callable[[], None]) -> None:
         """Run ``write`` (a batch's journal rows, then the last checks before COMMIT), then
         COMMIT, in a thread, while the caller goes on without the transaction
@@ -277,8 +310,12 @@ class Tx(ABC):
         no-op: it is the one using the connection."""
         behind = self._behind
         if behind is not None:
-            if behind.thread is threading.current_thread():
-                return
+            me = threading.current_thread()
+            link: _WriteBehind | None = behind
+            while link is not None:
+                if link.thread is me:
+                    return
+                link = link.prev
             behind.thread.join()
             self._behind = None
             if behind.error is not None:
