@@ -16,6 +16,10 @@ small batch passes in every run), ``write_behind``: a part of a batch's graph ro
 written behind the resolver (``Tx.write_behind``; on PostgreSQL in that write's thread, while
 the batch goes on), nothing of the batch committed. A batch writes behind once its first
 ``EmbeddedGraph.write_behind_records`` records are resolved (tests/test_write_behind.py).
+And ``queued_write``: a batch's last graph rows were written in a write queued behind the
+one still running at the batch's end (``Tx.write_behind_queued``, PostgreSQL: see
+``BatchCommitter._append_behind_and_plan_ahead``), the next batch being planned, nothing of
+the batch committed.
 
 Costs one global lookup per boundary when unset. Used by tests/test_crash.py.
 """
@@ -28,7 +32,8 @@ from collections.abc import Callable
 
 BOUNDARIES = ("before_propose", "after_propose", "before_commit", "after_commit")
 WRITE_BEHIND = "write_behind"
-KINDS = (*BOUNDARIES, WRITE_BEHIND)
+QUEUED_WRITE = "queued_write"
+KINDS = (*BOUNDARIES, WRITE_BEHIND, QUEUED_WRITE)
 ENV = "JOURNAL_LOADER_CRASH_AT"
 
 

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _run(
-    db: str, data: Path, batch_size: int, crash: str | None
+    db: str, data: Path, batch_size: int, crash: str | None, module: str = "journal_loader"
 ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "JOURNAL_LOADER_CRASH_AT"}
     if crash:
@@ -39,7 +39,7 @@ def _run(
         [
             sys.executable,
             "-m",
-            "journal_loader",
+            module,
             "run",
             str(EXAMPLE_CONFIG),
             str(data),
@@ -169,6 +169,36 @@ def test_killed_inside_writes_behind_the_resolver_equals_one_clean_run(
         crashed_db = dbs.new()
         codes = _crash_then_finish(crashed_db, data, 1000, ["write_behind:2", "write_behind:5"])
         assert codes == [-signal.SIGKILL] * 2
+        _assert_same(_state(crashed_db), clean, rows)
+    finally:
+        dbs.close()
+
+
+@pytest.mark.postgres
+def test_killed_in_a_queued_write_equals_one_clean_run(tmp_path: Path) -> None:
+    """PostgreSQL, a server slower than the client (tests/support/slow_server.py): at each
+    batch's end a write behind still runs, the batch's last graph rows are queued behind it
+    and the next batch is planned meanwhile. Killed just after the first such write of a
+    run, twice: in the second batch (the first is not planned ahead: fail-fast is armed
+    until a record succeeds), then, resumed after it, in the third. The last run completes,
+    and the result equals one clean run."""
+    rows = 4000
+    data = tmp_path / "registry_20251001.csv"
+    generator().generate(str(data), rows)
+    dbs = _Dbs("postgresql", tmp_path)
+    try:
+        clean_db = dbs.new()
+        assert _run(clean_db, data, 1000, None).returncode == 0
+        clean = _state(clean_db)
+        crashed_db = dbs.new()
+        codes = []
+        for crash in ("queued_write:1", "queued_write:1"):
+            done = _run(crashed_db, data, 1000, crash, module="tests.support.slow_server")
+            codes.append(done.returncode)
+            assert done.returncode in (-signal.SIGKILL, 0), done.stderr
+        assert codes == [-signal.SIGKILL] * 2
+        final = _run(crashed_db, data, 1000, None)
+        assert final.returncode == 0, final.stderr
         _assert_same(_state(crashed_db), clean, rows)
     finally:
         dbs.close()

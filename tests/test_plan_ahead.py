@@ -15,7 +15,8 @@ What must hold, and is pinned here on both backends:
 * PostgreSQL, a write behind still running when a batch's records are all resolved: the
   batch's last graph rows are queued behind it while the next batch is planned
   (``Tx.write_behind_queued``), with the same result as handing them over once it ended,
-  also with a deadlock injected inside those writes;
+  also with a deadlock injected inside those writes (tests/test_crash.py kills a run just
+  after such a write);
 * an error the loader raises while the next batch is planned is that batch's: the batch
   being committed commits, and the run fails at the next one, as without planning ahead;
 * crash anywhere, rerun: tests/test_crash.py kills runs at every boundary, with a batch

@@ -370,7 +370,13 @@ class BatchCommitter:
         if graph_write is not None and tx.writes_behind and tx.behind_running:
             # (PostgreSQL, the server still inserting rows handed over during the batch: see
             # the docstring; measured in bench/HISTORY.md, "session 12")
-            tx.write_behind_queued(graph_write)
+            last_rows = graph_write
+
+            def write_last_rows() -> None:
+                last_rows()
+                faults.point(faults.QUEUED_WRITE)
+
+            tx.write_behind_queued(write_last_rows)
             self._plan_ahead()
             journal_inserts: list[Callable[[], None]] = []
             chained = self.writer.append(tx, events, defer=journal_inserts)
