@@ -23,6 +23,11 @@ run's ``application_name``, sampled every 0.1 s while it runs: a backend's last 
 before it exits can be missed). On a shared machine wall-clock rates swing with the other
 processes' load; CPU rates much less. The end: this process's peak RSS.
 
+Each backend runs in a process of its own, and the example's batch-5,000 load in another
+(a process's earlier loads, and the rows this script keeps to write them again, cost a
+later load CPU); each measured run starts once the previous one's writes have landed
+(``settle``: ``os.sync`` and, on PostgreSQL, ``CHECKPOINT``).
+
 ``--scaling``: the example loader with the embedded graph at each size of ``--sizes``
 (files from bench/generate_registry.py, deterministic), each load in a process of its own,
 so that its peak RSS is its own: records per wall- and CPU-second, peak RSS, and both rates
@@ -155,18 +160,41 @@ class ServerCPU:
         return sum(self.last.values())
 
 
+#: The PostgreSQL server to CHECKPOINT before each measured run (main() sets it).
+SETTLE_PG_URL: str | None = None
+
+
+def settle() -> None:
+    """Let the previous measured run's writes land before the next one starts: the kernel's
+    dirty pages (os.sync) and, where a PostgreSQL server is in use, its dirty buffers
+    (CHECKPOINT). Without it a run paid for the one before it: on 2026-11-30 the table's
+    journal-only PostgreSQL run, right after the SQLite loads and the PostgreSQL baseline,
+    gave 42,593 records/s with 1.51 s of server CPU, and 58,358 / 60,078 with 0.87 s run
+    alone (bench/HISTORY.md, session 13)."""
+    os.sync()
+    if SETTLE_PG_URL:
+        try:
+            with psycopg.connect(SETTLE_PG_URL, autocommit=True) as conn:
+                conn.execute("CHECKPOINT")
+        except psycopg.Error as e:  # (CHECKPOINT needs a superuser or pg_checkpoint)
+            print(f"(not settled: CHECKPOINT refused: {e})", file=sys.stderr)
+
+
 class Meter:
     """Wall and CPU seconds of what runs inside ``with``: this process's CPU, and with
     ``server`` the PostgreSQL backends' (whose processes all start inside it: the names are
-    new). ``records``: how many records that was, once known."""
+    new). ``records``: how many records that was, once known. Entering it settles first
+    (``settle``), before the clocks start."""
 
     def __init__(self, server: ServerCPU | None = None) -> None:
         self.server = server
         self.wall = self.loader_cpu = self.server_cpu = 0.0
         self.records = 0
         self._stopped = False
+        self.on_server = server is not None  # the server's CPU is in cpu_rate
 
     def __enter__(self) -> Meter:
+        settle()
         if self.server:
             self.server.__enter__()
         self._wall, self._cpu = time.perf_counter(), time.process_time()
@@ -190,7 +218,7 @@ class Meter:
     def cpu_text(self, base: Meter | None = None) -> str:
         """``N records per CPU-second (loader a s + server b s of CPU, x% of baseline's)``"""
         parts = f"loader {self.loader_cpu:.2f} s"
-        if self.server:
+        if self.on_server:
             parts += f" + server {self.server_cpu:.2f} s"
         share = f", {self.cpu_rate / base.cpu_rate:.0%} of baseline's" if base else ""
         return f"{self.cpu_rate:,.0f} records per CPU-second ({parts} of CPU{share})"
@@ -359,15 +387,21 @@ def bench_backend(backend: str, data: Path, rows: int, pg_url: str | None, graph
         if graph:
             for batch in (1000, 5000):
                 capture = RowCapture() if batch == 1000 else None
-                report, meter = graph_load(dbs, data, batch, capture)
+                if capture is None:
+                    # In a process of its own, like each size of --scaling: not after the
+                    # load above and its replay (millions of rows kept in this process; a
+                    # process's earlier loads cost a later one CPU: see main()).
+                    meter, created = graph_load_elsewhere(backend, rows, batch, pg_url)
+                else:
+                    report, meter = graph_load(dbs, data, batch, capture)
+                    s = report.statistics
+                    created = (s.entities_created, s.relationships_created)
                 rate = rows / meter.wall
-                s = report.statistics
                 print(
                     f"[{backend}] example loader, embedded graph (batch {batch:,}): "
                     f"{rate:,.0f} records/s ({rate / base:.1%} of baseline); "
                     f"{meter.cpu_text(base_meter)}; "
-                    f"{s.entities_created:,} entities, {s.relationships_created:,} "
-                    "relationships created"
+                    f"{created[0]:,} entities, {created[1]:,} relationships created"
                 )
                 if capture is not None:
                     # The same rows, written again with the same bulk insert in the same
@@ -488,8 +522,28 @@ def one_graph_load(backend: str, rows: int, batch: int, pg_url: str | None) -> N
         "loader_cpu": meter.loader_cpu,
         "server_cpu": meter.server_cpu,
         "peak_rss_mb": peak_rss_mb(),
+        "entities_created": report.statistics.entities_created,
+        "relationships_created": report.statistics.relationships_created,
     }
     print(json.dumps(out))
+
+
+def graph_load_elsewhere(
+    backend: str, rows: int, batch: int, pg_url: str | None
+) -> tuple[Meter, tuple[int, int]]:
+    """``one_graph_load`` in a new process: its meter, and the entities and relationships
+    it created."""
+    cmd = [sys.executable, __file__, "--one-graph-load", "--rows", str(rows)]
+    cmd += ["--only", backend, "--batch", str(batch)]
+    if pg_url:
+        cmd += ["--pg", pg_url]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    meter = Meter()
+    meter.wall, meter.loader_cpu, meter.server_cpu = r["wall"], r["loader_cpu"], r["server_cpu"]
+    meter.records = r["records"]
+    meter.on_server = backend == "postgresql"
+    return meter, (r["entities_created"], r["relationships_created"])
 
 
 def scaling(backends: list[str], sizes: list[int], batch: int, pg_url: str) -> None:
@@ -531,6 +585,8 @@ def main() -> None:
     ap.add_argument("--one-graph-load", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     backends = [b for b in ("sqlite", "postgresql") if not args.only or b == args.only]
+    global SETTLE_PG_URL
+    SETTLE_PG_URL = args.pg if "postgresql" in backends else None
     if args.one_graph_load:
         pg = args.pg if backends[0] == "postgresql" else None
         one_graph_load(backends[0], args.rows, args.batch, pg)
@@ -539,6 +595,17 @@ def main() -> None:
         scaling(backends, [int(n) for n in args.sizes.split(",")], args.batch, args.pg)
         return
     data = data_file(args.rows)
+    if len(backends) > 1:
+        # Each backend in a process of its own, so that neither runs in what the other left
+        # in this process's heap (measured: journal only on PostgreSQL ran at 45,694
+        # records/s after SQLite's graph loads in the same process, 59,899 after only
+        # SQLite's journal-only run; bench/HISTORY.md, session 13).
+        for backend in backends:
+            cmd = [sys.executable, __file__, "--only", backend, "--rows", str(args.rows)]
+            cmd += ["--pg", args.pg] + (["--skip-graph"] if args.skip_graph else [])
+            sys.stdout.flush()
+            subprocess.run(cmd, check=True)
+        return
     print(f"{args.rows:,} rows, {data.stat().st_size / 1e6:.1f} MB: {data}")
     for backend in backends:
         bench_backend(
@@ -548,7 +615,7 @@ def main() -> None:
             args.pg if backend == "postgresql" else None,
             not args.skip_graph,
         )
-    print(f"\npeak RSS of this process (every load above): {peak_rss_mb():,.0f} MB")
+    print(f"\npeak RSS of this process (the loads above but batch 5,000): {peak_rss_mb():,.0f} MB")
     _ = io
 
 
