@@ -48,6 +48,7 @@ import io
 import json
 import os
 import resource
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -248,7 +249,8 @@ def baseline(path: Path, backend: str, pg_url: str | None) -> Meter:
         next(rows)
         batch: list[tuple[Any, ...]] = []
         if backend == "sqlite":
-            db = sqlite3.connect(Path(tempfile.mkdtemp()) / "base.db", isolation_level=None)
+            base_dir = Path(tempfile.mkdtemp(prefix="bench-base-"))
+            db = sqlite3.connect(base_dir / "base.db", isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("CREATE TABLE j (p INTEGER PRIMARY KEY, s INT, o INT, t TEXT, payload TEXT)")
             for row in rows:
@@ -263,6 +265,7 @@ def baseline(path: Path, backend: str, pg_url: str | None) -> Meter:
             db.execute("BEGIN")
             db.executemany("INSERT INTO j (s, o, t, payload) VALUES (?, ?, ?, ?)", batch)
             db.execute("COMMIT")
+            db.close()
         else:
             assert pg_url
             schema = f"bench_{uuid.uuid4().hex[:8]}"
@@ -299,6 +302,7 @@ def baseline(path: Path, backend: str, pg_url: str | None) -> Meter:
                     admin.execute(f"DROP SCHEMA {schema} CASCADE")
     if backend == "sqlite":
         meter.__exit__()
+        shutil.rmtree(base_dir, ignore_errors=True)
     meter.records = n
     return meter
 
@@ -330,6 +334,7 @@ class Databases:
         return url, run_id, Meter(server if self.backend == "postgresql" else None)
 
     def close(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)  # SQLite's files (2.7 GB at a million rows)
         if self.schemas:
             with psycopg.connect(self.pg_url or "", autocommit=True) as admin:
                 for schema in self.schemas:
