@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -172,6 +173,7 @@ def main() -> None:
     if args.write:
         per_record = [(r[3], e) for r, e in zip(rows, seen, strict=True) if r[3] is not None]
         write_rates(per_record, records, work, args.encode_loops)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

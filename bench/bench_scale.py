@@ -37,6 +37,7 @@ import argparse
 import collections
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -328,6 +329,7 @@ def main() -> None:
                 )
     finally:
         schemas.close()
+        shutil.rmtree(tmp, ignore_errors=True)  # the generated sources
 
 
 if __name__ == "__main__":
