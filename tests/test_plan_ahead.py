@@ -34,7 +34,6 @@ import gzip
 import io
 import re
 import threading
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -46,17 +45,16 @@ from sqlalchemy import text
 from journal_loader import faults, run
 from journal_loader.errors import TransientError, UsageError
 from journal_loader.graph.embedded import EmbeddedGraph
-from journal_loader.graph.store import GraphStore
 from journal_loader.runner.committer import BatchCommitter
 from journal_loader.runner.lease import Lease
 from journal_loader.storage import Store, open_store
 from journal_loader.storage import sqlite as sqlite_backend
-from journal_loader.storage.base import Tx
 from journal_loader.storage.postgres import PostgresTx
 from journal_loader.storage.sqlite import SQLiteTx
 from tests.support.loaders import PairLoader, write_csv
 from tests.support.mixed import COLUMNS, CONFIG, LOADER, ROWS, answers, journal
 from tests.support.pg import drop_pg_schema, make_pg_schema
+from tests.support.slow_server import HeldWrites
 from tests.support.snapshots import dlq_snapshot, graph_snapshot, sources_snapshot
 
 
@@ -235,26 +233,19 @@ def test_a_transient_error_in_the_rows_written_behind_retries_the_batch(
 
 
 class SlowServer:
-    """Each graph write behind takes 30 ms more (a server slower than the client), so a
-    write still runs when a batch's records are all resolved; counts the batches whose last
-    graph rows were queued behind it (``Tx.write_behind_queued``)."""
+    """A server slower than the client (tests/support/slow_server.py, ``HeldWrites``): each
+    graph write behind is held until the run's thread waits for it or queues behind it, so
+    a write still runs when a batch's records are all resolved, however fast the client;
+    counts the batches whose last graph rows were queued behind it
+    (``Tx.write_behind_queued``)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.queued = 0
-        write, queue = GraphStore.write, Tx.write_behind_queued
-
-        def slow(store: GraphStore, tx: Tx, buffers: Any) -> None:
-            if threading.current_thread() is not threading.main_thread():
-                time.sleep(0.03)
-            write(store, tx, buffers)
-
-        def counted(tx: Tx, write: Any) -> None:
-            self.queued += 1
-            queue(tx, write)
-
         monkeypatch.setattr(EmbeddedGraph, "write_behind_records", 2)
-        monkeypatch.setattr(GraphStore, "write", slow)
-        monkeypatch.setattr(Tx, "write_behind_queued", counted)
+        self._held = HeldWrites(monkeypatch.setattr)
+
+    @property
+    def queued(self) -> int:
+        return self._held.queued
 
 
 @pytest.mark.postgres
@@ -301,7 +292,7 @@ def test_the_last_graph_rows_queued_behind_a_running_write_answer_as_without(
         slow = SlowServer(monkeypatch)
         plans = Plans(monkeypatch)
         assert _load(queued, data, config, observers=[Seen()]) == counted
-        assert slow.queued >= plans.ahead - 2 and plans.ahead > 5, (slow.queued, plans.ahead)
+        assert slow.queued == plans.ahead and plans.ahead > 5, (slow.queued, plans.ahead)
         assert len(retries) == (1 if deadlock else 0) and all("40P01" in r for r in retries)
         _same(queued, reference)
     finally:
