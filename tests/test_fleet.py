@@ -31,7 +31,11 @@ from tests.support.snapshots import content_state
 pytestmark = pytest.mark.postgres
 
 REPO = Path(__file__).resolve().parent.parent
-STALLED = "2"  # seconds: the tests' heartbeat timeout
+STALLED = "2"  # seconds: the heartbeat timeout of a worker that must reap a dead one
+# ... and of every other worker. Why not 2 for all: heartbeats are then 0.5 s apart, and
+# on a loaded CI machine a live worker a second or two late to beat had its job
+# re-delivered by the other worker's reaper, failing tests that expect one attempt.
+NOT_REAPING = "60"
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -77,7 +81,14 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 
 class Worker:
-    def __init__(self, db: str, log: Path, *args: str, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        db: str,
+        log: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        stalled: str = NOT_REAPING,
+    ):
         self.log = log
         self._out = log.open("w")
         self.proc = subprocess.Popen(
@@ -89,7 +100,7 @@ class Worker:
                 "--db",
                 db,
                 "--stalled-timeout",
-                STALLED,
+                stalled,
                 "--retry-delay",
                 "0",
                 *args,
@@ -299,7 +310,7 @@ def test_killed_worker_job_is_reaped_and_resumes_to_a_clean_result(
     workers.append(a)
     assert a.wait() == -signal.SIGKILL, a.text()
     assert [j[1] for j in s.jobs()] == ["doing"]  # left behind by the dead worker
-    b = Worker(s.url, tmp_path / "b.log", "--until-empty")
+    b = Worker(s.url, tmp_path / "b.log", "--until-empty", stalled=STALLED)
     workers.append(b)
     assert b.wait() == 0, b.text()
     assert "queued again" in b.text()  # the reaper's line
@@ -366,7 +377,7 @@ def test_a_stale_worker_writes_nothing_after_another_took_over(
     )[0][0]
     os.kill(a.proc.pid, signal.SIGSTOP)
     before = s.rows("SELECT count(*), max(position) FROM journal WHERE run_id = %s", (run_a,))[0]
-    b = Worker(s.url, tmp_path / "b.log", "--name", "B", "--until-empty")
+    b = Worker(s.url, tmp_path / "b.log", "--name", "B", "--until-empty", stalled=STALLED)
     workers.append(b)
     wait_for("B to wait for A's lock", lambda: "waiting for it" in b.text(), timeout=60)
     lock_pids = s.rows(
@@ -583,7 +594,10 @@ def test_a_file_split_in_8_on_two_workers_equals_a_sequential_run(
     textfiles = [tmp_path / f"w{i}.prom" for i in range(2)]
     for i in range(2):
         args = ["--name", f"w{i}", "--metrics-textfile", str(textfiles[i])]
-        workers.append(Worker(s.url, tmp_path / f"w{i}.log", *args, env=crash if i == 0 else None))
+        # with ``kill``, w1 is the one that reaps the chunk w0 leaves behind
+        stalled = STALLED if kill and i == 1 else NOT_REAPING
+        env = crash if i == 0 else None
+        workers.append(Worker(s.url, tmp_path / f"w{i}.log", *args, env=env, stalled=stalled))
     wait_for(
         "both workers", lambda: s.rows("SELECT count(*) FROM procrastinate_workers")[0][0] == 2
     )

@@ -223,7 +223,7 @@ def test_a_rolled_back_batch_leaves_a_gap_that_does_not_hold_the_high_water(
 def test_a_killed_writer_leaves_no_mark(pg_store: PostgresStore) -> None:
     """The writer's connection is terminated mid-batch (its process killed, the network
     cut): the server ends its transaction and drops the mark; the high water moves on."""
-    reserved = threading.Event()
+    reserved, terminated = threading.Event(), threading.Event()
     pid: list[int] = []
     outcome: list[BaseException] = []
 
@@ -233,7 +233,9 @@ def test_a_killed_writer_leaves_no_mark(pg_store: PostgresStore) -> None:
                 append_in(tx, 3)
                 pid.append(int(tx.fetchone("SELECT pg_backend_pid()")[0]))
                 reserved.set()
-                time.sleep(2)
+                # mid-batch until its connection is gone (a 2 s sleep here could end,
+                # and the batch commit, before a slow machine had terminated it)
+                terminated.wait(60)
         except BaseException as e:
             outcome.append(e)
 
@@ -247,10 +249,11 @@ def test_a_killed_writer_leaves_no_mark(pg_store: PostgresStore) -> None:
     deadline = time.monotonic() + 10
     while in_flight_marks(pg_store) and time.monotonic() < deadline:
         time.sleep(0.02)
+    terminated.set()  # (once the server has ended its transaction: its COMMIT must fail)
     assert in_flight_marks(pg_store) == []
     assert high_water(pg_store) == committed[0] == 4
     assert read_after(pg_store, 0) == [4]
-    thread.join(10)
+    thread.join(60)
     assert outcome and isinstance(outcome[0], StorageError)
 
 

@@ -124,11 +124,13 @@ def test_a_job_past_its_timeout_is_stopped_and_failed(tmp_path: Path, sqlite_url
         "loader:\n  name: slow\n  class: slow_loader.py:Slow\n"
         "source:\n  type: slow\n  file: slow.csv\nprocessing:\n  batch_size: 5\n"
     )
-    r = run_cli("jobs", "run", jobs, "--db", sqlite_url, "--timeout", "8", "--json", cwd=tmp_path)
+    # 15 s (the job alone takes 40): enough for a loaded machine to start the run and
+    # install its SIGTERM handler first, which 8 s may not have been
+    r = run_cli("jobs", "run", jobs, "--db", sqlite_url, "--timeout", "15", "--json", cwd=tmp_path)
     assert r.returncode == 1
     (result,) = json.loads(r.stdout)
     assert result["outcome"] == "failed: timeout"
-    assert 8 <= result["seconds"] < 35
+    assert 15 <= result["seconds"] < 38
     # SIGTERM first: the run finished its batch and journaled the stop (a rerun resumes)
     assert result["report"] is not None and result["report"]["status"] == "failed"
     assert "SIGTERM" in result["report"]["message"]

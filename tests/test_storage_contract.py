@@ -504,14 +504,23 @@ def test_sqlite_writers_take_turns(tmp_path: Path) -> None:
     store = open_store(url)
     with store.transaction() as tx:
         tx.run("CREATE TABLE scratch (id INTEGER PRIMARY KEY, who TEXT NOT NULL)")
+    b_done = tmp_path / "B.done"
     busy = textwrap.dedent(f"""
-        import time
+        import os, time
         from journal_loader.storage import open_store
         s = open_store({url!r})
-        for _ in range(40):  # back to back, as a runner's batches, 10 ms each
+        tickets = s.lock_dir / "writers"
+        for i in range(40):  # back to back, as a runner's batches, 10 ms each
             with s.transaction() as tx:
                 tx.run("INSERT INTO scratch (who) VALUES ('A')")
                 time.sleep(0.01)
+                # From the 4th on, in its turn until B is queued or done: the parent
+                # queues B once it sees 3 rows, and a parent the scheduler leaves waiting
+                # for ~90 ms used to find A's 40 all written (a race, not the turnstile).
+                deadline = time.monotonic() + 60
+                while (i >= 3 and len(os.listdir(tickets)) < 2
+                       and not os.path.exists({str(b_done)!r}) and time.monotonic() < deadline):
+                    time.sleep(0.0005)
     """)
     child = subprocess.Popen([sys.executable, "-c", busy])
     try:
@@ -523,6 +532,7 @@ def test_sqlite_writers_take_turns(tmp_path: Path) -> None:
             time.sleep(0.005)
         with store.transaction() as tx:
             tx.run("INSERT INTO scratch (who) VALUES ('B')")
+        b_done.touch()
         assert child.wait(60) == 0
         with store.read() as conn:
             order = [w for (w,) in conn.execute(text("SELECT who FROM scratch ORDER BY id"))]
@@ -536,8 +546,9 @@ def test_sqlite_writers_take_turns(tmp_path: Path) -> None:
 _BUSY_WRITER = textwrap.dedent("""
     import os, sys, time
     from journal_loader.storage import open_store
-    url, who, ready, go = sys.argv[1:5]
+    url, who, ready, go, done, other_done = sys.argv[1:7]
     s = open_store(url)
+    tickets = s.lock_dir / "writers"
     open(ready, "w").close()
     while not os.path.exists(go):
         time.sleep(0.001)
@@ -545,6 +556,15 @@ _BUSY_WRITER = textwrap.dedent("""
         with s.transaction() as tx:
             tx.run("INSERT INTO scratch (who) VALUES (?)", (who,))
             time.sleep(0.003)
+            # In its turn, until the other writer is queued (its ticket drawn) or done: a
+            # writer the scheduler starts late, or leaves unscheduled between two
+            # transactions, is not yet queued, and what this test checks is the order of
+            # writers that are (a sleep alone left that to the scheduler).
+            deadline = time.monotonic() + 60
+            while (len(os.listdir(tickets)) < 2 and not os.path.exists(other_done)
+                   and time.monotonic() < deadline):
+                time.sleep(0.0005)
+    open(done, "w").close()
     s.dispose()
 """)
 
@@ -563,9 +583,19 @@ def test_sqlite_busy_writers_alternate(tmp_path: Path) -> None:
     go = tmp_path / "go"
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", _BUSY_WRITER, url, who, str(tmp_path / who), str(go)]
+            [
+                sys.executable,
+                "-c",
+                _BUSY_WRITER,
+                url,
+                who,
+                str(tmp_path / who),
+                str(go),
+                str(tmp_path / f"{who}.done"),
+                str(tmp_path / f"{other}.done"),
+            ]
         )
-        for who in "AB"
+        for who, other in ("AB", "BA")
     ]
     try:
         deadline = time.monotonic() + 60
@@ -612,9 +642,15 @@ def test_sqlite_writers_queue_survives_a_killed_writer(tmp_path: Path) -> None:
             time.sleep(0.005)
         queued = threading.Thread(target=_insert_one, args=(store, "queued"))
         queued.start()
+        # Until the thread has drawn its ticket (a 0.3 s sleep could end before it had,
+        # on a loaded machine), then a moment more: it must still be waiting.
+        deadline = time.monotonic() + 60
+        while len(os.listdir(store.lock_dir / "writers")) < 2:  # the child's and ours
+            assert time.monotonic() < deadline, "the second writer never queued"
+            time.sleep(0.005)
         time.sleep(0.3)
         assert queued.is_alive(), "the second writer did not wait for the first"
-        assert len(os.listdir(store.lock_dir / "writers")) == 2  # the child's and ours
+        assert len(os.listdir(store.lock_dir / "writers")) == 2
         os.kill(child.pid, signal.SIGKILL)
         child.wait(60)
         queued.join(60)
@@ -714,13 +750,17 @@ def test_sqlite_checkpoints_in_a_thread_and_the_wal_starts_over(
         assert "sqlite-checkpoint ckpt.db" in {t.name for t in threading.enumerate()}
         # started over past 20 frames (+ what commits while a copy is under way); else 400+
         assert most < 60, most
-        time.sleep(0.5)  # the last commit's copy
-        # the database file alone (no WAL read) has the rows copied so far
-        ro = sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True)
-        try:
-            copied = ro.execute("SELECT count(*) FROM scratch").fetchone()[0]
-        finally:
-            ro.close()
+        # the database file alone (no WAL read) has the rows copied so far: all of them
+        # once the thread has copied the last commit (polled: a fixed 0.5 s sleep could end
+        # first on a loaded machine)
+        deadline, copied = time.monotonic() + 30, 0
+        while copied != 600 and time.monotonic() < deadline:
+            ro = sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True)
+            try:
+                copied = ro.execute("SELECT count(*) FROM scratch").fetchone()[0]
+            finally:
+                ro.close()
+            time.sleep(0.05)
         assert copied == 600
     finally:
         store.dispose()

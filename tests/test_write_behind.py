@@ -61,14 +61,37 @@ def _insert(tx: Tx, first: int, n: int, delay: float = 0.0) -> None:
     tx.insert_rows("provenance_records", PROVENANCE_RECORD_COLUMNS, rows)
 
 
+class _Gate:
+    """Holds a write behind until the test has checked what it checks while that write
+    runs (a sleep here raced the checks on a loaded machine). On a backend that writes at
+    once, in the caller's thread, it is open from the start."""
+
+    def __init__(self, *, open_now: bool) -> None:
+        self._event = threading.Event()
+        if open_now:
+            self._event.set()
+
+    def then(self, write: Callable[[], None]) -> Callable[[], None]:
+        def held() -> None:
+            assert self._event.wait(20), "the gate was never opened"
+            write()
+
+        return held
+
+    def open(self) -> None:
+        self._event.set()
+
+
 def test_a_write_behind_is_seen_by_the_next_use_and_commits_with_the_batch(store: Store) -> None:
     store.ensure_schema()
     before = sys.getswitchinterval()
     with store.transaction() as tx:
-        assert tx.write_behind(lambda: _insert(tx, 1, 50, delay=0.2))
+        gate = _Gate(open_now=not tx.writes_behind)
+        assert tx.write_behind(gate.then(lambda: _insert(tx, 1, 50)))
         if tx.writes_behind:  # PostgreSQL: in a thread; the next offer is refused meanwhile
             assert sys.getswitchinterval() <= HELPER_SWITCH_INTERVAL
             assert not tx.write_behind(lambda: _insert(tx, 1000, 1))
+        gate.open()
         # the next use waits for the write, and sees its rows
         assert tx.fetchone("SELECT count(*) FROM provenance_records")[0] == 50
         assert tx.write_behind(lambda: _insert(tx, 51, 10))
@@ -143,12 +166,15 @@ def test_a_queued_write_runs_after_the_one_running_and_commits_with_it(store: St
 
 def _queue_after_a_slow_write(store: Store, second: Callable[[Tx], None]) -> None:
     with store.transaction() as tx:
-        assert tx.write_behind(lambda: _insert(tx, 1, 50, delay=0.3))
-        t0 = time.perf_counter()
+        gate = _Gate(open_now=not tx.writes_behind)
+        assert tx.write_behind(gate.then(lambda: _insert(tx, 1, 50)))
+        # PostgreSQL: both in threads, the caller never waits. Had it waited for the first
+        # write, held until the gate opens below, the gate's wait would have run out and
+        # failed that write (and this test).
         tx.write_behind_queued(lambda: second(tx))
-        if tx.writes_behind:  # PostgreSQL: both in threads, the caller never waited
-            assert time.perf_counter() - t0 < 0.2
+        if tx.writes_behind:
             assert tx.behind_running
+        gate.open()
         assert tx.fetchone("SELECT count(*) FROM provenance_records")[0] == 60
         assert not tx.behind_running
 
