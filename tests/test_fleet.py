@@ -88,6 +88,7 @@ class Worker:
         *args: str,
         env: dict[str, str] | None = None,
         stalled: str = NOT_REAPING,
+        module: str = "journal_loader",
     ):
         self.log = log
         self._out = log.open("w")
@@ -95,7 +96,7 @@ class Worker:
             [
                 sys.executable,
                 "-m",
-                "journal_loader",
+                module,
                 "worker",
                 "--db",
                 db,
@@ -135,6 +136,25 @@ def workers() -> Iterator[list[Worker]]:
         if w.proc.poll() is None:
             os.kill(w.proc.pid, signal.SIGCONT)
         w.kill()
+
+
+PAUSED = "tests.support.paused_worker"
+
+
+class Pause:
+    """A worker started with ``module=PAUSED`` and ``env=pause.env`` pauses its run right
+    after the first batch commit until ``release`` (tests/support/paused_worker.py)."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.env = _env(JOURNAL_LOADER_TEST_PAUSE=str(base))
+
+    def wait_paused(self) -> None:
+        paused = Path(str(self.base) + ".paused")
+        wait_for("the run's first batch commit", paused.exists)
+
+    def release(self) -> None:
+        Path(str(self.base) + ".go").touch()
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 120) -> Any:
@@ -338,10 +358,17 @@ def test_the_same_source_queued_twice_has_one_terminal_outcome_per_record(
     s = schemas()
     assert "1 queued" in submit(s.url, config, data)
     assert "already queued" in submit(s.url, config, data)  # still waiting: refused
+    # The first job's run pauses after its first batch (the second copy is queued while it
+    # runs: a 1,500-row load could otherwise end first, and both --until-empty workers stop)
+    pause = Pause(tmp_path / "first")
     for i in range(2):
-        workers.append(Worker(s.url, tmp_path / f"w{i}.log", "--until-empty"))
-    wait_for("the first job to run", lambda: s.jobs()[0][1] == "doing")
+        workers.append(
+            Worker(s.url, tmp_path / f"w{i}.log", "--until-empty", env=pause.env, module=PAUSED)
+        )
+    pause.wait_paused()
+    assert s.jobs()[0][1] == "doing"
     assert "1 queued" in submit(s.url, config, data)  # the first one runs: a second copy
+    pause.release()
     for w in workers:
         assert w.wait() == 0, w.text()
     jobs = s.jobs()
@@ -369,13 +396,13 @@ def test_a_stale_worker_writes_nothing_after_another_took_over(
     run_sequentially(clean.url, [(config, data)])
     s = schemas()
     submit(s.url, config, data)
-    a = Worker(s.url, tmp_path / "a.log", "--name", "A")
+    pause = Pause(tmp_path / "a")
+    a = Worker(s.url, tmp_path / "a.log", "--name", "A", env=pause.env, module=PAUSED)
     workers.append(a)
-    run_a = wait_for(
-        "A's first checkpoint",
-        lambda: s.rows("SELECT run_id FROM journal WHERE event_type = 'BatchCommitted' LIMIT 1"),
-    )[0][0]
+    pause.wait_paused()  # A's first checkpoint committed, A waiting right after it
+    run_a = s.rows("SELECT run_id FROM journal WHERE event_type = 'BatchCommitted' LIMIT 1")[0][0]
     os.kill(a.proc.pid, signal.SIGSTOP)
+    pause.release()  # (A goes on only once it is continued, below)
     before = s.rows("SELECT count(*), max(position) FROM journal WHERE run_id = %s", (run_a,))[0]
     b = Worker(s.url, tmp_path / "b.log", "--name", "B", "--until-empty", stalled=STALLED)
     workers.append(b)
@@ -423,13 +450,12 @@ def test_sigterm_ends_the_job_after_its_batch_and_another_worker_resumes_it(
     run_sequentially(clean.url, [(config, data)])
     s = schemas()
     submit(s.url, config, data)
-    a = Worker(s.url, tmp_path / "a.log", "--name", "A")
+    pause = Pause(tmp_path / "a")
+    a = Worker(s.url, tmp_path / "a.log", "--name", "A", env=pause.env, module=PAUSED)
     workers.append(a)
-    wait_for(
-        "A's first checkpoint",
-        lambda: s.rows("SELECT 1 FROM journal WHERE event_type = 'BatchCommitted' LIMIT 1"),
-    )
+    pause.wait_paused()  # A's first checkpoint committed, A waiting right after it
     os.kill(a.proc.pid, signal.SIGTERM)
+    pause.release()
     assert a.wait(60) == 0, a.text()
     finished = s.rows(
         "SELECT payload::json->>'status', payload::json->>'reason' FROM journal "
