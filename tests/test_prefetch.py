@@ -246,7 +246,12 @@ def pg_conn() -> Iterator[Any]:
         yield conn
 
 
-_texts = st.lists(st.text(alphabet=st.characters(blacklist_characters="\x00")), max_size=20)
+# Text PostgreSQL can hold: no NUL, and UTF-8 (no lone surrogates such as "\ud800", which
+# no file the reader decodes can produce and psycopg cannot encode; hypothesis found one
+# now and then, failing a run on what the function is not for).
+_texts = st.lists(
+    st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00")), max_size=20
+)
 _names = st.lists(
     st.sampled_from(['"', "\\", ",", "{", "}", " ", "NULL", "null", "'", "\n", "a", "é", ""]),
     max_size=6,
