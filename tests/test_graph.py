@@ -590,12 +590,16 @@ def test_a_subject_twice_in_one_fact_has_provenance_twice(store: Store, tmp_path
     ]
     stored = []
     for kind in ("node", "attribute", "relationship"):
+        # the kind's table, and the created rows' own columns (the creating record's
+        # assertion, migration 0011): stored once each, the confidence only where it differs
         stored += [
             (kind, *r)
             for r in rows(
                 store,
                 f"SELECT subject_id, id, fact_index, confidence FROM provenance_{kind}s "
-                "WHERE record_id = :r ORDER BY id",
+                "WHERE record_id = :r "
+                f"UNION ALL SELECT id, prov_id, prov_fact_index, prov_confidence FROM {kind}s "
+                "WHERE prov_record_id = :r ORDER BY 2",
                 r=record,
             )
         ]

@@ -4,7 +4,8 @@
 -- uq_attributes_node_type_value (node first), ix_attributes_type_norm, and the primary key
 -- (subject, id) of each kind's provenance table. Only the counts of `graph stats` read whole
 -- tables. Counts of provenance read the kinds' tables (one row per row of the view
--- provenance) without joining the records.
+-- provenance) without joining the records, plus the rows that carry their creating
+-- record's assertion (prov_record_id, migration 0011).
 
 -- name: node_counts
 SELECT node_type, COUNT(*) FROM nodes GROUP BY node_type ORDER BY node_type
@@ -17,11 +18,20 @@ SELECT attr_type, COUNT(*) FROM attributes GROUP BY attr_type ORDER BY attr_type
 
 -- name: provenance_counts
 -- (a kind without rows is left out, as a GROUP BY would)
-SELECT 'attribute', COUNT(*) FROM provenance_attributes HAVING COUNT(*) > 0
-UNION ALL
-SELECT 'node', COUNT(*) FROM provenance_nodes HAVING COUNT(*) > 0
-UNION ALL
-SELECT 'relationship', COUNT(*) FROM provenance_relationships HAVING COUNT(*) > 0
+SELECT kind, n FROM (
+  SELECT 'attribute' AS kind,
+         (SELECT COUNT(*) FROM provenance_attributes)
+         + (SELECT COUNT(*) FROM attributes WHERE prov_record_id IS NOT NULL) AS n
+  UNION ALL
+  SELECT 'node',
+         (SELECT COUNT(*) FROM provenance_nodes)
+         + (SELECT COUNT(*) FROM nodes WHERE prov_record_id IS NOT NULL)
+  UNION ALL
+  SELECT 'relationship',
+         (SELECT COUNT(*) FROM provenance_relationships)
+         + (SELECT COUNT(*) FROM relationships WHERE prov_record_id IS NOT NULL)
+) counts
+WHERE n > 0
 
 -- name: opposing_pairs
 -- Conflicts: pairs of nodes with a relationship of one type and one of the type opposing
@@ -88,14 +98,18 @@ ORDER BY id
 -- name: node_attributes
 -- Each attribute with how many records asserted it and the first of them. (The tables of the
 -- view provenance, not the view: a view outer-joined here would be built whole first.)
+-- The first assertion is the creating record's, on the row itself, where the row has it (it
+-- came before any other: migration 0011); else the kind's table's first.
 SELECT a.id, a.attr_type, a.value,
-       (SELECT COUNT(*) FROM provenance_attributes c WHERE c.subject_id = a.id) AS assertions,
+       (SELECT COUNT(*) FROM provenance_attributes c WHERE c.subject_id = a.id)
+       + CASE WHEN a.prov_record_id IS NULL THEN 0 ELSE 1 END AS assertions,
        r.source_id, r.record_offset
 FROM attributes a
 LEFT JOIN provenance_attributes p
-       ON p.subject_id = a.id
+       ON a.prov_record_id IS NULL
+      AND p.subject_id = a.id
       AND p.id = (SELECT MIN(f.id) FROM provenance_attributes f WHERE f.subject_id = a.id)
-LEFT JOIN provenance_records r ON r.id = p.record_id
+LEFT JOIN provenance_records r ON r.id = COALESCE(a.prov_record_id, p.record_id)
 WHERE a.node_id = :id
 ORDER BY a.attr_type, a.id
 
@@ -122,7 +136,8 @@ ORDER BY r.id
 LIMIT :limit
 
 -- name: node_provenance_count
-SELECT COUNT(*) FROM provenance_nodes WHERE subject_id = :id
+SELECT (SELECT COUNT(*) FROM provenance_nodes WHERE subject_id = :id)
+       + (SELECT COUNT(*) FROM nodes WHERE id = :id AND prov_record_id IS NOT NULL)
 
 -- name: provenance
 -- The records that asserted a subject, oldest first, each with its source and the

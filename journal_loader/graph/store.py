@@ -73,6 +73,9 @@ def alias_index_sql(alias_type: str) -> str:
     )
 
 
+# The creating record's provenance, last in each created row (storage/schema.py,
+# _created_by_columns; filled in when the record ends: RowBuilder._provenance_rows)
+CREATED_BY_COLUMNS = ("prov_id", "prov_record_id", "prov_fact_index", "prov_confidence")
 NODE_COLUMNS = (
     "id",
     "node_type",
@@ -82,8 +85,17 @@ NODE_COLUMNS = (
     "created_at",
     "updated_at",
     "fuzzy_key",
+    *CREATED_BY_COLUMNS,
 )
-ATTRIBUTE_COLUMNS = ("id", "node_id", "attr_type", "value", "norm_value", "created_at")
+ATTRIBUTE_COLUMNS = (
+    "id",
+    "node_id",
+    "attr_type",
+    "value",
+    "norm_value",
+    "created_at",
+    *CREATED_BY_COLUMNS,
+)
 RELATIONSHIP_COLUMNS = (
     "id",
     "source_node_id",
@@ -95,6 +107,7 @@ RELATIONSHIP_COLUMNS = (
     "metadata",
     "created_at",
     "updated_at",
+    *CREATED_BY_COLUMNS,
 )
 PROVENANCE_RECORD_COLUMNS = (
     "id",

@@ -18,6 +18,8 @@ not a projection) and ``loader_settings``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -151,6 +153,23 @@ loader_settings = Table(
     Column("value", Text, nullable=False),
 )
 
+
+def _created_by_columns() -> list[Column[Any]]:
+    """The provenance of the record that created a node, attribute or relationship, on the
+    row itself (migration 0011): the row of the view ``provenance`` that its kind's table
+    held before. NULL on rows written before 0011 (their creating record's row is in that
+    table) and on rows no record created. Why: of the example's 18.4 provenance rows a
+    record, 10.8 named a subject the same record had just created, one more index entry
+    each (issue 11; bench/HISTORY.md, session 14)."""
+    return [
+        # that provenance row's id (the same id, from provenance_records' sequence)
+        Column("prov_id", BigInteger, nullable=True),
+        Column("prov_record_id", BigInteger, nullable=True),  # provenance_records.id
+        Column("prov_fact_index", SmallInteger, nullable=True),
+        Column("prov_confidence", Float, nullable=True),  # NULL: the record's
+    ]
+
+
 nodes = Table(
     "nodes",
     metadata,
@@ -164,6 +183,7 @@ nodes = Table(
     # The name as [a-z0-9 ] words, accents folded (journal_loader.graph.fuzzy.fuzzy_key), NULL
     # for names outside fuzzy matching. Added by migration 0002.
     Column("fuzzy_key", Text, nullable=True),
+    *_created_by_columns(),
 )
 Index(
     "uq_nodes_type_key",
@@ -213,6 +233,7 @@ attributes = Table(
     Column("value", Text, nullable=False),
     Column("norm_value", Text, nullable=False),
     Column("created_at", Timestamp, nullable=False),
+    *_created_by_columns(),
     UniqueConstraint("node_id", "attr_type", "value", name="uq_attributes_node_type_value"),
 )
 # Alias matching's index: the default alias type's attributes only (migration 0010; another
@@ -239,6 +260,7 @@ relationships = Table(
     Column("metadata", Text, nullable=True),
     Column("created_at", Timestamp, nullable=False),
     Column("updated_at", Timestamp, nullable=False),
+    *_created_by_columns(),
     UniqueConstraint(
         "source_node_id", "rel_type", "target_node_id", name="uq_relationships_endpoints"
     ),
@@ -352,7 +374,19 @@ FROM provenance_attributes s JOIN provenance_records r ON r.id = s.record_id
 UNION ALL
 SELECT s.id, 'relationship', s.subject_id, r.source_id, r.record_offset,
        s.fact_index, r.run_id, COALESCE(s.confidence, r.confidence), r.created_at
-FROM provenance_relationships s JOIN provenance_records r ON r.id = s.record_id"""
+FROM provenance_relationships s JOIN provenance_records r ON r.id = s.record_id
+UNION ALL
+SELECT s.prov_id, 'node', s.id, r.source_id, r.record_offset,
+       s.prov_fact_index, r.run_id, COALESCE(s.prov_confidence, r.confidence), r.created_at
+FROM nodes s JOIN provenance_records r ON r.id = s.prov_record_id
+UNION ALL
+SELECT s.prov_id, 'attribute', s.id, r.source_id, r.record_offset,
+       s.prov_fact_index, r.run_id, COALESCE(s.prov_confidence, r.confidence), r.created_at
+FROM attributes s JOIN provenance_records r ON r.id = s.prov_record_id
+UNION ALL
+SELECT s.prov_id, 'relationship', s.id, r.source_id, r.record_offset,
+       s.prov_fact_index, r.run_id, COALESCE(s.prov_confidence, r.confidence), r.created_at
+FROM relationships s JOIN provenance_records r ON r.id = s.prov_record_id"""
 
 DECLARED_DDL: dict[str, list[str]] = {
     "sqlite": [
