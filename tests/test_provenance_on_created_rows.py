@@ -11,7 +11,7 @@ from journal_loader.graph.embedded import EmbeddedGraph
 from journal_loader.storage import open_store
 from journal_loader.storage.migrate import upgrade
 from tests.support.graph import Direct, rows
-from tests.test_migrations_provenance import _bare_store
+from tests.support.stores import bare_store
 
 VIEW = (
     "SELECT id, subject_kind, subject_id, source_id, record_offset, fact_index, run_id,"
@@ -28,7 +28,7 @@ ORDER BY 3"""
 
 
 def test_a_graph_from_before_0011_shows_the_same_provenance_and_goes_on(db_url: str) -> None:
-    old = _bare_store(db_url)
+    old = bare_store(db_url)
     stamp = "1700000000000000" if old.dialect == "sqlite" else "CURRENT_TIMESTAMP"
     try:
         upgrade(old.engine, "0010")
