@@ -118,7 +118,9 @@ class Prefetcher(GraphState):
             # The ids the batch may take, at most (a node per identity, a relationship per
             # distinct fact, an attribute per value given, a provenance row per subject),
             # fetched now: once the first rows are written behind the resolver, a refill
-            # would wait for that write (Tx.write_behind).
+            # would wait for that write (Tx.write_behind). Usually the committer has topped
+            # them up already, while the previous batch's last rows were written
+            # (``ids_wanted``): then this reads nothing.
             values = sum(len(a) for given in idents.values() for a in given)
             tx.reserve_ahead(
                 {
@@ -128,6 +130,27 @@ class Prefetcher(GraphState):
                     "provenance_records": 3 * len(facts) + values,
                 }
             )
+
+    def ids_wanted(self, facts: list[CollectedFact]) -> dict[str, int]:
+        """At least the ids ``prefetch_collected`` will reserve ahead for these facts (it
+        counts distinct identities and facts; this counts every fact's, in one cheap pass),
+        for ``Store.top_up_ids``. Empty where the server hands out no ids."""
+        if not self._db.bulk_lookups or not facts:
+            return {}
+        values = 0
+        for f in facts:
+            src, tgt = f[0], f[1]
+            if src.attributes:
+                values += len(src.attributes)
+            if tgt.attributes:
+                values += len(tgt.attributes)
+        n = len(facts)
+        return {
+            "nodes": 2 * n,
+            "relationships": n,
+            "attributes": values,
+            "provenance_records": 3 * n + values,
+        }
 
     def _prefetch_identities(
         self,

@@ -93,6 +93,11 @@ class GraphTarget(ABC):
     def prefetch_collected(self, tx: Tx, facts: list[CollectedFact]) -> None:  # noqa: B027
         """``prefetch`` for a batch's collected facts (``wants_batch`` targets)."""
 
+    def ids_wanted(self, facts: list[CollectedFact]) -> dict[str, int]:
+        """The ids per table that ``prefetch_collected`` of these facts will reserve, at
+        least (``Store.top_up_ids``); none by default."""
+        return {}
+
     def propose_collected(
         self, source_id: int, record_offset: int, run_id: str, facts: list[CollectedFact]
     ) -> list[ProposeResult]:

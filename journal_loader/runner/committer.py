@@ -378,6 +378,7 @@ class BatchCommitter:
 
             tx.write_behind_queued(write_last_rows)
             self._plan_ahead()
+            self._top_up_ids()
             journal_inserts: list[Callable[[], None]] = []
             chained = self.writer.append(tx, events, defer=journal_inserts)
             tx.write_behind(lambda: _run_all(journal_inserts), append=True)
@@ -409,7 +410,18 @@ class BatchCommitter:
             tx.join_behind()
             tx.write_behind(write, append=True)
         self._plan_ahead()
+        self._top_up_ids()
         projections.apply(tx, rows)
+
+    def _top_up_ids(self) -> None:
+        """The ids the batch planned ahead will reserve, fetched now on a connection of the
+        store's own (``Store.top_up_ids``), while this batch's last rows are written behind:
+        the run's thread would wait for that write here anyway (PostgreSQL)."""
+        plan = self._ahead
+        if plan is not None and plan.collected and self.store.is_server:
+            wanted = self.target.ids_wanted(plan.collected)
+            if wanted:
+                self.store.top_up_ids(wanted)
 
     def _cut_short(self, batch: list[RawRecord], result: BatchResult) -> None:
         """Raise _CutShort when fail-fast trips before the last record of this batch, so

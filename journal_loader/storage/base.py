@@ -586,6 +586,14 @@ class Store(ABC):
         """Do they write a batch's journal rows behind (``Tx.appends_behind``)?"""
         return False
 
+    def top_up_ids(self, wanted: dict[str, int]) -> None:
+        """Outside any transaction: make sure the next ``wanted[table]`` ids of each table
+        need no query (``Tx.reserve_ahead`` of the next batch then reads nothing). Where ids
+        come from the server (PostgreSQL) they are fetched on a connection of their own;
+        elsewhere nothing to do. Never raises: the batch's own reserve_ahead fetches what
+        this did not."""
+        return
+
     def dispose(self) -> None:
         self.engine.dispose()
 
