@@ -19,7 +19,9 @@ the batch goes on), nothing of the batch committed. A batch writes behind once i
 And ``queued_write``: a batch's last graph rows were written in a write queued behind the
 one still running at the batch's end (``Tx.write_behind_queued``, PostgreSQL: see
 ``BatchCommitter._append_behind_and_plan_ahead``), the next batch being planned, nothing of
-the batch committed.
+the batch committed. And ``ids_topped_up``: the next batch's ids were taken from the
+sequences on a connection of their own (``PostgresStore.top_up_ids``, in its thread), not
+yet handed to the run, the batch not committed.
 
 Costs one global lookup per boundary when unset. Used by tests/test_crash.py.
 """
@@ -33,7 +35,8 @@ from collections.abc import Callable
 BOUNDARIES = ("before_propose", "after_propose", "before_commit", "after_commit")
 WRITE_BEHIND = "write_behind"
 QUEUED_WRITE = "queued_write"
-KINDS = (*BOUNDARIES, WRITE_BEHIND, QUEUED_WRITE)
+IDS_TOPPED_UP = "ids_topped_up"
+KINDS = (*BOUNDARIES, WRITE_BEHIND, QUEUED_WRITE, IDS_TOPPED_UP)
 ENV = "JOURNAL_LOADER_CRASH_AT"
 
 

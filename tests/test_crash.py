@@ -204,6 +204,31 @@ def test_killed_in_a_queued_write_equals_one_clean_run(tmp_path: Path) -> None:
         dbs.close()
 
 
+@pytest.mark.postgres
+def test_killed_while_the_next_batchs_ids_are_topped_up_equals_one_clean_run(
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL: killed in the thread that fetched the next batch's ids on a connection of
+    its own (``ids_topped_up``: the values taken from the sequences, not yet the run's, the
+    batch not committed), twice: at the first top-up of a run (the second batch's end: the
+    first batch is not planned ahead), then, resumed, at the same point again. The values
+    taken are gaps; the last run completes, and the result equals one clean run."""
+    rows = 4000
+    data = tmp_path / "registry_20251001.csv"
+    generator().generate(str(data), rows)
+    dbs = _Dbs("postgresql", tmp_path)
+    try:
+        clean_db = dbs.new()
+        assert _run(clean_db, data, 1000, None).returncode == 0
+        clean = _state(clean_db)
+        crashed_db = dbs.new()
+        codes = _crash_then_finish(crashed_db, data, 1000, ["ids_topped_up:1"] * 2)
+        assert codes == [-signal.SIGKILL] * 2
+        _assert_same(_state(crashed_db), clean, rows)
+    finally:
+        dbs.close()
+
+
 SMALL_ROWS = 24
 SMALL_BATCH = 6
 

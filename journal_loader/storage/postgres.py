@@ -31,6 +31,7 @@ from typing import Any
 from psycopg.types.string import BytesBinaryDumper
 from sqlalchemy import Connection, create_engine, event, make_url, text
 
+from journal_loader import faults
 from journal_loader.errors import FatalError, JournalLoaderError, SourceLockedError
 from journal_loader.secrets import scrub
 from journal_loader.storage.base import SCHEMA_HEAD, SourceLock, Store, Tx, lock_key
@@ -499,7 +500,8 @@ class PostgresStore(Store):
         # value left unused (a run that ends, a batch rolled back) is a gap, as it always
         # was. A top-up that fails is logged and changes nothing: the batch's own
         # reserve_ahead fetches what is missing. Pinned by tests/test_id_runs.py (the same
-        # ids, graph and answers as a load without top-ups, also when every top-up fails).
+        # ids, graph and answers as a load without top-ups, also when every top-up fails)
+        # and tests/test_crash.py (killed in the thread, ``ids_topped_up``: one clean run).
         self.take_topped_up_ids()
         pools = self._id_pools
         held = {t: p.size if (p := pools.get(t)) else 0 for t in wanted}
@@ -522,6 +524,7 @@ class PostgresStore(Store):
                 for table, n in short.items():
                     _refill_ids(cursor, self, table, fetched[table], n)
                 conn.rollback()
+            faults.point(faults.IDS_TOPPED_UP)  # (a kill here: the values are gaps)
         except Exception as e:  # what it fetched before is kept; the batch fetches the rest
             log.debug("topping up ids on a connection of their own failed: %s", scrub(str(e)))
 
