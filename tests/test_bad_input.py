@@ -73,6 +73,14 @@ CASES = [
         ".jsonl",
     ),
     Case(
+        "json_key_twice",
+        J + b'{"name": "B", "city": "X", "name": "C"}\n' + J,
+        2,
+        1,
+        "duplicate_key",
+        ".jsonl",
+    ),
+    Case(
         "json_nan",
         J + b'{"name":"B","city":NaN}\n{"name":"C","city":Infinity}\n',
         1,

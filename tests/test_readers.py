@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from journal_loader.errors import ConfigError, SourceChangedError, SourceFileError
-from journal_loader.sources import readers
+from journal_loader.sources import jsonl_decoder, readers
 from journal_loader.sources.encoding import looks_wide
 from journal_loader.sources.readers import (
     RawRecord,
@@ -548,6 +548,15 @@ def test_jsonl_records_blank_lines_and_bom(tmp_path: Path) -> None:
         (b'{"a": "x\x00"}', "nul_byte", "NUL byte (0x00) at byte 19"),
         (b'{"a": ' + b"[" * 64 + b"]" * 64 + b"}", "too_deep", "nested more than 64 levels"),
         (b'{"a": ' + b"[" * 5000 + b"]" * 5000 + b"}", "too_deep", "nested more than 64 levels"),
+        # a key twice in one object: msgspec (like every JSON parser) keeps the last value
+        (b'{"a": 1, "a": 2}', "duplicate_key", 'the key "a" appears twice in one JSON object'),
+        (b'{"a": 1, "b": {"c": 1, "c": 1}}', "duplicate_key", 'the key "c" appears twice'),
+        (b'{"a": [{"k": "x"}, {"k": 1, "k": 2}]}', "duplicate_key", 'the key "k"'),
+        # colons inside strings (the count alone cannot tell), and one hidden by an escape
+        (b'{"t": "12:30", "u:": "http://x", "t": ":"}', "duplicate_key", 'the key "t"'),
+        (b'{"a\\u003a": 1, "a:": 2}', "duplicate_key", 'the key "a:"'),
+        (b'{"x": 1, "x": "\\u003a\\u003a"}', "duplicate_key", 'the key "x"'),
+        (b'{"\xc3\xa9": 1, "\\u00e9": 2}', "duplicate_key", 'the key "é"'),
     ],
 )
 def test_jsonl_bad_lines(tmp_path: Path, line: bytes, kind: str, message: str) -> None:
@@ -561,6 +570,31 @@ def test_jsonl_bad_lines(tmp_path: Path, line: bytes, kind: str, message: str) -
     assert message in records[1].error
     assert records[2].data == {"ok": 2} and records[2].line == 4
     check_accounting(data, 0, records, blank=b" \t\r\n")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"t": "12:30:00", "url": "http://x/y", "k:v": {"a:": ":", "b": [":", {"c": "::"}]}}',
+        b'{"a\\u003a": 1, "a": 2, "b": "\\u003a:"}',  # "a:" and "a": two keys
+        b'{"a": {"a": {"a": 1}}, "b": [{"a": 1}, {"a": 2}]}',  # one key in several objects
+        b'{"x": "\\\\u003a", "x\\\\": 1}',  # a backslash, then u003a: no colon
+        b"{}",
+    ],
+)
+def test_jsonl_colons_escapes_and_repeated_names_are_not_a_key_twice(
+    tmp_path: Path, line: bytes
+) -> None:
+    _, records = read_all(write(tmp_path, "a.jsonl", line + b"\n"))
+    assert records[0].error is None
+    assert records[0].data == json.loads(line)
+
+
+def test_jsonl_a_key_twice_in_another_encoding(tmp_path: Path) -> None:
+    data = '{"n": "é:1"}\n{"n": "é", "n": "è"}\n'.encode("cp1252")
+    _, records = read_all(write(tmp_path, "a.jsonl", data), encoding="cp1252")
+    assert records[0].data == {"n": "é:1"}
+    assert errors_of(records) == [(1, "duplicate_key")]
 
 
 def test_jsonl_64_levels_is_fine(tmp_path: Path) -> None:
@@ -904,3 +938,71 @@ def test_iterating_twice_continues() -> None:
     assert [r.offset for r in reader] == [1]
     reader.close()
     reader.close()
+
+
+# A JSON object as its pairs, a key possibly twice: (key, value) lists, nested.
+_JSON_KEYS = st.text(alphabet=st.sampled_from('ab:\\"é\u2028'), max_size=3)
+_JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**20), 10**20)
+    | st.text(alphabet=st.sampled_from('x:\\"é/'), max_size=4)
+)
+
+
+def _pairs(children: Any) -> Any:
+    return st.lists(st.tuples(_JSON_KEYS, children), max_size=4).map(lambda p: ("obj", p))
+
+
+_JSON_VALUES = st.recursive(
+    _JSON_SCALARS, lambda c: _pairs(c) | st.lists(c, max_size=3), max_leaves=12
+)
+
+
+def _to_json(value: Any, ascii_only: bool, hide: bool = False) -> str:
+    """``value`` as JSON text; ``hide``: every colon inside a string written \\u003a."""
+
+    def text(s: str) -> str:
+        out = json.dumps(s, ensure_ascii=ascii_only)
+        return out.replace(":", "\\u003a") if hide else out
+
+    if isinstance(value, tuple):  # an object, as its pairs (a key may repeat)
+        return (
+            "{"
+            + ", ".join(f"{text(k)}: {_to_json(v, ascii_only, hide)}" for k, v in value[1])
+            + "}"
+        )
+    if isinstance(value, list):
+        return "[" + ",".join(_to_json(v, ascii_only, hide) for v in value) + "]"
+    return text(value) if isinstance(value, str) else json.dumps(value)
+
+
+def _repeats_a_key(value: Any) -> bool:
+    if isinstance(value, tuple):
+        keys = [k for k, _ in value[1]]
+        return len(set(keys)) < len(keys) or any(_repeats_a_key(v) for _, v in value[1])
+    if isinstance(value, list):
+        return any(_repeats_a_key(v) for v in value)
+    return False
+
+
+@PROPERTY_SETTINGS
+@given(top=_pairs(_JSON_VALUES), ascii_only=st.booleans(), hide=st.booleans())
+def test_jsonl_a_key_twice_is_found_exactly(
+    tmp_path: Path, top: Any, ascii_only: bool, hide: bool
+) -> None:
+    """A line is a ``duplicate_key`` record exactly when an object in it repeats a key
+    (keys and strings full of colons, backslashes and escapes: ascii_only writes é as
+    \\u00e9, hide every colon in a string as \\u003a); otherwise it is read as the json
+    module reads it, and without an escape the cheap check alone says so (no second
+    parse of the line: jsonl_decoder.py)."""
+    line = _to_json(top, ascii_only, hide).encode()
+    _, records = read_all(write(tmp_path, "p.jsonl", line + b"\n"))
+    assert len(records) == 1
+    if _repeats_a_key(top):
+        assert records[0].error_type == "duplicate_key"
+    else:
+        assert records[0].error is None
+        assert records[0].data == json.loads(line)
+        if b"\\u" not in line:
+            assert not jsonl_decoder._keys_twice(line, json.loads(line))

@@ -3,6 +3,7 @@ record with an error (see ``readers``)."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from typing import Any, cast
@@ -39,6 +40,7 @@ class JsonlDecoder:
         text_codec = None if self.codec is UTF8 else self.codec.name
         record = RawRecord
         min_deep = 2 * MAX_JSON_DEPTH  # a line this short cannot nest too deep
+        colon = b":"
         try:
             for raw in lines:
                 n = len(raw)
@@ -48,7 +50,17 @@ class JsonlDecoder:
                         obj = decode(raw) if text_codec is None else decode(str(raw, text_codec))
                     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
                         obj = None
-                    if type(obj) is dict and (n <= min_deep or not _too_deep(raw, obj)):
+                    if (
+                        type(obj) is dict
+                        and (n <= min_deep or not _too_deep(raw, obj))
+                        # (a line with no more colons than keys holds no key twice: below)
+                        and (
+                            (raw.count(colon) == len(obj) and text_codec is None)
+                            or not _keys_twice(
+                                raw if text_codec is None else str(raw, text_codec), obj
+                            )
+                        )
+                    ):
                         rec = record(offset, line, start, end, raw, obj)
                         offset += 1
                         line += 1
@@ -104,6 +116,13 @@ class JsonlDecoder:
             return failed("not_an_object", f"expected a JSON object {{...}}, got {_kind(obj)}")
         if _depth_over(obj, MAX_JSON_DEPTH):
             return failed("too_deep", f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
+        twice = _key_twice(body)
+        if twice is not None:
+            return failed(
+                "duplicate_key",
+                f"the key {json.dumps(twice, ensure_ascii=False)} appears twice in one JSON "
+                "object: one of its values would silently replace the other",
+            )
         return RawRecord(offset, line, start, end, raw, obj)
 
     @staticmethod
@@ -149,3 +168,83 @@ def _depth_over(obj: object, limit: int) -> bool:
             if isinstance(child, dict | list):
                 stack.append((child, depth + 1))
     return False
+
+
+# --- a key twice in one object ---------------------------------------------------------------
+# JSON parsers, msgspec included, keep the last value of a key given twice in one object
+# ({"name": "A", "name": "B"} is {"name": "B"}): a record would lose a value with no trace.
+# Such a line is a bad record (``duplicate_key``: the DLQ, with its raw bytes), found
+# without a second parse of every line:
+#
+# * every key of the text is followed by one colon outside strings, so the colons of the
+#   line are at least its keys, and its keys at least those of the decoded objects. A line
+#   with as many colons as its top-level object has keys (the usual flat record whose values
+#   hold no colon) therefore holds no key twice: one count, no walk.
+# * otherwise the decoded objects are walked: their keys, and the colons inside their
+#   strings (keys and values). Without a ``\u`` escape in the line, a string's colons are
+#   exactly those of its text, so "colons of the line minus colons in strings" is the
+#   number of keys in the text when nothing was dropped; a key dropped (with its value)
+#   leaves more colons than keys. Exact both ways.
+# * a line with a ``\u`` escape (a colon may hide as \u003a) is parsed again by the json
+#   module, which reports each object's pairs (``_key_twice``).
+# Pinned by tests/test_readers.py (cases, and a hypothesis property against the json
+# module's pairs on random objects, with and without a key twice).
+
+
+def _keys_twice(body: bytes | str, obj: dict[str, Any]) -> bool:
+    """Does an object of this line (``obj``, decoded from ``body``) hold a key twice?"""
+    if isinstance(body, bytes):
+        colons, escaped = body.count(b":"), b"\\u" in body
+    else:
+        colons, escaped = body.count(":"), "\\u" in body
+    if colons == len(obj):
+        return False
+    if escaped:
+        return _key_twice(body) is not None
+    keys = in_strings = 0
+    stack: list[Any] = [obj]
+    pop, push = stack.pop, stack.append
+    while stack:
+        item = pop()
+        if type(item) is dict:
+            keys += len(item)
+            for k, v in item.items():
+                in_strings += k.count(":")
+                t = type(v)
+                if t is str:
+                    in_strings += v.count(":")
+                elif t is dict or t is list:
+                    push(v)
+        else:
+            for v in item:
+                t = type(v)
+                if t is str:
+                    in_strings += v.count(":")
+                elif t is dict or t is list:
+                    push(v)
+    return colons - in_strings > keys
+
+
+class _Twice(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _pairs_once(pairs: list[tuple[str, Any]]) -> None:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _Twice(key)
+        seen.add(key)
+
+
+def _key_twice(body: bytes | str) -> str | None:
+    """The first key given twice in one object of this line of valid JSON, or None (the
+    json module's pairs: exact, and slower than msgspec; for the lines that need it)."""
+    try:
+        json.loads(body, object_pairs_hook=_pairs_once)
+    except _Twice as e:
+        return e.key
+    except ValueError:  # (msgspec took it: nothing for this check to say)
+        return None
+    return None

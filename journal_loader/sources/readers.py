@@ -48,6 +48,8 @@ Record-level errors (``RawRecord.error_type``)
     ``invalid_json``      JSONL: not JSON (NaN and Infinity are rejected: they are not JSON)
     ``not_an_object``     JSONL: valid JSON, but not an object
     ``too_deep``          JSONL: nested deeper than 64 levels
+    ``duplicate_key``     JSONL: a key twice in one object (a parser would keep the last
+                          value only: jsonl_decoder.py says how it is found cheaply)
     ``empty_record`` / ``multiple_records``  only from :meth:`RecordReader.reparse`
 
 File-level errors raise :class:`~journal_loader.errors.SourceFileError`: missing, a directory,
