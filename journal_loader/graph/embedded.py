@@ -108,7 +108,7 @@ from journal_loader.graph.protocol import (
 )
 from journal_loader.graph.resolution import ALIAS_CONFIDENCE
 from journal_loader.graph.rows import RowBuilder
-from journal_loader.graph.state import Candidate, Candidates, _Buffers, _Record
+from journal_loader.graph.state import Candidate, Candidates, _Record
 from journal_loader.graph.store import (
     ATTRIBUTE_COLUMNS,
     FUZZY_INDEX_NAME,
@@ -116,6 +116,7 @@ from journal_loader.graph.store import (
     PROVENANCE_RECORD_COLUMNS,
     PROVENANCE_SUBJECT_COLUMNS,
     RELATIONSHIP_COLUMNS,
+    RowBuffers,
     alias_literal,
 )
 from journal_loader.graph.target import GraphTarget
@@ -269,7 +270,7 @@ class EmbeddedGraph(Prefetcher, RowBuilder, GraphTarget, ProposeClient):
             faults.point(faults.WRITE_BEHIND)
 
         if tx.write_behind(write):
-            self._buf = _Buffers()
+            self._buf = RowBuffers()
 
     def abort_record(self) -> None:
         if self._rec is not None:
@@ -282,7 +283,7 @@ class EmbeddedGraph(Prefetcher, RowBuilder, GraphTarget, ProposeClient):
 
     def take_flush(self, tx: Tx) -> Callable[[], None] | None:
         buf, db = self._buf, self._db
-        self._buf = _Buffers()
+        self._buf = RowBuffers()
 
         def write() -> None:
             db.write(tx, buf)

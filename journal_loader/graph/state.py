@@ -17,7 +17,7 @@ from typing import Any
 
 from journal_loader.graph.fuzzy import TrigramIndex
 from journal_loader.graph.protocol import ProposeResult
-from journal_loader.graph.store import GraphStore
+from journal_loader.graph.store import GraphStore, RowBuffers
 from journal_loader.storage.base import Store, Tx
 
 _MISSING: Any = object()
@@ -61,56 +61,6 @@ class _UndoLog:
                 mapping.pop(key, None)
             else:
                 mapping[key] = old
-
-
-@dataclass(slots=True)
-class _Buffers:
-    """Rows to write at flush, each a tuple in its table's column order
-    (``journal_loader.graph.store``'s ``*_COLUMNS``)."""
-
-    nodes: list[tuple[Any, ...]] = field(default_factory=list)
-    key_updates: list[dict[str, Any]] = field(default_factory=list)
-    attributes: list[tuple[Any, ...]] = field(default_factory=list)
-    relationships: list[tuple[Any, ...]] = field(default_factory=list)
-    rel_updates: list[dict[str, Any]] = field(default_factory=list)
-    provenance_records: list[tuple[Any, ...]] = field(default_factory=list)
-    provenance_nodes: list[tuple[Any, ...]] = field(default_factory=list)
-    provenance_attributes: list[tuple[Any, ...]] = field(default_factory=list)
-    provenance_relationships: list[tuple[Any, ...]] = field(default_factory=list)
-
-    def marks(self) -> tuple[int, ...]:
-        return (
-            len(self.nodes),
-            len(self.key_updates),
-            len(self.attributes),
-            len(self.relationships),
-            len(self.rel_updates),
-            len(self.provenance_records),
-            len(self.provenance_nodes),
-            len(self.provenance_attributes),
-            len(self.provenance_relationships),
-        )
-
-    def truncate(self, marks: tuple[int, ...]) -> None:
-        for buf, mark in zip(self._all(), marks, strict=True):
-            del buf[mark:]
-
-    def clear(self) -> None:
-        for buf in self._all():
-            buf.clear()
-
-    def _all(self) -> tuple[list[Any], ...]:
-        return (
-            self.nodes,
-            self.key_updates,
-            self.attributes,
-            self.relationships,
-            self.rel_updates,
-            self.provenance_records,
-            self.provenance_nodes,
-            self.provenance_attributes,
-            self.provenance_relationships,
-        )
 
 
 @dataclass(slots=True)
@@ -178,7 +128,7 @@ class GraphState:
         self._keyless_by_name: dict[tuple[str, str], Candidates] = {}
         self._keyless_aliases: dict[tuple[str, str], Candidates] = {}
         self._undo = _UndoLog()
-        self._buf = _Buffers()
+        self._buf = RowBuffers()
         self._tx: Tx | None = None
         self._rec: _Record | None = None
         self._safe = False

@@ -18,18 +18,16 @@ import hashlib
 import logging
 import re
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, text
 
 from journal_loader.storage.base import Store, Tx
 from journal_loader.storage.errors import describe
 from journal_loader.storage.sql import int_array_literal, load_queries, text_array_literal
-
-if TYPE_CHECKING:
-    from journal_loader.graph.state import _Buffers
 
 log = logging.getLogger("journal_loader.graph")
 
@@ -119,6 +117,58 @@ PROVENANCE_RECORD_COLUMNS = (
 )
 # the columns of each kind's table (provenance_nodes, _attributes, _relationships)
 PROVENANCE_SUBJECT_COLUMNS = ("subject_id", "id", "record_id", "fact_index", "confidence")
+
+
+@dataclass(slots=True)
+class RowBuffers:
+    """A batch's (in safe mode a record's) rows, buffered until ``GraphStore.write``
+    writes them, each a tuple in its table's column order (the ``*_COLUMNS`` here).
+    The graph's state holds them (``graph/state.py``); here, beside the columns and the
+    statements, is what they are."""
+
+    nodes: list[tuple[Any, ...]] = field(default_factory=list)
+    key_updates: list[dict[str, Any]] = field(default_factory=list)
+    attributes: list[tuple[Any, ...]] = field(default_factory=list)
+    relationships: list[tuple[Any, ...]] = field(default_factory=list)
+    rel_updates: list[dict[str, Any]] = field(default_factory=list)
+    provenance_records: list[tuple[Any, ...]] = field(default_factory=list)
+    provenance_nodes: list[tuple[Any, ...]] = field(default_factory=list)
+    provenance_attributes: list[tuple[Any, ...]] = field(default_factory=list)
+    provenance_relationships: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def marks(self) -> tuple[int, ...]:
+        return (
+            len(self.nodes),
+            len(self.key_updates),
+            len(self.attributes),
+            len(self.relationships),
+            len(self.rel_updates),
+            len(self.provenance_records),
+            len(self.provenance_nodes),
+            len(self.provenance_attributes),
+            len(self.provenance_relationships),
+        )
+
+    def truncate(self, marks: tuple[int, ...]) -> None:
+        for buf, mark in zip(self._all(), marks, strict=True):
+            del buf[mark:]
+
+    def clear(self) -> None:
+        for buf in self._all():
+            buf.clear()
+
+    def _all(self) -> tuple[list[Any], ...]:
+        return (
+            self.nodes,
+            self.key_updates,
+            self.attributes,
+            self.relationships,
+            self.rel_updates,
+            self.provenance_records,
+            self.provenance_nodes,
+            self.provenance_attributes,
+            self.provenance_relationships,
+        )
 
 
 class GraphStore:
@@ -349,7 +399,7 @@ class GraphStore:
         return tx.fetchall(self._q["prefetch_attributes"], {"ids": int_array_literal(ids)})
 
     # --- writing -------------------------------------------------------------------------------
-    def write(self, tx: Tx, b: _Buffers) -> None:
+    def write(self, tx: Tx, b: RowBuffers) -> None:
         """A batch's (or, in safe mode, a record's) buffered rows, in bulk."""
         tx.insert_rows("nodes", NODE_COLUMNS, b.nodes)
         tx.executemany(self._q["assign_external_key"], b.key_updates)
