@@ -180,49 +180,37 @@ def _depth_over(obj: object, limit: int) -> bool:
 #   line are at least its keys, and its keys at least those of the decoded objects. A line
 #   with as many colons as its top-level object has keys (the usual flat record whose values
 #   hold no colon) therefore holds no key twice: one count, no walk.
-# * otherwise the decoded objects are walked: their keys, and the colons inside their
-#   strings (keys and values). Without a ``\u`` escape in the line, a string's colons are
-#   exactly those of its text, so "colons of the line minus colons in strings" is the
-#   number of keys in the text when nothing was dropped; a key dropped (with its value)
-#   leaves more colons than keys. Exact both ways.
-# * a line with a ``\u`` escape (a colon may hide as \u003a) is parsed again by the json
-#   module, which reports each object's pairs (``_key_twice``).
-# Pinned by tests/test_readers.py (cases, and a hypothesis property against the json
-# module's pairs on random objects, with and without a key twice).
+# * otherwise the decoded object is written again (msgspec's encoder: compact, and it
+#   never escapes a colon) and its colons counted: one per key it kept, plus those inside
+#   its strings. Unless a colon is written ``\u003a`` in the line, a string's colons are
+#   exactly those of its text (no other escape makes one), so without a key twice the
+#   line and the rewrite have as many colons, and a key dropped (with its value) leaves
+#   the line more. Exact both ways, in C. (Other escapes do not matter: a file written
+#   with Python's json defaults escapes every accented letter, and its lines must not
+#   take the slow way; a walk of the objects in Python cost 3.6 us a record there.)
+# * a line with ``\u003a`` (or ``\u003A``) is parsed again by the json module, which
+#   reports each object's pairs (``_key_twice``).
+# A false alarm of the first two would only cost that slower parse (it has the last
+# word); tests pin that there is none. Pinned by tests/test_readers.py (cases, and a
+# hypothesis property against the json module's pairs on random objects, with and
+# without a key twice).
+
+_encode = msgspec.json.encode
 
 
 def _keys_twice(body: bytes | str, obj: dict[str, Any]) -> bool:
     """Does an object of this line (``obj``, decoded from ``body``) hold a key twice?"""
     if isinstance(body, bytes):
-        colons, escaped = body.count(b":"), b"\\u" in body
+        colons = body.count(b":")
+        escaped = b"\\u003a" in body or b"\\u003A" in body
     else:
-        colons, escaped = body.count(":"), "\\u" in body
+        colons = body.count(":")
+        escaped = "\\u003a" in body or "\\u003A" in body
     if colons == len(obj):
         return False
     if escaped:
         return _key_twice(body) is not None
-    keys = in_strings = 0
-    stack: list[Any] = [obj]
-    pop, push = stack.pop, stack.append
-    while stack:
-        item = pop()
-        if type(item) is dict:
-            keys += len(item)
-            for k, v in item.items():
-                in_strings += k.count(":")
-                t = type(v)
-                if t is str:
-                    in_strings += v.count(":")
-                elif t is dict or t is list:
-                    push(v)
-        else:
-            for v in item:
-                t = type(v)
-                if t is str:
-                    in_strings += v.count(":")
-                elif t is dict or t is list:
-                    push(v)
-    return colons - in_strings > keys
+    return _encode(obj).count(b":") != colons
 
 
 class _Twice(Exception):
