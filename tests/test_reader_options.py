@@ -206,3 +206,77 @@ def test_a_tsv_source_journals_the_tab_it_read_with_and_old_journals_reparse_by_
             assert rec.data != {"name": "Acme", "city": "BAD"}
         else:
             assert rec.data == expected
+
+
+# --- JSONL: a key twice in one object (duplicate_keys) --------------------------------------
+
+
+def test_duplicate_keys_error_or_last_and_nothing_else() -> None:
+    assert ReaderOptions().duplicate_keys == "error"
+    assert Config().source.reader_options().duplicate_keys == "error"
+    cfg = config_from_dict({"source": {"duplicate_keys": "last"}})
+    assert run_options(cfg, PairLoader(cfg)).reader == ReaderOptions(duplicate_keys="last")
+    with pytest.raises(ConfigError, match="duplicate_keys must be one of error, last"):
+        ReaderOptions(duplicate_keys="first")
+    with pytest.raises(ConfigError, match=r"source\.duplicate_keys"):
+        config_from_dict({"source": {"duplicate_keys": "first"}})
+
+
+def test_duplicate_keys_last_loads_the_last_value_journals_it_and_the_dlq_rereads_so(
+    tmp_path: Path,
+) -> None:
+    """With ``duplicate_keys: last`` a record with a key twice is read as JSON parsers read
+    it (the last value), the option is journaled (and only then: a default run's bytes are
+    as before, test_a_run_journals_its_reader_options_as_before), and a DLQ retry re-reads
+    such a record with it, without the file."""
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(
+        b'{"name": "Acme", "city": "BAD", "name": "Bolt"}\n'  # fails validation (city)
+        b'{"name": "Cora", "city": "Oslo", "city": "Rome"}\n'
+    )
+    db = tmp_path / "journal.db"
+    report = run(
+        PairLoader, path, db=f"sqlite:///{db}", config={"source": {"duplicate_keys": "last"}}
+    )
+    assert (report.statistics.imported, report.statistics.failed) == (1, 1)
+    with sqlite3.connect(db) as conn:
+        (payload,) = conn.execute(
+            "SELECT payload FROM journal WHERE event_type = 'RunStarted'"
+        ).fetchone()
+        names = {n for (n,) in conn.execute("SELECT name FROM nodes")}
+    assert names == {"Cora", "Rome"}  # the last values
+    started = decode(payload.encode())
+    assert isinstance(started, RunStarted)
+    assert started.reader["duplicate_keys"] == "last"
+    assert ReaderOptions.from_journal(started.reader).duplicate_keys == "last"
+    path.unlink()
+    store = open_store(f"sqlite:///{db}")
+    try:
+        cfg = Config()
+        done = retry(store, Lenient(cfg), make_target(store, cfg), source_id=report.source_id)
+        assert [(o.outcome, o.record_offset) for o in done.outcomes] == [("succeeded", 0)]
+        with sqlite3.connect(db) as conn:
+            names = {n for (n,) in conn.execute("SELECT name FROM nodes")}
+        assert "Bolt" in names and "Acme" not in names
+    finally:
+        store.dispose()
+
+
+def test_duplicate_keys_error_by_default_and_the_dlq_rereads_so(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(b'{"name": "Acme", "city": "Oslo", "name": "Bolt"}\n')
+    db = f"sqlite:///{tmp_path / 'journal.db'}"
+    report = run(PairLoader, path, db=db)
+    assert (report.statistics.imported, report.statistics.failed) == (0, 1)
+    store = open_store(db)
+    try:
+        (entry,) = list_entries(store)
+        assert (
+            entry["error_type"] == "duplicate_key"
+            and '"name" appears twice' in entry["error_message"]
+        )
+        cfg = Config()
+        done = retry(store, Lenient(cfg), make_target(store, cfg), source_id=report.source_id)
+        assert [o.outcome for o in done.outcomes] == ["failed"]
+    finally:
+        store.dispose()

@@ -68,6 +68,7 @@ class SourceSection(_Section):
     quotechar: str = Field(default=_READER.quotechar, min_length=1, max_length=1)
     field_size_limit: Int = Field(default=_READER.field_size_limit, gt=0)
     max_record_bytes: Int = Field(default=_READER.max_record_bytes, gt=0)
+    duplicate_keys: Literal["error", "last"] = "error"  # (ReaderOptions.duplicate_keys)
     update_frequency: str = UpdateFrequency.HASH.value
 
     def reader_options(self) -> ReaderOptions:
@@ -79,6 +80,7 @@ class SourceSection(_Section):
             quotechar=self.quotechar,
             field_size_limit=self.field_size_limit,
             max_record_bytes=self.max_record_bytes,
+            duplicate_keys=self.duplicate_keys,
         )
 
     @field_validator("type")

@@ -26,11 +26,20 @@ _MSGSPEC_BYTE = re.compile(r"\(byte (\d+)\)")
 
 
 class JsonlDecoder:
-    def __init__(self, path: str, gzipped: bool, codec: Codec, max_record_bytes: int) -> None:
+    def __init__(
+        self,
+        path: str,
+        gzipped: bool,
+        codec: Codec,
+        max_record_bytes: int,
+        keep_last: bool = False,
+    ) -> None:
         self.path = path
         self.gzipped = gzipped
         self.codec = codec
         self.max_record_bytes = max_record_bytes
+        #: a key twice in one object keeps its last value (``duplicate_keys: last``)
+        self.keep_last = keep_last
 
     def records(
         self, lines: Iterator[bytes], offset: int, line: int, start: int, progress: Progress
@@ -41,6 +50,7 @@ class JsonlDecoder:
         record = RawRecord
         min_deep = 2 * MAX_JSON_DEPTH  # a line this short cannot nest too deep
         colon = b":"
+        check = not self.keep_last
         try:
             for raw in lines:
                 n = len(raw)
@@ -55,7 +65,8 @@ class JsonlDecoder:
                         and (n <= min_deep or not _too_deep(raw, obj))
                         # (a line with no more colons than keys holds no key twice: below)
                         and (
-                            (raw.count(colon) == len(obj) and text_codec is None)
+                            not check
+                            or (raw.count(colon) == len(obj) and text_codec is None)
                             or not _keys_twice(
                                 raw if text_codec is None else str(raw, text_codec), obj
                             )
@@ -116,7 +127,7 @@ class JsonlDecoder:
             return failed("not_an_object", f"expected a JSON object {{...}}, got {_kind(obj)}")
         if _depth_over(obj, MAX_JSON_DEPTH):
             return failed("too_deep", f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
-        twice = _key_twice(body)
+        twice = None if self.keep_last else _key_twice(body)
         if twice is not None:
             return failed(
                 "duplicate_key",

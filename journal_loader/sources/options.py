@@ -28,8 +28,16 @@ class ReaderOptions:
     quotechar: str = '"'
     field_size_limit: int = 1_048_576
     max_record_bytes: int = 8_388_608
+    # JSONL, a key twice in one object: "error" (the record goes to the DLQ as
+    # duplicate_key) or "last" (the last value is kept, as JSON parsers do)
+    duplicate_keys: str = "error"
 
     def __post_init__(self) -> None:
+        if self.duplicate_keys not in DUPLICATE_KEYS:
+            raise ConfigError(
+                f"duplicate_keys must be one of {', '.join(DUPLICATE_KEYS)}, "
+                f"not {self.duplicate_keys!r}"
+            )
         for label, value in (
             ("field_size_limit", self.field_size_limit),
             ("max_record_bytes", self.max_record_bytes),
@@ -40,8 +48,10 @@ class ReaderOptions:
     def journaled(self, *, format: str, gzipped: bool) -> dict[str, object]:
         """``RunStarted.reader``: these options with the format the reader found (csv or
         jsonl) and whether the file was gzipped. The keys and their order are the journal's:
-        an event's bytes feed its source's hash chain."""
-        return {
+        an event's bytes feed its source's hash chain. ``duplicate_keys`` is journaled only
+        when it is not the default, so a run with the default journals the bytes it always
+        did (a mapping without it reads back as the default: ``from_journal``)."""
+        journaled: dict[str, object] = {
             "format": format,
             "gzipped": gzipped,
             "encoding": self.encoding,
@@ -50,6 +60,9 @@ class ReaderOptions:
             "field_size_limit": self.field_size_limit,
             "max_record_bytes": self.max_record_bytes,
         }
+        if self.duplicate_keys != "error":
+            journaled["duplicate_keys"] = self.duplicate_keys
+        return journaled
 
     @classmethod
     def from_journal(cls, recorded: Mapping[str, object]) -> ReaderOptions:
@@ -68,6 +81,8 @@ class ReaderOverrides(TypedDict, total=False):
     quotechar: str
     field_size_limit: int
     max_record_bytes: int
+    duplicate_keys: str
 
 
+DUPLICATE_KEYS = ("error", "last")
 DEFAULT_READER_OPTIONS = ReaderOptions()

@@ -49,7 +49,8 @@ Record-level errors (``RawRecord.error_type``)
     ``not_an_object``     JSONL: valid JSON, but not an object
     ``too_deep``          JSONL: nested deeper than 64 levels
     ``duplicate_key``     JSONL: a key twice in one object (a parser would keep the last
-                          value only: jsonl_decoder.py says how it is found cheaply)
+                          value only: jsonl_decoder.py says how it is found cheaply);
+                          ``duplicate_keys="last"`` keeps the last value instead
     ``empty_record`` / ``multiple_records``  only from :meth:`RecordReader.reparse`
 
 File-level errors raise :class:`~journal_loader.errors.SourceFileError`: missing, a directory,
@@ -260,7 +261,9 @@ class RecordReader:
                 self._records = decoder.records(lines(), *start, self._progress)
             self._decoder: CsvDecoder | JsonlDecoder = decoder
         else:
-            jdecoder = JsonlDecoder(path, gzipped, codec, max_record_bytes)
+            jdecoder = JsonlDecoder(
+                path, gzipped, codec, max_record_bytes, options.duplicate_keys == "last"
+            )
             point = start if start is not None else ResumePoint(0, 1, 0)
             if point.byte > 0:
                 self._seek(stream, point, codec)
