@@ -105,6 +105,7 @@ class FirstRecord:
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")
+CORES = len(os.sched_getaffinity(0))  # the cores this process (and the machine's server) may use
 
 
 def _proc_cpu(pid: int) -> float | None:
@@ -216,13 +217,24 @@ class Meter:
     def cpu_rate(self) -> float:
         return self.records / (self.loader_cpu + self.server_cpu)
 
+    @property
+    def cores_busy(self) -> float:
+        """The share of the machine's cores the run kept busy: its CPU seconds over the wall
+        time of every core. A rate is at most ``cpu_rate`` times the cores, so this is how
+        much more any overlap could give (README, "What two cores allow")."""
+        return (self.loader_cpu + self.server_cpu) / (self.wall * CORES)
+
     def cpu_text(self, base: Meter | None = None) -> str:
-        """``N records per CPU-second (loader a s + server b s of CPU, x% of baseline's)``"""
+        """``N records per CPU-second (loader a s + server b s of CPU, x% of baseline's);
+        y% of the 2 cores busy``"""
         parts = f"loader {self.loader_cpu:.2f} s"
         if self.on_server:
             parts += f" + server {self.server_cpu:.2f} s"
         share = f", {self.cpu_rate / base.cpu_rate:.0%} of baseline's" if base else ""
-        return f"{self.cpu_rate:,.0f} records per CPU-second ({parts} of CPU{share})"
+        return (
+            f"{self.cpu_rate:,.0f} records per CPU-second ({parts} of CPU{share}); "
+            f"{self.cores_busy:.0%} of the {CORES} cores busy"
+        )
 
 
 def _app_name() -> str:
@@ -559,7 +571,7 @@ def scaling(backends: list[str], sizes: list[int], batch: int, pg_url: str) -> N
         )
         print(
             f"{'rows':>12} {'records/s':>10} {'per CPU-s':>10} {'server CPU':>10} "
-            f"{'peak RSS':>10}   vs the first size (per wall-s, per CPU-s)"
+            f"{'cores busy':>10} {'peak RSS':>10}   vs the first size (per wall-s, per CPU-s)"
         )
         first: tuple[float, float] | None = None
         for rows in sizes:
@@ -572,8 +584,9 @@ def scaling(backends: list[str], sizes: list[int], batch: int, pg_url: str) -> N
             cpu_rate = r["records"] / (r["loader_cpu"] + r["server_cpu"])
             first = first or (rate, cpu_rate)
             server = f"{r['server_cpu']:.1f} s" if backend == "postgresql" else "-"
+            busy = (r["loader_cpu"] + r["server_cpu"]) / (r["wall"] * CORES)
             print(
-                f"{rows:>12,} {rate:>10,.0f} {cpu_rate:>10,.0f} {server:>10} "
+                f"{rows:>12,} {rate:>10,.0f} {cpu_rate:>10,.0f} {server:>10} {busy:>10.0%} "
                 f"{r['peak_rss_mb']:>7,.0f} MB   {rate / first[0]:.2f}, {cpu_rate / first[1]:.2f}"
             )
 

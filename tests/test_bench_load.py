@@ -53,6 +53,9 @@ def _check_backend(out: str, backend: str) -> None:
         return value
 
     rate(r"baseline \(csv parse \+ 2 events/record, raw driver\): " + RATE)
+    # beside each rate, how busy the cores were (what more overlap could give at most)
+    busy = re.findall(tag + r" .*?; (\d+)% of the \d+ cores busy", out)
+    assert len(busy) >= 5, out  # baseline, journal only, both example loads, the rows alone
     rate(r"journal only \(no-op propose, batch 10,000\): " + RATE)
     for share in ("10%", "50%", "90%"):
         assert re.search(tag + rf" resume at {share}: start-up \d+ ms", out), out
