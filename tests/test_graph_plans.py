@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from journal_loader.graph.store import DEFAULT_ALIAS_TYPE, alias_index_name, alias_literal
@@ -42,6 +43,7 @@ PG_LOOKUPS = [
     ("embedded.postgresql.sql", "prefetch_aliases"),
     ("embedded.postgresql.sql", "prefetch_relationships"),
     ("embedded.postgresql.sql", "prefetch_relationships_typed"),
+    ("embedded.postgresql.sql", "prefetch_attributes"),
 ]
 INT_PARAMS = {"id", "node_id", "source_node_id", "target_node_id", "after"}
 LIST_PARAMS = {
@@ -61,6 +63,8 @@ def _params(sql: str) -> dict[str, Any]:
             params[name] = 1
         elif name in ("sources", "targets"):
             params[name] = [1, 2]
+        elif name == "ids":  # sent as an array literal (GraphStore.prefetch_attributes)
+            params[name] = "{1,2}"
         elif name in LIST_PARAMS:
             params[name] = ["Company", "Person"]
         else:
@@ -248,3 +252,72 @@ def test_typed_relationship_lookups_search_all_three_columns(store: Store) -> No
                     for c in re.findall(r"Index Cond: (.*)", plan)
                 )
         assert good, f"{name}:\n{plan}"
+
+
+@pytest.mark.postgres
+def test_batch_lookups_are_index_searches_on_a_graph_without_statistics(pg_url: str) -> None:
+    """A batch's bulk lookups on PostgreSQL stay index searches when the graph's tables have
+    never been analysed (autovacuum off, or a first load outrunning it) and the arrays are a
+    batch's size, where the test above forbids scans instead. Without statistics the planner
+    took ``node_id = ANY(:ids)`` for most of the table and scanned every attribute, each
+    batch (a million-row load at 0.55 of a 20,000-row one; 0.8 and more with the lookups
+    fenced), and joined the alias lookup's nodes by a scan of every node: see
+    embedded.postgresql.sql. The store's sessions also run with JIT off (why:
+    journal_loader/storage/postgres.py), which such estimates set off."""
+    store = open_store(pg_url)
+    try:
+        with store.transaction() as tx:
+            for table in ("nodes", "attributes", "relationships"):
+                tx.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+            tx.execute(
+                "INSERT INTO nodes (id, node_type, name, norm_name, external_key, created_at,"
+                " updated_at) SELECT g, 'Company', 'n' || g, 'n' || (g / 2),"
+                " CASE WHEN g % 2 = 0 THEN 'k' || g END, now(), now()"
+                " FROM generate_series(1, 20000) g"
+            )
+            tx.execute(
+                "INSERT INTO attributes (id, node_id, attr_type, value, norm_value, created_at)"
+                " SELECT g, (g + 1) / 2,"
+                f" CASE WHEN g % 5 = 0 THEN {alias_literal(DEFAULT_ALIAS_TYPE)} ELSE 'a' END,"
+                " 'v' || g, 'n' || (g / 4), now() FROM generate_series(1, 40000) g"
+            )
+            tx.execute(
+                "INSERT INTO relationships (id, source_node_id, rel_type, target_node_id,"
+                " strength, created_at, updated_at) SELECT g, g % 20000 + 1, 'R' || g % 3,"
+                " g * 7 % 20000 + 1, 1, now(), now() FROM generate_series(1, 40000) g"
+            )
+        with store.read() as conn:
+            analysed = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_class WHERE relname IN"
+                    " ('nodes', 'attributes', 'relationships') AND reltuples >= 0"
+                    " AND relnamespace = to_regnamespace(current_schema())"
+                )
+            ).scalar()
+            assert analysed == 0, "the premise: no statistics"
+            assert conn.execute(text("SHOW jit")).scalar() == "off"
+        ids = list(range(1, 20000, 20))  # 1,000 of each, as a batch of 1,000 records asks
+        names = [f"n{i}" for i in ids]
+        params: dict[str, Any] = {
+            "types": ["Company"] * len(names),
+            "norms": names,
+            "key_types": ["Company"] * len(names),
+            "keys": [f"k{i}" for i in ids],
+            "keyless_types": ["Company"] * len(names),
+            "keyless_norms": names,
+            "sources": ids,
+            "targets": ids[::-1],
+            "ids": "{" + ",".join(map(str, ids)) + "}",
+        }
+        for file, name in PG_LOOKUPS:
+            sql = load_queries(GRAPH / file, "postgresql")[name]
+            sql = sql.replace("{alias_type}", alias_literal(DEFAULT_ALIAS_TYPE))
+            wanted = {k: v for k, v in params.items() if f":{k}" in sql}
+            if name == "prefetch_relationships_typed":
+                wanted["types"] = ["R1", "R2"]
+            with store.transaction() as tx:
+                assert tx.fetchall("SHOW jit")[0][0] == "off"
+                plan = "\n".join(r[0] for r in tx.fetchall("EXPLAIN " + sql, wanted))
+            assert not _scans(store, plan), f"{name} scans a table without statistics:\n{plan}"
+    finally:
+        store.dispose()

@@ -76,7 +76,7 @@ def test_graph_lookups_run_as_prepared_statements(pg_store: Store) -> None:
     for needle in (
         "unnest(CAST($1 AS text[]), CAST($2 AS text[])) AS q(node_type, norm_name)",
         "unnest(CAST($1 AS bigint[]), CAST($2 AS bigint[])) AS q(s, t)",
-        "WHERE node_id = ANY(CAST($1 AS bigint[]))",
+        "unnest(CAST($1 AS bigint[])) AS q(node_id)",
         "WHERE node_type = $1 AND norm_name = $2",
     ):
         assert any(needle in s for s in prepared), (needle, prepared)

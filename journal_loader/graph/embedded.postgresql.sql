@@ -42,13 +42,19 @@ CROSS JOIN LATERAL (
 -- name: prefetch_aliases
 -- Index lookups per name, as prefetch_nodes (why there), in the alias type's partial index
 -- ({alias_type}: see find_nodes_and_aliases in embedded.sql).
+-- The node of each alias found is fenced too: joined plainly, a graph without statistics
+-- (never analysed: autovacuum off, or a first load outrunning it) got a hash join over a
+-- sequential scan of every node, each batch (tests/test_graph_plans.py).
 SELECT n.id, n.external_key, n.norm_name, n.node_type, a.norm_value
 FROM unnest(CAST(:types AS text[]), CAST(:norms AS text[])) AS q(node_type, norm_name)
 CROSS JOIN LATERAL (
   SELECT a.node_id, a.norm_value FROM attributes a
   WHERE a.attr_type = {alias_type} AND a.norm_value = q.norm_name OFFSET 0
 ) AS a
-JOIN nodes n ON n.id = a.node_id AND n.node_type = q.node_type
+CROSS JOIN LATERAL (
+  SELECT n.id, n.external_key, n.norm_name, n.node_type FROM nodes n
+  WHERE n.id = a.node_id AND n.node_type = q.node_type OFFSET 0
+) AS n
 
 -- name: prefetch_relationships
 -- Index lookups per (source, target) pair, as prefetch_nodes (why there).
@@ -78,7 +84,19 @@ CROSS JOIN LATERAL (
 ) AS r
 
 -- name: prefetch_attributes
-SELECT node_id, id, attr_type, value FROM attributes WHERE node_id = ANY(CAST(:ids AS bigint[]))
+-- An index lookup per node, as prefetch_nodes (why there). Written as
+-- `WHERE node_id = ANY(:ids)`, a graph without statistics (never analysed: autovacuum off,
+-- or a first load outrunning it) got a sequential scan of every attribute for any array of
+-- more than a few ids, each batch: 275 ms for 1,500 ids among 5 million attributes (100 ids:
+-- the same), against 5-23 ms as index lookups, and a million-row load ran at 0.55 of a
+-- 20,000-row one (bench/HISTORY.md, session 18). Same answers: tests/test_prefetch.py; the
+-- plans without statistics: tests/test_graph_plans.py.
+SELECT a.node_id, a.id, a.attr_type, a.value
+FROM unnest(CAST(:ids AS bigint[])) AS q(node_id)
+CROSS JOIN LATERAL (
+  SELECT a.node_id, a.id, a.attr_type, a.value FROM attributes a
+  WHERE a.node_id = q.node_id OFFSET 0
+) AS a
 
 -- name: pg_trgm_schema
 -- Fuzzy matching through pg_trgm (GraphStore.pg_trgm_ready): the schema the extension is

@@ -449,6 +449,28 @@ def _c_bytea_dumper(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.adapters.register_dumper(bytes, BytesBinaryDumper)
 
 
+# Why JIT is off on journal-loader's connections. PostgreSQL compiles a query with LLVM once
+# the planner's estimate of its cost passes jit_above_cost (100,000 by default), and every
+# statement journal-loader runs is short: index probes of a batch's names and ids, COPY,
+# journal pages. Their estimates pass that mark when the graph's tables have no statistics
+# (never analysed: autovacuum off, or a first load outrunning it): a batch's attribute
+# lookup of 1,500 nodes among 5 million attributes was estimated at 8.5 million rows and
+# spent 44 ms compiling to run in 14 (EXPLAIN ANALYZE, PostgreSQL 15), every batch, more as
+# the graph grew. No statement here runs long enough to pay a compilation back, so the
+# setting follows what the queries are, not what the statistics say. Only these sessions
+# change; a server without JIT (before PostgreSQL 11) has no such setting and is left as it
+# is. Pinned by tests/test_graph_plans.py (the store's sessions run with jit off).
+_JIT_OFF = "SELECT set_config('jit', 'off', false) WHERE current_setting('jit', true) IS NOT NULL"
+
+
+def _session_settings(dbapi_connection: Any, record: Any) -> None:
+    """Each new connection: the C dumper for bytea (``_c_bytea_dumper``), JIT off (above)."""
+    _c_bytea_dumper(dbapi_connection, record)
+    with dbapi_connection.cursor() as cur:
+        cur.execute(_JIT_OFF)
+    dbapi_connection.commit()  # a SET is undone with the transaction it ran in
+
+
 class PostgresStore(Store):
     dialect = "postgresql"
     is_server = True
@@ -465,7 +487,7 @@ class PostgresStore(Store):
             max_overflow=4,
             connect_args={"application_name": app, "connect_timeout": 10},
         )
-        event.listen(engine, "connect", _c_bytea_dumper)
+        event.listen(engine, "connect", _session_settings)
         super().__init__(url, engine)
         self._id_pools: dict[str, IdRuns] = {}
         self._topping_up: tuple[threading.Thread, dict[str, IdRuns]] | None = None
