@@ -240,7 +240,9 @@ def _retry_source(
         retry_of={e["record_offset"]: e["last_position"] for e in current},
         options=options,
     )
-    outcome = _outcomes(store, source_id, run_id)
+    # src was read before the retry took the source's lock: its last position is at most
+    # where the retry's events begin, so reading after it finds them all
+    outcome = _outcomes(store, source_id, run_id, int(src["last_position"]))
     for e in current:
         status, message = outcome.get(
             e["record_offset"], (RecordOutcome.FAILED, "no outcome journaled")
@@ -303,14 +305,16 @@ def _dry(loader: Loader, rec: RawRecord) -> str:
     return ("validate still fails: " + "; ".join(problems)) if problems else "parses and validates"
 
 
-def _outcomes(store: Store, source_id: int, run_id: str) -> dict[int, tuple[RecordOutcome, str]]:
+def _outcomes(
+    store: Store, source_id: int, run_id: str, after: int
+) -> dict[int, tuple[RecordOutcome, str]]:
     names = {
         "ProposeSucceeded": RecordOutcome.IMPORTED,
         "RecordFailed": RecordOutcome.FAILED,
         "RecordSkipped": RecordOutcome.SKIPPED,
     }
     out = {}
-    for offset, event_type, payload in ops_store(store).run_outcomes(source_id, run_id):
+    for offset, event_type, payload in ops_store(store).run_outcomes(source_id, run_id, after):
         ev = decode(payload)
         message = getattr(ev, "message", "") or getattr(ev, "reason", "")
         out[offset] = (names[event_type], message)

@@ -1,5 +1,6 @@
 """The journal's statements on a run's way in (resume: the checkpoint, the chunks' marks,
-the attempts in doubt, the chain's head, a record's events) are index searches on
+the attempts in doubt, the chain's head, a record's events), and a DLQ retry's read of its
+outcomes, are index searches on
 PostgreSQL when the journal has never been analysed: autovacuum off, as on this project's
 test server, or a journal that grew faster than it ran. Their cost then stays flat in the
 journal's size, which resume start-up needs (issue 11: under 50 ms at 90% of a file).
@@ -80,5 +81,12 @@ def test_resume_statements_search_a_journal_without_statistics(pg_url: str) -> N
             with store.transaction() as tx:
                 plan = "\n".join(r[0] for r in tx.fetchall("EXPLAIN " + sql[name], wanted))
             assert not re.findall(r"Seq Scan on journal\b", plan), f"{name} scans:\n{plan}"
+        # A DLQ retry's outcomes: a search of the key after the source's last position
+        # before the retry, not a read of every event of the source through its index.
+        run_outcomes = load_queries(QUERIES / "ops.sql", "postgresql")["run_outcomes"]
+        with store.transaction() as tx:
+            plan = "\n".join(r[0] for r in tx.fetchall("EXPLAIN " + run_outcomes, params))
+        assert not re.findall(r"Seq Scan on journal\b", plan), plan
+        assert "journal_pkey" in plan and "ix_journal_source" not in plan, plan
     finally:
         store.dispose()

@@ -472,15 +472,22 @@ def test_ops_store_reads_a_sources_runs_and_outcomes(store: Store) -> None:
         ],
     )
     ops = ops_store(store)
-    outcomes = ops.run_outcomes(1, "run-b")
-    assert sorted((o, kind) for o, kind, _ in outcomes) == [
-        (0, "ProposeSucceeded"),
-        (1, "RecordSkipped"),
-    ]
-    assert sorted((o, kind) for o, kind, _ in ops.run_outcomes(1, "run-a")) == [
+    with store.read() as conn:
+        b_start = conn.execute(
+            text("SELECT MIN(position) FROM journal WHERE run_id = 'run-b'")
+        ).scalar()
+    # after: the source's last position before the run (dlq retry reads it first)
+    for after in (0, b_start - 1):
+        outcomes = ops.run_outcomes(1, "run-b", after)
+        assert sorted((o, kind) for o, kind, _ in outcomes) == [
+            (0, "ProposeSucceeded"),
+            (1, "RecordSkipped"),
+        ]
+    assert sorted((o, kind) for o, kind, _ in ops.run_outcomes(1, "run-a", 0)) == [
         (0, "RecordFailed"),
         (1, "RecordFailed"),
     ]
+    assert ops.run_outcomes(1, "run-a", b_start - 1) == []  # only what follows `after`
     finished = sorted(ops.run_finished_events(1))
     assert [run for run, _ in finished] == ["run-a", "run-b"]
     assert '"status":"partial"' in finished[0][1]

@@ -176,12 +176,13 @@ class OpsStore:
             run = conn.execute(q, {"source_id": source_id, "event_type": "RunStarted"}).one()
         return RetrySource(dict(src), int(load[0]), str(run[1]))
 
-    def run_outcomes(self, source_id: int, run_id: str) -> list[tuple[int, str, str]]:
-        """(record_offset, event_type, payload) of the outcomes a run journaled for a source."""
+    def run_outcomes(self, source_id: int, run_id: str, after: int) -> list[tuple[int, str, str]]:
+        """(record_offset, event_type, payload) of the outcomes a run journaled for a source,
+        after position ``after`` (at most the source's last position before the run)."""
         with self.store.read() as conn:
             rows = conn.execute(
                 text(self.q["run_outcomes"]),
-                {"source_id": source_id, "run_id": run_id},
+                {"source_id": source_id, "run_id": run_id, "after": after},
             ).all()
         return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
 

@@ -25,7 +25,14 @@ ORDER BY position DESC
 LIMIT 1
 
 -- name: run_outcomes
--- The outcomes one run journaled for a source's records (a DLQ retry's).
+-- The outcomes one run journaled for a source's records (a DLQ retry's), all after the
+-- position given (the source's last position before the run started). Searched by position, the primary
+-- key, between that position and the journal's end: by the source alone it read every event of the
+-- source to find the run's few (134 ms at a million events of one source on PostgreSQL,
+-- growing with the source, against 0.2 ms by position); `+ 0` keeps the planners off that index, and the upper bound
+-- makes it a search of the key where a journal has no statistics (in_doubt in journal.sql,
+-- tests/test_journal_plans.py).
 SELECT record_offset, event_type, payload FROM journal
-WHERE source_id = :source_id AND run_id = :run_id
+WHERE position > :after AND position <= (SELECT MAX(position) FROM journal)
+  AND source_id + 0 = :source_id AND run_id = :run_id
   AND event_type IN ('ProposeSucceeded', 'RecordFailed', 'RecordSkipped')
